@@ -1,0 +1,36 @@
+# One command sets up a fresh clone and runs something: `make sentiment` or `make test`.
+# The virtual environment is created and installed on first use (and again when pyproject.toml
+# changes); torch 2.14.1 installs from the machine's local wheel files where pip is set up so.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+RUN_ID := $(shell date +%Y%m%d-%H%M%S)
+
+.PHONY: setup sentiment test test-fast lint format clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)  ## create .venv and install nlp_transfer with its dev tools
+
+sentiment: $(STAMP)  ## the main job: fine-tune on Rotten Tomatoes sentences (ARGS="--flag value" adds flags)
+	$(BIN)/accelerate launch recipes/sentiment.py --output_dir outputs/sentiment-$(RUN_ID) $(ARGS)
+
+test: $(STAMP)  ## every test: fast tier + slow integration tests (what CI runs)
+	$(BIN)/python -m pytest -m "slow or not slow" $(ARGS)
+
+test-fast: $(STAMP)  ## the fast, offline tier only (plain pytest)
+	$(BIN)/python -m pytest $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix . && $(BIN)/ruff format .
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

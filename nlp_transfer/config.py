@@ -1,0 +1,221 @@
+"""Typed run configuration: one dataclass, Hugging Face names, a YAML file overridden by flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+import yaml
+from transformers import HfArgumentParser
+
+MIXED_PRECISION_CHOICES = ("no", "fp16", "bf16")
+
+
+def _help(text: str, **kwargs) -> dict:
+    return {"metadata": {"help": text}, **kwargs}
+
+
+@dataclass
+class TextClassificationConfig:
+    """Every setting of a text-classification run. Names follow ``transformers.TrainingArguments``."""
+
+    # Data
+    dataset_name: str | None = field(
+        default=None,
+        **_help(
+            "A built-in dataset (e.g. rotten_tomatoes_sentences) or a Hugging Face Hub dataset."
+        ),
+    )
+    train_file: str | None = field(
+        default=None, **_help("Training data: .csv, .tsv, .jsonl, .json or .parquet.")
+    )
+    validation_file: str | None = field(
+        default=None, **_help("Validation data; split off the training data if unset.")
+    )
+    test_file: str | None = field(
+        default=None, **_help("Test data; split off the training data if unset.")
+    )
+    text_column: str = field(default="text", **_help("Column holding the text."))
+    label_column: str = field(
+        default="label", **_help("Column holding the label (strings or integers).")
+    )
+    validation_size: float = field(
+        default=0.1,
+        **_help("Fraction of the data split off for validation when there is no validation file."),
+    )
+    test_size: float = field(
+        default=0.1, **_help("Fraction of the data split off for test when there is no test file.")
+    )
+    max_train_samples: int | None = field(
+        default=None, **_help("Keep only this many training examples (quick runs).")
+    )
+    max_eval_samples: int | None = field(
+        default=None, **_help("Keep only this many validation and test examples (quick runs).")
+    )
+    cache_dir: str | None = field(
+        default=None,
+        **_help(
+            "Where built-in datasets are downloaded (default: $NLP_TRANSFER_CACHE or ~/.cache/nlp_transfer)."
+        ),
+    )
+    # Model and transfer strategy
+    model_name_or_path: str | None = field(
+        default=None,
+        **_help(
+            "Hub id or local directory of a BERT-family model; unset: the packaged all-MiniLM-L6-v2."
+        ),
+    )
+    freeze_layers: int = field(
+        default=0,
+        **_help("Freeze the embeddings and the lower k encoder layers; 0 = full fine-tuning."),
+    )
+    max_seq_length: int = field(default=128, **_help("Truncate texts to this many tokens."))
+    trust_remote_code: bool = field(default=False, **_help("Allow custom model code from the Hub."))
+    # Optimisation
+    learning_rate: float = field(default=5e-5, **_help("Peak AdamW learning rate."))
+    weight_decay: float = field(
+        default=0.01, **_help("AdamW decoupled weight decay (not on biases and LayerNorm).")
+    )
+    warmup_ratio: float = field(
+        default=0.1, **_help("Fraction of optimizer steps of linear warm-up.")
+    )
+    lr_scheduler_type: str = field(
+        default="linear", **_help("Learning-rate schedule (any transformers.get_scheduler name).")
+    )
+    num_train_epochs: int = field(default=3, **_help("Number of training epochs."))
+    per_device_train_batch_size: int = field(
+        default=32, **_help("Training batch size per process.")
+    )
+    per_device_eval_batch_size: int = field(
+        default=128, **_help("Evaluation batch size per process.")
+    )
+    group_by_length: bool = field(
+        default=True,
+        **_help("Batch examples of similar length together (still shuffled): far less padding."),
+    )
+    gradient_accumulation_steps: int = field(default=1, **_help("Batches per optimizer step."))
+    max_grad_norm: float = field(
+        default=1.0, **_help("Gradient clipping norm; 0 disables clipping.")
+    )
+    mixed_precision: str | None = field(
+        default=None, **_help("no | fp16 | bf16; unset: Accelerate's launch config, else no.")
+    )
+    seed: int = field(default=42, **_help("Seed for splits, initialisation and shuffling."))
+    # Evaluation and outputs
+    metric_for_best_model: str = field(
+        default="accuracy",
+        **_help(
+            "Validation metric that selects the best epoch (accuracy, f1_macro, roc_auc, loss...)."
+        ),
+    )
+    load_best_model_at_end: bool = field(
+        default=True, **_help("Keep the weights of the best epoch, not the last.")
+    )
+    run_baseline: bool = field(
+        default=True, **_help("Also fit TF-IDF + logistic regression on the same split.")
+    )
+    output_dir: str = field(
+        default="outputs/text_classification",
+        **_help("Where the model, metrics.json and config.yaml go."),
+    )
+    overwrite_output_dir: bool = field(default=False, **_help("Write into a non-empty output_dir."))
+    use_cpu: bool = field(default=False, **_help("Train on the CPU even when a GPU is available."))
+    dataloader_num_workers: int = field(default=0, **_help("DataLoader worker processes."))
+    logging_steps: int = field(
+        default=50, **_help("Refresh the progress bar's loss every this many batches.")
+    )
+
+    def __post_init__(self) -> None:
+        positive = {
+            "learning_rate": self.learning_rate,
+            "num_train_epochs": self.num_train_epochs,
+            "per_device_train_batch_size": self.per_device_train_batch_size,
+            "per_device_eval_batch_size": self.per_device_eval_batch_size,
+            "gradient_accumulation_steps": self.gradient_accumulation_steps,
+            "max_seq_length": self.max_seq_length,
+            "logging_steps": self.logging_steps,
+        }
+        for name, value in positive.items():
+            if value is None or value <= 0:
+                raise ValueError(f"--{name} must be positive, got {value}.")
+        for name in ("weight_decay", "max_grad_norm", "freeze_layers", "dataloader_num_workers"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}.")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"--warmup_ratio must be in [0, 1), got {self.warmup_ratio}.")
+        for name in ("max_train_samples", "max_eval_samples"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
+                raise ValueError(f"--{name} must be positive, got {getattr(self, name)}.")
+        if self.mixed_precision is not None and self.mixed_precision not in MIXED_PRECISION_CHOICES:
+            raise ValueError(
+                f"--mixed_precision must be one of {', '.join(MIXED_PRECISION_CHOICES)}, "
+                f"got {self.mixed_precision!r}."
+            )
+        if self.dataset_name is None and self.train_file is None:
+            raise ValueError("Give the data: --dataset_name (built-in or Hub) or --train_file.")
+        if self.dataset_name is not None and self.train_file is not None:
+            raise ValueError("Give either --dataset_name or --train_file, not both.")
+
+
+ConfigT = TypeVar("ConfigT")
+
+
+def _yaml_to_argv(path: str, valid: Sequence[str]) -> list[str]:
+    config_path = Path(path).expanduser()
+    if not config_path.is_file():
+        raise FileNotFoundError(f"--config {path}: no such file.")
+    values = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
+    if not isinstance(values, dict):
+        raise ValueError(f"--config {path} must hold a mapping of setting: value.")
+    unknown = sorted(set(values) - set(valid))
+    if unknown:
+        raise ValueError(
+            f"--config {path} has unknown key(s) {', '.join(unknown)}; valid keys: "
+            f"{', '.join(sorted(valid))}."
+        )
+    argv = []
+    for key, value in values.items():
+        if value is not None:
+            argv += [f"--{key}", str(value)]
+    return argv
+
+
+def parse_config(config_cls: type[ConfigT], argv: Sequence[str] | None = None) -> ConfigT:
+    """Parse ``--config file.yaml`` and flags into ``config_cls``; flags override the file.
+
+    Built on ``transformers.HfArgumentParser``: every dataclass field is a ``--flag`` with its
+    help string; booleans take ``--flag`` / ``--flag false``.
+
+    Args:
+        config_cls: A dataclass type such as :class:`TextClassificationConfig`.
+        argv: Arguments without the program name; None reads ``sys.argv``.
+
+    Returns:
+        The populated, validated dataclass.
+
+    Raises:
+        FileNotFoundError: The ``--config`` file does not exist.
+        ValueError: The YAML has unknown keys (the message lists the valid ones) or a value is
+            invalid.
+        SystemExit: On ``--help`` or an unknown flag (argparse's behaviour).
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = HfArgumentParser(config_cls)
+    parser.add_argument("--config", default=None, help="YAML file of settings; flags override it.")
+    pre, _ = parser.parse_known_args(argv)
+    if pre.config:
+        valid = [f.name for f in dataclasses.fields(config_cls)]
+        argv = _yaml_to_argv(pre.config, valid) + argv
+    namespace = vars(parser.parse_args(argv))
+    namespace.pop("config")
+    return config_cls(**namespace)
+
+
+def save_config(config, path: str | Path, **extra) -> None:
+    """Write the resolved config (plus ``extra`` resolved values) to a YAML file."""
+    values = dataclasses.asdict(config) | extra
+    Path(path).write_text(yaml.safe_dump(values, sort_keys=False), encoding="utf-8")

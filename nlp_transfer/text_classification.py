@@ -1,0 +1,126 @@
+"""Text-classification glue shared by the text recipes: data from a config, train, evaluate."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from datasets import DatasetDict
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from .config import TextClassificationConfig
+from .data import load_text_classification_dataset
+from .data.tokenize import build_dataloaders, tokenize_dataset
+from .metrics import classification_metrics
+from .training.loop import FitResult, create_optimizer, create_scheduler, evaluate, fit
+
+logger = get_logger(__name__)
+
+
+def load_data(config: TextClassificationConfig) -> DatasetDict:
+    """Load the run's data (``--dataset_name`` or ``--train_file`` [+ validation/test files]).
+
+    Applies ``--max_train_samples`` / ``--max_eval_samples`` after splitting, so the splits stay
+    the same whatever the caps.
+
+    Raises:
+        ValueError, FileNotFoundError: See :func:`~nlp_transfer.data.load_text_classification_dataset`.
+    """
+    dataset = load_text_classification_dataset(
+        config.dataset_name or config.train_file,
+        validation=config.validation_file,
+        test=config.test_file,
+        text_column=config.text_column,
+        label_column=config.label_column,
+        validation_size=config.validation_size,
+        test_size=config.test_size,
+        seed=config.seed,
+        cache_dir=config.cache_dir,
+    )
+    caps = {"train": config.max_train_samples}
+    caps |= {s: config.max_eval_samples for s in ("validation", "test")}
+    for split, cap in caps.items():
+        if cap is not None and cap < len(dataset[split]):
+            dataset[split] = dataset[split].select(range(cap))
+    sizes = ", ".join(f"{s} {len(d):,}" for s, d in dataset.items())
+    logger.info(f"Data: {sizes}; labels {dataset['train'].features['label'].names}")
+    return dataset
+
+
+@dataclass
+class TrainOutcome:
+    """Result of :func:`train_text_classifier`: the prepared model, the fit, and test metrics."""
+
+    model: nn.Module
+    fit: FitResult
+    test_metrics: dict
+
+
+def train_text_classifier(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    dataset: DatasetDict,
+    accelerator: Accelerator,
+    config: TextClassificationConfig,
+) -> TrainOutcome:
+    """Tokenize, build dataloaders, optimizer and schedule, train with :func:`fit`, then test.
+
+    Args:
+        model: Classifier with its transfer strategy applied (frozen parameters set).
+        tokenizer: Its tokenizer.
+        dataset: ``train``/``validation``/``test`` splits with ``text`` and ``label``.
+        accelerator: The run's Accelerator.
+        config: Hyper-parameters (``learning_rate``, ``num_train_epochs``, batch sizes, ...).
+
+    Returns:
+        A :class:`TrainOutcome`; ``test_metrics`` holds
+        :func:`~nlp_transfer.metrics.classification_metrics` and ``loss`` of the test split.
+    """
+    with accelerator.main_process_first():
+        tokenized = tokenize_dataset(dataset, tokenizer, config.max_seq_length)
+    mixed = accelerator.mixed_precision != "no"
+    loaders = build_dataloaders(
+        tokenized,
+        tokenizer,
+        per_device_train_batch_size=config.per_device_train_batch_size,
+        per_device_eval_batch_size=config.per_device_eval_batch_size,
+        pad_to_multiple_of=8 if mixed else None,
+        group_by_length=config.group_by_length,
+        seed=config.seed,
+        num_workers=config.dataloader_num_workers,
+    )
+    optimizer = create_optimizer(model, config.learning_rate, config.weight_decay)
+    scheduler = create_scheduler(
+        optimizer,
+        num_batches_per_epoch=len(loaders["train"]),
+        num_train_epochs=config.num_train_epochs,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        warmup_ratio=config.warmup_ratio,
+        lr_scheduler_type=config.lr_scheduler_type,
+    )
+    model, optimizer, scheduler, train_dl, val_dl, test_dl = accelerator.prepare(
+        model, optimizer, scheduler, loaders["train"], loaders["validation"], loaders["test"]
+    )
+    label_names = dataset["train"].features["label"].names
+
+    def compute_metrics(labels, logits):
+        return classification_metrics(labels, logits, label_names)
+
+    result = fit(
+        model,
+        optimizer,
+        scheduler,
+        train_dl,
+        val_dl,
+        accelerator,
+        num_train_epochs=config.num_train_epochs,
+        compute_metrics=compute_metrics,
+        metric_for_best_model=config.metric_for_best_model,
+        load_best_model_at_end=config.load_best_model_at_end,
+        max_grad_norm=config.max_grad_norm,
+        logging_steps=config.logging_steps,
+    )
+    test_metrics = evaluate(model, test_dl, accelerator, compute_metrics, desc="Test")
+    return TrainOutcome(model=model, fit=result, test_metrics=test_metrics)

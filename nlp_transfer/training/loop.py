@@ -1,0 +1,296 @@
+"""The training loop: one Accelerate loop for every task (text and vision).
+
+``fit`` trains for whole epochs, evaluates after each, keeps the best epoch's weights and returns
+the history. It works unchanged on a CPU, one GPU, several GPUs or several CPU processes under
+``accelerate launch``: gradient accumulation goes through ``accelerator.accumulate``, evaluation
+through ``gather_for_metrics`` (every example counted exactly once), and only the local main
+process shows progress bars.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+
+from ..transfer.freeze import set_train_mode
+
+logger = get_logger(__name__)
+
+MetricsFn = Callable[[np.ndarray, np.ndarray], dict]
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def create_optimizer(
+    model: nn.Module, learning_rate: float, weight_decay: float = 0.0
+) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters only (frozen ones get no optimizer state).
+
+    Biases and normalisation weights (1-D tensors) get no weight decay, as in BERT and the
+    Hugging Face ``Trainer`` (Loshchilov & Hutter 2019, decoupled weight decay).
+
+    Args:
+        model: The model, with frozen parameters already set to ``requires_grad=False``.
+        learning_rate: Peak learning rate.
+        weight_decay: Decoupled weight decay for matrices.
+
+    Returns:
+        The optimizer.
+
+    Raises:
+        ValueError: If no parameter is trainable.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("The model has no trainable parameters; nothing to optimise.")
+    groups = [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
+    groups = [g for g in groups if g["params"]]
+    return torch.optim.AdamW(groups, lr=learning_rate, foreach=True)
+
+
+def create_scheduler(
+    optimizer: torch.optim.Optimizer,
+    *,
+    num_batches_per_epoch: int,
+    num_train_epochs: int,
+    gradient_accumulation_steps: int = 1,
+    warmup_ratio: float = 0.0,
+    lr_scheduler_type: str = "linear",
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """A ``transformers.get_scheduler`` schedule sized for the whole run.
+
+    Create it *before* ``accelerator.prepare``, from the global number of batches per epoch:
+    Accelerate steps a prepared scheduler once per process per optimizer step, so the count
+    stays right under any number of processes.
+
+    Args:
+        optimizer: The optimizer.
+        num_batches_per_epoch: Batches per epoch of the unprepared train DataLoader.
+        num_train_epochs: Epochs.
+        gradient_accumulation_steps: Batches per optimizer step.
+        warmup_ratio: Fraction of optimizer steps of linear warm-up, in [0, 1).
+        lr_scheduler_type: Any name ``transformers.get_scheduler`` accepts.
+
+    Returns:
+        The scheduler.
+    """
+    steps = math.ceil(num_batches_per_epoch / gradient_accumulation_steps) * num_train_epochs
+    return get_scheduler(
+        lr_scheduler_type,
+        optimizer=optimizer,
+        num_warmup_steps=int(warmup_ratio * steps),
+        num_training_steps=steps,
+    )
+
+
+def forward_logits(model: nn.Module, batch: dict) -> torch.Tensor:
+    """Run ``model(**inputs)`` and return logits of shape ``(batch, num_labels)``."""
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    outputs = model(**inputs)
+    return outputs.logits if hasattr(outputs, "logits") else outputs
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module, dataloader: DataLoader, accelerator: Accelerator, desc: str = "Evaluating"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and labels for every example of a prepared DataLoader, gathered from all processes.
+
+    ``gather_for_metrics`` drops the samples Accelerate duplicates to even out the last batch
+    across processes, so each example appears exactly once, in dataset order.
+
+    Returns:
+        ``(logits, labels)`` of shapes ``(n, num_labels)`` (float32) and ``(n,)``.
+    """
+    model.eval()
+    all_logits, all_labels = [], []
+    for batch in tqdm(
+        dataloader, desc=desc, leave=False, disable=not accelerator.is_local_main_process
+    ):
+        logits = forward_logits(model, batch).float()
+        logits, labels = accelerator.gather_for_metrics((logits, batch["labels"]))
+        all_logits.append(logits.cpu())
+        all_labels.append(labels.cpu())
+    return torch.cat(all_logits).numpy(), torch.cat(all_labels).numpy()
+
+
+def evaluate(
+    model: nn.Module,
+    dataloader: DataLoader,
+    accelerator: Accelerator,
+    compute_metrics: MetricsFn,
+    desc: str = "Evaluating",
+) -> dict:
+    """Evaluate a model: ``compute_metrics(labels, logits)`` plus the mean cross-entropy ``loss``."""
+    logits, labels = predict_logits(model, dataloader, accelerator, desc)
+    metrics = compute_metrics(labels, logits)
+    metrics["loss"] = float(F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels)))
+    return metrics
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns.
+
+    Attributes:
+        history: One dict per epoch: ``epoch``, ``train_loss``, ``learning_rate`` (at the end of
+            the epoch), ``eval_*`` metrics, ``epoch_runtime_s``.
+        best_epoch: 1-based epoch whose weights the model holds at the end.
+        best_metric: Its value of the selection metric.
+        train_runtime_s: Wall time of the training steps (evaluation excluded), seconds.
+        train_samples_per_second: Training examples processed per second, all processes.
+        global_step: Optimizer steps taken.
+    """
+
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = 0
+    best_metric: float | None = None
+    train_runtime_s: float = 0.0
+    train_samples_per_second: float = 0.0
+    global_step: int = 0
+
+
+def _is_better(value: float, best: float | None, greater_is_better: bool) -> bool:
+    return best is None or (value > best if greater_is_better else value < best)
+
+
+def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Copy of what training can change: trainable parameters and buffers (on CPU)."""
+    state = {
+        n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad
+    }
+    state.update({n: b.detach().to("cpu", copy=True) for n, b in model.named_buffers()})
+    return state
+
+
+def fit(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    lr_scheduler: torch.optim.lr_scheduler.LRScheduler,
+    train_dataloader: DataLoader,
+    eval_dataloader: DataLoader,
+    accelerator: Accelerator,
+    *,
+    num_train_epochs: int,
+    compute_metrics: MetricsFn,
+    metric_for_best_model: str = "accuracy",
+    load_best_model_at_end: bool = True,
+    max_grad_norm: float | None = 1.0,
+    loss_fn: LossFn = F.cross_entropy,
+    logging_steps: int = 50,
+) -> FitResult:
+    """Train for ``num_train_epochs`` epochs, evaluating on ``eval_dataloader`` after each.
+
+    All objects must already be passed through ``accelerator.prepare``. Frozen submodules stay
+    in eval mode (:func:`~nlp_transfer.transfer.freeze.set_train_mode`).
+
+    Args:
+        model: Prepared model; ``model(**batch_without_labels)`` gives logits.
+        optimizer: Prepared optimizer.
+        lr_scheduler: Prepared scheduler, stepped once per optimizer step.
+        train_dataloader: Prepared, shuffling DataLoader of dict batches with ``labels``.
+        eval_dataloader: Prepared validation DataLoader.
+        accelerator: The run's Accelerator (its ``gradient_accumulation_steps`` applies).
+        num_train_epochs: Number of epochs, >= 1.
+        compute_metrics: ``(labels (n,), logits (n, C)) -> dict`` of metrics.
+        metric_for_best_model: Key of ``compute_metrics``' result (or ``loss``) that selects the
+            best epoch; lower is better for names containing ``loss``.
+        load_best_model_at_end: Restore the best epoch's weights at the end.
+        max_grad_norm: Clip the global gradient norm to this; None or 0 disables clipping.
+        loss_fn: ``(logits, labels) -> scalar loss``; cross-entropy by default.
+        logging_steps: Refresh the progress bar's loss every this many batches.
+
+    Returns:
+        A :class:`FitResult`.
+
+    Raises:
+        KeyError: If ``metric_for_best_model`` is not among the evaluation metrics.
+    """
+    greater_is_better = "loss" not in metric_for_best_model
+    result = FitResult()
+    unwrapped = accelerator.unwrap_model(model)
+    best_state: dict[str, torch.Tensor] | None = None
+    total_batches = len(train_dataloader) * num_train_epochs
+    progress = tqdm(
+        total=total_batches, desc="Training", disable=not accelerator.is_local_main_process
+    )
+    num_examples = len(train_dataloader.dataset)  # the whole dataset, all processes together
+    for epoch in range(1, num_train_epochs + 1):
+        set_train_mode(model)
+        epoch_start = time.perf_counter()
+        loss_sum = torch.zeros((), device=accelerator.device)
+        loss_count = 0
+        for step, batch in enumerate(train_dataloader, start=1):
+            with accelerator.accumulate(model):
+                logits = forward_logits(model, batch)
+                loss = loss_fn(logits.float(), batch["labels"])
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and max_grad_norm:
+                    accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
+                optimizer.step()
+                lr_scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            if accelerator.sync_gradients:
+                result.global_step += 1
+            loss_sum += loss.detach()
+            loss_count += 1
+            progress.update(1)
+            if step % logging_steps == 0:
+                progress.set_postfix(epoch=epoch, loss=f"{loss_sum.item() / loss_count:.4f}")
+        epoch_train_s = time.perf_counter() - epoch_start
+        result.train_runtime_s += epoch_train_s
+        stats = accelerator.reduce(
+            torch.stack([loss_sum, torch.tensor(float(loss_count), device=accelerator.device)]),
+            "sum",
+        )
+        metrics = evaluate(model, eval_dataloader, accelerator, compute_metrics, desc="Validation")
+        if metric_for_best_model not in metrics:
+            raise KeyError(
+                f"--metric_for_best_model {metric_for_best_model!r} is not an evaluation metric; "
+                f"choose one of {', '.join(k for k, v in metrics.items() if isinstance(v, float))}."
+            )
+        record = {
+            "epoch": epoch,
+            "train_loss": float(stats[0] / stats[1]),
+            "learning_rate": lr_scheduler.get_last_lr()[0],
+            **{f"eval_{k}": v for k, v in metrics.items()},
+            "epoch_runtime_s": time.perf_counter() - epoch_start,
+        }
+        result.history.append(record)
+        value = metrics[metric_for_best_model]
+        if _is_better(value, result.best_metric, greater_is_better):
+            result.best_epoch, result.best_metric = epoch, value
+            if load_best_model_at_end and epoch < num_train_epochs:
+                best_state = _snapshot(unwrapped)
+            elif load_best_model_at_end:
+                best_state = None  # the final weights are the best ones
+        logger.info(
+            f"epoch {epoch}/{num_train_epochs}: train_loss {record['train_loss']:.4f} | "
+            f"eval_loss {metrics['loss']:.4f} | eval_accuracy {metrics['accuracy']:.4f} | "
+            f"eval_f1_macro {metrics['f1_macro']:.4f} | {epoch_train_s:.0f}s training + "
+            f"{record['epoch_runtime_s'] - epoch_train_s:.0f}s validation"
+        )
+    progress.close()
+    if best_state is not None:
+        unwrapped.load_state_dict(best_state, strict=False)
+        logger.info(
+            f"Restored the weights of epoch {result.best_epoch} (best {metric_for_best_model} {result.best_metric:.4f})"
+        )
+    result.train_samples_per_second = (
+        num_examples * num_train_epochs / max(result.train_runtime_s, 1e-9)
+    )
+    return result

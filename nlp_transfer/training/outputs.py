@@ -1,0 +1,132 @@
+"""What a finished run leaves in ``output_dir``, and the summary it prints."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from accelerate import Accelerator
+from torch import nn
+
+from ..config import save_config
+from ..transfer.freeze import FreezeReport
+from .loop import FitResult
+
+
+def save_run(
+    output_dir: str | os.PathLike,
+    accelerator: Accelerator,
+    model: nn.Module,
+    metrics: dict,
+    config: object,
+    tokenizer: object | None = None,
+    **resolved: object,
+) -> Path | None:
+    """Save the model (safetensors, Hugging Face format), tokenizer, ``metrics.json``, ``config.yaml``.
+
+    Only the main process writes; every process waits for it.
+
+    Args:
+        output_dir: Target directory (created if missing).
+        accelerator: The run's Accelerator.
+        model: The (possibly prepared) model; it is unwrapped before saving.
+        metrics: JSON-serialisable results.
+        config: The run's config dataclass, written as YAML.
+        tokenizer: Saved beside the model when given.
+        **resolved: Extra resolved settings recorded in ``config.yaml`` (e.g. the model path).
+
+    Returns:
+        The directory on the main process, None elsewhere.
+    """
+    accelerator.wait_for_everyone()
+    path = Path(output_dir).expanduser()
+    if accelerator.is_main_process:
+        path.mkdir(parents=True, exist_ok=True)
+        accelerator.unwrap_model(model).save_pretrained(path, safe_serialization=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(path)
+        (path / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+        save_config(config, path / "config.yaml", **resolved)
+    accelerator.wait_for_everyone()
+    return path if accelerator.is_main_process else None
+
+
+def format_summary(metrics: dict, title: str) -> str:
+    """A short table of test accuracy and macro-F1: fine-tuned model vs baseline, plus timings."""
+    test = metrics["test"]
+    rows = [("fine-tuned " + metrics.get("model_name", "model"), test)]
+    if metrics.get("baseline"):
+        rows.append(("TF-IDF + LogisticRegression", metrics["baseline"]))
+    width = max(len(name) for name, _ in rows) + 2
+    lines = [
+        f"== {title}: test results ({test['num_examples']:,} examples) ==",
+        f"{'model':<{width}}accuracy  macro-F1",
+    ]
+    lines += [f"{name:<{width}}{m['accuracy']:>8.4f}  {m['f1_macro']:>8.4f}" for name, m in rows]
+    t = metrics["timings"]
+    lines.append(
+        f"training {t['train_runtime_s']:.0f} s ({t['train_samples_per_second']:.1f} samples/s), "
+        f"total {t['total_runtime_s']:.0f} s | best epoch {metrics['best_epoch']} | "
+        f"trainable params {metrics['parameters']['trainable']:,} / {metrics['parameters']['total']:,}"
+    )
+    lines.append(f"saved to {metrics['output_dir']}")
+    return "\n".join(lines)
+
+
+def run_metrics(
+    fit: FitResult,
+    test_metrics: dict,
+    freeze: FreezeReport,
+    baseline: dict | None,
+    *,
+    model_name: str,
+    output_dir: str | os.PathLike,
+    metric_for_best_model: str,
+    accelerator: Accelerator,
+    start_time: float,
+) -> dict:
+    """Assemble ``metrics.json``: validation per epoch, test, baseline, timings, parameters.
+
+    Args:
+        fit: The training history.
+        test_metrics: Metrics of the test split.
+        freeze: What the transfer strategy froze.
+        baseline: Baseline test metrics, or None.
+        model_name: Display name of the pretrained model.
+        output_dir: Where the run is saved.
+        metric_for_best_model: The selection metric.
+        accelerator: For the process count, device and precision.
+        start_time: ``time.perf_counter()`` at the start of the run.
+
+    Returns:
+        A JSON-serialisable dict.
+    """
+    return {
+        "model_name": model_name,
+        "output_dir": str(output_dir),
+        "metric_for_best_model": metric_for_best_model,
+        "best_epoch": fit.best_epoch,
+        "best_metric": fit.best_metric,
+        "validation": fit.history,
+        "test": test_metrics,
+        "baseline": baseline,
+        "timings": {
+            "train_runtime_s": fit.train_runtime_s,
+            "train_samples_per_second": fit.train_samples_per_second,
+            "total_runtime_s": time.perf_counter() - start_time,
+            "baseline_runtime_s": baseline["fit_runtime_s"] if baseline else None,
+        },
+        "parameters": {
+            "trainable": freeze.trainable_params,
+            "total": freeze.total_params,
+            "frozen_blocks": freeze.frozen_blocks,
+            "trainable_blocks": freeze.trainable_blocks,
+        },
+        "environment": {
+            "num_processes": accelerator.num_processes,
+            "device": str(accelerator.device),
+            "mixed_precision": accelerator.mixed_precision,
+        },
+    }

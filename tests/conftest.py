@@ -1,0 +1,104 @@
+"""Shared fixtures: a tiny BERT saved to disk, a toy learnable sentiment task, offline mode."""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "recipes"))
+
+POSITIVE = ["good", "great", "fine", "happy", "lovely", "superb"]
+NEGATIVE = ["bad", "awful", "sad", "poor", "dull", "boring"]
+FILLER = ["the", "movie", "was", "a", "plot", "and", "film", "really", "story", "very"]
+
+
+def toy_sentiment_frame(n: int = 200, seed: int = 0) -> pd.DataFrame:
+    """Sentences whose label is given by one sentiment word among filler: learnable, not trivial."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = "pos" if i % 2 == 0 else "neg"
+        words = [*rng.sample(FILLER, 4), rng.choice(POSITIVE if label == "pos" else NEGATIVE)]
+        rng.shuffle(words)
+        rows.append({"sentence": " ".join(words), "sentiment": label})
+    return pd.DataFrame(rows)
+
+
+def _tiny_vocab() -> list[str]:
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    return [*specials, *POSITIVE, *NEGATIVE, *FILLER, *"abcdefghijklmnopqrstuvwxyz"]
+
+
+def tiny_config(model_type: str = "bert", num_labels: int = 2):
+    """A 2-layer, hidden-32 config of each supported family (vocab 100, 64 positions)."""
+    import transformers as T
+
+    common = {"vocab_size": 100, "num_labels": num_labels}
+    if model_type == "bert":
+        return T.BertConfig(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=37,
+            max_position_embeddings=64,
+            type_vocab_size=2,
+            **common,
+        )
+    if model_type == "roberta":
+        return T.RobertaConfig(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=37,
+            max_position_embeddings=64,
+            type_vocab_size=1,
+            pad_token_id=1,
+            **common,
+        )
+    if model_type == "distilbert":
+        return T.DistilBertConfig(
+            dim=32, n_layers=2, n_heads=2, hidden_dim=37, max_position_embeddings=64, **common
+        )
+    if model_type == "electra":
+        return T.ElectraConfig(
+            embedding_size=16,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=37,
+            max_position_embeddings=64,
+            type_vocab_size=2,
+            **common,
+        )
+    raise ValueError(model_type)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory) -> Path:
+    """A randomly initialised 2-layer BERT (hidden 32) and a word-level tokenizer, saved to disk."""
+    import torch
+    from transformers import AutoModel, BertTokenizer
+
+    path = tmp_path_factory.mktemp("tiny_bert")
+    vocab = {word: i for i, word in enumerate(_tiny_vocab())}
+    tokenizer = BertTokenizer(vocab=vocab, model_max_length=64)
+    torch.manual_seed(0)
+    AutoModel.from_config(tiny_config("bert")).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture()
+def toy_csv(tmp_path) -> Path:
+    path = tmp_path / "toy.csv"
+    toy_sentiment_frame().to_csv(path, index=False)
+    return path

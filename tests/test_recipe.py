@@ -1,0 +1,156 @@
+"""The sentiment recipe end to end: in-process on a tiny model, and under `accelerate launch`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, toy_sentiment_frame
+
+TINY_TOTAL = 20_076  # tiny BERT + 2-label head, counted by hand in test_models.py
+TINY_TRAINABLE_FREEZE_1 = 7_911  # layer_1 + pooler + classifier
+
+
+def _flags(tiny_bert_dir, train_file, output_dir, *extra):
+    return [
+        "--model_name_or_path",
+        str(tiny_bert_dir),
+        "--train_file",
+        str(train_file),
+        "--text_column",
+        "sentence",
+        "--label_column",
+        "sentiment",
+        "--output_dir",
+        str(output_dir),
+        "--learning_rate",
+        "1e-3",
+        "--num_train_epochs",
+        "3",
+        "--per_device_train_batch_size",
+        "16",
+        *extra,
+    ]
+
+
+def test_recipe_in_process_writes_model_metrics_and_config(tiny_bert_dir, toy_csv, tmp_path):
+    from transformers import pipeline
+
+    import sentiment
+
+    out = tmp_path / "run"
+    metrics = sentiment.main(_flags(tiny_bert_dir, toy_csv, out, "--freeze_layers", "1"))
+    assert (out / "model.safetensors").exists() and not list(out.glob("*.bin"))
+    on_disk = json.loads((out / "metrics.json").read_text())
+    assert on_disk["test"]["accuracy"] == metrics["test"]["accuracy"]
+    assert len(on_disk["validation"]) == 3
+    assert on_disk["validation"][0]["eval_num_examples"] == 20
+    assert on_disk["test"]["num_examples"] == 20
+    assert on_disk["baseline"]["num_examples"] == 20 and 0 <= on_disk["baseline"]["accuracy"] <= 1
+    assert on_disk["parameters"]["trainable"] == TINY_TRAINABLE_FREEZE_1
+    assert on_disk["parameters"]["total"] == TINY_TOTAL
+    assert on_disk["parameters"]["frozen_blocks"] == ["embeddings", "layer_0"]
+    assert on_disk["timings"]["train_runtime_s"] > 0
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["freeze_layers"] == 1 and config["learning_rate"] == 1e-3
+    assert config["resolved_model_path"] == str(tiny_bert_dir)
+    classifier = pipeline("text-classification", model=str(out))
+    predictions = classifier(["the movie was great", "the film was awful"])
+    assert {p["label"] for p in predictions} <= {"neg", "pos"}
+
+
+def test_recipe_refuses_a_non_empty_output_dir(tiny_bert_dir, toy_csv, tmp_path):
+    import sentiment
+
+    out = tmp_path / "run"
+    out.mkdir()
+    earlier = out / "metrics.json"
+    earlier.write_text('{"earlier": "results"}')
+    with pytest.raises(FileExistsError, match="--overwrite_output_dir"):
+        sentiment.main(_flags(tiny_bert_dir, toy_csv, out, "--num_train_epochs", "1"))
+    assert earlier.read_text() == '{"earlier": "results"}'
+    sentiment.main(
+        _flags(tiny_bert_dir, toy_csv, out, "--num_train_epochs", "1", "--overwrite_output_dir")
+    )
+    assert "earlier" not in earlier.read_text()
+
+
+def _launch(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+    accelerate = Path(sys.executable).with_name("accelerate")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    cmd = [
+        str(accelerate),
+        "launch",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        *args,
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+@pytest.mark.slow
+def test_accelerate_launch_single_process(tiny_bert_dir, toy_csv, tmp_path):
+    out = tmp_path / "launched"
+    proc = _launch(
+        [
+            "--num_processes",
+            "1",
+            str(REPO / "recipes" / "sentiment.py"),
+            *_flags(tiny_bert_dir, toy_csv, out, "--freeze_layers", "1"),
+        ],
+        tmp_path,
+    )
+    assert f"trainable params: {TINY_TRAINABLE_FREEZE_1:,} / {TINY_TOTAL:,}" in proc.stderr
+    assert "== sentiment: test results (20 examples) ==" in proc.stdout
+    assert (out / "model.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_count_every_example_once(tiny_bert_dir, tmp_path):
+    """Uneven splits (13 validation, 11 test rows, eval batch 4 per process) under 2 processes."""
+    train, val, test = (tmp_path / f"{s}.csv" for s in ("train", "val", "test"))
+    toy_sentiment_frame(96, 0).to_csv(train, index=False)
+    toy_sentiment_frame(13, 1).to_csv(val, index=False)
+    toy_sentiment_frame(11, 2).to_csv(test, index=False)
+    out = tmp_path / "ddp"
+    _launch(
+        [
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            str(REPO / "recipes" / "sentiment.py"),
+            *_flags(
+                tiny_bert_dir,
+                train,
+                out,
+                "--validation_file",
+                str(val),
+                "--test_file",
+                str(test),
+                "--per_device_eval_batch_size",
+                "4",
+                "--num_train_epochs",
+                "2",
+            ),
+        ],
+        tmp_path,
+    )
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["environment"]["num_processes"] == 2
+    assert [h["eval_num_examples"] for h in metrics["validation"]] == [13, 13]
+    assert sum(map(sum, metrics["validation"][-1]["eval_confusion_matrix"])) == 13
+    assert metrics["test"]["num_examples"] == 11
+    assert sum(map(sum, metrics["test"]["confusion_matrix"])) == 11
+    assert metrics["baseline"]["num_examples"] == 11
