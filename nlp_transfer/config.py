@@ -155,8 +155,6 @@ class TextClassificationConfig:
                 f"--mixed_precision must be one of {', '.join(MIXED_PRECISION_CHOICES)}, "
                 f"got {self.mixed_precision!r}."
             )
-        if self.dataset_name is None and self.train_file is None:
-            raise ValueError("Give the data: --dataset_name (built-in or Hub) or --train_file.")
         if self.dataset_name is not None and self.train_file is not None:
             raise ValueError("Give either --dataset_name or --train_file, not both.")
 

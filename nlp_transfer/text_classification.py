@@ -1,20 +1,34 @@
-"""Text-classification glue shared by the text recipes: data from a config, train, evaluate."""
+"""Text classification end to end: the steps every text recipe runs, and the Python API.
+
+from nlp_transfer import TextClassificationConfig, run_text_classification
+
+config = TextClassificationConfig(train_file="reviews.csv", text_column="review",
+                                  label_column="stars", output_dir="outputs/reviews")
+metrics = run_text_classification(config)
+"""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from accelerate import Accelerator
 from accelerate.logging import get_logger
+from accelerate.utils import set_seed
 from datasets import DatasetDict
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from .baselines import tfidf_logreg_baseline
 from .config import TextClassificationConfig
 from .data import load_text_classification_dataset
 from .data.tokenize import build_dataloaders, tokenize_dataset
 from .metrics import classification_metrics
+from .models.text import DEFAULT_MODEL_NAME, build_text_classifier, resolve_model_path
 from .training.loop import FitResult, create_optimizer, create_scheduler, evaluate, fit
+from .training.outputs import format_summary, run_metrics, save_run
+from .training.setup import build_accelerator, check_output_dir
+from .transfer.freeze import freeze_encoder_layers
 
 logger = get_logger(__name__)
 
@@ -26,8 +40,11 @@ def load_data(config: TextClassificationConfig) -> DatasetDict:
     the same whatever the caps.
 
     Raises:
-        ValueError, FileNotFoundError: See :func:`~nlp_transfer.data.load_text_classification_dataset`.
+        ValueError, FileNotFoundError: No data named, or see
+            :func:`~nlp_transfer.data.load_text_classification_dataset`.
     """
+    if config.dataset_name is None and config.train_file is None:
+        raise ValueError("Give the data: --dataset_name (built-in or Hub) or --train_file.")
     dataset = load_text_classification_dataset(
         config.dataset_name or config.train_file,
         validation=config.validation_file,
@@ -124,3 +141,73 @@ def train_text_classifier(
     )
     test_metrics = evaluate(model, test_dl, accelerator, compute_metrics, desc="Test")
     return TrainOutcome(model=model, fit=result, test_metrics=test_metrics)
+
+
+def run_text_classification(
+    config: TextClassificationConfig,
+    dataset: DatasetDict | None = None,
+    task_name: str = "text classification",
+) -> dict:
+    """Fine-tune, evaluate and save a text classifier as ``config`` says; what every text recipe runs.
+
+    Steps: Accelerator -> check ``output_dir`` -> data -> model -> transfer strategy (freezing)
+    -> train with validation each epoch -> test -> TF-IDF baseline -> save -> print a summary.
+
+    Args:
+        config: The run's settings.
+        dataset: Ready ``train``/``validation``/``test`` splits (e.g. from
+            :func:`~nlp_transfer.data.load_text_classification_dataset` on a DataFrame); None
+            loads what ``config`` names.
+        task_name: Title of the printed summary.
+
+    Returns:
+        The metrics written to ``output_dir/metrics.json``.
+
+    Raises:
+        FileExistsError: ``output_dir`` is not empty and ``overwrite_output_dir`` is False.
+        ValueError, FileNotFoundError, OSError: Bad data, model path or settings (the message
+            names the flag to fix).
+    """
+    start = time.perf_counter()
+    accelerator = build_accelerator(
+        config.mixed_precision, config.gradient_accumulation_steps, config.use_cpu
+    )
+    check_output_dir(config.output_dir, config.overwrite_output_dir)
+    set_seed(config.seed)
+    if dataset is None:
+        with accelerator.main_process_first():
+            dataset = load_data(config)
+    labels = dataset["train"].features["label"].names
+    model, tokenizer = build_text_classifier(
+        config.model_name_or_path, label_names=labels, trust_remote_code=config.trust_remote_code
+    )
+    freeze = freeze_encoder_layers(model, config.freeze_layers)
+    logger.info(f"Transfer strategy: {freeze}")
+    outcome = train_text_classifier(model, tokenizer, dataset, accelerator, config)
+    baseline = None
+    if config.run_baseline and accelerator.is_main_process:
+        baseline = tfidf_logreg_baseline(dataset, seed=config.seed)
+    metrics = run_metrics(
+        outcome.fit,
+        outcome.test_metrics,
+        freeze,
+        baseline,
+        model_name=config.model_name_or_path or DEFAULT_MODEL_NAME,
+        output_dir=config.output_dir,
+        metric_for_best_model=config.metric_for_best_model,
+        accelerator=accelerator,
+        start_time=start,
+    )
+    model_path = resolve_model_path(config.model_name_or_path)[0]
+    save_run(
+        config.output_dir,
+        accelerator,
+        outcome.model,
+        metrics,
+        config,
+        tokenizer,
+        resolved_model_path=model_path,
+    )
+    accelerator.print(format_summary(metrics, task_name))
+    accelerator.end_training()
+    return metrics

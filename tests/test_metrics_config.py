@@ -77,5 +77,9 @@ def test_bad_values_name_the_flag(flags, message):
 
 
 def test_data_source_is_required():
+    from nlp_transfer.text_classification import load_data
+
     with pytest.raises(ValueError, match=r"--dataset_name .* or --train_file"):
-        parse_config(TextClassificationConfig, [])
+        load_data(parse_config(TextClassificationConfig, []))
+    with pytest.raises(ValueError, match="not both"):
+        parse_config(TextClassificationConfig, ["--dataset_name", "x", "--train_file", "y.csv"])

@@ -81,6 +81,31 @@ def test_recipe_refuses_a_non_empty_output_dir(tiny_bert_dir, toy_csv, tmp_path)
     assert "earlier" not in earlier.read_text()
 
 
+def test_python_api_with_a_dataframe(tiny_bert_dir, tmp_path):
+    from nlp_transfer import (
+        TextClassificationConfig,
+        load_text_classification_dataset,
+        run_text_classification,
+    )
+
+    dataset = load_text_classification_dataset(
+        toy_sentiment_frame(120), text_column="sentence", label_column="sentiment"
+    )
+    config = TextClassificationConfig(
+        model_name_or_path=str(tiny_bert_dir),
+        output_dir=str(tmp_path / "api"),
+        learning_rate=3e-3,
+        num_train_epochs=4,
+        per_device_train_batch_size=16,
+        run_baseline=False,
+    )
+    metrics = run_text_classification(config, dataset=dataset)
+    assert metrics["baseline"] is None
+    assert metrics["test"]["num_examples"] == 12
+    assert metrics["test"]["accuracy"] >= 0.9  # the toy task is learnable in 4 epochs
+    assert (tmp_path / "api" / "model.safetensors").exists()
+
+
 def _launch(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
     accelerate = Path(sys.executable).with_name("accelerate")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
