@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUN_ID := $(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: setup sentiment test test-fast lint format clean
+.PHONY: setup sentiment spam test test-fast lint format clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,9 @@ setup: $(STAMP)  ## create .venv and install nlp_transfer with its dev tools
 
 sentiment: $(STAMP)  ## the main job: fine-tune on Rotten Tomatoes sentences (ARGS="--flag value" adds flags)
 	$(BIN)/accelerate launch recipes/sentiment.py --output_dir outputs/sentiment-$(RUN_ID) $(ARGS)
+
+spam: $(STAMP)  ## spam detection on the SMS Spam Collection
+	$(BIN)/accelerate launch recipes/spam.py --output_dir outputs/spam-$(RUN_ID) $(ARGS)
 
 test: $(STAMP)  ## every test: fast tier + slow integration tests (what CI runs)
 	$(BIN)/python -m pytest -m "slow or not slow" $(ARGS)

@@ -15,19 +15,27 @@ from .data import (
     load_builtin_dataset,
     load_text_classification_dataset,
 )
-from .metrics import classification_metrics
+from .data.samplers import ClassBalancedSampler, LengthGroupedSampler
+from .metrics import classification_metrics, select_threshold
 from .models.blocks import get_block_view
 from .models.text import build_text_classifier
+from .predict import evaluate_saved_model, predict
 from .text_classification import run_text_classification
+from .training.imbalance import class_weights_from_spec, cross_entropy_loss
 from .transfer.freeze import FreezeReport, freeze_encoder_layers, freeze_lower_blocks
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ClassBalancedSampler",
     "FreezeReport",
+    "LengthGroupedSampler",
     "TextClassificationConfig",
     "build_text_classifier",
+    "class_weights_from_spec",
     "classification_metrics",
+    "cross_entropy_loss",
+    "evaluate_saved_model",
     "freeze_encoder_layers",
     "freeze_lower_blocks",
     "get_block_view",
@@ -35,5 +43,7 @@ __all__ = [
     "load_builtin_dataset",
     "load_text_classification_dataset",
     "parse_config",
+    "predict",
     "run_text_classification",
+    "select_threshold",
 ]

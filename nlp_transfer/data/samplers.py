@@ -63,3 +63,61 @@ class LengthGroupedSampler(Sampler[int]):
         head, tail = (batches[:-1], batches[-1:]) if len(order) % self.batch_size else (batches, [])
         shuffled = [head[i] for i in torch.randperm(len(head), generator=generator)] + tail
         return iter(torch.cat(shuffled).tolist() if shuffled else [])
+
+
+SAMPLING_CHOICES = ("none", "oversample", "undersample")
+
+
+class ClassBalancedSampler(Sampler[int]):
+    """Each epoch, equally many examples of every class, in random order.
+
+    ``oversample`` keeps every example and draws extra ones (with replacement) from the smaller
+    classes up to the size of the largest; ``undersample`` draws (without replacement) as many
+    of each class as the smallest has. Batches are then class-balanced in expectation. The
+    permutation depends only on ``seed`` and the epoch, so under Accelerate every process draws
+    the same one and takes its own share of the batches.
+
+    Args:
+        labels: Label id of every training example, shape ``(n,)``.
+        mode: ``"oversample"`` or ``"undersample"``.
+        seed: Base seed; epoch ``e`` uses ``seed + e``.
+
+    Raises:
+        ValueError: Unknown ``mode``, or a class without examples.
+    """
+
+    def __init__(self, labels: Sequence[int], mode: str, seed: int = 0) -> None:
+        if mode not in ("oversample", "undersample"):
+            raise ValueError(
+                f"--sampling must be one of {', '.join(SAMPLING_CHOICES)}, got {mode!r}."
+            )
+        labels_t = torch.as_tensor(list(labels))
+        self.by_class = [torch.nonzero(labels_t == c).flatten() for c in torch.unique(labels_t)]
+        sizes = [len(ix) for ix in self.by_class]
+        self.per_class = max(sizes) if mode == "oversample" else min(sizes)
+        self.mode = mode
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Fix the epoch (the draw is a function of ``seed + epoch``)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.per_class * len(self.by_class)
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        self.epoch += 1
+        chosen = []
+        for indices in self.by_class:
+            shuffled = indices[torch.randperm(len(indices), generator=generator)]
+            if len(indices) >= self.per_class:
+                chosen.append(shuffled[: self.per_class])
+            else:  # oversample: all of them, plus random repeats
+                extra = torch.randint(
+                    len(indices), (self.per_class - len(indices),), generator=generator
+                )
+                chosen += [shuffled, indices[extra]]
+        everything = torch.cat(chosen)
+        return iter(everything[torch.randperm(len(everything), generator=generator)].tolist())

@@ -9,7 +9,7 @@ from datasets import DatasetDict
 from torch.utils.data import DataLoader, RandomSampler
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
-from .samplers import LengthGroupedSampler
+from .samplers import ClassBalancedSampler, LengthGroupedSampler
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +59,7 @@ def build_dataloaders(
     per_device_eval_batch_size: int,
     pad_to_multiple_of: int | None = None,
     group_by_length: bool = True,
+    sampling: str = "none",
     seed: int = 42,
     num_workers: int = 0,
 ) -> dict[str, DataLoader]:
@@ -73,6 +74,8 @@ def build_dataloaders(
             cores and AMX under mixed precision).
         group_by_length: Train on batches of similar length (:class:`LengthGroupedSampler`),
             which removes most padding; otherwise shuffle uniformly.
+        sampling: ``"oversample"``/``"undersample"`` for class-balanced training batches
+            (:class:`ClassBalancedSampler`; takes precedence over ``group_by_length``).
         seed: Seed of the training order.
         num_workers: DataLoader worker processes.
 
@@ -89,7 +92,9 @@ def build_dataloaders(
         if train:
             generator = torch.Generator().manual_seed(seed)
             sampler = RandomSampler(ds, generator=generator)
-            if group_by_length:
+            if sampling != "none":
+                sampler = ClassBalancedSampler(ds["labels"], sampling, seed=seed)
+            elif group_by_length:
                 lengths = [len(ids) for ids in ds["input_ids"]]
                 sampler = LengthGroupedSampler(lengths, batch_size, seed=seed)
         loaders[split] = DataLoader(

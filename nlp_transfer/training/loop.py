@@ -19,11 +19,13 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.logging import get_logger
+from accelerate.utils import gather_object
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
+from ..metrics import cross_entropy
 from ..transfer.freeze import set_train_mode
 
 logger = get_logger(__name__)
@@ -138,7 +140,7 @@ def evaluate(
     """Evaluate a model: ``compute_metrics(labels, logits)`` plus the mean cross-entropy ``loss``."""
     logits, labels = predict_logits(model, dataloader, accelerator, desc)
     metrics = compute_metrics(labels, logits)
-    metrics["loss"] = float(F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels)))
+    metrics["loss"] = cross_entropy(logits, labels)
     return metrics
 
 
@@ -162,6 +164,26 @@ class FitResult:
     train_runtime_s: float = 0.0
     train_samples_per_second: float = 0.0
     global_step: int = 0
+
+
+def _training_metrics(
+    logits: list[torch.Tensor],
+    labels: list[torch.Tensor],
+    accelerator: Accelerator,
+    compute_metrics: MetricsFn,
+) -> dict:
+    """Scalar metrics of the epoch's training-pass predictions, gathered from every process.
+
+    They come for free (the logits were computed for the loss) and show over- or under-fitting
+    beside the validation metrics; they are measured with dropout on and weights changing, as
+    in Keras' ``accuracy`` vs ``val_accuracy``.
+    """
+    local = (torch.cat(logits).numpy(), torch.cat(labels).numpy())
+    parts = gather_object([local]) if accelerator.num_processes > 1 else [local]
+    all_logits = np.concatenate([p[0] for p in parts])
+    all_labels = np.concatenate([p[1] for p in parts])
+    metrics = compute_metrics(all_labels, all_logits)
+    return {k: v for k, v in metrics.items() if isinstance(v, float)}
 
 
 def _is_better(value: float, best: float | None, greater_is_better: bool) -> bool:
@@ -234,10 +256,11 @@ def fit(
         epoch_start = time.perf_counter()
         loss_sum = torch.zeros((), device=accelerator.device)
         loss_count = 0
+        seen_logits, seen_labels = [], []
         for step, batch in enumerate(train_dataloader, start=1):
             with accelerator.accumulate(model):
-                logits = forward_logits(model, batch)
-                loss = loss_fn(logits.float(), batch["labels"])
+                logits = forward_logits(model, batch).float()
+                loss = loss_fn(logits, batch["labels"])
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and max_grad_norm:
                     accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
@@ -248,15 +271,16 @@ def fit(
                 result.global_step += 1
             loss_sum += loss.detach()
             loss_count += 1
+            seen_logits.append(logits.detach().cpu())
+            seen_labels.append(batch["labels"].cpu())
             progress.update(1)
             if step % logging_steps == 0:
                 progress.set_postfix(epoch=epoch, loss=f"{loss_sum.item() / loss_count:.4f}")
         epoch_train_s = time.perf_counter() - epoch_start
         result.train_runtime_s += epoch_train_s
-        stats = accelerator.reduce(
-            torch.stack([loss_sum, torch.tensor(float(loss_count), device=accelerator.device)]),
-            "sum",
-        )
+        count = torch.tensor(float(loss_count), device=accelerator.device)
+        stats = accelerator.reduce(torch.stack([loss_sum, count]), "sum")
+        train_metrics = _training_metrics(seen_logits, seen_labels, accelerator, compute_metrics)
         metrics = evaluate(model, eval_dataloader, accelerator, compute_metrics, desc="Validation")
         if metric_for_best_model not in metrics:
             raise KeyError(
@@ -266,6 +290,7 @@ def fit(
         record = {
             "epoch": epoch,
             "train_loss": float(stats[0] / stats[1]),
+            **{f"train_{k}": v for k, v in train_metrics.items() if k != "loss"},
             "learning_rate": lr_scheduler.get_last_lr()[0],
             **{f"eval_{k}": v for k, v in metrics.items()},
             "epoch_runtime_s": time.perf_counter() - epoch_start,
@@ -278,11 +303,13 @@ def fit(
                 best_state = _snapshot(unwrapped)
             elif load_best_model_at_end:
                 best_state = None  # the final weights are the best ones
+        shown = dict.fromkeys(["loss", "accuracy", "f1_macro", metric_for_best_model])
+        summary = " | ".join(
+            f"eval_{k} {metrics[k]:.4f}" for k in shown if metrics.get(k) is not None
+        )
         logger.info(
-            f"epoch {epoch}/{num_train_epochs}: train_loss {record['train_loss']:.4f} | "
-            f"eval_loss {metrics['loss']:.4f} | eval_accuracy {metrics['accuracy']:.4f} | "
-            f"eval_f1_macro {metrics['f1_macro']:.4f} | {epoch_train_s:.0f}s training + "
-            f"{record['epoch_runtime_s'] - epoch_train_s:.0f}s validation"
+            f"epoch {epoch}/{num_train_epochs}: train_loss {record['train_loss']:.4f} | {summary} | "
+            f"{epoch_train_s:.0f}s training + {record['epoch_runtime_s'] - epoch_train_s:.0f}s validation"
         )
     progress.close()
     if best_state is not None:

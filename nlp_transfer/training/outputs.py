@@ -54,24 +54,44 @@ def save_run(
 
 
 def format_summary(metrics: dict, title: str) -> str:
-    """A short table of test accuracy and macro-F1: fine-tuned model vs baseline, plus timings."""
+    """A short table of test metrics, fine-tuned model vs baseline, plus timings.
+
+    Binary tasks also show precision, recall and F1 of the positive class (label id 1) at the
+    decision threshold in use.
+    """
     test = metrics["test"]
     rows = [("fine-tuned " + metrics.get("model_name", "model"), test)]
     if metrics.get("baseline"):
         rows.append(("TF-IDF + LogisticRegression", metrics["baseline"]))
+    columns = [("accuracy", "accuracy"), ("macro-F1", "f1_macro")]
+    names = list(test["per_class"])
+    if len(names) == 2:
+        positive = names[1]
+        columns += [
+            (f"{short}({positive})", f"{key}_{positive}")
+            for short, key in (("P", "precision"), ("R", "recall"), ("F1", "f1"))
+        ]
     width = max(len(name) for name, _ in rows) + 2
+    header = "".join(f"{label:>{max(len(label), 8) + 2}}" for label, _ in columns)
     lines = [
         f"== {title}: test results ({test['num_examples']:,} examples) ==",
-        f"{'model':<{width}}accuracy  macro-F1",
+        f"{'model':<{width}}{header}",
     ]
-    lines += [f"{name:<{width}}{m['accuracy']:>8.4f}  {m['f1_macro']:>8.4f}" for name, m in rows]
+    for name, m in rows:
+        cells = "".join(f"{m[key]:>{max(len(label), 8) + 2}.4f}" for label, key in columns)
+        lines.append(f"{name:<{width}}{cells}")
+    if metrics.get("decision_threshold") is not None:
+        tuned = " (tuned on validation)" if metrics.get("threshold_tuning") else ""
+        lines.append(
+            f"decision threshold p({names[1]}) >= {metrics['decision_threshold']:.4f}{tuned}"
+        )
     t = metrics["timings"]
     lines.append(
         f"training {t['train_runtime_s']:.0f} s ({t['train_samples_per_second']:.1f} samples/s), "
         f"total {t['total_runtime_s']:.0f} s | best epoch {metrics['best_epoch']} | "
         f"trainable params {metrics['parameters']['trainable']:,} / {metrics['parameters']['total']:,}"
     )
-    lines.append(f"saved to {metrics['output_dir']}")
+    lines.append(f"saved to {metrics['output_dir']} (metrics.json, plots/, config.yaml)")
     return "\n".join(lines)
 
 

@@ -1,0 +1,169 @@
+"""The evaluation report's plots (matplotlib, headless): confusion matrix, ROC, PR, training curves."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: no display needed, safe in every process
+
+import matplotlib.pyplot as plt
+import numpy as np
+from sklearn.metrics import (
+    ConfusionMatrixDisplay,
+    PrecisionRecallDisplay,
+    RocCurveDisplay,
+    average_precision_score,
+    precision_recall_curve,
+    roc_auc_score,
+    roc_curve,
+)
+
+from .metrics import predict_labels, probabilities
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_confusion_matrix(
+    labels, preds, label_names: Sequence[str], path: Path, title: str
+) -> Path:
+    """Counts and row-normalised (recall per true class) confusion matrices side by side."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.8))
+    for ax, normalize, name in (
+        (axes[0], None, "counts"),
+        (axes[1], "true", "normalised by true class"),
+    ):
+        ConfusionMatrixDisplay.from_predictions(
+            labels,
+            preds,
+            labels=list(range(len(label_names))),
+            display_labels=list(label_names),
+            normalize=normalize,
+            cmap="Blues",
+            colorbar=False,
+            ax=ax,
+            values_format="d" if normalize is None else ".3f",
+        )
+        ax.set_title(f"{title}: {name}")
+    return _save(fig, path)
+
+
+def _one_vs_rest(labels, probs, label_names):
+    """(name, y_true, score) per curve: the positive class for binary tasks, each class otherwise."""
+    if len(label_names) == 2:
+        return [(label_names[1], np.asarray(labels) == 1, probs[:, 1])]
+    return [(name, np.asarray(labels) == i, probs[:, i]) for i, name in enumerate(label_names)]
+
+
+def plot_roc_curve(labels, probs, label_names: Sequence[str], path: Path, title: str) -> Path:
+    """ROC curve of the positive class (binary) or of each class one-vs-rest, with AUC."""
+    fig, ax = plt.subplots(figsize=(6, 5.5))
+    for name, y_true, score in _one_vs_rest(labels, probs, label_names):
+        if y_true.any() and not y_true.all():
+            fpr, tpr, _ = roc_curve(y_true, score)
+            auc = roc_auc_score(y_true, score)
+            RocCurveDisplay(fpr=fpr, tpr=tpr, name=f"{name} (AUC {auc:.4f})").plot(ax=ax)
+    ax.plot([0, 1], [0, 1], linestyle=":", color="grey", label="chance")
+    ax.set(xlabel="False positive rate", ylabel="True positive rate", title=f"{title}: ROC curve")
+    ax.legend(loc="lower right")
+    return _save(fig, path)
+
+
+def plot_precision_recall_curve(
+    labels,
+    probs,
+    label_names: Sequence[str],
+    path: Path,
+    title: str,
+    threshold: float | None = None,
+) -> Path:
+    """Precision-recall curve(s) with average precision; marks the binary decision threshold."""
+    fig, ax = plt.subplots(figsize=(6, 5.5))
+    for name, y_true, score in _one_vs_rest(labels, probs, label_names):
+        if y_true.any():
+            precision, recall, _ = precision_recall_curve(y_true, score)
+            ap = average_precision_score(y_true, score)
+            PrecisionRecallDisplay(
+                precision=precision, recall=recall, name=f"{name} (AP {ap:.4f})"
+            ).plot(ax=ax)
+            ax.axhline(y_true.mean(), linestyle=":", color="grey", label=f"chance ({name} rate)")
+    if threshold is not None and len(label_names) == 2:
+        y_true, pred = np.asarray(labels) == 1, probs[:, 1] >= threshold
+        tp = (y_true & pred).sum()
+        point_p, point_r = tp / max(pred.sum(), 1), tp / max(y_true.sum(), 1)
+        ax.plot(point_r, point_p, "o", color="crimson", label=f"threshold {threshold:.3f}")
+    ax.set(xlabel="Recall", ylabel="Precision", title=f"{title}: precision-recall curve")
+    ax.set_ylim(0, 1.02)
+    ax.legend(loc="lower left")
+    return _save(fig, path)
+
+
+def plot_training_curves(history: Sequence[dict], metric: str, path: Path, title: str) -> Path:
+    """Loss and the selection metric per epoch, training vs validation."""
+    epochs = [h["epoch"] for h in history]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, key in zip(axes, ("loss", metric), strict=True):
+        for prefix, style in (("train_", "o-"), ("eval_", "s--")):
+            values = [h.get(prefix + key) for h in history]
+            if all(v is not None for v in values):
+                ax.plot(
+                    epochs, values, style, label="training" if prefix == "train_" else "validation"
+                )
+        ax.set(xlabel="epoch", ylabel=key, title=f"{title}: {key} per epoch")
+        ax.set_xticks(epochs)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    return _save(fig, path)
+
+
+def write_report_plots(
+    output_dir: str | os.PathLike,
+    labels: np.ndarray,
+    logits: np.ndarray,
+    label_names: Sequence[str],
+    *,
+    history: Sequence[dict] | None = None,
+    metric: str = "accuracy",
+    threshold: float | None = None,
+    split: str = "test",
+) -> list[Path]:
+    """Write the report's PNGs into ``output_dir/plots/``.
+
+    Args:
+        output_dir: Run directory; plots go to its ``plots/`` subdirectory.
+        labels: True label ids of ``split``, shape ``(n,)``.
+        logits: Scores, shape ``(n, C)``.
+        label_names: Class names by id.
+        history: Per-epoch records of :func:`~nlp_transfer.training.loop.fit` (adds
+            ``training_curves.png``).
+        metric: The selection metric shown beside the loss.
+        threshold: Binary decision threshold used for predictions.
+        split: Name of the split, for titles.
+
+    Returns:
+        Paths of the written files.
+    """
+    plots = Path(output_dir) / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    probs = probabilities(logits)
+    preds = predict_labels(probs, threshold)
+    paths = [
+        plot_confusion_matrix(labels, preds, label_names, plots / "confusion_matrix.png", split),
+        plot_roc_curve(labels, probs, label_names, plots / "roc_curve.png", split),
+        plot_precision_recall_curve(
+            labels, probs, label_names, plots / "precision_recall_curve.png", split, threshold
+        ),
+    ]
+    if history:
+        paths.append(
+            plot_training_curves(history, metric, plots / "training_curves.png", "training")
+        )
+    return paths
