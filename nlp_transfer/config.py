@@ -77,6 +77,28 @@ class TextClassificationConfig:
     )
     max_seq_length: int = field(default=128, **_help("Truncate texts to this many tokens."))
     trust_remote_code: bool = field(default=False, **_help("Allow custom model code from the Hub."))
+    layer_lr_decay: float = field(
+        default=1.0,
+        **_help(
+            "Layer-wise LR decay xi in (0, 1]: each block trains at xi times the LR of the block above (Sun et al. 2019); 1 = off."
+        ),
+    )
+    head_learning_rate: float | None = field(
+        default=None,
+        **_help(
+            "Learning rate of the classification head; unset: --learning_rate. A frozen encoder wants a much larger one."
+        ),
+    )
+    l2sp_alpha: float = field(
+        default=0.0,
+        **_help(
+            "L2-SP: alpha/2 * ||w - w0||^2 on trainable pretrained weights (Li et al. 2018); 0 = off. Replaces weight decay there."
+        ),
+    )
+    l2sp_beta: float = field(
+        default=0.0,
+        **_help("L2-SP: beta/2 * ||w||^2 on the new head (used when --l2sp_alpha > 0)."),
+    )
     # Optimisation
     learning_rate: float = field(default=5e-5, **_help("Peak AdamW learning rate."))
     weight_decay: float = field(
@@ -166,7 +188,20 @@ class TextClassificationConfig:
         for name, value in positive.items():
             if value is None or value <= 0:
                 raise ValueError(f"--{name} must be positive, got {value}.")
-        for name in ("weight_decay", "max_grad_norm", "freeze_layers", "dataloader_num_workers"):
+        if not 0 < self.layer_lr_decay <= 1:
+            raise ValueError(f"--layer_lr_decay must be in (0, 1], got {self.layer_lr_decay}.")
+        if self.head_learning_rate is not None and self.head_learning_rate <= 0:
+            raise ValueError(
+                f"--head_learning_rate must be positive, got {self.head_learning_rate}."
+            )
+        for name in (
+            "weight_decay",
+            "max_grad_norm",
+            "freeze_layers",
+            "dataloader_num_workers",
+            "l2sp_alpha",
+            "l2sp_beta",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}.")
         if not 0 <= self.warmup_ratio < 1:

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import set_seed
@@ -32,6 +33,8 @@ from .training.loop import FitResult, create_optimizer, create_scheduler, fit, p
 from .training.outputs import format_summary, run_metrics, save_run
 from .training.setup import build_accelerator, check_output_dir
 from .transfer.freeze import freeze_encoder_layers
+from .transfer.l2sp import L2SPRegularizer
+from .transfer.lr import describe_lrs, layerwise_lr_param_groups
 
 logger = get_logger(__name__)
 
@@ -131,7 +134,7 @@ def train_text_classifier(
         seed=config.seed,
         num_workers=config.dataloader_num_workers,
     )
-    optimizer = create_optimizer(model, config.learning_rate, config.weight_decay)
+    optimizer, regularizer = build_optimizer(model, config)
     scheduler = create_scheduler(
         optimizer,
         num_batches_per_epoch=len(loaders["train"]),
@@ -161,11 +164,43 @@ def train_text_classifier(
         load_best_model_at_end=config.load_best_model_at_end,
         max_grad_norm=config.max_grad_norm,
         loss_fn=cross_entropy_loss(weights),
+        regularizer=regularizer,
         logging_steps=config.logging_steps,
     )
     validation = predict_logits(model, val_dl, accelerator, desc="Validation")
     test = predict_logits(model, test_dl, accelerator, desc="Test")
     return TrainOutcome(model=model, fit=result, validation=validation, test=test)
+
+
+def build_optimizer(
+    model: nn.Module, config: TextClassificationConfig
+) -> tuple[torch.optim.Optimizer, L2SPRegularizer | None]:
+    """AdamW with the run's learning-rate strategy, and the L2-SP penalty when asked for.
+
+    Plain AdamW over trainable parameters unless ``--layer_lr_decay``, ``--head_learning_rate``
+    or ``--l2sp_alpha`` ask for per-block groups (which need a supported block layout).
+    Logs the learning rate of every block.
+    """
+    strategy = config.layer_lr_decay != 1.0 or config.head_learning_rate or config.l2sp_alpha > 0
+    if not strategy:
+        return create_optimizer(model, config.learning_rate, config.weight_decay), None
+    regularizer = None
+    if config.l2sp_alpha > 0:
+        regularizer = L2SPRegularizer(model, config.l2sp_alpha, config.l2sp_beta)
+        logger.info(
+            f"L2-SP: alpha {config.l2sp_alpha} on {len(regularizer.pretrained)} pretrained tensors, "
+            f"beta {config.l2sp_beta} on {len(regularizer.new_params)} new-head tensors (no weight decay there)"
+        )
+    groups = layerwise_lr_param_groups(
+        model,
+        config.learning_rate,
+        layer_lr_decay=config.layer_lr_decay,
+        head_learning_rate=config.head_learning_rate,
+        weight_decay=config.weight_decay,
+        no_decay_for=regularizer.parameter_ids if regularizer else None,
+    )
+    logger.info(f"Learning rate per block: {describe_lrs(groups)}")
+    return torch.optim.AdamW(groups, lr=config.learning_rate, foreach=True), regularizer
 
 
 def choose_decision_threshold(

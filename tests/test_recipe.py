@@ -179,3 +179,22 @@ def test_two_cpu_processes_count_every_example_once(tiny_bert_dir, tmp_path):
     assert metrics["test"]["num_examples"] == 11
     assert sum(map(sum, metrics["test"]["confusion_matrix"])) == 11
     assert metrics["baseline"]["num_examples"] == 11
+
+
+@pytest.mark.slow
+def test_bf16_mixed_precision_is_passed_to_accelerate(tiny_bert_dir, toy_csv, tmp_path):
+    out = tmp_path / "bf16"
+    _launch(
+        [
+            "--num_processes",
+            "1",
+            str(REPO / "recipes" / "sentiment.py"),
+            *_flags(
+                tiny_bert_dir, toy_csv, out, "--mixed_precision", "bf16", "--num_train_epochs", "1"
+            ),
+        ],
+        tmp_path,
+    )
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["environment"]["mixed_precision"] == "bf16"
+    assert metrics["test"]["num_examples"] == 20

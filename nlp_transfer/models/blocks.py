@@ -25,11 +25,14 @@ class BlockLayout:
         embeddings: Paths making up the bottom block (e.g. token embeddings and a projection).
         layers: Path of the ``nn.ModuleList`` of encoder layers; each becomes one block.
         head: Paths of the task head (pooler, classifier...), trained in every strategy.
+        new: The part of ``head`` that is newly initialised for the task (not pretrained):
+            L2-SP pulls pretrained weights towards their start and these towards zero.
     """
 
     embeddings: tuple[str, ...]
     layers: str
     head: tuple[str, ...]
+    new: tuple[str, ...] = ("classifier",)
 
 
 TEXT_LAYOUTS: dict[str, BlockLayout] = {
@@ -38,7 +41,10 @@ TEXT_LAYOUTS: dict[str, BlockLayout] = {
     "xlm-roberta": BlockLayout(("roberta.embeddings",), "roberta.encoder.layer", ("classifier",)),
     "camembert": BlockLayout(("roberta.embeddings",), "roberta.encoder.layer", ("classifier",)),
     "distilbert": BlockLayout(
-        ("distilbert.embeddings",), "distilbert.transformer.layer", ("pre_classifier", "classifier")
+        ("distilbert.embeddings",),
+        "distilbert.transformer.layer",
+        ("pre_classifier", "classifier"),
+        new=("pre_classifier", "classifier"),
     ),
     "electra": BlockLayout(
         ("electra.embeddings", "electra.embeddings_project"),
@@ -66,10 +72,12 @@ class BlockView:
     Attributes:
         blocks: Ordered bottom (embeddings/stem) to top (last layer).
         head: The task head; never frozen by block strategies.
+        new: The newly initialised part of the head (a subset of ``head``'s modules).
     """
 
     blocks: list[Block]
     head: Block
+    new: Block | None = None
 
     @property
     def num_blocks(self) -> int:
@@ -107,7 +115,8 @@ def block_view_from_layout(model: nn.Module, layout: BlockLayout) -> BlockView:
     blocks = [Block("embeddings", embeddings)] + [
         Block(f"layer_{i}", [layer]) for i, layer in enumerate(layers)
     ]
-    view = BlockView(blocks=blocks, head=Block("head", head))
+    new = [m for m in (_get(model, p) for p in layout.new) if m is not None]
+    view = BlockView(blocks=blocks, head=Block("head", head), new=Block("new", new))
     _check_coverage(model, view)
     return view
 

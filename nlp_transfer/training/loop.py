@@ -213,6 +213,7 @@ def fit(
     load_best_model_at_end: bool = True,
     max_grad_norm: float | None = 1.0,
     loss_fn: LossFn = F.cross_entropy,
+    regularizer: Callable[[], torch.Tensor] | None = None,
     logging_steps: int = 50,
 ) -> FitResult:
     """Train for ``num_train_epochs`` epochs, evaluating on ``eval_dataloader`` after each.
@@ -234,6 +235,8 @@ def fit(
         load_best_model_at_end: Restore the best epoch's weights at the end.
         max_grad_norm: Clip the global gradient norm to this; None or 0 disables clipping.
         loss_fn: ``(logits, labels) -> scalar loss``; cross-entropy by default.
+        regularizer: ``() -> scalar`` added to the loss of every batch (e.g. L2-SP); the
+            logged ``train_loss`` is the task loss alone.
         logging_steps: Refresh the progress bar's loss every this many batches.
 
     Returns:
@@ -261,7 +264,7 @@ def fit(
             with accelerator.accumulate(model):
                 logits = forward_logits(model, batch).float()
                 loss = loss_fn(logits, batch["labels"])
-                accelerator.backward(loss)
+                accelerator.backward(loss + regularizer() if regularizer is not None else loss)
                 if accelerator.sync_gradients and max_grad_norm:
                     accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
                 optimizer.step()
