@@ -176,6 +176,12 @@ class TextClassificationConfig:
     )
 
     def __post_init__(self) -> None:
+        # A recipe's built-in default dataset gives way to a user's --train_file.
+        recipe_default = next(
+            f.default for f in dataclasses.fields(self) if f.name == "dataset_name"
+        )
+        if self.train_file is not None and recipe_default and self.dataset_name == recipe_default:
+            self.dataset_name = None
         positive = {
             "learning_rate": self.learning_rate,
             "num_train_epochs": self.num_train_epochs,

@@ -38,11 +38,6 @@ class SentimentConfig(TextClassificationConfig):
         metadata={"help": "Where the model, metrics.json and config.yaml go."},
     )
 
-    def __post_init__(self) -> None:
-        if self.train_file is not None and self.dataset_name == "rotten_tomatoes_sentences":
-            self.dataset_name = None  # a user's file replaces the built-in default
-        super().__post_init__()
-
 
 def main(argv: list[str] | None = None) -> dict:
     """Run the recipe; returns the metrics it writes to ``output_dir/metrics.json``."""
