@@ -13,6 +13,7 @@ import yaml
 from transformers import HfArgumentParser
 
 from .data.samplers import SAMPLING_CHOICES
+from .transfer.features import HEAD_CHOICES, POOLING_CHOICES
 
 MIXED_PRECISION_CHOICES = ("no", "fp16", "bf16")
 
@@ -98,6 +99,36 @@ class TextClassificationConfig:
     l2sp_beta: float = field(
         default=0.0,
         **_help("L2-SP: beta/2 * ||w||^2 on the new head (used when --l2sp_alpha > 0)."),
+    )
+    feature_extraction: str = field(
+        default="none",
+        **_help(
+            "Feature extraction: freeze the whole encoder, compute pooled features once, and fit a head on them: linear, mlp (torch, trained for num_train_epochs at head_learning_rate, default 1e-3) or logistic_regression (scikit-learn); none = fine-tuning."
+        ),
+    )
+    pooling: str = field(
+        default="mean",
+        **_help(
+            "Feature extraction pooling: mean (what sentence-transformers models such as all-MiniLM-L6-v2 were trained for) or cls."
+        ),
+    )
+    gradual_unfreezing: bool = field(
+        default=False,
+        **_help(
+            "Gradual unfreezing (Howard & Ruder 2018, ULMFiT): the head trains alone, then one more block from the top each epoch (or every --unfreeze_every_n_steps)."
+        ),
+    )
+    unfreeze_every_n_steps: int = field(
+        default=0,
+        **_help(
+            "Gradual unfreezing: unfreeze the next block every N optimizer steps; 0 = every epoch."
+        ),
+    )
+    init_from: str | None = field(
+        default=None,
+        **_help(
+            "Weight transfer: start from a model fine-tuned on a source task (its output_dir); the encoder is kept, the head is new for this task's labels."
+        ),
     )
     # Optimisation
     learning_rate: float = field(default=5e-5, **_help("Peak AdamW learning rate."))
@@ -227,6 +258,44 @@ class TextClassificationConfig:
             raise ValueError(
                 f"--mixed_precision must be one of {', '.join(MIXED_PRECISION_CHOICES)}, "
                 f"got {self.mixed_precision!r}."
+            )
+        if self.feature_extraction not in ("none", *HEAD_CHOICES):
+            raise ValueError(
+                f"--feature_extraction must be one of none, {', '.join(HEAD_CHOICES)}, "
+                f"got {self.feature_extraction!r}."
+            )
+        if self.pooling not in POOLING_CHOICES:
+            raise ValueError(
+                f"--pooling must be one of {', '.join(POOLING_CHOICES)}, got {self.pooling!r}."
+            )
+        if self.feature_extraction != "none":
+            clashes = {
+                "--freeze_layers": self.freeze_layers,
+                "--gradual_unfreezing": self.gradual_unfreezing,
+                "--layer_lr_decay": self.layer_lr_decay != 1.0,
+                "--l2sp_alpha": self.l2sp_alpha,
+            }
+            used = [flag for flag, value in clashes.items() if value]
+            if used:
+                raise ValueError(
+                    f"--feature_extraction freezes the whole encoder; it does not combine with "
+                    f"{', '.join(used)}."
+                )
+        if self.unfreeze_every_n_steps < 0:
+            raise ValueError(
+                f"--unfreeze_every_n_steps must be >= 0, got {self.unfreeze_every_n_steps}."
+            )
+        if (
+            self.init_from is not None
+            and not (Path(self.init_from).expanduser() / "config.json").exists()
+        ):
+            raise FileNotFoundError(
+                f"--init_from {self.init_from}: no saved model there (config.json missing); "
+                "point it at the output_dir of a finished run."
+            )
+        if self.init_from is not None and self.model_name_or_path is not None:
+            raise ValueError(
+                "Give either --init_from (a fine-tuned source model) or --model_name_or_path, not both."
             )
         if self.dataset_name is not None and self.train_file is not None:
             raise ValueError("Give either --dataset_name or --train_file, not both.")

@@ -12,10 +12,15 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreT
 
 from .data.custom import read_table
 from .metrics import classification_metrics, cross_entropy, predict_labels, probabilities
+from .transfer.features import is_feature_classifier, load_feature_classifier
 
 
 def load_classifier(model_dir: str | os.PathLike, device: str | None = None):
     """Load a saved classifier, its tokenizer, and its decision threshold (binary tasks).
+
+    A fine-tuned model loads with ``AutoModelForSequenceClassification``; a feature-extraction
+    run (``feature_extraction.json`` present) as encoder + pooling + its saved torch or
+    scikit-learn head (:func:`~nlp_transfer.transfer.features.load_feature_classifier`).
 
     Args:
         model_dir: A run's ``output_dir`` (or any local sequence-classification model).
@@ -32,7 +37,10 @@ def load_classifier(model_dir: str | os.PathLike, device: str | None = None):
     if not (path / "config.json").exists():
         raise FileNotFoundError(f"--model_dir {path}: no saved model there (config.json missing).")
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    model = AutoModelForSequenceClassification.from_pretrained(path, local_files_only=True)
+    if is_feature_classifier(path):  # feature extraction: encoder + pooling + fitted head
+        model = load_feature_classifier(path)
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(path, local_files_only=True)
     model.to(device or ("cuda" if torch.cuda.is_available() else "cpu")).eval()
     threshold = (
         getattr(model.config, "decision_threshold", 0.5) if model.config.num_labels == 2 else None

@@ -9,6 +9,7 @@ metrics = run_text_classification(config)
 
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import dataclass
 
@@ -19,20 +20,33 @@ from accelerate.logging import get_logger
 from accelerate.utils import set_seed
 from datasets import DatasetDict
 from torch import nn
-from transformers import PreTrainedTokenizerBase
+from torch.utils.data import DataLoader
+from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
 from .baselines import tfidf_logreg_baseline
 from .config import TextClassificationConfig
 from .data import load_text_classification_dataset
+from .data.samplers import ClassBalancedSampler
 from .data.tokenize import build_dataloaders, tokenize_dataset
 from .metrics import classification_metrics, cross_entropy, probabilities, select_threshold
+from .models.blocks import get_block_view
 from .models.text import DEFAULT_MODEL_NAME, build_text_classifier, resolve_model_path
 from .plots import write_report_plots
 from .training.imbalance import class_weights_from_spec, cross_entropy_loss
 from .training.loop import FitResult, create_optimizer, create_scheduler, fit, predict_logits
 from .training.outputs import format_summary, run_metrics, save_run
 from .training.setup import build_accelerator, check_output_dir
-from .transfer.freeze import freeze_encoder_layers
+from .transfer.features import (
+    FeatureDataset,
+    FeatureExtractionClassifier,
+    FeatureHead,
+    default_sklearn_head,
+    encoder_of,
+    extract_features,
+    sklearn_logits,
+)
+from .transfer.freeze import FreezeReport, freeze_encoder_layers
+from .transfer.gradual import GradualUnfreezer
 from .transfer.l2sp import L2SPRegularizer
 from .transfer.lr import describe_lrs, layerwise_lr_param_groups
 
@@ -89,6 +103,48 @@ class TrainOutcome:
     test: tuple[np.ndarray, np.ndarray]
 
 
+def _class_weights(dataset: DatasetDict, config: TextClassificationConfig) -> torch.Tensor | None:
+    label_names = dataset["train"].features["label"].names
+    weights = class_weights_from_spec(
+        config.class_weights, list(dataset["train"]["label"]), label_names
+    )
+    if weights is not None:
+        shown = [round(w, 4) for w in weights.tolist()]
+        logger.info(f"Class weights: {dict(zip(label_names, shown, strict=True))}")
+    return weights
+
+
+def _metrics_fn(label_names: list[str], config: TextClassificationConfig):
+    threshold = config.decision_threshold if len(label_names) == 2 else None
+
+    def compute_metrics(labels, logits):
+        return classification_metrics(labels, logits, label_names, threshold)
+
+    return compute_metrics
+
+
+def _dataloaders(
+    dataset: DatasetDict,
+    tokenizer: PreTrainedTokenizerBase,
+    accelerator: Accelerator,
+    config: TextClassificationConfig,
+    **overrides,
+) -> dict:
+    with accelerator.main_process_first():
+        tokenized = tokenize_dataset(dataset, tokenizer, config.max_seq_length)
+    mixed = accelerator.mixed_precision != "no"
+    settings = dict(
+        per_device_train_batch_size=config.per_device_train_batch_size,
+        per_device_eval_batch_size=config.per_device_eval_batch_size,
+        pad_to_multiple_of=8 if mixed else None,
+        group_by_length=config.group_by_length,
+        sampling=config.sampling,
+        seed=config.seed,
+        num_workers=config.dataloader_num_workers,
+    )
+    return build_dataloaders(tokenized, tokenizer, **(settings | overrides))
+
+
 def train_text_classifier(
     model: nn.Module,
     tokenizer: PreTrainedTokenizerBase,
@@ -113,27 +169,11 @@ def train_text_classifier(
         ValueError: Bad ``--class_weights``.
     """
     label_names = dataset["train"].features["label"].names
-    weights = class_weights_from_spec(
-        config.class_weights, list(dataset["train"]["label"]), label_names
-    )
-    if weights is not None:
-        logger.info(
-            f"Class weights: {dict(zip(label_names, [round(w, 4) for w in weights.tolist()], strict=True))}"
-        )
-    with accelerator.main_process_first():
-        tokenized = tokenize_dataset(dataset, tokenizer, config.max_seq_length)
-    mixed = accelerator.mixed_precision != "no"
-    loaders = build_dataloaders(
-        tokenized,
-        tokenizer,
-        per_device_train_batch_size=config.per_device_train_batch_size,
-        per_device_eval_batch_size=config.per_device_eval_batch_size,
-        pad_to_multiple_of=8 if mixed else None,
-        group_by_length=config.group_by_length,
-        sampling=config.sampling,
-        seed=config.seed,
-        num_workers=config.dataloader_num_workers,
-    )
+    weights = _class_weights(dataset, config)
+    loaders = _dataloaders(dataset, tokenizer, accelerator, config)
+    unfreezer = None
+    if config.gradual_unfreezing:  # made before the optimizer, which must hold every block
+        unfreezer = GradualUnfreezer(model, config.unfreeze_every_n_steps)
     optimizer, regularizer = build_optimizer(model, config)
     scheduler = create_scheduler(
         optimizer,
@@ -146,11 +186,17 @@ def train_text_classifier(
     model, optimizer, scheduler, train_dl, val_dl, test_dl = accelerator.prepare(
         model, optimizer, scheduler, loaders["train"], loaders["validation"], loaders["test"]
     )
-    threshold = config.decision_threshold if len(label_names) == 2 else None
-
-    def compute_metrics(labels, logits):
-        return classification_metrics(labels, logits, label_names, threshold)
-
+    if unfreezer is not None:  # after prepare: DDP must register every block it will train
+        unfreezer.start()
+        stage = (
+            "epoch"
+            if not config.unfreeze_every_n_steps
+            else f"{config.unfreeze_every_n_steps} steps"
+        )
+        logger.info(
+            f"Gradual unfreezing: the head trains alone first, then one more block from the top "
+            f"every {stage} ({unfreezer.num_stages} stages)"
+        )
     result = fit(
         model,
         optimizer,
@@ -159,17 +205,186 @@ def train_text_classifier(
         val_dl,
         accelerator,
         num_train_epochs=config.num_train_epochs,
-        compute_metrics=compute_metrics,
+        compute_metrics=_metrics_fn(label_names, config),
         metric_for_best_model=config.metric_for_best_model,
         load_best_model_at_end=config.load_best_model_at_end,
         max_grad_norm=config.max_grad_norm,
         loss_fn=cross_entropy_loss(weights),
         regularizer=regularizer,
         logging_steps=config.logging_steps,
+        unfreezer=unfreezer,
     )
     validation = predict_logits(model, val_dl, accelerator, desc="Validation")
     test = predict_logits(model, test_dl, accelerator, desc="Test")
     return TrainOutcome(model=model, fit=result, validation=validation, test=test)
+
+
+FEATURE_HEAD_LEARNING_RATE = 1e-3
+
+
+def train_feature_extractor(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    dataset: DatasetDict,
+    accelerator: Accelerator,
+    config: TextClassificationConfig,
+    estimator: object | None = None,
+) -> tuple[TrainOutcome, FreezeReport]:
+    """Feature extraction: pooled features of the frozen encoder, computed once; a head on them.
+
+    The encoder runs once per example (eval mode, no gradients, batches sorted by length); then
+    a torch head (``--feature_extraction linear|mlp``, trained by :func:`fit` for
+    ``num_train_epochs`` at ``head_learning_rate``, default 1e-3) or a scikit-learn estimator
+    (``logistic_regression``, or ``estimator``) is fitted on the training features.
+    ``train_runtime_s`` counts the training split's feature extraction plus the head's fit.
+
+    Args:
+        model: A sequence-classification model; only its encoder (``model.base_model``) is used.
+        tokenizer: Its tokenizer.
+        dataset: ``train``/``validation``/``test`` splits with ``text`` and ``label``.
+        accelerator: The run's Accelerator.
+        config: ``feature_extraction``, ``pooling``, ``head_learning_rate``, ``class_weights``,
+            ``sampling``...
+        estimator: An unfitted scikit-learn classifier with ``predict_proba``; overrides
+            ``config.feature_extraction``.
+
+    Returns:
+        ``(outcome, report)``; ``outcome.model`` is a
+        :class:`~nlp_transfer.transfer.features.FeatureExtractionClassifier`.
+
+    Raises:
+        TypeError: The estimator has no ``predict_proba``.
+        ValueError: ``--class_weights`` with an estimator whose ``fit`` takes no
+            ``sample_weight``.
+    """
+    label_names = dataset["train"].features["label"].names
+    weights = _class_weights(dataset, config)
+    encoder = encoder_of(model)
+    encoder.requires_grad_(False)
+    encoder.to(accelerator.device)
+    with accelerator.main_process_first():
+        tokenized = tokenize_dataset(dataset, tokenizer, config.max_seq_length)
+    mixed = accelerator.mixed_precision != "no"
+    collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if mixed else None)
+    features, extract_s = {}, {}
+    for split, ds in tokenized.items():
+        start = time.perf_counter()
+        order = np.argsort([len(ids) for ids in ds["input_ids"]], kind="stable")
+        loader = accelerator.prepare(
+            DataLoader(
+                ds.select(order),
+                batch_size=config.per_device_eval_batch_size,
+                collate_fn=collator,
+                num_workers=config.dataloader_num_workers,
+            )
+        )
+        x, y = extract_features(encoder, loader, accelerator, config.pooling, f"Features ({split})")
+        inverse = np.empty_like(order)
+        inverse[order] = np.arange(len(order))
+        features[split] = (x[inverse], y[inverse])
+        extract_s[split] = time.perf_counter() - start
+    logger.info(
+        f"Features ({config.pooling} pooling, {features['train'][0].shape[1]} dims) computed once: "
+        + ", ".join(f"{s} {t:.0f}s" for s, t in extract_s.items())
+    )
+    x_train, y_train = features["train"]
+    if estimator is not None or config.feature_extraction == "logistic_regression":
+        estimator = estimator if estimator is not None else default_sklearn_head(config.seed)
+        fit_kwargs = {}
+        if weights is not None:
+            if "sample_weight" not in inspect.signature(estimator.fit).parameters:
+                raise ValueError(
+                    f"--class_weights needs an estimator whose fit takes sample_weight; "
+                    f"{type(estimator).__name__}'s does not."
+                )
+            fit_kwargs["sample_weight"] = weights.numpy()[y_train]
+        if config.sampling != "none":
+            logger.warning("--sampling does not apply to a scikit-learn head; use --class_weights.")
+        start = time.perf_counter()
+        estimator.fit(x_train, y_train, **fit_kwargs)
+        head_s = time.perf_counter() - start
+        logger.info(f"Fitted {estimator!r} on {len(y_train):,} feature vectors in {head_s:.1f}s")
+        runtime = extract_s["train"] + head_s
+        result = FitResult(
+            train_runtime_s=runtime, train_samples_per_second=len(y_train) / max(runtime, 1e-9)
+        )
+        validation, test = (
+            (sklearn_logits(estimator, features[s][0]), features[s][1])
+            for s in ("validation", "test")
+        )
+        head: object = estimator
+        trainable = sum(
+            np.asarray(getattr(estimator, a)).size
+            for a in ("coef_", "intercept_")
+            if hasattr(estimator, a)
+        )
+    else:
+        head = FeatureHead(x_train.shape[1], len(label_names), config.feature_extraction)
+        generator = torch.Generator().manual_seed(config.seed)
+        sampler = (
+            ClassBalancedSampler(y_train, config.sampling, seed=config.seed)
+            if config.sampling != "none"
+            else torch.utils.data.RandomSampler(range(len(y_train)), generator=generator)
+        )
+        loaders = [
+            DataLoader(
+                FeatureDataset(*features[split]),
+                batch_size=config.per_device_train_batch_size
+                if split == "train"
+                else config.per_device_eval_batch_size,
+                sampler=sampler if split == "train" else None,
+            )
+            for split in ("train", "validation", "test")
+        ]
+        learning_rate = config.head_learning_rate or FEATURE_HEAD_LEARNING_RATE
+        logger.info(
+            f"Training a {head.kind} head on the features at learning rate {learning_rate:g}"
+        )
+        optimizer = create_optimizer(head, learning_rate, config.weight_decay)
+        scheduler = create_scheduler(
+            optimizer,
+            num_batches_per_epoch=len(loaders[0]),
+            num_train_epochs=config.num_train_epochs,
+            gradient_accumulation_steps=config.gradient_accumulation_steps,
+            warmup_ratio=config.warmup_ratio,
+            lr_scheduler_type=config.lr_scheduler_type,
+        )
+        head, optimizer, scheduler, train_dl, val_dl, test_dl = accelerator.prepare(
+            head, optimizer, scheduler, *loaders
+        )
+        result = fit(
+            head,
+            optimizer,
+            scheduler,
+            train_dl,
+            val_dl,
+            accelerator,
+            num_train_epochs=config.num_train_epochs,
+            compute_metrics=_metrics_fn(label_names, config),
+            metric_for_best_model=config.metric_for_best_model,
+            load_best_model_at_end=config.load_best_model_at_end,
+            max_grad_norm=config.max_grad_norm,
+            loss_fn=cross_entropy_loss(weights),
+            logging_steps=config.logging_steps,
+        )
+        result.train_runtime_s += extract_s["train"]
+        result.train_samples_per_second = (
+            len(y_train) * config.num_train_epochs / max(result.train_runtime_s, 1e-9)
+        )
+        validation = predict_logits(head, val_dl, accelerator, desc="Validation")
+        test = predict_logits(head, test_dl, accelerator, desc="Test")
+        head = accelerator.unwrap_model(head)
+        trainable = sum(p.numel() for p in head.parameters())
+    classifier = FeatureExtractionClassifier(encoder, head, config.pooling)
+    view = get_block_view(model)
+    encoder_params = sum(p.numel() for p in encoder.parameters())
+    report = FreezeReport(
+        frozen_blocks=[b.name for b in view.blocks],
+        trainable_blocks=["head"],
+        trainable_params=int(trainable),
+        total_params=int(encoder_params + trainable),
+    )
+    return TrainOutcome(model=classifier, fit=result, validation=validation, test=test), report
 
 
 def build_optimizer(
@@ -224,10 +439,30 @@ def choose_decision_threshold(
     return threshold, {"tuned_on": "validation", "validation_f1_positive": f1}
 
 
+def describe_strategy(config: TextClassificationConfig, estimator: object | None = None) -> dict:
+    """The transfer strategy of a run, for ``metrics.json`` and model cards."""
+    if config.feature_extraction != "none" or estimator is not None:
+        head = type(estimator).__name__ if estimator is not None else config.feature_extraction
+        return {"name": "feature_extraction", "head": head, "pooling": config.pooling}
+    strategy: dict = {"name": "fine_tuning", "freeze_layers": config.freeze_layers}
+    if config.gradual_unfreezing:
+        strategy["gradual_unfreezing"] = {"unfreeze_every_n_steps": config.unfreeze_every_n_steps}
+    if config.layer_lr_decay != 1.0:
+        strategy["layer_lr_decay"] = config.layer_lr_decay
+    if config.head_learning_rate:
+        strategy["head_learning_rate"] = config.head_learning_rate
+    if config.l2sp_alpha:
+        strategy["l2sp"] = {"alpha": config.l2sp_alpha, "beta": config.l2sp_beta}
+    if config.init_from:
+        strategy["init_from"] = config.init_from
+    return strategy
+
+
 def run_text_classification(
     config: TextClassificationConfig,
     dataset: DatasetDict | None = None,
     task_name: str = "text classification",
+    estimator: object | None = None,
 ) -> dict:
     """Fine-tune, evaluate and save a text classifier as ``config`` says; what every text recipe runs.
 
@@ -240,6 +475,8 @@ def run_text_classification(
             :func:`~nlp_transfer.data.load_text_classification_dataset` on a DataFrame); None
             loads what ``config`` names.
         task_name: Title of the printed summary.
+        estimator: Feature extraction with this unfitted scikit-learn classifier (it needs
+            ``predict_proba``) as the head, e.g. ``SVC(probability=True)``; saved with skops.
 
     Returns:
         The metrics written to ``output_dir/metrics.json``.
@@ -251,7 +488,10 @@ def run_text_classification(
     """
     start = time.perf_counter()
     accelerator = build_accelerator(
-        config.mixed_precision, config.gradient_accumulation_steps, config.use_cpu
+        config.mixed_precision,
+        config.gradient_accumulation_steps,
+        config.use_cpu,
+        find_unused_parameters=config.gradual_unfreezing,
     )
     check_output_dir(config.output_dir, config.overwrite_output_dir)
     set_seed(config.seed)
@@ -260,11 +500,22 @@ def run_text_classification(
             dataset = load_data(config)
     labels = dataset["train"].features["label"].names
     model, tokenizer = build_text_classifier(
-        config.model_name_or_path, label_names=labels, trust_remote_code=config.trust_remote_code
+        config.init_from or config.model_name_or_path,
+        label_names=labels,
+        trust_remote_code=config.trust_remote_code,
+        new_head=config.init_from is not None,
     )
-    freeze = freeze_encoder_layers(model, config.freeze_layers)
-    logger.info(f"Transfer strategy: {freeze}")
-    outcome = train_text_classifier(model, tokenizer, dataset, accelerator, config)
+    if config.init_from:
+        logger.info(f"Weight transfer: encoder initialised from {config.init_from}, new head")
+    if config.feature_extraction != "none" or estimator is not None:
+        outcome, freeze = train_feature_extractor(
+            model, tokenizer, dataset, accelerator, config, estimator
+        )
+        logger.info(f"Transfer strategy: feature extraction | {freeze}")
+    else:
+        freeze = freeze_encoder_layers(model, config.freeze_layers)
+        logger.info(f"Transfer strategy: {freeze}")
+        outcome = train_text_classifier(model, tokenizer, dataset, accelerator, config)
     threshold, tuning = choose_decision_threshold(config, outcome.validation, len(labels))
     test_logits, test_labels = outcome.test
     test_metrics = classification_metrics(test_labels, test_logits, labels, threshold)
@@ -290,7 +541,8 @@ def run_text_classification(
     )
     metrics["decision_threshold"] = threshold
     metrics["threshold_tuning"] = tuning
-    model_path = resolve_model_path(config.model_name_or_path)[0]
+    metrics["transfer_strategy"] = describe_strategy(config, estimator)
+    model_path = config.init_from or resolve_model_path(config.model_name_or_path)[0]
     save_run(
         config.output_dir,
         accelerator,

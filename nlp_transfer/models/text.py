@@ -7,6 +7,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from torch import nn
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
@@ -72,6 +73,7 @@ def build_text_classifier(
     *,
     label_names: Sequence[str],
     trust_remote_code: bool = False,
+    new_head: bool = False,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a pretrained encoder with a new, randomly initialised classification head.
 
@@ -83,6 +85,11 @@ def build_text_classifier(
         model_name_or_path: Hub id or local directory; None for the packaged all-MiniLM-L6-v2.
         label_names: Class names in label-id order, length ``num_labels``.
         trust_remote_code: Allow custom model code from the Hub (off by default, for safety).
+        new_head: Weight transfer from a source task (``--init_from``): the path holds a
+            classifier fine-tuned on another task; its encoder (and pretrained head parts such
+            as BERT's pooler) are kept and the task layer is re-initialised for
+            ``label_names``, whatever the source's label set (as Keras' ``set_weights`` from
+            a source model to a target model with a new output layer).
 
     Returns:
         ``(model, tokenizer)``. The model outputs logits of shape ``(batch, num_labels)``.
@@ -108,7 +115,10 @@ def build_text_classifier(
             label2id=label2id,
             local_files_only=local_only,
             trust_remote_code=trust_remote_code,
+            ignore_mismatched_sizes=new_head,
         )
+        if new_head:
+            reinitialise_new_head(model)
     except OSError as err:
         if local_only and name_or_path == model_name_or_path and not Path(name_or_path).exists():
             raise OSError(
@@ -122,3 +132,21 @@ def build_text_classifier(
     finally:
         hf_logging.set_verbosity(verbosity)
     return model, tokenizer
+
+
+def reinitialise_new_head(model: PreTrainedModel) -> None:
+    """Re-initialise the task-specific part of the head (``BlockLayout.new``) in place.
+
+    Linear layers get ``N(0, initializer_range)`` weights and zero biases, as BERT initialises
+    them (``config.initializer_range``, default 0.02).
+    """
+    from .blocks import get_block_view
+
+    view = get_block_view(model)
+    std = getattr(model.config, "initializer_range", 0.02)
+    for module in view.new.modules if view.new else []:
+        for layer in module.modules():
+            if isinstance(layer, nn.Linear):
+                nn.init.normal_(layer.weight, std=std)
+                if layer.bias is not None:
+                    nn.init.zeros_(layer.bias)

@@ -27,6 +27,7 @@ from transformers import get_scheduler
 
 from ..metrics import cross_entropy
 from ..transfer.freeze import set_train_mode
+from ..transfer.gradual import GradualUnfreezer
 
 logger = get_logger(__name__)
 
@@ -190,13 +191,28 @@ def _is_better(value: float, best: float | None, greater_is_better: bool) -> boo
     return best is None or (value > best if greater_is_better else value < best)
 
 
-def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Copy of what training can change: trainable parameters and buffers (on CPU)."""
+def _snapshot(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    """Copy of what training can change: the optimizer's parameters and all buffers (on CPU).
+
+    The optimizer's parameters, not the currently trainable ones: under gradual unfreezing a
+    block frozen now may be unfrozen later, and restoring this epoch must restore it too.
+    """
+    in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
     state = {
-        n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad
+        n: p.detach().to("cpu", copy=True)
+        for n, p in model.named_parameters()
+        if id(p) in in_optimizer
     }
     state.update({n: b.detach().to("cpu", copy=True) for n, b in model.named_buffers()})
     return state
+
+
+def _update_unfreezing(unfreezer: GradualUnfreezer, epoch: int, global_step: int) -> bool:
+    if not unfreezer.update(epoch, global_step):
+        return False
+    unfrozen = ", ".join(unfreezer.trainable_blocks()) or "nothing (head only)"
+    logger.info(f"Gradual unfreezing, step {global_step}: unfrozen {unfrozen}")
+    return True
 
 
 def fit(
@@ -215,6 +231,7 @@ def fit(
     loss_fn: LossFn = F.cross_entropy,
     regularizer: Callable[[], torch.Tensor] | None = None,
     logging_steps: int = 50,
+    unfreezer: GradualUnfreezer | None = None,
 ) -> FitResult:
     """Train for ``num_train_epochs`` epochs, evaluating on ``eval_dataloader`` after each.
 
@@ -238,6 +255,9 @@ def fit(
         regularizer: ``() -> scalar`` added to the loss of every batch (e.g. L2-SP); the
             logged ``train_loss`` is the task loss alone.
         logging_steps: Refresh the progress bar's loss every this many batches.
+        unfreezer: Gradual unfreezing: its stage is updated at the start of every epoch and
+            every step (call its ``start`` after ``accelerator.prepare``). Each epoch's record
+            gets ``unfrozen_blocks``.
 
     Returns:
         A :class:`FitResult`.
@@ -255,12 +275,16 @@ def fit(
     )
     num_examples = len(train_dataloader.dataset)  # the whole dataset, all processes together
     for epoch in range(1, num_train_epochs + 1):
+        if unfreezer is not None:
+            _update_unfreezing(unfreezer, epoch, result.global_step)
         set_train_mode(model)
         epoch_start = time.perf_counter()
         loss_sum = torch.zeros((), device=accelerator.device)
         loss_count = 0
         seen_logits, seen_labels = [], []
         for step, batch in enumerate(train_dataloader, start=1):
+            if unfreezer is not None and _update_unfreezing(unfreezer, epoch, result.global_step):
+                set_train_mode(model)
             with accelerator.accumulate(model):
                 logits = forward_logits(model, batch).float()
                 loss = loss_fn(logits, batch["labels"])
@@ -298,12 +322,14 @@ def fit(
             **{f"eval_{k}": v for k, v in metrics.items()},
             "epoch_runtime_s": time.perf_counter() - epoch_start,
         }
+        if unfreezer is not None:
+            record["unfrozen_blocks"] = unfreezer.trainable_blocks()
         result.history.append(record)
         value = metrics[metric_for_best_model]
         if _is_better(value, result.best_metric, greater_is_better):
             result.best_epoch, result.best_metric = epoch, value
             if load_best_model_at_end and epoch < num_train_epochs:
-                best_state = _snapshot(unwrapped)
+                best_state = _snapshot(unwrapped, optimizer)
             elif load_best_model_at_end:
                 best_state = None  # the final weights are the best ones
         shown = dict.fromkeys(["loss", "accuracy", "f1_macro", metric_for_best_model])

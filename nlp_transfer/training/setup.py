@@ -10,10 +10,14 @@ import datasets
 import torch
 import transformers
 from accelerate import Accelerator
+from accelerate.utils import DistributedDataParallelKwargs
 
 
 def build_accelerator(
-    mixed_precision: str | None = None, gradient_accumulation_steps: int = 1, use_cpu: bool = False
+    mixed_precision: str | None = None,
+    gradient_accumulation_steps: int = 1,
+    use_cpu: bool = False,
+    find_unused_parameters: bool = False,
 ) -> Accelerator:
     """Create the run's ``Accelerator`` and set up logging; the topology comes from ``accelerate launch``.
 
@@ -25,6 +29,8 @@ def build_accelerator(
         mixed_precision: ``"no"``, ``"fp16"`` or ``"bf16"``; None defers to the launch config.
         gradient_accumulation_steps: Batches per optimizer step.
         use_cpu: Force the CPU even when a GPU is present.
+        find_unused_parameters: Tell DDP that some parameters may get no gradient in a step
+            (gradual unfreezing changes the trainable set after DDP is set up).
 
     Returns:
         The Accelerator.
@@ -34,6 +40,9 @@ def build_accelerator(
         mixed_precision=mixed_precision,
         gradient_accumulation_steps=gradient_accumulation_steps,
         cpu=cpu,
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)]
+        if find_unused_parameters
+        else None,
     )
     setup_logging(accelerator)
     if accelerator.device.type == "cpu":
