@@ -26,7 +26,7 @@ from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 from .baselines import tfidf_logreg_baseline
 from .config import TextClassificationConfig
 from .data import load_text_classification_dataset
-from .data.samplers import ClassBalancedSampler
+from .data.samplers import ClassBalancedSampler, EpochShuffleSampler
 from .data.tokenize import build_dataloaders, tokenize_dataset
 from .metrics import classification_metrics, cross_entropy, probabilities, select_threshold
 from .models.blocks import get_block_view
@@ -320,11 +320,10 @@ def train_feature_extractor(
         )
     else:
         head = FeatureHead(x_train.shape[1], len(label_names), config.feature_extraction)
-        generator = torch.Generator().manual_seed(config.seed)
         sampler = (
             ClassBalancedSampler(y_train, config.sampling, seed=config.seed)
             if config.sampling != "none"
-            else torch.utils.data.RandomSampler(range(len(y_train)), generator=generator)
+            else EpochShuffleSampler(len(y_train), seed=config.seed)
         )
         loaders = [
             DataLoader(

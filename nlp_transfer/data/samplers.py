@@ -8,6 +8,37 @@ import torch
 from torch.utils.data import Sampler
 
 
+class EpochShuffleSampler(Sampler[int]):
+    """A uniform shuffle that is a function of ``seed + epoch`` only (``RandomSampler`` is not).
+
+    ``torch.utils.data.RandomSampler`` draws each epoch's order from a generator whose state
+    carries over between epochs, so the order of epoch ``e`` cannot be recreated without
+    replaying epochs ``1..e-1``. Here it can: a run resumed from a checkpoint sees exactly the
+    batches an uninterrupted run would.
+
+    Args:
+        num_samples: Dataset size ``n``.
+        seed: Base seed; epoch ``e`` uses ``seed + e``.
+    """
+
+    def __init__(self, num_samples: int, seed: int = 0) -> None:
+        self.num_samples = num_samples
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Fix the epoch (the permutation is a function of ``seed + epoch``)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        self.epoch += 1
+        return iter(torch.randperm(self.num_samples, generator=generator).tolist())
+
+
 class LengthGroupedSampler(Sampler[int]):
     """Random order in which each run of ``batch_size`` indices has similar lengths.
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import logging
 
-import torch
 from datasets import DatasetDict
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import DataLoader
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
-from .samplers import ClassBalancedSampler, LengthGroupedSampler
+from .samplers import ClassBalancedSampler, EpochShuffleSampler, LengthGroupedSampler
 
 logger = logging.getLogger(__name__)
 
@@ -90,8 +89,7 @@ def build_dataloaders(
         batch_size = per_device_train_batch_size if train else per_device_eval_batch_size
         sampler = None
         if train:
-            generator = torch.Generator().manual_seed(seed)
-            sampler = RandomSampler(ds, generator=generator)
+            sampler = EpochShuffleSampler(len(ds), seed=seed)
             if sampling != "none":
                 sampler = ClassBalancedSampler(ds["labels"], sampling, seed=seed)
             elif group_by_length:
