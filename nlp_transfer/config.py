@@ -13,6 +13,7 @@ import yaml
 from transformers import HfArgumentParser
 
 from .data.samplers import SAMPLING_CHOICES
+from .training.checkpoint import SAVE_STRATEGIES
 from .transfer.features import HEAD_CHOICES, POOLING_CHOICES
 
 MIXED_PRECISION_CHOICES = ("no", "fp16", "bf16")
@@ -205,6 +206,34 @@ class TextClassificationConfig:
     logging_steps: int = field(
         default=50, **_help("Refresh the progress bar's loss every this many batches.")
     )
+    # Checkpointing and resumption
+    save_strategy: str = field(
+        default="epoch",
+        **_help(
+            "Checkpoints in output_dir/checkpoints for --resume_from_checkpoint: no, epoch (after each epoch's validation) or steps (every --save_steps optimizer steps and after each epoch). Ctrl-C/SIGTERM save one before stopping unless no."
+        ),
+    )
+    save_steps: int = field(
+        default=500, **_help("Optimizer steps between checkpoints under --save_strategy steps.")
+    )
+    save_total_limit: int | None = field(
+        default=1,
+        **_help(
+            "Keep at most this many checkpoints, newest first (the best epoch's weights travel inside each); unset keeps all."
+        ),
+    )
+    resume_from_checkpoint: str | None = field(
+        default=None,
+        **_help(
+            "Continue an interrupted run exactly where it stopped: a checkpoint directory, or latest (the newest in output_dir/checkpoints). Use the interrupted run's settings."
+        ),
+    )
+    early_stopping_patience: int | None = field(
+        default=None,
+        **_help(
+            "Stop after this many epochs without a better --metric_for_best_model on validation; unset trains every epoch."
+        ),
+    )
 
     def __post_init__(self) -> None:
         # A recipe's built-in default dataset gives way to a user's --train_file.
@@ -221,6 +250,7 @@ class TextClassificationConfig:
             "gradient_accumulation_steps": self.gradient_accumulation_steps,
             "max_seq_length": self.max_seq_length,
             "logging_steps": self.logging_steps,
+            "save_steps": self.save_steps,
         }
         for name, value in positive.items():
             if value is None or value <= 0:
@@ -243,7 +273,17 @@ class TextClassificationConfig:
                 raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}.")
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"--warmup_ratio must be in [0, 1), got {self.warmup_ratio}.")
-        for name in ("max_train_samples", "max_eval_samples"):
+        if self.save_strategy not in SAVE_STRATEGIES:
+            raise ValueError(
+                f"--save_strategy must be one of {', '.join(SAVE_STRATEGIES)}, "
+                f"got {self.save_strategy!r}."
+            )
+        for name in (
+            "max_train_samples",
+            "max_eval_samples",
+            "save_total_limit",
+            "early_stopping_patience",
+        ):
             if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ValueError(f"--{name} must be positive, got {getattr(self, name)}.")
         if not 0 < self.decision_threshold < 1:
@@ -281,6 +321,11 @@ class TextClassificationConfig:
                     f"--feature_extraction freezes the whole encoder; it does not combine with "
                     f"{', '.join(used)}."
                 )
+        if self.feature_extraction != "none" and self.resume_from_checkpoint:
+            raise ValueError(
+                "--resume_from_checkpoint: feature-extraction runs write no checkpoints (the "
+                "head trains in seconds on features computed once); run it again instead."
+            )
         if self.unfreeze_every_n_steps < 0:
             raise ValueError(
                 f"--unfreeze_every_n_steps must be >= 0, got {self.unfreeze_every_n_steps}."

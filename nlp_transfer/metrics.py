@@ -128,9 +128,12 @@ def classification_metrics(
 def select_threshold(labels: np.ndarray, prob_positive: np.ndarray) -> tuple[float, float]:
     """The decision threshold on ``p(positive)`` that maximises the positive class's F1.
 
-    Candidates are the distinct scores (``sklearn.metrics.precision_recall_curve``); predicting
-    positive when ``p >= threshold`` reproduces the chosen point. Choose it on validation data,
-    never on the test split.
+    Candidates are the distinct scores (``sklearn.metrics.precision_recall_curve``). The best
+    point is then moved down to the middle of the gap to the next lower score, so predicting
+    positive when ``p >= threshold`` still reproduces it on these data while leaving a margin
+    on both sides (the score of the least confident positive is no better a boundary for
+    unseen data than the most confident negative's). Choose it on validation data, never on
+    the test split.
 
     Args:
         labels: Binary true labels (1 = positive), shape ``(n,)``.
@@ -150,4 +153,8 @@ def select_threshold(labels: np.ndarray, prob_positive: np.ndarray) -> tuple[flo
     with np.errstate(invalid="ignore", divide="ignore"):
         f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
     best = int(np.argmax(f1))
-    return float(thresholds[best]), float(f1[best])
+    threshold = float(thresholds[best])
+    lower = np.asarray(prob_positive)[np.asarray(prob_positive) < threshold]
+    if lower.size:
+        threshold = (threshold + float(lower.max())) / 2
+    return threshold, float(f1[best])

@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -32,6 +33,7 @@ from .metrics import classification_metrics, cross_entropy, probabilities, selec
 from .models.blocks import get_block_view
 from .models.text import DEFAULT_MODEL_NAME, build_text_classifier, resolve_model_path
 from .plots import write_report_plots
+from .training.checkpoint import Checkpointer, resolve_resume_path
 from .training.imbalance import class_weights_from_spec, cross_entropy_loss
 from .training.loop import FitResult, create_optimizer, create_scheduler, fit, predict_logits
 from .training.outputs import format_summary, run_metrics, save_run
@@ -101,6 +103,17 @@ class TrainOutcome:
     fit: FitResult
     validation: tuple[np.ndarray, np.ndarray]
     test: tuple[np.ndarray, np.ndarray]
+
+
+def resume_path(config: TextClassificationConfig) -> Path | None:
+    """The checkpoint ``--resume_from_checkpoint`` names (``latest`` resolved), or None.
+
+    Raises:
+        FileNotFoundError: No such (complete) checkpoint.
+    """
+    if not config.resume_from_checkpoint:
+        return None
+    return resolve_resume_path(config.output_dir, config.resume_from_checkpoint)
 
 
 def _class_weights(dataset: DatasetDict, config: TextClassificationConfig) -> torch.Tensor | None:
@@ -213,6 +226,11 @@ def train_text_classifier(
         regularizer=regularizer,
         logging_steps=config.logging_steps,
         unfreezer=unfreezer,
+        checkpointer=Checkpointer(
+            config.output_dir, config.save_strategy, config.save_steps, config.save_total_limit
+        ),
+        resume_from_checkpoint=resume_path(config),
+        early_stopping_patience=config.early_stopping_patience,
     )
     validation = predict_logits(model, val_dl, accelerator, desc="Validation")
     test = predict_logits(model, test_dl, accelerator, desc="Test")
@@ -276,6 +294,7 @@ def train_feature_extractor(
                 batch_size=config.per_device_eval_batch_size,
                 collate_fn=collator,
                 num_workers=config.dataloader_num_workers,
+                generator=torch.Generator().manual_seed(config.seed),
             )
         )
         x, y = extract_features(encoder, loader, accelerator, config.pooling, f"Features ({split})")
@@ -332,6 +351,7 @@ def train_feature_extractor(
                 if split == "train"
                 else config.per_device_eval_batch_size,
                 sampler=sampler if split == "train" else None,
+                generator=torch.Generator().manual_seed(config.seed),
             )
             for split in ("train", "validation", "test")
         ]
@@ -492,7 +512,10 @@ def run_text_classification(
         config.use_cpu,
         find_unused_parameters=config.gradual_unfreezing,
     )
-    check_output_dir(config.output_dir, config.overwrite_output_dir)
+    check_output_dir(
+        config.output_dir, config.overwrite_output_dir, resuming=bool(config.resume_from_checkpoint)
+    )
+    resume_path(config)  # fail now, not after loading data and model, if there is no checkpoint
     set_seed(config.seed)
     if dataset is None:
         with accelerator.main_process_first():

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from nlp_transfer.config import TextClassificationConfig, parse_config
 from nlp_transfer.text_classification import run_text_classification
+from nlp_transfer.training.checkpoint import exit_on_interrupt
 
 
 @dataclass
@@ -46,4 +47,5 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    with exit_on_interrupt():
+        main()

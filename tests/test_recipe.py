@@ -95,14 +95,14 @@ def test_python_api_with_a_dataframe(tiny_bert_dir, tmp_path):
         model_name_or_path=str(tiny_bert_dir),
         output_dir=str(tmp_path / "api"),
         learning_rate=3e-3,
-        num_train_epochs=4,
+        num_train_epochs=8,
         per_device_train_batch_size=16,
         run_baseline=False,
     )
     metrics = run_text_classification(config, dataset=dataset)
     assert metrics["baseline"] is None
     assert metrics["test"]["num_examples"] == 12
-    assert metrics["test"]["accuracy"] >= 0.9  # the toy task is learnable in 4 epochs
+    assert metrics["test"]["accuracy"] >= 0.9  # the toy task is learnt in 8 epochs (48 steps)
     assert (tmp_path / "api" / "model.safetensors").exists()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import torch
 from datasets import DatasetDict
 from torch.utils.data import DataLoader
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
@@ -96,6 +97,13 @@ def build_dataloaders(
                 lengths = [len(ids) for ids in ds["input_ids"]]
                 sampler = LengthGroupedSampler(lengths, batch_size, seed=seed)
         loaders[split] = DataLoader(
-            ds, batch_size=batch_size, sampler=sampler, collate_fn=collator, num_workers=num_workers
+            ds,
+            batch_size=batch_size,
+            sampler=sampler,
+            collate_fn=collator,
+            num_workers=num_workers,
+            # Its own generator: starting an epoch then draws no number from the global RNG, so
+            # a run resumed mid-epoch gets the same dropout masks as an uninterrupted one.
+            generator=torch.Generator().manual_seed(seed),
         )
     return loaders

@@ -4,12 +4,15 @@
 the history. It works unchanged on a CPU, one GPU, several GPUs or several CPU processes under
 ``accelerate launch``: gradient accumulation goes through ``accelerator.accumulate``, evaluation
 through ``gather_for_metrics`` (every example counted exactly once), and only the local main
-process shows progress bars.
+process shows progress bars. With a :class:`~nlp_transfer.training.checkpoint.Checkpointer` it
+writes checkpoints that resume exactly, and stops cleanly on SIGINT/SIGTERM and on a NaN loss.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
+from accelerate.data_loader import skip_first_batches
 from accelerate.logging import get_logger
 from accelerate.utils import gather_object
 from torch import nn
@@ -28,6 +32,13 @@ from transformers import get_scheduler
 from ..metrics import cross_entropy
 from ..transfer.freeze import set_train_mode
 from ..transfer.gradual import GradualUnfreezer
+from .checkpoint import (
+    Checkpointer,
+    ProcessState,
+    StopSignals,
+    TrainerState,
+    TrainingInterrupted,
+)
 
 logger = get_logger(__name__)
 
@@ -157,6 +168,7 @@ class FitResult:
         train_runtime_s: Wall time of the training steps (evaluation excluded), seconds.
         train_samples_per_second: Training examples processed per second, all processes.
         global_step: Optimizer steps taken.
+        stopped_early: Whether early stopping ended training before ``num_train_epochs``.
     """
 
     history: list[dict] = field(default_factory=list)
@@ -165,6 +177,7 @@ class FitResult:
     train_runtime_s: float = 0.0
     train_samples_per_second: float = 0.0
     global_step: int = 0
+    stopped_early: bool = False
 
 
 def _training_metrics(
@@ -215,6 +228,39 @@ def _update_unfreezing(unfreezer: GradualUnfreezer, epoch: int, global_step: int
     return True
 
 
+def _nonfinite_message(loss: torch.Tensor, state: TrainerState, checkpointer) -> str:
+    last = checkpointer.last_saved or (checkpointer.latest() if checkpointer else None)
+    where = (
+        f"The last good checkpoint, {last}, is intact; resume from it with "
+        f"--resume_from_checkpoint {last} after changing what diverged."
+        if last is not None
+        else "No checkpoint was written (see --save_strategy)."
+    )
+    return (
+        f"The training loss is {loss.item()} at optimizer step {state.global_step + 1} (epoch "
+        f"{state.epoch}, batch {state.batches_done + 1}); training stopped before this update. "
+        f"Typical causes: a --learning_rate too high for this model, fp16 overflow "
+        f"(--mixed_precision bf16 or no), or bad inputs. {where}"
+    )
+
+
+def _step_flags(
+    loss: torch.Tensor, signals: StopSignals, accelerator: Accelerator
+) -> tuple[bool, bool]:
+    """``(loss not finite on some process, a stop signal reached some process)``.
+
+    One small all-reduce per batch under several processes, so that every process takes the
+    same decision at the same batch (a process that stopped alone would hang the others).
+    """
+    flags = torch.tensor(
+        [float(not torch.isfinite(loss.detach()).item()), float(signals.received is not None)],
+        device=accelerator.device,
+    )
+    if accelerator.num_processes > 1:
+        flags = accelerator.reduce(flags, "sum")
+    return bool(flags[0] > 0), bool(flags[1] > 0)
+
+
 def fit(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -232,17 +278,29 @@ def fit(
     regularizer: Callable[[], torch.Tensor] | None = None,
     logging_steps: int = 50,
     unfreezer: GradualUnfreezer | None = None,
+    checkpointer: Checkpointer | None = None,
+    resume_from_checkpoint: str | os.PathLike | None = None,
+    early_stopping_patience: int | None = None,
 ) -> FitResult:
     """Train for ``num_train_epochs`` epochs, evaluating on ``eval_dataloader`` after each.
 
     All objects must already be passed through ``accelerator.prepare``. Frozen submodules stay
     in eval mode (:func:`~nlp_transfer.transfer.freeze.set_train_mode`).
 
+    With a ``checkpointer``, checkpoints are written as it says (after epochs and/or every N
+    steps), and SIGINT/SIGTERM write one at the end of the current step, then raise
+    :class:`~nlp_transfer.training.checkpoint.TrainingInterrupted`. A run resumed from a
+    checkpoint continues at the batch where it stopped and, given the same settings, ends with
+    the same weights and metrics as an uninterrupted run: the data order is a function of the
+    seed and epoch (the library's samplers), the skipped batches are skipped by index (never
+    loaded), and the RNG states of every process are restored.
+
     Args:
         model: Prepared model; ``model(**batch_without_labels)`` gives logits.
         optimizer: Prepared optimizer.
         lr_scheduler: Prepared scheduler, stepped once per optimizer step.
-        train_dataloader: Prepared, shuffling DataLoader of dict batches with ``labels``.
+        train_dataloader: Prepared DataLoader of dict batches with ``labels``, whose sampler
+            has ``set_epoch`` (needed for exact resumption).
         eval_dataloader: Prepared validation DataLoader.
         accelerator: The run's Accelerator (its ``gradient_accumulation_steps`` applies).
         num_train_epochs: Number of epochs, >= 1.
@@ -258,95 +316,175 @@ def fit(
         unfreezer: Gradual unfreezing: its stage is updated at the start of every epoch and
             every step (call its ``start`` after ``accelerator.prepare``). Each epoch's record
             gets ``unfrozen_blocks``.
+        checkpointer: When and where to write checkpoints; None or ``save_strategy="no"``
+            writes none (and leaves Ctrl-C's default behaviour alone).
+        resume_from_checkpoint: A checkpoint directory to continue from.
+        early_stopping_patience: Stop after this many evaluations without improvement of
+            ``metric_for_best_model``; None trains every epoch.
 
     Returns:
         A :class:`FitResult`.
 
     Raises:
         KeyError: If ``metric_for_best_model`` is not among the evaluation metrics.
+        FloatingPointError: The loss became NaN or infinite (the message names the step and
+            the last good checkpoint, which is left intact).
+        TrainingInterrupted: SIGINT or SIGTERM arrived while checkpointing was on (after the
+            checkpoint was written).
+        ValueError: The checkpoint comes from a run with another number of processes or of
+            batches per epoch.
     """
     greater_is_better = "loss" not in metric_for_best_model
-    result = FitResult()
     unwrapped = accelerator.unwrap_model(model)
+    num_batches = len(train_dataloader)
+    state = TrainerState(num_processes=accelerator.num_processes, num_batches_per_epoch=num_batches)
+    process = ProcessState.empty(accelerator.device)
     best_state: dict[str, torch.Tensor] | None = None
-    total_batches = len(train_dataloader) * num_train_epochs
+    if resume_from_checkpoint is not None:
+        state, process, best_state = Checkpointer.load(
+            accelerator, resume_from_checkpoint, num_batches_per_epoch=num_batches
+        )
+    saving = checkpointer is not None and checkpointer.enabled
     progress = tqdm(
-        total=total_batches, desc="Training", disable=not accelerator.is_local_main_process
+        total=num_batches * num_train_epochs,
+        initial=min(
+            (state.epoch - 1) * num_batches + state.batches_done, num_batches * num_train_epochs
+        ),
+        desc="Training",
+        disable=not accelerator.is_local_main_process,
     )
     num_examples = len(train_dataloader.dataset)  # the whole dataset, all processes together
-    for epoch in range(1, num_train_epochs + 1):
-        if unfreezer is not None:
-            _update_unfreezing(unfreezer, epoch, result.global_step)
-        set_train_mode(model)
-        epoch_start = time.perf_counter()
-        loss_sum = torch.zeros((), device=accelerator.device)
-        loss_count = 0
-        seen_logits, seen_labels = [], []
-        for step, batch in enumerate(train_dataloader, start=1):
-            if unfreezer is not None and _update_unfreezing(unfreezer, epoch, result.global_step):
-                set_train_mode(model)
-            with accelerator.accumulate(model):
-                logits = forward_logits(model, batch).float()
-                loss = loss_fn(logits, batch["labels"])
-                accelerator.backward(loss + regularizer() if regularizer is not None else loss)
-                if accelerator.sync_gradients and max_grad_norm:
-                    accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
-                optimizer.step()
-                lr_scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-            if accelerator.sync_gradients:
-                result.global_step += 1
-            loss_sum += loss.detach()
-            loss_count += 1
-            seen_logits.append(logits.detach().cpu())
-            seen_labels.append(batch["labels"].cpu())
-            progress.update(1)
-            if step % logging_steps == 0:
-                progress.set_postfix(epoch=epoch, loss=f"{loss_sum.item() / loss_count:.4f}")
-        epoch_train_s = time.perf_counter() - epoch_start
-        result.train_runtime_s += epoch_train_s
-        count = torch.tensor(float(loss_count), device=accelerator.device)
-        stats = accelerator.reduce(torch.stack([loss_sum, count]), "sum")
-        train_metrics = _training_metrics(seen_logits, seen_labels, accelerator, compute_metrics)
-        metrics = evaluate(model, eval_dataloader, accelerator, compute_metrics, desc="Validation")
-        if metric_for_best_model not in metrics:
-            raise KeyError(
-                f"--metric_for_best_model {metric_for_best_model!r} is not an evaluation metric; "
-                f"choose one of {', '.join(k for k, v in metrics.items() if isinstance(v, float))}."
+    with StopSignals(enabled=saving) as signals:
+        stop_requested = False
+        for epoch in range(state.epoch, num_train_epochs + 1):
+            if state.stopped_early:
+                break
+            state.epoch = epoch
+            train_dataloader.set_epoch(epoch - 1)  # the order is a function of seed + epoch
+            batches = train_dataloader
+            if state.batches_done:  # resumed mid-epoch: skip seen batches by index
+                batches = skip_first_batches(train_dataloader, state.batches_done)
+                batches.set_epoch(epoch - 1)
+            if unfreezer is not None:
+                _update_unfreezing(unfreezer, epoch, state.global_step)
+            set_train_mode(model)
+            epoch_start = time.perf_counter()
+            runtime_before = state.train_runtime_s
+            for batch in batches:
+                if unfreezer is not None and _update_unfreezing(
+                    unfreezer, epoch, state.global_step
+                ):
+                    set_train_mode(model)
+                with accelerator.accumulate(model):
+                    logits = forward_logits(model, batch).float()
+                    loss = loss_fn(logits, batch["labels"])
+                    nonfinite, signalled = _step_flags(loss, signals, accelerator)
+                    if nonfinite:
+                        raise FloatingPointError(_nonfinite_message(loss, state, checkpointer))
+                    stop_requested = stop_requested or signalled
+                    accelerator.backward(loss + regularizer() if regularizer is not None else loss)
+                    if accelerator.sync_gradients and max_grad_norm:
+                        accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
+                    optimizer.step()
+                    lr_scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                state.batches_done += 1
+                process.loss_sum += loss.detach()
+                process.loss_count += 1
+                process.logits.append(logits.detach().cpu())
+                process.labels.append(batch["labels"].cpu())
+                progress.update(1)
+                if state.batches_done % logging_steps == 0:
+                    progress.set_postfix(
+                        epoch=epoch, loss=f"{process.loss_sum.item() / process.loss_count:.4f}"
+                    )
+                if not accelerator.sync_gradients:
+                    continue
+                state.global_step += 1
+                if state.batches_done == num_batches:
+                    continue  # the end-of-epoch checkpoint follows the evaluation
+                if stop_requested or (saving and checkpointer.due_after_step(state.global_step)):
+                    state.train_runtime_s = runtime_before + time.perf_counter() - epoch_start
+                    saved = checkpointer.save(accelerator, state, process, best_state)
+                    if stop_requested:
+                        raise TrainingInterrupted(signals.received or signal.SIGTERM, saved)
+            epoch_train_s = time.perf_counter() - epoch_start
+            state.train_runtime_s = runtime_before + epoch_train_s
+            count = torch.tensor(float(process.loss_count), device=accelerator.device)
+            stats = accelerator.reduce(torch.stack([process.loss_sum, count]), "sum")
+            train_metrics = _training_metrics(
+                process.logits, process.labels, accelerator, compute_metrics
             )
-        record = {
-            "epoch": epoch,
-            "train_loss": float(stats[0] / stats[1]),
-            **{f"train_{k}": v for k, v in train_metrics.items() if k != "loss"},
-            "learning_rate": lr_scheduler.get_last_lr()[0],
-            **{f"eval_{k}": v for k, v in metrics.items()},
-            "epoch_runtime_s": time.perf_counter() - epoch_start,
-        }
-        if unfreezer is not None:
-            record["unfrozen_blocks"] = unfreezer.trainable_blocks()
-        result.history.append(record)
-        value = metrics[metric_for_best_model]
-        if _is_better(value, result.best_metric, greater_is_better):
-            result.best_epoch, result.best_metric = epoch, value
-            if load_best_model_at_end and epoch < num_train_epochs:
-                best_state = _snapshot(unwrapped, optimizer)
-            elif load_best_model_at_end:
-                best_state = None  # the final weights are the best ones
-        shown = dict.fromkeys(["loss", "accuracy", "f1_macro", metric_for_best_model])
-        summary = " | ".join(
-            f"eval_{k} {metrics[k]:.4f}" for k in shown if metrics.get(k) is not None
-        )
-        logger.info(
-            f"epoch {epoch}/{num_train_epochs}: train_loss {record['train_loss']:.4f} | {summary} | "
-            f"{epoch_train_s:.0f}s training + {record['epoch_runtime_s'] - epoch_train_s:.0f}s validation"
-        )
+            metrics = evaluate(
+                model, eval_dataloader, accelerator, compute_metrics, desc="Validation"
+            )
+            if metric_for_best_model not in metrics:
+                raise KeyError(
+                    f"--metric_for_best_model {metric_for_best_model!r} is not an evaluation "
+                    "metric; choose one of "
+                    f"{', '.join(k for k, v in metrics.items() if isinstance(v, float))}."
+                )
+            record = {
+                "epoch": epoch,
+                "train_loss": float(stats[0] / stats[1]),
+                **{f"train_{k}": v for k, v in train_metrics.items() if k != "loss"},
+                "learning_rate": lr_scheduler.get_last_lr()[0],
+                **{f"eval_{k}": v for k, v in metrics.items()},
+                "epoch_runtime_s": time.perf_counter() - epoch_start,
+            }
+            if unfreezer is not None:
+                record["unfrozen_blocks"] = unfreezer.trainable_blocks()
+            state.history.append(record)
+            value = metrics[metric_for_best_model]
+            if _is_better(value, state.best_metric, greater_is_better):
+                state.best_epoch, state.best_metric = epoch, value
+                state.epochs_without_improvement = 0
+                if load_best_model_at_end and epoch < num_train_epochs:
+                    best_state = _snapshot(unwrapped, optimizer)
+                elif load_best_model_at_end:
+                    best_state = None  # the final weights are the best ones
+            else:
+                state.epochs_without_improvement += 1
+            shown = dict.fromkeys(["loss", "accuracy", "f1_macro", metric_for_best_model])
+            summary = " | ".join(
+                f"eval_{k} {metrics[k]:.4f}" for k in shown if metrics.get(k) is not None
+            )
+            logger.info(
+                f"epoch {epoch}/{num_train_epochs}: train_loss {record['train_loss']:.4f} | "
+                f"{summary} | {epoch_train_s:.0f}s training + "
+                f"{record['epoch_runtime_s'] - epoch_train_s:.0f}s validation"
+            )
+            if (
+                early_stopping_patience is not None
+                and state.epochs_without_improvement >= early_stopping_patience
+                and epoch < num_train_epochs
+            ):
+                state.stopped_early = True
+                logger.info(
+                    f"Early stopping: no better {metric_for_best_model} for "
+                    f"{early_stopping_patience} epoch(s); best was epoch {state.best_epoch}"
+                )
+            state.epoch, state.batches_done = epoch + 1, 0
+            process = ProcessState.empty(accelerator.device)
+            if saving:
+                saved = checkpointer.save(accelerator, state, process, best_state)
+                if stop_requested:
+                    raise TrainingInterrupted(signals.received or signal.SIGTERM, saved)
     progress.close()
-    if best_state is not None:
+    if best_state is not None and load_best_model_at_end:
         unwrapped.load_state_dict(best_state, strict=False)
         logger.info(
-            f"Restored the weights of epoch {result.best_epoch} (best {metric_for_best_model} {result.best_metric:.4f})"
+            f"Restored the weights of epoch {state.best_epoch} "
+            f"(best {metric_for_best_model} {state.best_metric:.4f})"
         )
-    result.train_samples_per_second = (
-        num_examples * num_train_epochs / max(result.train_runtime_s, 1e-9)
+    return FitResult(
+        history=state.history,
+        best_epoch=state.best_epoch,
+        best_metric=state.best_metric,
+        train_runtime_s=state.train_runtime_s,
+        train_samples_per_second=(
+            num_examples * len(state.history) / max(state.train_runtime_s, 1e-9)
+        ),
+        global_step=state.global_step,
+        stopped_early=state.stopped_early,
     )
-    return result

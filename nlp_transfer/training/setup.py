@@ -98,26 +98,41 @@ def setup_logging(accelerator: Accelerator) -> None:
         datasets.disable_progress_bars()
 
 
-def check_output_dir(output_dir: str | os.PathLike, overwrite_output_dir: bool = False) -> Path:
-    """Refuse to write into a non-empty ``output_dir`` unless overwriting was asked for.
+def check_output_dir(
+    output_dir: str | os.PathLike, overwrite_output_dir: bool = False, resuming: bool = False
+) -> Path:
+    """Refuse to write into a non-empty ``output_dir`` unless overwriting or resuming was asked for.
 
     Call it before any work, so a run never spends its time and then loses its results (or
     silently replaces an earlier run's).
+
+    Args:
+        output_dir: The run's output directory.
+        overwrite_output_dir: Allow writing into a non-empty directory.
+        resuming: The run continues from a checkpoint (``--resume_from_checkpoint``), which
+            may live in this directory.
 
     Returns:
         The path.
 
     Raises:
-        FileExistsError: ``output_dir`` exists, is not empty, and ``overwrite_output_dir`` is
-            False (the message names both flags).
+        FileExistsError: ``output_dir`` exists, is not empty, and neither overwriting nor
+            resuming was asked for (the message names the flags; when the directory holds
+            checkpoints of an interrupted run it says how to resume).
         NotADirectoryError: ``output_dir`` is a file.
     """
     path = Path(output_dir).expanduser()
     if path.exists() and not path.is_dir():
         raise NotADirectoryError(f"--output_dir {path} is a file, not a directory.")
-    if path.is_dir() and any(path.iterdir()) and not overwrite_output_dir:
+    if path.is_dir() and any(path.iterdir()) and not (overwrite_output_dir or resuming):
+        hint = ""
+        if (path / "checkpoints").is_dir() and not (path / "metrics.json").exists():
+            hint = (
+                " It holds checkpoints of a run that did not finish: continue it with "
+                "--resume_from_checkpoint latest (and the same settings)."
+            )
         raise FileExistsError(
             f"--output_dir {path} already exists and is not empty; it may hold an earlier run. "
-            "Choose another --output_dir, or pass --overwrite_output_dir to write into it."
+            "Choose another --output_dir, or pass --overwrite_output_dir to write into it." + hint
         )
     return path

@@ -1,0 +1,358 @@
+"""Checkpoints a run can be resumed from exactly, written atomically.
+
+A checkpoint directory ``output_dir/checkpoints/checkpoint-<global_step>`` holds:
+
+- what ``accelerator.save_state`` writes: model (safetensors), optimizer, LR scheduler, gradient
+  scaler, and the RNG states (Python, NumPy, torch, CUDA) of every process;
+- ``trainer_state.json``: the epoch in progress and the batches of it already done, optimizer
+  steps, the per-epoch history, the best epoch and metric so far, the early-stopping count, and
+  the run's shape (processes, batches per epoch) so that a mismatched resume is refused;
+- ``process_<rank>.safetensors``: each process's running loss and the training-pass logits and
+  labels of the current epoch (for the epoch's training metrics);
+- ``best_model.safetensors``: the best epoch's trainable weights when they are not the current
+  ones (``load_best_model_at_end``).
+
+The data order is not stored: it is a function of ``seed`` and the epoch (our samplers), so a
+resumed run skips the batches already seen (``accelerator.skip_first_batches``, which skips
+indices, not loaded data) and then sees exactly the batches an uninterrupted run would.
+
+Writing goes to ``checkpoint-<step>.tmp`` first and is renamed when complete, so a crash while
+writing never leaves a directory that looks like a finished checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import sys
+import threading
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from safetensors.torch import load_file, save_file
+
+logger = get_logger(__name__)
+
+SAVE_STRATEGIES = ("no", "epoch", "steps")
+STATE_FILE = "trainer_state.json"
+BEST_FILE = "best_model.safetensors"
+_NAME = re.compile(r"^checkpoint-(\d+)$")
+
+
+@dataclass
+class TrainerState:
+    """Where training stands; saved as ``trainer_state.json``.
+
+    Attributes:
+        epoch: 1-based epoch in progress; ``num_train_epochs + 1`` once training is complete.
+        batches_done: Training batches of ``epoch`` already processed (on each process).
+        global_step: Optimizer steps taken.
+        history: Per-epoch records so far.
+        best_epoch: Best epoch so far (0: none yet).
+        best_metric: Its value of the selection metric.
+        epochs_without_improvement: Evaluations since the best one (early stopping).
+        stopped_early: Whether early stopping ended training.
+        train_runtime_s: Training wall time so far, seconds.
+        has_best_state: Whether ``best_model.safetensors`` holds the best weights.
+        num_processes: Processes of the run that wrote the checkpoint.
+        num_batches_per_epoch: Training batches per epoch on each process.
+    """
+
+    epoch: int = 1
+    batches_done: int = 0
+    global_step: int = 0
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = 0
+    best_metric: float | None = None
+    epochs_without_improvement: int = 0
+    stopped_early: bool = False
+    train_runtime_s: float = 0.0
+    has_best_state: bool = False
+    num_processes: int = 1
+    num_batches_per_epoch: int = 0
+
+
+@dataclass
+class ProcessState:
+    """One process's share of the epoch in progress."""
+
+    loss_sum: torch.Tensor
+    loss_count: int
+    logits: list[torch.Tensor]
+    labels: list[torch.Tensor]
+
+    @classmethod
+    def empty(cls, device: torch.device | str = "cpu") -> ProcessState:
+        return cls(torch.zeros((), device=device), 0, [], [])
+
+
+class Checkpointer:
+    """Decides when to checkpoint, writes checkpoints atomically, prunes and finds them.
+
+    Args:
+        output_dir: The run's output directory; checkpoints go to ``output_dir/checkpoints``.
+        save_strategy: ``"no"``, ``"epoch"`` (after each epoch's evaluation) or ``"steps"``
+            (every ``save_steps`` optimizer steps, and after each epoch).
+        save_steps: Optimizer steps between checkpoints under ``"steps"``.
+        save_total_limit: Keep at most this many checkpoints (oldest deleted first); None
+            keeps all.
+
+    Raises:
+        ValueError: Unknown ``save_strategy``, or a non-positive ``save_steps`` /
+            ``save_total_limit``.
+    """
+
+    def __init__(
+        self,
+        output_dir: str | os.PathLike,
+        save_strategy: str = "no",
+        save_steps: int = 500,
+        save_total_limit: int | None = None,
+    ):
+        if save_strategy not in SAVE_STRATEGIES:
+            raise ValueError(
+                f"--save_strategy must be one of {', '.join(SAVE_STRATEGIES)}, got {save_strategy!r}."
+            )
+        if save_steps <= 0:
+            raise ValueError(f"--save_steps must be positive, got {save_steps}.")
+        if save_total_limit is not None and save_total_limit <= 0:
+            raise ValueError(f"--save_total_limit must be positive, got {save_total_limit}.")
+        self.dir = Path(output_dir).expanduser() / "checkpoints"
+        self.save_strategy = save_strategy
+        self.save_steps = save_steps
+        self.save_total_limit = save_total_limit
+        self.last_saved: Path | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.save_strategy != "no"
+
+    def due_after_step(self, global_step: int) -> bool:
+        """Whether to checkpoint after optimizer step ``global_step``."""
+        return self.save_strategy == "steps" and global_step % self.save_steps == 0
+
+    def checkpoints(self) -> list[Path]:
+        """Complete checkpoints, oldest first (unfinished ``.tmp`` directories excluded)."""
+        if not self.dir.is_dir():
+            return []
+        found = [(int(m.group(1)), p) for p in self.dir.iterdir() if (m := _NAME.match(p.name))]
+        return [p for _, p in sorted(found) if (p / STATE_FILE).exists()]
+
+    def latest(self) -> Path | None:
+        """The newest complete checkpoint, or None."""
+        found = self.checkpoints()
+        return found[-1] if found else None
+
+    def save(
+        self,
+        accelerator: Accelerator,
+        state: TrainerState,
+        process: ProcessState,
+        best_state: dict[str, torch.Tensor] | None,
+    ) -> Path:
+        """Write a checkpoint of the current step (collective: every process must call it).
+
+        Returns:
+            The checkpoint directory.
+        """
+        final = self.dir / f"checkpoint-{state.global_step}"
+        tmp = self.dir / f"checkpoint-{state.global_step}.tmp"
+        if accelerator.is_main_process:
+            for stale in self.dir.glob("checkpoint-*.tmp"):  # left by a crash mid-write
+                shutil.rmtree(stale, ignore_errors=True)
+            tmp.mkdir(parents=True, exist_ok=True)
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(tmp), safe_serialization=True)
+        save_file(
+            {
+                "loss_sum": process.loss_sum.detach().reshape(1).cpu().float(),
+                "loss_count": torch.tensor([process.loss_count]),
+                "logits": torch.cat(process.logits) if process.logits else torch.zeros(0),
+                "labels": torch.cat(process.labels) if process.labels else torch.zeros(0),
+            },
+            str(tmp / f"process_{accelerator.process_index}.safetensors"),
+        )
+        accelerator.wait_for_everyone()
+        state.has_best_state = best_state is not None
+        if accelerator.is_main_process:
+            if best_state is not None:
+                save_file({k: v.contiguous() for k, v in best_state.items()}, str(tmp / BEST_FILE))
+            (tmp / STATE_FILE).write_text(json.dumps(asdict(state), indent=2), encoding="utf-8")
+            if final.exists():  # a checkpoint of the same step from an earlier attempt
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            self._prune()
+        accelerator.wait_for_everyone()
+        self.last_saved = final
+        logger.info(f"Checkpoint saved: {final} (step {state.global_step}, epoch {state.epoch})")
+        return final
+
+    def _prune(self) -> None:
+        if self.save_total_limit is None:
+            return
+        for old in self.checkpoints()[: -self.save_total_limit]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    @staticmethod
+    def load(
+        accelerator: Accelerator,
+        path: str | os.PathLike,
+        num_batches_per_epoch: int | None = None,
+    ) -> tuple[TrainerState, ProcessState, dict[str, torch.Tensor] | None]:
+        """Restore model, optimizer, scheduler, scaler and RNG states from ``path``; return the rest.
+
+        Call it after ``accelerator.prepare`` (and after anything that draws random numbers
+        during set-up), so that the restored RNG states are the ones training continues with.
+
+        Args:
+            accelerator: The run's Accelerator, holding the prepared objects.
+            path: A checkpoint directory.
+            num_batches_per_epoch: This run's training batches per epoch, checked against the
+                checkpoint's.
+
+        Returns:
+            ``(trainer_state, this_process_state, best_state_or_None)``.
+
+        Raises:
+            FileNotFoundError: ``path`` is not a complete checkpoint.
+            ValueError: The checkpoint comes from a run with another number of processes or of
+                batches per epoch.
+        """
+        path = Path(path).expanduser()
+        if not (path / STATE_FILE).exists():
+            raise FileNotFoundError(
+                f"--resume_from_checkpoint {path}: not a complete checkpoint ({STATE_FILE} missing)."
+            )
+        process_file = path / f"process_{accelerator.process_index}.safetensors"
+        state = TrainerState(**json.loads((path / STATE_FILE).read_text(encoding="utf-8")))
+        if state.num_processes != accelerator.num_processes:
+            raise ValueError(
+                f"--resume_from_checkpoint {path} was written by a run on {state.num_processes} "
+                f"process(es); this one has {accelerator.num_processes}. Resume with the same "
+                "number of processes (the data order and optimizer state are per process)."
+            )
+        if (
+            num_batches_per_epoch is not None
+            and state.num_batches_per_epoch != num_batches_per_epoch
+        ):
+            raise ValueError(
+                f"--resume_from_checkpoint {path} was written by a run with "
+                f"{state.num_batches_per_epoch} training batches per epoch; this one has "
+                f"{num_batches_per_epoch}. Resume with the same data, --per_device_train_batch_size "
+                "and --max_train_samples as the interrupted run."
+            )
+        accelerator.load_state(str(path))
+        saved = load_file(str(process_file))
+        process = ProcessState(
+            loss_sum=saved["loss_sum"].reshape(()).to(accelerator.device),
+            loss_count=int(saved["loss_count"].item()),
+            logits=[saved["logits"]] if saved["logits"].numel() else [],
+            labels=[saved["labels"].long()] if saved["labels"].numel() else [],
+        )
+        best = load_file(str(path / BEST_FILE)) if state.has_best_state else None
+        logger.info(
+            f"Resumed from {path}: epoch {state.epoch}, {state.batches_done} batches into it, "
+            f"step {state.global_step}"
+        )
+        return state, process, best
+
+
+def resolve_resume_path(output_dir: str | os.PathLike, resume_from_checkpoint: str) -> Path:
+    """``--resume_from_checkpoint``: ``latest`` (newest in ``output_dir/checkpoints``) or a path.
+
+    Raises:
+        FileNotFoundError: No checkpoint found.
+    """
+    if resume_from_checkpoint == "latest":
+        latest = Checkpointer(output_dir).latest()
+        if latest is None:
+            raise FileNotFoundError(
+                f"--resume_from_checkpoint latest: no complete checkpoint in "
+                f"{Path(output_dir) / 'checkpoints'}; was the run started with --save_strategy "
+                "epoch or steps?"
+            )
+        return latest
+    path = Path(resume_from_checkpoint).expanduser()
+    if not (path / STATE_FILE).exists():
+        raise FileNotFoundError(
+            f"--resume_from_checkpoint {resume_from_checkpoint}: not a complete checkpoint "
+            f"({STATE_FILE} missing)."
+        )
+    return path
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped on SIGINT or SIGTERM after writing a checkpoint.
+
+    A ``KeyboardInterrupt``, so code that handles Ctrl-C keeps working.
+
+    Attributes:
+        signum: The signal received.
+        checkpoint: The checkpoint written before stopping.
+    """
+
+    def __init__(self, signum: int, checkpoint: Path):
+        super().__init__(
+            f"Training interrupted by {signal.Signals(signum).name}; checkpoint saved to "
+            f"{checkpoint}. Continue with --resume_from_checkpoint {checkpoint} (or latest)."
+        )
+        self.signum = signum
+        self.checkpoint = checkpoint
+
+
+class StopSignals:
+    """Context manager: SIGINT and SIGTERM ask training to stop at the next step boundary.
+
+    Inside the block the first SIGINT/SIGTERM only sets :attr:`received`; the training loop
+    then writes a checkpoint and raises :class:`TrainingInterrupted`. A second signal aborts at
+    once (the default behaviour). Handlers can only be installed from the main thread; elsewhere,
+    or when ``enabled`` is False, this does nothing.
+    """
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.received: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.received is not None:  # second signal: give up waiting for the step to end
+            signal.signal(signum, signal.SIG_DFL)
+            raise KeyboardInterrupt
+        self.received = signum
+        logging.getLogger(__name__).warning(
+            f"{signal.Signals(signum).name} received: saving a checkpoint after this step, "
+            "then stopping (send it again to abort without saving)."
+        )
+
+    def __enter__(self) -> StopSignals:
+        if self.enabled:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+
+@contextmanager
+def exit_on_interrupt():
+    """For a recipe's ``__main__``: turn :class:`TrainingInterrupted` into a message and exit code.
+
+    The exit status is ``128 + signal`` (130 for SIGINT, 143 for SIGTERM), as a shell reports a
+    process killed by that signal, so schedulers see the run as interrupted, not finished.
+    """
+    try:
+        yield
+    except TrainingInterrupted as interrupted:
+        print(f"\n{interrupted}", file=sys.stderr)
+        raise SystemExit(128 + interrupted.signum) from None
