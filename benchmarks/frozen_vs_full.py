@@ -158,6 +158,7 @@ def worker(spec_json: str) -> None:
             max_train_samples=spec["max_train_samples"],
             max_eval_samples=spec["max_eval_samples"],
             run_baseline=False,
+            save_strategy="no",
             **settings,
         )
         metrics = run_text_classification(config, task_name=spec["name"])
