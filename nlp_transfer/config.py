@@ -12,6 +12,7 @@ from typing import TypeVar
 import yaml
 from transformers import HfArgumentParser
 
+from .data.custom import EMPTY_TEXT_CHOICES
 from .data.samplers import SAMPLING_CHOICES
 from .training.checkpoint import SAVE_STRATEGIES
 from .transfer.features import HEAD_CHOICES, POOLING_CHOICES
@@ -53,6 +54,18 @@ class TextClassificationConfig:
     )
     test_size: float = field(
         default=0.1, **_help("Fraction of the data split off for test when there is no test file.")
+    )
+    file_encoding: str = field(
+        default="utf-8",
+        **_help(
+            "Text encoding of --train_file/--validation_file/--test_file (CSV/TSV/JSON), e.g. cp1252 or latin-1 for files from Excel."
+        ),
+    )
+    empty_texts: str = field(
+        default="drop",
+        **_help(
+            "Rows whose text is missing, empty or whitespace only: drop (the count is logged) or error."
+        ),
     )
     max_train_samples: int | None = field(
         default=None, **_help("Keep only this many training examples (quick runs).")
@@ -289,6 +302,11 @@ class TextClassificationConfig:
         if not 0 < self.decision_threshold < 1:
             raise ValueError(
                 f"--decision_threshold must be in (0, 1), got {self.decision_threshold}."
+            )
+        if self.empty_texts not in EMPTY_TEXT_CHOICES:
+            raise ValueError(
+                f"--empty_texts must be one of {', '.join(EMPTY_TEXT_CHOICES)}, "
+                f"got {self.empty_texts!r}."
             )
         if self.sampling not in SAMPLING_CHOICES:
             raise ValueError(

@@ -77,6 +77,8 @@ def load_data(config: TextClassificationConfig) -> DatasetDict:
         test_size=config.test_size,
         seed=config.seed,
         cache_dir=config.cache_dir,
+        encoding=config.file_encoding,
+        empty_texts=config.empty_texts,
     )
     caps = {"train": config.max_train_samples}
     caps |= {s: config.max_eval_samples for s in ("validation", "test")}

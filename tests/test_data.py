@@ -168,8 +168,18 @@ def test_classlabel_dataset_keeps_names():
         ),
         (
             pd.DataFrame({"text": ["a", None, "c", "d"], "label": [0, 1, 0, 1]}),
+            {"empty_texts": "error"},
+            "1 row.*missing, empty or whitespace-only text.*rows 1,.*--empty_texts drop",
+        ),
+        (
+            pd.DataFrame({"text": ["", " ", None, "\t"], "label": [0, 1, 0, 1]}),
             {},
-            "missing text.*row 1",
+            "Every text of the train split.*--text_column",
+        ),
+        (
+            pd.DataFrame({"text": list("abcd"), "label": [0, 1, 0, 1]}),
+            {"empty_texts": "x"},
+            "--empty_texts",
         ),
         (
             pd.DataFrame({"text": list("abcd"), "label": ["x", None, "y", "x"]}),
@@ -241,3 +251,73 @@ def test_builtin_rotten_tomatoes_sentences(tmp_path_factory):
         assert abs(share - 4996 / 10072) < 0.01
     again = load_builtin_dataset("rotten_tomatoes_sentences", seed=0)
     assert list(again["test"]["text"]) == list(ds["test"]["text"])
+
+
+def test_latin1_csv_names_the_line_and_the_encoding_flag(tmp_path):
+    path = tmp_path / "excel.csv"
+    rows = ["text,label", "nice film,pos", "caf\u00e9 was awful,neg", "great,pos", "bad,neg"]
+    path.write_bytes(("\n".join(rows) + "\n").encode("cp1252"))
+    with pytest.raises(
+        ValueError, match=r"not valid utf-8 text: byte 0xe9 on line 3.*--file_encoding cp1252"
+    ):
+        load_text_classification_dataset(path, validation=path, test=path)
+    ds = load_text_classification_dataset(path, validation=path, test=path, encoding="cp1252")
+    assert "caf\u00e9 was awful" in ds["train"]["text"]
+    with pytest.raises(ValueError, match="--file_encoding 'klingon' is not a known"):
+        load_text_classification_dataset(path, encoding="klingon")
+
+
+def test_utf8_byte_order_mark_does_not_hide_the_first_column(tmp_path):
+    path = tmp_path / "bom.csv"
+    path.write_bytes(b"\xef\xbb\xbftext,label\nnice,pos\nbad,neg\n")
+    ds = load_text_classification_dataset(path, validation=path, test=path)
+    assert ds["train"]["text"] == ["nice", "bad"]
+
+
+def test_empty_and_whitespace_texts_are_dropped_and_counted(caplog):
+    frame = pd.DataFrame(
+        {
+            "text": ["good", "", "bad", "   ", None, "fine", "\n", "poor"],
+            "label": [1, 0, 0, 1, 1, 1, 0, 0],
+        }
+    )
+    with caplog.at_level("WARNING"):
+        ds = load_text_classification_dataset(frame, validation=frame, test=frame)
+    assert ds["train"]["text"] == ["good", "bad", "fine", "poor"]
+    assert ds["train"]["label"] == [1, 0, 1, 0]
+    assert "Dropped 4 of 8 row(s) of the train split" in caplog.text
+    assert "rows 1, 3, 4, 6" in caplog.text and "--empty_texts error" in caplog.text
+
+
+def test_long_texts_are_truncated_and_counted(tiny_bert_dir, caplog):
+    from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+    from transformers import AutoTokenizer
+
+    from nlp_transfer.data.tokenize import tokenize_dataset
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    texts = [
+        "good film",
+        "good " * 6,
+        "good " * 7,
+        "bad " * 500,
+    ]  # 4, 8, 9, 502 tokens with [CLS] [SEP]
+    features = Features({"text": Value("string"), "label": ClassLabel(names=["neg", "pos"])})
+    ds = DatasetDict(
+        {"train": Dataset.from_dict({"text": texts, "label": [1, 1, 1, 0]}, features=features)}
+    )
+    with caplog.at_level("WARNING"):
+        out = tokenize_dataset(ds, tokenizer, max_seq_length=8)
+    lengths = [len(ids) for ids in out["train"]["input_ids"]]
+    assert lengths == [4, 8, 8, 8]
+    assert out["train"]["input_ids"][3][-1] == tokenizer.sep_token_id  # still a well-formed input
+    assert "Truncated 2 of 4 train text(s) (50.0%) longer than --max_seq_length 8" in caplog.text
+    assert "truncated" not in out["train"].column_names
+
+
+def test_jsonl_label_column_mixing_numbers_and_words(tmp_path):
+    path = tmp_path / "mixed.jsonl"
+    rows = [{"text": "a", "label": 1}, {"text": "b", "label": "pos"}, {"text": "c", "label": 0}]
+    path.write_text("\n".join(__import__("json").dumps(r) for r in rows) + "\n")
+    with pytest.raises(ValueError, match=r"mixes value types \(int, str\)"):
+        load_text_classification_dataset(path)

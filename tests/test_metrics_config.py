@@ -69,6 +69,17 @@ def test_yaml_unknown_key_lists_valid_ones(tmp_path):
         (["--num_train_epochs", "0"], "--num_train_epochs must be positive"),
         (["--mixed_precision", "fp8"], "--mixed_precision must be one of"),
         (["--warmup_ratio", "1.5"], "--warmup_ratio"),
+        (["--per_device_eval_batch_size", "-8"], "--per_device_eval_batch_size must be positive"),
+        (["--learning_rate", "0"], "--learning_rate must be positive"),
+        (["--save_strategy", "hourly"], "--save_strategy must be one of no, epoch, steps"),
+        (["--save_steps", "0"], "--save_steps must be positive"),
+        (["--save_total_limit", "0"], "--save_total_limit must be positive"),
+        (["--early_stopping_patience", "0"], "--early_stopping_patience must be positive"),
+        (["--empty_texts", "keep"], "--empty_texts must be one of drop, error"),
+        (
+            ["--feature_extraction", "linear", "--resume_from_checkpoint", "latest"],
+            "feature-extraction runs write no checkpoints",
+        ),
     ],
 )
 def test_bad_values_name_the_flag(flags, message):

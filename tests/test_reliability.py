@@ -262,3 +262,168 @@ def test_one_process_batch_16_equals_two_processes_batch_8(
         mb["validation"][0]["eval_loss"], abs=1e-5
     )
     assert mb["environment"]["num_processes"] == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# In-process: NaN losses, failed runs leave earlier results alone, pruning, atomic checkpoints.
+
+
+def _tree(path: Path) -> dict[str, bytes]:
+    """Every file under `path` with its bytes (what a failed run must not change)."""
+    return {
+        str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()
+    }
+
+
+def _nan_after(monkeypatch, batches: int) -> None:
+    """Make the training loss NaN from the `batches`-th batch on."""
+    import nlp_transfer.text_classification as tc
+
+    real, calls = tc.cross_entropy_loss, [0]
+
+    def poisoned(weights):
+        loss = real(weights)
+
+        def fn(logits, labels):
+            calls[0] += 1
+            value = loss(logits, labels)
+            return value * float("nan") if calls[0] >= batches else value
+
+        return fn
+
+    monkeypatch.setattr(tc, "cross_entropy_loss", poisoned)
+
+
+def test_nan_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(
+    tiny_bert_dir, toy_train, tmp_path, monkeypatch
+):
+    import sentiment
+
+    out = tmp_path / "run"
+    flags = _flags(tiny_bert_dir, toy_train, out, "--save_strategy", "steps", "--save_steps", "2")
+    flags += ["--save_total_limit", "2"]
+    _nan_after(monkeypatch, 7)
+    with pytest.raises(FloatingPointError) as err:
+        sentiment.main(flags)
+    message = str(err.value)
+    assert "The training loss is nan at optimizer step 7 (epoch 1, batch 7)" in message
+    assert f"last good checkpoint, {out / 'checkpoints' / 'checkpoint-6'}, is intact" in message
+    assert "--learning_rate" in message
+    # save_total_limit 2: only the two newest complete checkpoints remain; no metrics written.
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
+        "checkpoint-4",
+        "checkpoint-6",
+    ]
+    assert not (out / "metrics.json").exists()
+    before = _tree(out)
+
+    # Failed attempts on the same output_dir change nothing in it.
+    monkeypatch.undo()
+    bad = tmp_path / "excel.csv"
+    bad.write_bytes("sentence,sentiment\ncaf\u00e9 good,pos\n".encode("latin-1"))
+    attempts = [
+        (_flags(tiny_bert_dir, toy_train, out), FileExistsError, "resume_from_checkpoint latest"),
+        (
+            _flags(tiny_bert_dir, bad, out, "--resume_from_checkpoint", "latest"),
+            ValueError,
+            "not valid utf-8",
+        ),
+        (
+            [
+                *_flags(tiny_bert_dir, toy_train, out, "--resume_from_checkpoint", "latest"),
+                "--per_device_train_batch_size",
+                "8",
+            ],
+            ValueError,
+            "10 training batches per epoch; this one has 20",
+        ),
+        (
+            _flags(tiny_bert_dir, toy_train, out, "--resume_from_checkpoint", str(out / "nope")),
+            FileNotFoundError,
+            "not a complete checkpoint",
+        ),
+    ]
+    for argv, error, text in attempts:
+        with pytest.raises(error, match=text):
+            sentiment.main(argv)
+        assert _tree(out) == before
+
+    # With the cause gone, the run continues from step 6 and finishes.
+    flags += ["--resume_from_checkpoint", "latest"]
+    metrics = sentiment.main(flags)
+    assert metrics["global_step"] == 30 and len(metrics["validation"]) == 3
+    # A finished run is not "resumed" over.
+    with pytest.raises(FileExistsError, match="holds a finished run"):
+        sentiment.main(flags)
+
+
+def test_unfinished_checkpoints_are_ignored_and_cleaned(tmp_path):
+    from nlp_transfer.training.checkpoint import STATE_FILE, Checkpointer, resolve_resume_path
+
+    root = tmp_path / "checkpoints"
+    for name, complete in (
+        ("checkpoint-4", True),
+        ("checkpoint-10", False),
+        ("checkpoint-8.tmp", True),
+    ):
+        (root / name).mkdir(parents=True)
+        (root / name / "model.safetensors").write_bytes(b"x")
+        if complete:
+            (root / name / STATE_FILE).write_text("{}")
+    checkpointer = Checkpointer(tmp_path, "steps", save_steps=2)
+    assert [p.name for p in checkpointer.checkpoints()] == ["checkpoint-4"]
+    assert resolve_resume_path(tmp_path, "latest") == root / "checkpoint-4"
+    with pytest.raises(FileNotFoundError, match=r"no complete checkpoint.*--save_strategy"):
+        resolve_resume_path(tmp_path / "elsewhere", "latest")
+
+
+def test_early_stopping_after_patience_epochs(tiny_bert_dir, toy_train, tmp_path):
+    import sentiment
+
+    out = tmp_path / "es"
+    flags = _flags(
+        tiny_bert_dir, toy_train, out, "--learning_rate", "1e-9", "--num_train_epochs", "5"
+    )
+    metrics = sentiment.main(
+        [*flags, "--early_stopping_patience", "2", "--metric_for_best_model", "accuracy"]
+    )
+    # Nothing is learnt at lr 1e-9: accuracy never improves on epoch 1, so 1 + 2 epochs run.
+    assert metrics["stopped_early"] and len(metrics["validation"]) == 3
+    assert metrics["best_epoch"] == 1
+
+
+@pytest.mark.parametrize(
+    "name", ["cpu", "multi_cpu", "single_gpu", "multi_gpu", "multi_node", "fsdp"]
+)
+def test_accelerate_config_templates_parse(name):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    path = REPO / "recipes" / "accelerate_configs" / f"{name}.yaml"
+    config = load_config_from_file(str(path))
+    assert config.num_processes >= 1 and config.machine_rank == 0
+    if name == "multi_node":
+        assert config.num_machines == 2 and config.rdzv_backend == "c10d"
+        assert config.main_process_port == 29500
+    if name == "fsdp":
+        assert config.fsdp_config["fsdp_use_orig_params"] is True
+
+
+@pytest.mark.slow
+def test_multi_cpu_config_template_launches(tiny_bert_dir, toy_train, tmp_path):
+    accelerate = str(Path(sys.executable).with_name("accelerate"))
+    out = tmp_path / "multi_cpu"
+    config = REPO / "recipes" / "accelerate_configs" / "multi_cpu.yaml"
+    recipe = str(REPO / "recipes" / "sentiment.py")
+    cmd = [accelerate, "launch", "--config_file", str(config), recipe]
+    cmd += _flags(
+        tiny_bert_dir,
+        toy_train,
+        out,
+        "--num_train_epochs",
+        "1",
+        "--per_device_train_batch_size",
+        "8",
+    )
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=ENV, timeout=600)
+    _ok(proc)
+    assert json.loads((out / "metrics.json").read_text())["environment"]["num_processes"] == 2

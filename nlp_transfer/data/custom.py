@@ -8,6 +8,8 @@ the flag.
 
 from __future__ import annotations
 
+import codecs
+import logging
 import math
 import os
 from collections.abc import Mapping
@@ -30,6 +32,10 @@ FILE_FORMATS = {
     ".parquet": "parquet",
 }
 _VALIDATION_NAMES = ("validation", "valid", "dev")
+EMPTY_TEXT_CHOICES = ("drop", "error")
+_TEXT_FORMATS = ("csv", "json")
+
+logger = logging.getLogger(__name__)
 
 DataSource = str | os.PathLike | pd.DataFrame | Dataset
 
@@ -39,14 +45,72 @@ def _is_file_like(source: str | os.PathLike) -> bool:
     return path.suffix.lower() in FILE_FORMATS or path.exists()
 
 
-def read_table(path: str | os.PathLike) -> Dataset:
+def check_encoding(path: str | os.PathLike, encoding: str = "utf-8") -> str:
+    """Check that a text file decodes with ``encoding``; return the codec name to read it with.
+
+    Reads the file once in 1 MiB chunks (incremental decoder). A UTF-8 file that starts with a
+    byte-order mark gets ``"utf-8-sig"``, so the mark does not end up in the first column name.
+
+    Args:
+        path: The file.
+        encoding: Any Python codec name (``--file_encoding``).
+
+    Returns:
+        The codec name to pass to the reader.
+
+    Raises:
+        ValueError: Unknown codec, or a byte sequence that does not decode (the message gives
+            the line and the flag to fix it).
+    """
+    try:
+        codec = codecs.lookup(encoding).name
+    except LookupError:
+        raise ValueError(f"--file_encoding {encoding!r} is not a known text encoding.") from None
+    decoder = codecs.getincrementaldecoder(codec)()
+    line, first = 1, True
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            if first and codec == "utf-8" and chunk.startswith(codecs.BOM_UTF8):
+                codec = "utf-8-sig"
+            first = False
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as err:
+                start = max(err.start - len(err.object) + len(chunk), 0)
+                line += chunk[:start].count(b"\n")
+                bad = err.object[err.start : err.start + 1].hex()
+                raise ValueError(
+                    f"{path} is not valid {encoding} text: byte 0x{bad} on line {line} cannot be "
+                    f"decoded ({err.reason}). Files saved by Excel or older Windows tools are "
+                    "often Windows-1252/latin-1: pass --file_encoding cp1252 (or latin-1), or "
+                    "re-save the file as UTF-8."
+                ) from None
+            line += chunk.count(b"\n")
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError as err:
+            raise ValueError(
+                f"{path} is not valid {encoding} text: it ends inside a multi-byte character "
+                f"({err.reason}); the file may be truncated."
+            ) from None
+    return codec
+
+
+def read_table(path: str | os.PathLike, encoding: str = "utf-8") -> Dataset:
     """Read a CSV/TSV, JSON Lines (or JSON array) or Parquet file into a ``Dataset``.
 
-    Uses ``datasets.load_dataset`` with the matching packaged builder.
+    Uses ``datasets.load_dataset`` with the matching packaged builder. Text formats are first
+    checked to decode with ``encoding`` (:func:`check_encoding`), so a wrongly encoded file gets
+    a message naming the line and ``--file_encoding`` rather than a parser's stack trace.
+
+    Args:
+        path: The file.
+        encoding: Text encoding of CSV/TSV/JSON files (``--file_encoding``); ignored for Parquet.
 
     Raises:
         FileNotFoundError: If the file does not exist.
-        ValueError: If the extension is unknown or the file cannot be parsed.
+        ValueError: If the extension is unknown, the encoding is wrong, or the file cannot be
+            parsed.
     """
     path = Path(path).expanduser()
     if not path.exists():
@@ -58,20 +122,25 @@ def read_table(path: str | os.PathLike) -> Dataset:
             f"{', '.join(sorted(FILE_FORMATS))}."
         )
     kwargs: dict[str, Any] = {"sep": "\t"} if path.suffix.lower() == ".tsv" else {}
+    if builder in _TEXT_FORMATS:
+        codec = check_encoding(path, encoding)
+        if codec != "utf-8":
+            kwargs["encoding"] = codec
     try:
         return datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
     except Exception as err:  # datasets/pyarrow raise many types; the user needs the file name
         raise ValueError(
             f"Could not read {path} as {builder.upper()}: {type(err).__name__}: {err}. "
-            "Check the file's format and that it is UTF-8 encoded."
+            "Check the file's format (one type per column: a column mixing numbers and words "
+            "must be quoted strings throughout)."
         ) from err
 
 
-def _to_table(source: DataSource, what: str) -> Dataset | pd.DataFrame:
+def _to_table(source: DataSource, what: str, encoding: str = "utf-8") -> Dataset | pd.DataFrame:
     if isinstance(source, Dataset | pd.DataFrame):
         return source
     if isinstance(source, str | os.PathLike):
-        return read_table(source)
+        return read_table(source, encoding)
     raise TypeError(
         f"{what}: expected a file path, pandas DataFrame or Dataset, got {type(source)}"
     )
@@ -89,13 +158,40 @@ def _is_missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
+def _rows(indices: list[int]) -> str:
+    return ", ".join(map(str, indices[:5])) + (" ..." if len(indices) > 5 else "")
+
+
+def _empty_text_rows(texts: list, split: str, column: str, empty_texts: str) -> list[int]:
+    """Rows whose text is missing, empty or whitespace only; an error under ``"error"``."""
+    empty = [
+        i
+        for i, value in enumerate(texts)
+        if _is_missing(value) or (isinstance(value, str) and not value.strip())
+    ]
+    if empty and empty_texts == "error":
+        raise ValueError(
+            f"The {split} split has {len(empty)} row(s) with a missing, empty or whitespace-only "
+            f"text in column {column!r} (rows {_rows(empty)}, counted from 0 after the header). "
+            "Fill or remove them, pass --empty_texts drop to drop them, or point --text_column "
+            "at the right column."
+        )
+    if empty:
+        logger.warning(
+            f"Dropped {len(empty)} of {len(texts):,} row(s) of the {split} split whose text in "
+            f"column {column!r} is missing, empty or whitespace only (rows {_rows(empty)}); "
+            "pass --empty_texts error to stop on them instead."
+        )
+    if len(empty) == len(texts):
+        raise ValueError(
+            f"Every text of the {split} split in column {column!r} is missing or empty; point "
+            "--text_column at the column that holds the text."
+        )
+    return empty
+
+
 def _check_texts(texts: list, split: str, column: str) -> list[str]:
     for i, value in enumerate(texts):
-        if _is_missing(value):
-            raise ValueError(
-                f"The {split} split has a missing text in column {column!r} (row {i}). "
-                "Fill or drop such rows, or point --text_column at the right column."
-            )
         if not isinstance(value, str):
             raise ValueError(
                 f"Column {column!r} of the {split} split must hold strings, but row {i} holds "
@@ -151,7 +247,10 @@ def _label_key(value: Any, label_feature: Any) -> str:
 
 
 def _standardize(
-    tables: Mapping[str, Dataset | pd.DataFrame], text_column: str, label_column: str
+    tables: Mapping[str, Dataset | pd.DataFrame],
+    text_column: str,
+    label_column: str,
+    empty_texts: str = "drop",
 ) -> DatasetDict:
     out = {}
     names: list[str] = []
@@ -166,8 +265,13 @@ def _standardize(
         if len(table) == 0:
             raise ValueError(f"The {split} split is empty: it has columns but no rows.")
         feature = table.features.get(label_column) if isinstance(table, Dataset) else None
-        texts = _check_texts(_values(table, text_column), split, text_column)
-        labels = _check_labels(_values(table, label_column), split, label_column, feature)
+        texts, labels = _values(table, text_column), _values(table, label_column)
+        empty = set(_empty_text_rows(texts, split, text_column, empty_texts))
+        if empty:
+            texts = [t for i, t in enumerate(texts) if i not in empty]
+            labels = [y for i, y in enumerate(labels) if i not in empty]
+        texts = _check_texts(texts, split, text_column)
+        labels = _check_labels(labels, split, label_column, feature)
         keys = [_label_key(v, feature) for v in labels]
         if split == "train":
             names = _label_names(labels, label_column, feature)
@@ -235,6 +339,8 @@ def load_text_classification_dataset(
     test_size: float = 0.1,
     seed: int = 42,
     cache_dir: str | os.PathLike | None = None,
+    encoding: str = "utf-8",
+    empty_texts: str = "drop",
 ) -> DatasetDict:
     """Load labelled text from any supported source into train/validation/test splits.
 
@@ -261,15 +367,24 @@ def load_text_classification_dataset(
         test_size: Fraction of all rows split off for test when not given.
         seed: Seed for the splits.
         cache_dir: Cache directory for built-in and hub downloads.
+        encoding: Text encoding of CSV/TSV/JSON files (``--file_encoding``).
+        empty_texts: Rows whose text is missing, empty or whitespace only: ``"drop"`` them
+            (the count is logged) or raise an ``"error"``.
 
     Returns:
         ``DatasetDict`` with ``train``, ``validation``, ``test``; columns ``text``, ``label``.
 
     Raises:
         FileNotFoundError: A data file does not exist.
-        ValueError: A column is missing, a split is empty, a text is not a string, a label is
-            missing, a label appears only outside training, or the source cannot be read.
+        ValueError: A column is missing, a split is empty, a text is not a string (or is
+            empty under ``empty_texts="error"``), a label is missing, labels mix types, the
+            training split has one class, a label appears only outside training, or the source
+            cannot be read or decoded.
     """
+    if empty_texts not in EMPTY_TEXT_CHOICES:
+        raise ValueError(
+            f"--empty_texts must be one of {', '.join(EMPTY_TEXT_CHOICES)}, got {empty_texts!r}."
+        )
     if isinstance(data, str) and data in BUILTIN_DATASETS and validation is None and test is None:
         return load_builtin_dataset(
             data,
@@ -281,12 +396,12 @@ def load_text_classification_dataset(
     if isinstance(data, str) and not _is_file_like(data):
         tables: dict[str, Dataset | pd.DataFrame] = _load_hub(data, cache_dir and str(cache_dir))
     else:
-        tables = {"train": _to_table(data, "train data")}
+        tables = {"train": _to_table(data, "train data", encoding)}
     if validation is not None:
-        tables["validation"] = _to_table(validation, "validation data")
+        tables["validation"] = _to_table(validation, "validation data", encoding)
     if test is not None:
-        tables["test"] = _to_table(test, "test data")
-    dataset = _standardize(tables, text_column, label_column)
+        tables["test"] = _to_table(test, "test data", encoding)
+    dataset = _standardize(tables, text_column, label_column, empty_texts)
     if "validation" in dataset and "test" in dataset:
         return dataset
     split = stratified_split(

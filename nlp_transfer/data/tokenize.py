@@ -45,10 +45,36 @@ def tokenize_dataset(
         max_seq_length = model_max
 
     def encode(batch: dict) -> dict:
-        return tokenizer(batch["text"], truncation=True, max_length=max_seq_length)
+        # One token over the limit tells which texts are cut; only those are encoded again.
+        encoded = tokenizer(batch["text"], truncation=True, max_length=max_seq_length + 1)
+        long = [i for i, ids in enumerate(encoded["input_ids"]) if len(ids) > max_seq_length]
+        if long:
+            again = tokenizer(
+                [batch["text"][i] for i in long], truncation=True, max_length=max_seq_length
+            )
+            for key in again:
+                for j, i in enumerate(long):
+                    encoded[key][i] = again[key][j]
+        encoded["truncated"] = [False] * len(batch["text"])
+        for i in long:
+            encoded["truncated"][i] = True
+        return encoded
 
     tokenized = dataset.map(encode, batched=True, remove_columns=["text"], desc="Tokenizing")
-    return tokenized.rename_column("label", "labels")
+    hint = (
+        f"raise --max_seq_length (up to the model's {model_max}) to keep more"
+        if max_seq_length < model_max
+        else "that is the model's maximum"
+    )
+    for split, ds in tokenized.items():
+        cut = sum(ds["truncated"])
+        if cut:
+            logger.warning(
+                f"Truncated {cut:,} of {len(ds):,} {split} text(s) ({cut / len(ds):.1%}) longer "
+                f"than --max_seq_length {max_seq_length} tokens; the model sees only their "
+                f"beginning ({hint})."
+            )
+    return tokenized.remove_columns("truncated").rename_column("label", "labels")
 
 
 def build_dataloaders(

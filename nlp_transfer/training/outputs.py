@@ -129,6 +129,8 @@ def run_metrics(
         "metric_for_best_model": metric_for_best_model,
         "best_epoch": fit.best_epoch,
         "best_metric": fit.best_metric,
+        "global_step": fit.global_step,
+        "stopped_early": fit.stopped_early,
         "validation": fit.history,
         "test": test_metrics,
         "baseline": baseline,

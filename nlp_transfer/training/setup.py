@@ -124,6 +124,12 @@ def check_output_dir(
     path = Path(output_dir).expanduser()
     if path.exists() and not path.is_dir():
         raise NotADirectoryError(f"--output_dir {path} is a file, not a directory.")
+    if resuming and (path / "metrics.json").exists() and not overwrite_output_dir:
+        raise FileExistsError(
+            f"--output_dir {path} holds a finished run (metrics.json): there is nothing to "
+            "resume, and resuming would replace its results. Choose another --output_dir, or "
+            "pass --overwrite_output_dir as well."
+        )
     if path.is_dir() and any(path.iterdir()) and not (overwrite_output_dir or resuming):
         hint = ""
         if (path / "checkpoints").is_dir() and not (path / "metrics.json").exists():
