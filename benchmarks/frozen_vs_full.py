@@ -104,7 +104,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--max_train_samples",
         type=int,
-        default=1600,
+        default=1000,
         help="Training examples (the first N of the seeded training split; the low-data regime "
         "transfer learning is for). Validation and test splits stay whole.",
     )

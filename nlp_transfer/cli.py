@@ -1,4 +1,10 @@
-"""Command line: ``python -m nlp_transfer predict|evaluate ...``."""
+"""The ``nlp-transfer`` command line (also ``python -m nlp_transfer``).
+
+Subcommands: ``train`` (any text task and strategy; ``--config`` YAML + flags, the same config
+dataclasses as the recipes), ``evaluate``, ``predict``, ``export`` (ONNX), ``datasets`` (list or
+fetch the built-in ones) and ``benchmark`` (the committed benchmark scripts). ``nlp-transfer
+<subcommand> --help`` describes each.
+"""
 
 from __future__ import annotations
 
@@ -26,9 +32,22 @@ def _read_texts(path: str, text_column: str) -> list[str]:
     return [str(t) for t in table[text_column]]
 
 
+BENCHMARKS = {"frozen_vs_full": "benchmarks/frozen_vs_full.py"}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m nlp_transfer", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="nlp-transfer",
+        description=__doc__.split("\n\n")[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser(
+        "train",
+        help="Train a text classifier: nlp-transfer train [--task text|sentiment|spam] "
+        "[--config file.yaml] [flags] (see nlp-transfer train --help).",
+        add_help=False,
+    )
     p = sub.add_parser("predict", help="Classify texts with a saved model (prints JSON lines).")
     p.add_argument("--model_dir", required=True, help="A run's output_dir.")
     source = p.add_mutually_exclusive_group(required=True)
@@ -40,15 +59,124 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="Evaluate a saved model on a labelled file.")
     e.add_argument("--model_dir", required=True, help="A run's output_dir.")
     e.add_argument("--file", required=True, help="Labelled .csv/.tsv/.jsonl/.parquet file.")
-    e.add_argument("--text_column", default="text")
-    e.add_argument("--label_column", default="label")
-    e.add_argument("--batch_size", type=int, default=64)
+    e.add_argument("--text_column", default="text", help="Column holding the text.")
+    e.add_argument("--label_column", default="label", help="Column holding the label.")
+    e.add_argument("--batch_size", type=int, default=64, help="Texts per forward pass.")
     e.add_argument("--output_dir", help="Write metrics.json and plots/ here.")
+    x = sub.add_parser(
+        "export",
+        help="Export a saved model to ONNX (dynamic batch and sequence axes), checked against PyTorch.",
+    )
+    x.add_argument("--model_dir", required=True, help="A run's output_dir.")
+    x.add_argument("--format", default="onnx", choices=["onnx"], help="Export format.")
+    x.add_argument("--output", help="The .onnx file to write; default: <model_dir>/model.onnx.")
+    x.add_argument("--opset", type=int, default=18, help="ONNX opset version.")
+    x.add_argument(
+        "--no_check",
+        action="store_true",
+        help="Skip running the export with onnxruntime and comparing its logits with PyTorch's.",
+    )
+    d = sub.add_parser("datasets", help="List the built-in datasets, or fetch one into the cache.")
+    d.add_argument("action", nargs="?", default="list", choices=["list", "fetch"])
+    d.add_argument("name", nargs="?", help="Dataset to fetch (with 'fetch').")
+    d.add_argument(
+        "--cache_dir",
+        help="Cache directory (default: $NLP_TRANSFER_CACHE or ~/.cache/nlp_transfer).",
+    )
+    d.add_argument("--json", action="store_true", help="Print JSON instead of a table.")
+    b = sub.add_parser(
+        "benchmark",
+        help="Run a committed benchmark script (from a source checkout); extra flags go to it.",
+    )
+    b.add_argument("name", choices=sorted(BENCHMARKS), help="Which benchmark.")
     return parser
 
 
+def train_main(argv: Sequence[str]) -> int:
+    """``nlp-transfer train``: the recipes' run, with the task's defaults chosen by ``--task``."""
+    from .config import parse_config
+    from .tasks import TEXT_TASKS
+    from .text_classification import run_text_classification
+    from .training.checkpoint import exit_on_interrupt
+
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--task", default="text", choices=sorted(TEXT_TASKS))
+    known, rest = pre.parse_known_args(argv)
+    config_cls, title = TEXT_TASKS[known.task]
+    config = parse_config(config_cls, rest, prog=f"nlp-transfer train --task {known.task}")
+    with exit_on_interrupt():
+        run_text_classification(config, task_name=title)
+    return 0
+
+
+def datasets_main(args: argparse.Namespace) -> int:
+    from .data.builtin import BUILTIN_DATASETS, load_builtin_dataset
+    from .data.fetch import default_cache_dir
+
+    if args.action == "fetch":
+        if args.name not in BUILTIN_DATASETS:
+            raise SystemExit(
+                f"error: datasets fetch NAME: NAME must be one of {', '.join(sorted(BUILTIN_DATASETS))}."
+            )
+        ds = load_builtin_dataset(args.name, cache_dir=args.cache_dir)
+        sizes = ", ".join(f"{s} {len(d):,}" for s, d in ds.items())
+        print(f"{args.name}: cached in {default_cache_dir(args.cache_dir) / 'downloads'} ({sizes})")
+        return 0
+    downloads = default_cache_dir(args.cache_dir) / "downloads"
+    rows = [
+        {
+            "name": spec.name,
+            "labels": list(spec.label_names),
+            "description": spec.description,
+            "license": spec.license,
+            "citation": spec.citation,
+            "cached": (downloads / spec.source.filename).exists(),
+            "source": f"{spec.source.package}=={spec.source.version}",
+        }
+        for spec in BUILTIN_DATASETS.values()
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        return 0
+    for row in rows:
+        print(f"{row['name']}  [{'cached' if row['cached'] else 'not cached'}]")
+        print(f"  {row['description']}")
+        print(
+            f"  labels: {', '.join(row['labels'])} | source: {row['source']} | licence: {row['license']}"
+        )
+        print(f"  cite: {row['citation']}")
+    return 0
+
+
+def benchmark_main(name: str, extra: Sequence[str]) -> int:
+    import subprocess
+
+    script = Path(__file__).resolve().parents[1] / BENCHMARKS[name]
+    if not script.exists():
+        raise SystemExit(
+            f"error: {script} not found; the benchmarks ship with the source checkout "
+            "(git clone), not with the installed package."
+        )
+    return subprocess.call([sys.executable, str(script), *extra])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "train":
+        return train_main(argv[1:])
+    parser = build_parser()
+    if argv and argv[0] == "benchmark":
+        args, extra = parser.parse_known_args(argv)
+        return benchmark_main(args.name, extra)
+    args = parser.parse_args(argv)
+    if args.command == "datasets":
+        return datasets_main(args)
+    if args.command == "export":
+        from .export import export_onnx
+
+        report = export_onnx(args.model_dir, args.output, opset=args.opset, check=not args.no_check)
+        print(json.dumps(report, indent=2))
+        return 0
     if args.batch_size <= 0:
         raise SystemExit("error: --batch_size must be positive.")
     if args.command == "predict":

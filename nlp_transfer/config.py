@@ -241,6 +241,21 @@ class TextClassificationConfig:
             "Continue an interrupted run exactly where it stopped: a checkpoint directory, or latest (the newest in output_dir/checkpoints). Use the interrupted run's settings."
         ),
     )
+    # Tracking and sharing
+    report_to: str = field(
+        default="none",
+        **_help(
+            "Experiment tracking through Accelerate: none, tensorboard, wandb, mlflow, all, or a comma list. Logs the config, loss and learning rate every --logging_steps, and metrics per epoch."
+        ),
+    )
+    push_to_hub: bool = field(
+        default=False,
+        **_help("Upload the saved model (with its model card) to the Hugging Face Hub."),
+    )
+    hub_model_id: str | None = field(
+        default=None,
+        **_help("Hub repository for --push_to_hub (user/name); default: the output_dir's name."),
+    )
     early_stopping_patience: int | None = field(
         default=None,
         **_help(
@@ -303,6 +318,7 @@ class TextClassificationConfig:
             raise ValueError(
                 f"--decision_threshold must be in (0, 1), got {self.decision_threshold}."
             )
+        self.report_to_list()  # validates --report_to
         if self.empty_texts not in EMPTY_TEXT_CHOICES:
             raise ValueError(
                 f"--empty_texts must be one of {', '.join(EMPTY_TEXT_CHOICES)}, "
@@ -363,8 +379,61 @@ class TextClassificationConfig:
         if self.dataset_name is not None and self.train_file is not None:
             raise ValueError("Give either --dataset_name or --train_file, not both.")
 
+    def report_to_list(self) -> list[str]:
+        """``--report_to`` as a list of Accelerate tracker names (``[]`` for none).
+
+        Raises:
+            ValueError: An unknown tracker name.
+        """
+        names = [n.strip() for n in self.report_to.split(",") if n.strip()]
+        if names in ([], ["none"]):
+            return []
+        if names == ["all"]:
+            return list(TRACKERS)
+        unknown = sorted(set(names) - set(TRACKERS))
+        if unknown:
+            raise ValueError(
+                f"--report_to {self.report_to!r}: unknown tracker(s) {', '.join(unknown)}; use "
+                f"none, all, or a comma list of {', '.join(TRACKERS)}."
+            )
+        return names
+
+
+TRACKERS = ("tensorboard", "wandb", "mlflow")
+
+# --help groups: the first field of each group, in the dataclass's order.
+HELP_GROUPS = {
+    "dataset_name": "Data",
+    "model_name_or_path": "Model and transfer strategy",
+    "learning_rate": "Optimisation",
+    "class_weights": "Class imbalance",
+    "metric_for_best_model": "Evaluation and outputs",
+    "save_strategy": "Checkpoints and resuming",
+    "report_to": "Tracking and sharing",
+}
 
 ConfigT = TypeVar("ConfigT")
+
+
+def build_config_parser(config_cls: type, prog: str | None = None) -> HfArgumentParser:
+    """An ``HfArgumentParser`` for ``config_cls`` plus ``--config``, its ``--help`` grouped by topic."""
+    parser = HfArgumentParser(config_cls, prog=prog)
+    parser.add_argument("--config", default=None, help="YAML file of settings; flags override it.")
+    default_group = next(
+        g for g in parser._action_groups if g.title in ("options", "optional arguments")
+    )
+    groups, current = {}, None
+    for f in dataclasses.fields(config_cls):
+        if f.name in HELP_GROUPS:
+            current = parser.add_argument_group(HELP_GROUPS[f.name])
+        if current is not None:
+            groups[f.name] = current
+    for action in list(default_group._group_actions):
+        group = groups.get(action.dest)
+        if group is not None:
+            default_group._group_actions.remove(action)
+            group._group_actions.append(action)
+    return parser
 
 
 def _yaml_to_argv(path: str, valid: Sequence[str]) -> list[str]:
@@ -387,7 +456,9 @@ def _yaml_to_argv(path: str, valid: Sequence[str]) -> list[str]:
     return argv
 
 
-def parse_config(config_cls: type[ConfigT], argv: Sequence[str] | None = None) -> ConfigT:
+def parse_config(
+    config_cls: type[ConfigT], argv: Sequence[str] | None = None, prog: str | None = None
+) -> ConfigT:
     """Parse ``--config file.yaml`` and flags into ``config_cls``; flags override the file.
 
     Built on ``transformers.HfArgumentParser``: every dataclass field is a ``--flag`` with its
@@ -396,6 +467,7 @@ def parse_config(config_cls: type[ConfigT], argv: Sequence[str] | None = None) -
     Args:
         config_cls: A dataclass type such as :class:`TextClassificationConfig`.
         argv: Arguments without the program name; None reads ``sys.argv``.
+        prog: Program name shown by ``--help``.
 
     Returns:
         The populated, validated dataclass.
@@ -407,8 +479,7 @@ def parse_config(config_cls: type[ConfigT], argv: Sequence[str] | None = None) -
         SystemExit: On ``--help`` or an unknown flag (argparse's behaviour).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = HfArgumentParser(config_cls)
-    parser.add_argument("--config", default=None, help="YAML file of settings; flags override it.")
+    parser = build_config_parser(config_cls, prog)
     pre, _ = parser.parse_known_args(argv)
     if pre.config:
         valid = [f.name for f in dataclasses.fields(config_cls)]

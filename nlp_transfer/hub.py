@@ -43,3 +43,40 @@ def hub_reachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
             return True
     except OSError:
         return False
+
+
+def check_push_to_hub() -> None:
+    """Fail before training when ``--push_to_hub`` cannot work.
+
+    Raises:
+        ConnectionError: The Hub is unreachable or offline mode is set.
+    """
+    if not hub_reachable():
+        reason = "offline mode is set" if hub_offline_requested() else "no connection"
+        raise ConnectionError(
+            f"--push_to_hub: the Hugging Face Hub cannot be reached ({reason}). Train without "
+            "--push_to_hub and upload the output_dir later with `hf upload <user/name> <output_dir>`."
+        )
+
+
+def push_to_hub(output_dir: str | os.PathLike, repo_id: str) -> str:
+    """Upload a run's output directory (model, tokenizer, model card, metrics, plots) to the Hub.
+
+    Checkpoints are not uploaded.
+
+    Returns:
+        The repository URL.
+
+    Raises:
+        ConnectionError: The Hub is unreachable.
+        huggingface_hub.errors.HfHubHTTPError: The upload was refused (e.g. no token).
+    """
+    from huggingface_hub import HfApi
+
+    check_push_to_hub()
+    api = HfApi()
+    url = api.create_repo(repo_id, exist_ok=True)
+    api.upload_folder(
+        repo_id=repo_id, folder_path=str(output_dir), ignore_patterns=["checkpoints/*", "runs/*"]
+    )
+    return str(url)

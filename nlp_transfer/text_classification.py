@@ -9,6 +9,7 @@ metrics = run_text_classification(config)
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import time
 from dataclasses import dataclass
@@ -29,7 +30,9 @@ from .config import TextClassificationConfig
 from .data import load_text_classification_dataset
 from .data.samplers import ClassBalancedSampler, EpochShuffleSampler
 from .data.tokenize import build_dataloaders, tokenize_dataset
+from .hub import check_push_to_hub, push_to_hub
 from .metrics import classification_metrics, cross_entropy, probabilities, select_threshold
+from .model_card import write_model_card
 from .models.blocks import get_block_view
 from .models.text import DEFAULT_MODEL_NAME, build_text_classifier, resolve_model_path
 from .plots import write_report_plots
@@ -97,13 +100,14 @@ class TrainOutcome:
     Attributes:
         model: The prepared model, holding the best epoch's weights.
         fit: Training history.
-        validation: ``(logits (n, C), labels (n,))`` of the validation split, final model.
+        validation: ``(logits (n, C), labels (n,))`` of the validation split, final model;
+            None when nothing needs them (they are computed for threshold tuning).
         test: ``(logits, labels)`` of the test split.
     """
 
     model: nn.Module
     fit: FitResult
-    validation: tuple[np.ndarray, np.ndarray]
+    validation: tuple[np.ndarray, np.ndarray] | None
     test: tuple[np.ndarray, np.ndarray]
 
 
@@ -234,7 +238,9 @@ def train_text_classifier(
         resume_from_checkpoint=resume_path(config),
         early_stopping_patience=config.early_stopping_patience,
     )
-    validation = predict_logits(model, val_dl, accelerator, desc="Validation")
+    validation = None  # only threshold tuning needs the final model's validation predictions
+    if config.tune_decision_threshold and len(label_names) == 2:
+        validation = predict_logits(model, val_dl, accelerator, desc="Validation")
     test = predict_logits(model, test_dl, accelerator, desc="Test")
     return TrainOutcome(model=model, fit=result, validation=validation, test=test)
 
@@ -508,16 +514,23 @@ def run_text_classification(
             names the flag to fix).
     """
     start = time.perf_counter()
+    trackers = config.report_to_list()
     accelerator = build_accelerator(
         config.mixed_precision,
         config.gradient_accumulation_steps,
         config.use_cpu,
         find_unused_parameters=config.gradual_unfreezing,
+        log_with=trackers,
+        project_dir=config.output_dir,
     )
     check_output_dir(
         config.output_dir, config.overwrite_output_dir, resuming=bool(config.resume_from_checkpoint)
     )
     resume_path(config)  # fail now, not after loading data and model, if there is no checkpoint
+    if config.push_to_hub:
+        check_push_to_hub()
+    if trackers:
+        accelerator.init_trackers(task_name.replace(" ", "_"), config=tracker_config(config))
     set_seed(config.seed)
     if dataset is None:
         with accelerator.main_process_first():
@@ -586,6 +599,22 @@ def run_text_classification(
             metric=config.metric_for_best_model,
             threshold=threshold,
         )
+        write_model_card(config.output_dir, metrics, config, labels)
+        if config.push_to_hub:
+            repo_id = config.hub_model_id or Path(config.output_dir).name
+            logger.info(f"Pushed to the Hub: {push_to_hub(config.output_dir, repo_id)}")
     accelerator.print(format_summary(metrics, task_name))
     accelerator.end_training()
     return metrics
+
+
+def tracker_config(config: TextClassificationConfig) -> dict:
+    """The config as tracker hyper-parameters (scalars and strings only; None becomes "none")."""
+    values = {}
+    for key, value in dataclasses.asdict(config).items():
+        if value is None:
+            value = "none"
+        elif not isinstance(value, int | float | str | bool):
+            value = str(value)
+        values[key] = value
+    return values

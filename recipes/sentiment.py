@@ -13,31 +13,12 @@ The steps (data -> model -> freezing -> train -> evaluate -> baseline -> save) a
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
-from nlp_transfer.config import TextClassificationConfig, parse_config
+from nlp_transfer.config import parse_config
+from nlp_transfer.tasks import SentimentConfig
 from nlp_transfer.text_classification import run_text_classification
 from nlp_transfer.training.checkpoint import exit_on_interrupt
 
-
-@dataclass
-class SentimentConfig(TextClassificationConfig):
-    """Defaults of the sentiment recipe: built-in Rotten Tomatoes sentences, full fine-tuning."""
-
-    dataset_name: str | None = field(
-        default="rotten_tomatoes_sentences",
-        metadata={
-            "help": "A built-in dataset (e.g. rotten_tomatoes_sentences) or a Hub dataset; "
-            "ignored when --train_file is given."
-        },
-    )
-    num_train_epochs: int = field(
-        default=2, metadata={"help": "Number of training epochs (2 take ~6 min on a 2-core CPU)."}
-    )
-    output_dir: str = field(
-        default="outputs/sentiment",
-        metadata={"help": "Where the model, metrics.json and config.yaml go."},
-    )
+__all__ = ["SentimentConfig", "main"]
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -16,32 +16,12 @@ over-fitted in our measurement (tuned 0.014: test spam F1 0.955 vs 0.961 at 0.5,
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
-from nlp_transfer.config import TextClassificationConfig, parse_config
+from nlp_transfer.config import parse_config
+from nlp_transfer.tasks import SpamConfig
 from nlp_transfer.text_classification import run_text_classification
 from nlp_transfer.training.checkpoint import exit_on_interrupt
 
-
-@dataclass
-class SpamConfig(TextClassificationConfig):
-    """Defaults of the spam recipe."""
-
-    dataset_name: str | None = field(
-        default="sms_spam",
-        metadata={
-            "help": "A built-in dataset (e.g. sms_spam) or a Hub dataset; ignored when --train_file is given."
-        },
-    )
-    learning_rate: float = field(default=1e-4, metadata={"help": "Peak AdamW learning rate."})
-    num_train_epochs: int = field(default=3, metadata={"help": "Number of training epochs."})
-    metric_for_best_model: str = field(
-        default="f1_spam", metadata={"help": "Validation metric that selects the best epoch."}
-    )
-    output_dir: str = field(
-        default="outputs/spam",
-        metadata={"help": "Where the model, metrics.json, plots/ and config.yaml go."},
-    )
+__all__ = ["SpamConfig", "main"]
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -200,6 +200,23 @@ def _training_metrics(
     return {k: v for k, v in metrics.items() if isinstance(v, float)}
 
 
+def _tracker_values(record: dict) -> dict[str, float]:
+    """An epoch record as tracker scalars: ``eval/accuracy``, ``train/epoch_loss``..."""
+    values = {}
+    for key, value in record.items():
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            continue
+        if key in ("epoch", "learning_rate"):  # logged every logging_steps already
+            continue
+        if key.startswith("eval_"):
+            values[f"eval/{key.removeprefix('eval_')}"] = value
+        elif key == "train_loss":
+            values["train/epoch_loss"] = value
+        else:
+            values[f"train/{key.removeprefix('train_')}"] = value
+    return values
+
+
 def _is_better(value: float, best: float | None, greater_is_better: bool) -> bool:
     return best is None or (value > best if greater_is_better else value < best)
 
@@ -312,7 +329,9 @@ def fit(
         loss_fn: ``(logits, labels) -> scalar loss``; cross-entropy by default.
         regularizer: ``() -> scalar`` added to the loss of every batch (e.g. L2-SP); the
             logged ``train_loss`` is the task loss alone.
-        logging_steps: Refresh the progress bar's loss every this many batches.
+        logging_steps: Refresh the progress bar's loss every this many batches, and log loss
+            and learning rate to the accelerator's trackers every this many optimizer steps
+            (metrics go to them after every epoch).
         unfreezer: Gradual unfreezing: its stage is updated at the start of every epoch and
             every step (call its ``start`` after ``accelerator.prepare``). Each epoch's record
             gets ``unfrozen_blocks``.
@@ -401,6 +420,15 @@ def fit(
                 if not accelerator.sync_gradients:
                     continue
                 state.global_step += 1
+                if accelerator.trackers and state.global_step % logging_steps == 0:
+                    accelerator.log(
+                        {
+                            "train/loss": process.loss_sum.item() / process.loss_count,
+                            "train/learning_rate": lr_scheduler.get_last_lr()[0],
+                            "train/epoch": epoch - 1 + state.batches_done / num_batches,
+                        },
+                        step=state.global_step,
+                    )
                 if state.batches_done == num_batches:
                     continue  # the end-of-epoch checkpoint follows the evaluation
                 if stop_requested or (saving and checkpointer.due_after_step(state.global_step)):
@@ -435,6 +463,8 @@ def fit(
             if unfreezer is not None:
                 record["unfrozen_blocks"] = unfreezer.trainable_blocks()
             state.history.append(record)
+            if accelerator.trackers:
+                accelerator.log(_tracker_values(record), step=state.global_step)
             value = metrics[metric_for_best_model]
             if _is_better(value, state.best_metric, greater_is_better):
                 state.best_epoch, state.best_metric = epoch, value

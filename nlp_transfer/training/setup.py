@@ -10,7 +10,30 @@ import datasets
 import torch
 import transformers
 from accelerate import Accelerator
-from accelerate.utils import DistributedDataParallelKwargs
+from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
+
+# tracker -> (module to import, pip extra that installs it)
+_TRACKER_PACKAGES = {
+    "tensorboard": ("tensorboard", "tensorboard"),
+    "wandb": ("wandb", "wandb"),
+    "mlflow": ("mlflow", "mlflow"),
+}
+
+
+def require_tracker(name: str) -> None:
+    """Import a tracker's package, or fail with the install command.
+
+    Raises:
+        ImportError: The package is not installed.
+    """
+    module, extra = _TRACKER_PACKAGES[name]
+    try:
+        __import__(module)
+    except ImportError:
+        raise ImportError(
+            f"--report_to {name} needs the {module} package: pip install 'nlp-transfer[{extra}]' "
+            f"(or pip install {module})."
+        ) from None
 
 
 def build_accelerator(
@@ -18,6 +41,8 @@ def build_accelerator(
     gradient_accumulation_steps: int = 1,
     use_cpu: bool = False,
     find_unused_parameters: bool = False,
+    log_with: list[str] | None = None,
+    project_dir: str | os.PathLike | None = None,
 ) -> Accelerator:
     """Create the run's ``Accelerator`` and set up logging; the topology comes from ``accelerate launch``.
 
@@ -31,10 +56,18 @@ def build_accelerator(
         use_cpu: Force the CPU even when a GPU is present.
         find_unused_parameters: Tell DDP that some parameters may get no gradient in a step
             (gradual unfreezing changes the trainable set after DDP is set up).
+        log_with: Accelerate trackers (``tensorboard``, ``wandb``, ``mlflow``); each one's
+            package must be installed.
+        project_dir: Where trackers write (TensorBoard: ``project_dir/runs``).
 
     Returns:
         The Accelerator.
+
+    Raises:
+        ImportError: A tracker's package is missing (the message names the extra to install).
     """
+    for tracker in log_with or []:
+        require_tracker(tracker)
     cpu = use_cpu or not torch.cuda.is_available()
     accelerator = Accelerator(
         mixed_precision=mixed_precision,
@@ -42,6 +75,12 @@ def build_accelerator(
         cpu=cpu,
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)]
         if find_unused_parameters
+        else None,
+        log_with=log_with or None,
+        project_config=ProjectConfiguration(
+            project_dir=str(project_dir), logging_dir=str(Path(project_dir) / "runs")
+        )
+        if project_dir is not None
         else None,
     )
     setup_logging(accelerator)
