@@ -15,6 +15,7 @@ from transformers import HfArgumentParser
 from .data.custom import EMPTY_TEXT_CHOICES
 from .data.samplers import SAMPLING_CHOICES
 from .training.checkpoint import SAVE_STRATEGIES
+from .transfer.cache import CACHE_CHOICES, CACHE_DTYPES
 from .transfer.features import HEAD_CHOICES, POOLING_CHOICES
 
 MIXED_PRECISION_CHOICES = ("no", "fp16", "bf16")
@@ -142,6 +143,18 @@ class TextClassificationConfig:
         default=None,
         **_help(
             "Weight transfer: start from a model fine-tuned on a source task (its output_dir); the encoder is kept, the head is new for this task's labels."
+        ),
+    )
+    cache_frozen_prefix: str = field(
+        default="auto",
+        **_help(
+            "Frozen-prefix caching with --freeze_layers k: compute the frozen embeddings and lower k layers once and train only the layers above: auto (memory, or a memory-mapped file when large or with several processes), memory, disk, or no."
+        ),
+    )
+    cache_dtype: str = field(
+        default="float16",
+        **_help(
+            "Storage type of the frozen-prefix cache: float16, bfloat16 (memory only) or float32."
         ),
     )
     # Optimisation
@@ -319,6 +332,17 @@ class TextClassificationConfig:
                 f"--decision_threshold must be in (0, 1), got {self.decision_threshold}."
             )
         self.report_to_list()  # validates --report_to
+        if self.cache_frozen_prefix not in CACHE_CHOICES:
+            raise ValueError(
+                f"--cache_frozen_prefix must be one of {', '.join(CACHE_CHOICES)}, "
+                f"got {self.cache_frozen_prefix!r}."
+            )
+        if self.cache_dtype not in CACHE_DTYPES:
+            raise ValueError(
+                f"--cache_dtype must be one of {', '.join(CACHE_DTYPES)}, got {self.cache_dtype!r}."
+            )
+        if self.cache_dtype == "bfloat16" and self.cache_frozen_prefix == "disk":
+            raise ValueError("--cache_dtype bfloat16 works only in memory; use float16 on disk.")
         if self.empty_texts not in EMPTY_TEXT_CHOICES:
             raise ValueError(
                 f"--empty_texts must be one of {', '.join(EMPTY_TEXT_CHOICES)}, "

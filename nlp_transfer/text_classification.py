@@ -28,6 +28,7 @@ from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 from .baselines import tfidf_logreg_baseline
 from .config import TextClassificationConfig
 from .data import load_text_classification_dataset
+from .data.fetch import default_cache_dir
 from .data.samplers import ClassBalancedSampler, EpochShuffleSampler
 from .data.tokenize import build_dataloaders, tokenize_dataset
 from .hub import check_push_to_hub, push_to_hub
@@ -41,6 +42,17 @@ from .training.imbalance import class_weights_from_spec, cross_entropy_loss
 from .training.loop import FitResult, create_optimizer, create_scheduler, fit, predict_logits
 from .training.outputs import format_summary, run_metrics, save_run
 from .training.setup import build_accelerator, check_output_dir
+from .transfer.cache import (
+    CACHE_DTYPES,
+    CachedPrefixModel,
+    CachingCollator,
+    PrefixCache,
+    add_cache_index,
+    cache_key,
+    choose_storage,
+    compute_prefix_cache,
+    load_disk_cache,
+)
 from .transfer.features import (
     FeatureDataset,
     FeatureExtractionClassifier,
@@ -142,15 +154,94 @@ def _metrics_fn(label_names: list[str], config: TextClassificationConfig):
     return compute_metrics
 
 
+def use_prefix_cache(config: TextClassificationConfig) -> bool:
+    """Whether this run caches its frozen prefix (``--cache_frozen_prefix`` with k >= 1)."""
+    return (
+        config.cache_frozen_prefix != "no"
+        and config.freeze_layers >= 1
+        and config.feature_extraction == "none"
+    )
+
+
+def build_prefix_caches(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    tokenized: DatasetDict,
+    accelerator: Accelerator,
+    config: TextClassificationConfig,
+) -> tuple[DatasetDict, dict[str, PrefixCache]]:
+    """Compute (or reuse from disk) the frozen-prefix cache of every split.
+
+    Returns:
+        The splits with a ``cache_index`` column, and ``{split: PrefixCache}``.
+    """
+    k = config.freeze_layers
+    dtype = CACHE_DTYPES[config.cache_dtype]
+    collator = DataCollatorWithPadding(tokenizer)
+    tokens = sum(sum(len(ids) for ids in ds["input_ids"]) for ds in tokenized.values())
+    estimate = tokens * model.config.hidden_size * torch.finfo(dtype).bits // 8
+    storage = choose_storage(config.cache_frozen_prefix, estimate, accelerator.num_processes)
+    if storage == "disk" and dtype == torch.bfloat16:
+        dtype = torch.float16
+    start = time.perf_counter()
+    caches, reused = {}, []
+    for split, ds in tokenized.items():
+        path = None
+        if storage == "disk":
+            key = cache_key(model, k, tokenizer, config.max_seq_length, ds, dtype)
+            path = default_cache_dir(config.cache_dir) / "prefix_cache" / f"{split}-{key}"
+        with accelerator.main_process_first():
+            cache = load_disk_cache(path) if path is not None else None
+            if cache is None:
+                cache = compute_prefix_cache(
+                    model,
+                    k,
+                    ds,
+                    collator,
+                    batch_size=config.per_device_eval_batch_size,
+                    dtype=dtype,
+                    device=accelerator.device,
+                    path=path,
+                    desc=f"Caching frozen layers ({split})",
+                    disable_progress=not accelerator.is_local_main_process,
+                )
+            else:
+                reused.append(split)
+        caches[split] = cache
+    size = sum(c.nbytes for c in caches.values()) / 2**20
+    counts = " + ".join(f"{len(c):,}" for c in caches.values())
+    where = (
+        f"memory-mapped in {default_cache_dir(config.cache_dir) / 'prefix_cache'}"
+        if storage == "disk"
+        else "in memory"
+    )
+    logger.info(
+        f"Frozen-prefix cache: embeddings + layer_0..layer_{k - 1} computed once for {counts} "
+        f"examples ({size:.0f} MiB {str(dtype).removeprefix('torch.')}, {where}"
+        + (f"; reused for {', '.join(reused)}" if reused else "")
+        + f") in {time.perf_counter() - start:.1f} s; training runs only the layers above"
+    )
+    indexed = DatasetDict({split: add_cache_index(ds) for split, ds in tokenized.items()})
+    return indexed, caches
+
+
 def _dataloaders(
     dataset: DatasetDict,
     tokenizer: PreTrainedTokenizerBase,
     accelerator: Accelerator,
     config: TextClassificationConfig,
+    model: nn.Module | None = None,
     **overrides,
 ) -> dict:
     with accelerator.main_process_first():
         tokenized = tokenize_dataset(dataset, tokenizer, config.max_seq_length)
+    wrap = None
+    if model is not None and use_prefix_cache(config):
+        tokenized, caches = build_prefix_caches(model, tokenizer, tokenized, accelerator, config)
+
+        def wrap(split, collator):
+            return CachingCollator(collator, caches[split])
+
     mixed = accelerator.mixed_precision != "no"
     settings = dict(
         per_device_train_batch_size=config.per_device_train_batch_size,
@@ -160,6 +251,7 @@ def _dataloaders(
         sampling=config.sampling,
         seed=config.seed,
         num_workers=config.dataloader_num_workers,
+        wrap_collator=wrap,
     )
     return build_dataloaders(tokenized, tokenizer, **(settings | overrides))
 
@@ -189,7 +281,7 @@ def train_text_classifier(
     """
     label_names = dataset["train"].features["label"].names
     weights = _class_weights(dataset, config)
-    loaders = _dataloaders(dataset, tokenizer, accelerator, config)
+    loaders = _dataloaders(dataset, tokenizer, accelerator, config, model=model)
     unfreezer = None
     if config.gradual_unfreezing:  # made before the optimizer, which must hold every block
         unfreezer = GradualUnfreezer(model, config.unfreeze_every_n_steps)
@@ -202,6 +294,9 @@ def train_text_classifier(
         warmup_ratio=config.warmup_ratio,
         lr_scheduler_type=config.lr_scheduler_type,
     )
+    trained = model
+    if use_prefix_cache(config):  # from here on the frozen prefix does no work
+        model = CachedPrefixModel(model, config.freeze_layers)
     model, optimizer, scheduler, train_dl, val_dl, test_dl = accelerator.prepare(
         model, optimizer, scheduler, loaders["train"], loaders["validation"], loaders["test"]
     )
@@ -242,6 +337,9 @@ def train_text_classifier(
     if config.tune_decision_threshold and len(label_names) == 2:
         validation = predict_logits(model, val_dl, accelerator, desc="Validation")
     test = predict_logits(model, test_dl, accelerator, desc="Test")
+    if isinstance(accelerator.unwrap_model(model), CachedPrefixModel):
+        accelerator.unwrap_model(model).disable()  # the model computes its prefix again
+        model = trained  # what is saved: the plain model, holding the trained weights
     return TrainOutcome(model=model, fit=result, validation=validation, test=test)
 
 

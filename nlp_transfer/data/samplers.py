@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
+import numpy as np
 import torch
 from torch.utils.data import Sampler
 
@@ -37,6 +38,26 @@ class EpochShuffleSampler(Sampler[int]):
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
         self.epoch += 1
         return iter(torch.randperm(self.num_samples, generator=generator).tolist())
+
+
+class LengthSortedSampler(Sampler[int]):
+    """Evaluation order: longest example first, so each batch pads to almost nothing.
+
+    Results come out in this order; :attr:`order` maps them back (``predict_logits`` does it):
+    position ``j`` of the output is example ``order[j]``.
+
+    Args:
+        lengths: Length of every example (tokens), shape ``(n,)``.
+    """
+
+    def __init__(self, lengths: Sequence[int]) -> None:
+        self.order = np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.order.tolist())
 
 
 class LengthGroupedSampler(Sampler[int]):

@@ -9,7 +9,12 @@ from datasets import DatasetDict
 from torch.utils.data import DataLoader
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
-from .samplers import ClassBalancedSampler, EpochShuffleSampler, LengthGroupedSampler
+from .samplers import (
+    ClassBalancedSampler,
+    EpochShuffleSampler,
+    LengthGroupedSampler,
+    LengthSortedSampler,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -88,8 +93,13 @@ def build_dataloaders(
     sampling: str = "none",
     seed: int = 42,
     num_workers: int = 0,
+    wrap_collator=None,
 ) -> dict[str, DataLoader]:
-    """One DataLoader per split; ``train`` shuffles, the others keep their order.
+    """One DataLoader per split; ``train`` shuffles, the others go longest first.
+
+    Evaluation batches are sorted by length (:class:`LengthSortedSampler`), which removes most
+    padding; :func:`~nlp_transfer.training.loop.predict_logits` puts results back in dataset
+    order.
 
     Args:
         tokenized: Output of :func:`tokenize_dataset`.
@@ -104,6 +114,7 @@ def build_dataloaders(
             (:class:`ClassBalancedSampler`; takes precedence over ``group_by_length``).
         seed: Seed of the training order.
         num_workers: DataLoader worker processes.
+        wrap_collator: ``(split, collator) -> collator``, e.g. to add cached inputs per split.
 
     Returns:
         ``{split: DataLoader}``; each batch is a dict of ``(batch, seq_len)`` tensors plus
@@ -115,6 +126,8 @@ def build_dataloaders(
         train = split == "train"
         batch_size = per_device_train_batch_size if train else per_device_eval_batch_size
         sampler = None
+        if not train:  # sorted by length: little padding; predict_logits restores the order
+            sampler = LengthSortedSampler([len(ids) for ids in ds["input_ids"]])
         if train:
             sampler = EpochShuffleSampler(len(ds), seed=seed)
             if sampling != "none":
@@ -126,7 +139,7 @@ def build_dataloaders(
             ds,
             batch_size=batch_size,
             sampler=sampler,
-            collate_fn=collator,
+            collate_fn=wrap_collator(split, collator) if wrap_collator else collator,
             num_workers=num_workers,
             # Its own generator: starting an epoch then draws no number from the global RNG, so
             # a run resumed mid-epoch gets the same dropout masks as an uninterrupted one.

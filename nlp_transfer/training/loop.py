@@ -125,7 +125,8 @@ def predict_logits(
     """Logits and labels for every example of a prepared DataLoader, gathered from all processes.
 
     ``gather_for_metrics`` drops the samples Accelerate duplicates to even out the last batch
-    across processes, so each example appears exactly once, in dataset order.
+    across processes, so each example appears exactly once; results of length-sorted batches
+    (:class:`~nlp_transfer.data.samplers.LengthSortedSampler`) are put back in dataset order.
 
     Returns:
         ``(logits, labels)`` of shapes ``(n, num_labels)`` (float32) and ``(n,)``.
@@ -139,7 +140,30 @@ def predict_logits(
         logits, labels = accelerator.gather_for_metrics((logits, batch["labels"]))
         all_logits.append(logits.cpu())
         all_labels.append(labels.cpu())
-    return torch.cat(all_logits).numpy(), torch.cat(all_labels).numpy()
+    logits, labels = torch.cat(all_logits).numpy(), torch.cat(all_labels).numpy()
+    order = _sampler_order(dataloader)
+    if order is not None and len(order) == len(logits):  # sorted batches: back to dataset order
+        restored_logits, restored_labels = np.empty_like(logits), np.empty_like(labels)
+        restored_logits[order], restored_labels[order] = logits, labels
+        return restored_logits, restored_labels
+    return logits, labels
+
+
+def _sampler_order(dataloader) -> np.ndarray | None:
+    """The ``order`` of a :class:`~nlp_transfer.data.samplers.LengthSortedSampler` behind a
+    (possibly Accelerate-prepared) DataLoader, or None."""
+    stack, seen = [dataloader], 0
+    while stack and seen < 12:
+        obj = stack.pop()
+        seen += 1
+        if isinstance(getattr(obj, "order", None), np.ndarray):
+            return obj.order
+        stack += [
+            getattr(obj, a)
+            for a in ("batch_sampler", "sampler")
+            if getattr(obj, a, None) is not None
+        ]
+    return None
 
 
 def evaluate(
