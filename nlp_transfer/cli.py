@@ -32,7 +32,10 @@ def _read_texts(path: str, text_column: str) -> list[str]:
     return [str(t) for t in table[text_column]]
 
 
-BENCHMARKS = {"frozen_vs_full": "benchmarks/frozen_vs_full.py"}
+BENCHMARKS = {
+    "frozen_vs_full": "benchmarks/frozen_vs_full.py",
+    "throughput_vs_hf": "benchmarks/throughput_vs_hf.py",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
