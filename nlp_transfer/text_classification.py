@@ -39,7 +39,14 @@ from .models.text import DEFAULT_MODEL_NAME, build_text_classifier, resolve_mode
 from .plots import write_report_plots
 from .training.checkpoint import Checkpointer, resolve_resume_path
 from .training.imbalance import class_weights_from_spec, cross_entropy_loss
-from .training.loop import FitResult, create_optimizer, create_scheduler, fit, predict_logits
+from .training.loop import (
+    FitResult,
+    adamw,
+    create_optimizer,
+    create_scheduler,
+    fit,
+    predict_logits,
+)
 from .training.outputs import format_summary, run_metrics, save_run
 from .training.setup import build_accelerator, check_output_dir
 from .transfer.cache import (
@@ -540,7 +547,7 @@ def build_optimizer(
         no_decay_for=regularizer.parameter_ids if regularizer else None,
     )
     logger.info(f"Learning rate per block: {describe_lrs(groups)}")
-    return torch.optim.AdamW(groups, lr=config.learning_rate, foreach=True), regularizer
+    return adamw(groups, config.learning_rate), regularizer
 
 
 def choose_decision_threshold(
