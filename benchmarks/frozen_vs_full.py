@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import resource
@@ -314,6 +315,7 @@ def plot(summary: list[dict], path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
+    placed: list[tuple[float, float]] = []  # label anchors so far, to keep labels apart
     for s in summary:
         baseline = s["strategy"] == "tfidf_logreg"
         ax.errorbar(
@@ -325,11 +327,14 @@ def plot(summary: list[dict], path: Path, title: str) -> None:
             capsize=3,
             label=s["strategy"],
         )
+        x, y = s["train_runtime_s"], s["accuracy"]
+        near = sum(abs(math.log10(x / px)) < 0.15 and abs(y - py) < 0.006 for px, py in placed)
+        placed.append((x, y))
         ax.annotate(
             s["strategy"],
-            (s["train_runtime_s"], s["accuracy"]),
+            (x, y),
             textcoords="offset points",
-            xytext=(6, 4),
+            xytext=(6, 4 - 11 * near),
             fontsize=8,
         )
     ax.set_xscale("log")

@@ -90,8 +90,9 @@ def build_accelerator(
             logging.getLogger(__name__).warning(
                 "--mixed_precision bf16 on this CPU, which has no native bfloat16 arithmetic "
                 "(neither AVX512-BF16 nor AMX-BF16): PyTorch emulates it, and a training step of "
-                "the default model ran about 15x slower than in float32 on such a CPU (AMD EPYC, "
-                "AVX2). Use --mixed_precision no here; bf16 pays off on GPUs and on CPUs with AMX."
+                "the default model ran 24x slower than in float32 on such a CPU (AMD EPYC, AVX2; "
+                "benchmarks/bf16_cpu.py). Use --mixed_precision no here; bf16 pays off on GPUs "
+                "and on CPUs with AMX."
             )
     return accelerator
 
