@@ -202,7 +202,7 @@ def test_imagenet_weights_offline_without_cache_fail_at_once(tmp_path, monkeypat
     assert "--weights none" in message
     monkeypatch.delenv("HF_HUB_OFFLINE")  # online, but the host does not answer
     monkeypatch.setattr(w, "endpoint_reachable", lambda url, timeout: False)
-    with pytest.raises(OSError, match="download.pytorch.org cannot be reached"):
+    with pytest.raises(OSError, match=r"download\.pytorch\.org cannot be reached"):
         w.load_initial_weights("resnet18", "IMAGENET1K_V1")
 
 
