@@ -282,7 +282,7 @@ def test_logistic_regression_head_becomes_an_equivalent_linear_layer():
     from scipy.special import softmax
     from sklearn.linear_model import LogisticRegression
 
-    from nlp_transfer.vision.run import linear_from_logistic_regression
+    from nlp_transfer.vision.features import linear_from_logistic_regression
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(60, 8)).astype(np.float32)
@@ -293,3 +293,12 @@ def test_logistic_regression_head_becomes_an_equivalent_linear_layer():
         with torch.no_grad():
             probs = softmax(layer(torch.from_numpy(x)).double().numpy(), axis=1)
         np.testing.assert_allclose(probs, estimator.predict_proba(x), atol=1e-5)
+
+
+def test_cifar10_offline_without_a_copy_fails_at_once(tmp_path, monkeypatch):
+    from nlp_transfer.vision.datasets import load_cifar10
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    _no_network(monkeypatch)
+    with pytest.raises(OSError, match=r"CIFAR-10 is not in .*cifar10 and offline mode is set"):
+        load_cifar10(tmp_path)

@@ -266,3 +266,30 @@ def test_real_fashion_mnist_and_a_short_transfer_experiment(tmp_path):
     target = json.loads((out / "full" / "config.json").read_text())
     assert target["label_names"] == ["Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
     assert target["mean"] == source["mean"]  # the transferred run keeps the source's preprocessing
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_with_a_cached_prefix_count_every_image_once(image_data, tmp_path):
+    """accelerate launch, 2 CPU processes: 6 validation and 6 test images, eval batch 4."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    accelerate = os.path.join(os.path.dirname(sys.executable), "accelerate")
+    out = tmp_path / "ddp"
+    cmd = [accelerate, "launch", "--num_machines", "1", "--mixed_precision", "no",
+           "--dynamo_backend", "no", "--multi_gpu", "--num_processes", "2",
+           str(REPO / "recipes" / "image_classification.py"),
+           *_flags(image_data, out, "--freeze_layers", "1", "--per_device_eval_batch_size", "4",
+                   "--save_strategy", "no")]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["environment"]["num_processes"] == 2
+    assert [h["eval_num_examples"] for h in metrics["validation"]] == [6, 6]
+    assert metrics["test"]["num_examples"] == 6
+    assert sum(map(sum, metrics["test"]["confusion_matrix"])) == 6
+    assert metrics["transfer_strategy"]["prefix_cache"] is True

@@ -13,38 +13,32 @@ outputs and model cards.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from pathlib import Path
 
-import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import set_seed
-from torch.utils.data import DataLoader
 
 from ..metrics import classification_metrics, cross_entropy
 from ..model_card import write_model_card
 from ..models.blocks import get_block_view
 from ..plots import write_report_plots
-from ..training.loop import FitResult
 from ..training.outputs import format_summary, run_metrics, save_run
 from ..training.run import TrainOutcome, resume_path, train_and_predict
 from ..training.setup import build_accelerator, check_output_dir
 from ..transfer.cache import CACHE_DTYPES
-from ..transfer.features import FeatureDataset, FeatureHead, default_sklearn_head
-from ..transfer.freeze import FreezeReport, count_parameters, freeze_encoder_layers
+from ..transfer.freeze import FreezeReport, freeze_encoder_layers
 from .config import ImageClassificationConfig
 from .data import ImageData, load_image_data
+from .features import metrics_fn, plain_loader, train_image_feature_head
 from .models import ImageModelConfig, ResNetClassifier
 from .prefix import CachedPrefixResNet, TensorDictDataset, compute_block_outputs
 from .transforms import ImageCollator, channel_stats, image_dataloaders
 from .weights import InitialWeights, apply_initial_weights, load_initial_weights
 
 logger = logging.getLogger(__name__)
-
-FEATURE_HEAD_LEARNING_RATE = 1e-3
 
 
 def build_model(
@@ -101,13 +95,6 @@ def _folder_sizes(
     return size, resize if size is not None and resize is not None and resize >= size else None
 
 
-def _compute_metrics(label_names: list[str]):
-    def compute_metrics(labels, logits):
-        return classification_metrics(labels, logits, label_names)
-
-    return compute_metrics
-
-
 def use_prefix_cache(config: ImageClassificationConfig) -> bool:
     """Whether the frozen prefix is cached: ``--freeze_layers`` >= 1, no augmentation."""
     if config.cache_frozen_prefix == "no" or config.freeze_layers < 1:
@@ -116,15 +103,6 @@ def use_prefix_cache(config: ImageClassificationConfig) -> bool:
         logger.info("Frozen-prefix caching is off: --augment changes each image every epoch")
         return False
     return True
-
-
-def _plain_loader(dataset, collator, config: ImageClassificationConfig) -> DataLoader:
-    return DataLoader(
-        dataset,
-        batch_size=config.per_device_eval_batch_size,
-        collate_fn=collator,
-        num_workers=config.dataloader_num_workers,
-    )
 
 
 def train_image_classifier(
@@ -149,7 +127,7 @@ def train_image_classifier(
         for split, dataset in data.splits.items():
             x, y = compute_block_outputs(
                 model,
-                _plain_loader(dataset, collator, config),
+                plain_loader(dataset, collator, config),
                 accelerator,
                 num_blocks=num_blocks,
                 dtype=dtype,
@@ -183,113 +161,10 @@ def train_image_classifier(
         loaders,
         accelerator,
         config,
-        compute_metrics=_compute_metrics(data.label_names),
+        compute_metrics=metrics_fn(data.label_names),
         loss_fn=F.cross_entropy,
         cached=cached,
     )
-
-
-def linear_from_logistic_regression(estimator, num_labels: int) -> torch.nn.Linear:
-    """The ``nn.Linear`` whose softmax is a fitted ``LogisticRegression``'s ``predict_proba``.
-
-    Multinomial: ``W = coef_``, ``b = intercept_``. Binary (one row of coefficients ``w``):
-    logits ``(0, x.w + b)``, whose softmax is ``(1 - sigmoid(z), sigmoid(z))``.
-    """
-    coef = torch.as_tensor(estimator.coef_, dtype=torch.float32)
-    intercept = torch.as_tensor(estimator.intercept_, dtype=torch.float32)
-    if coef.shape[0] == 1 and num_labels == 2:
-        coef = torch.cat([torch.zeros_like(coef), coef])
-        intercept = torch.cat([torch.zeros_like(intercept), intercept])
-    layer = torch.nn.Linear(coef.shape[1], num_labels)
-    with torch.no_grad():
-        layer.weight.copy_(coef)
-        layer.bias.copy_(intercept)
-    return layer
-
-
-def train_image_feature_head(
-    model: ResNetClassifier,
-    data: ImageData,
-    accelerator: Accelerator,
-    config: ImageClassificationConfig,
-) -> tuple[TrainOutcome, FreezeReport]:
-    """Feature extraction: pooled ``layer4`` features computed once, then a head fitted on them.
-
-    The head becomes the model's ``fc`` (a logistic regression is turned into the equivalent
-    linear layer), so the saved model is a plain :class:`ResNetClassifier` that predicts and
-    exports like any other. ``train_runtime_s`` counts the training features and the head's fit.
-
-    Returns:
-        ``(outcome, report)``; ``outcome.model`` is the whole classifier.
-    """
-    mc = model.config
-    collator = ImageCollator(mc.image_size, mc.mean, mc.std)
-    model.to(accelerator.device)
-    features, extract_s = {}, {}
-    for split, dataset in data.splits.items():
-        start = time.perf_counter()
-        features[split] = compute_block_outputs(
-            model,
-            _plain_loader(dataset, collator, config),
-            accelerator,
-            num_blocks=5,
-            pooled=True,
-            dtype=torch.float32,
-            desc=f"Features ({split})",
-        )
-        extract_s[split] = time.perf_counter() - start
-    x_train, y_train = features["train"]
-    if config.feature_extraction == "logistic_regression":
-        start = time.perf_counter()
-        estimator = default_sklearn_head(config.seed).fit(x_train.numpy(), y_train.numpy())
-        runtime = extract_s["train"] + time.perf_counter() - start
-        model.fc = linear_from_logistic_regression(estimator, mc.num_labels).to(accelerator.device)
-        with torch.no_grad():
-            logits = model.fc(features["test"][0].to(accelerator.device)).float().cpu().numpy()
-        result = FitResult(
-            train_runtime_s=runtime, train_samples_per_second=len(y_train) / max(runtime, 1e-9)
-        )
-        outcome = TrainOutcome(model, result, None, (logits, features["test"][1].numpy()))
-    else:
-        head = FeatureHead(x_train.shape[1], mc.num_labels, config.feature_extraction)
-        loaders = image_dataloaders(
-            {s: FeatureDataset(x.numpy(), y.numpy()) for s, (x, y) in features.items()},
-            dict.fromkeys(features),
-            per_device_train_batch_size=config.per_device_train_batch_size,
-            per_device_eval_batch_size=config.per_device_eval_batch_size,
-            seed=config.seed,
-        )
-        head_config = dataclasses.replace(
-            config,
-            learning_rate=config.head_learning_rate or FEATURE_HEAD_LEARNING_RATE,
-            head_learning_rate=None,
-            save_strategy="no",
-        )
-        outcome = train_and_predict(
-            head,
-            loaders,
-            accelerator,
-            head_config,
-            compute_metrics=_compute_metrics(data.label_names),
-            loss_fn=F.cross_entropy,
-        )
-        head = accelerator.unwrap_model(outcome.model)
-        model.fc = head.net if head.kind == "linear" else head
-        mc.head = head.kind
-        outcome.model = model
-        outcome.fit.train_runtime_s += extract_s["train"]
-    trainable = sum(p.numel() for p in model.fc.parameters())
-    report = FreezeReport(
-        frozen_blocks=[b.name for b in get_block_view(model).blocks],
-        trainable_blocks=["head"],
-        trainable_params=trainable,
-        total_params=count_parameters(model)[1],
-    )
-    logger.info(
-        f"Features ({x_train.shape[1]} dims) computed once: "
-        + ", ".join(f"{s} {t:.0f}s" for s, t in extract_s.items())
-    )
-    return outcome, report
 
 
 def describe_strategy(config: ImageClassificationConfig) -> dict:
