@@ -302,3 +302,14 @@ def test_cifar10_offline_without_a_copy_fails_at_once(tmp_path, monkeypatch):
     _no_network(monkeypatch)
     with pytest.raises(OSError, match=r"CIFAR-10 is not in .*cifar10 and offline mode is set"):
         load_cifar10(tmp_path)
+
+
+@pytest.mark.parametrize("num_blocks", [1, 3, 5])
+def test_cached_prefix_model_gives_the_logits_of_the_whole_model(num_blocks):
+    from nlp_transfer.vision.prefix import CachedPrefixResNet
+
+    model = _model(stem_maxpool=False).eval()
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        prefix = model.forward_blocks(x, 0, num_blocks)
+        torch.testing.assert_close(CachedPrefixResNet(model, num_blocks)(prefix), model(x))

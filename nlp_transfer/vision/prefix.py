@@ -28,13 +28,13 @@ class CachedPrefixResNet(nn.Module):
 
     Args:
         model: The classifier, its lower ``num_blocks`` blocks frozen.
-        num_blocks: Cached blocks, 1..4 (the stem is block 0).
+        num_blocks: Cached blocks, 1..5 (the stem and ``num_blocks - 1`` stages).
     """
 
     def __init__(self, model: ResNetClassifier, num_blocks: int):
         super().__init__()
-        if not 1 <= num_blocks <= 4:
-            raise ValueError(f"Frozen-prefix caching needs 1..4 frozen blocks, got {num_blocks}.")
+        if not 1 <= num_blocks <= 5:
+            raise ValueError(f"Frozen-prefix caching needs 1..5 frozen blocks, got {num_blocks}.")
         self.model = model
         self.num_blocks = num_blocks
 

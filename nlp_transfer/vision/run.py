@@ -13,6 +13,7 @@ outputs and model cards.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -250,6 +251,8 @@ def run_image_classification(
         with accelerator.main_process_first():
             data = load_image_data(config, *_folder_sizes(config, weights))
     model = build_model(config, weights, data)
+    # config.yaml and the model card record the input size in use
+    config = dataclasses.replace(config, image_size=model.config.image_size)
     if config.feature_extraction != "none":
         outcome, freeze = train_image_feature_head(model, data, accelerator, config)
         logger.info(f"Transfer strategy: feature extraction | {freeze}")
