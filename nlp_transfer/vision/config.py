@@ -269,14 +269,16 @@ class ImageClassificationConfig:
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}.")
-        for name, value, high in (
-            ("freeze_layers", self.freeze_layers, 4),
-            ("transfer_freeze_layers", self.transfer_freeze_layers, 4),
-        ):
-            if value > high:
-                raise ValueError(
-                    f"--{name} must be between 0 and 4 (a ResNet has 4 stages), got {value}."
-                )
+        if self.freeze_layers > 4:
+            raise ValueError(
+                f"--freeze_layers must be between 0 and 4 (a ResNet has 4 stages), "
+                f"got {self.freeze_layers}."
+            )
+        if not 1 <= self.transfer_freeze_layers <= 4:
+            raise ValueError(
+                f"--transfer_freeze_layers must be between 1 and 4 (stages frozen with the stem), "
+                f"got {self.transfer_freeze_layers}."
+            )
         if not 0 < self.layer_lr_decay <= 1:
             raise ValueError(f"--layer_lr_decay must be in (0, 1], got {self.layer_lr_decay}.")
         if not 0 <= self.warmup_ratio < 1:

@@ -149,6 +149,12 @@ def run_fashion_mnist_transfer(config: ImageClassificationConfig) -> dict:
         ValueError: ``--resume_from_checkpoint`` (resume a sub-run by itself instead).
     """
     start = time.perf_counter()
+    if config.feature_extraction != "none":
+        raise ValueError(
+            "--feature_extraction: the fashion_mnist_transfer experiment compares fine-tuning "
+            "runs; for feature extraction, run it once with --weights <its source/ directory> "
+            "and --dataset_name fashion_mnist or your own --train_dir."
+        )
     if config.resume_from_checkpoint:
         raise ValueError(
             "--resume_from_checkpoint: the fashion_mnist_transfer experiment is several runs; "
@@ -159,10 +165,19 @@ def run_fashion_mnist_transfer(config: ImageClassificationConfig) -> dict:
     source_dir = str(root / "source")
     k = config.transfer_freeze_layers
     frozen = ", ".join(["stem"] + [f"layer{i}" for i in range(1, k + 1)])
+    # From scratch is plain training; the transferred runs also get any strategy flags given
+    # (--layer_lr_decay, --l2sp_alpha...), which only make sense with pretrained weights.
+    plain = {
+        "weights": "none",
+        "freeze_layers": 0,
+        "layer_lr_decay": 1.0,
+        "l2sp_alpha": 0.0,
+        "head_learning_rate": None,
+        "gradual_unfreezing": False,
+    }
     runs = [
-        ("source", source_data, {"num_train_epochs": config.source_num_train_epochs,
-                                 "weights": "none", "freeze_layers": 0}),
-        ("scratch", target_data, {"weights": "none", "freeze_layers": 0}),
+        ("source", source_data, {**plain, "num_train_epochs": config.source_num_train_epochs}),
+        ("scratch", target_data, plain),
         ("frozen", target_data, {"weights": source_dir, "freeze_layers": k}),
         ("full", target_data, {"weights": source_dir, "freeze_layers": 0}),
     ]  # fmt: skip
