@@ -18,6 +18,7 @@ import contextlib
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -47,14 +48,19 @@ def run_seed(seed: int, flags: list[str], work: Path) -> dict:
     cmd = [sys.executable, str(REPO / "recipes" / "image_classification.py"), "--seed", str(seed)]
     cmd += ["--output_dir", str(out), *flags]
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
-    start = time.perf_counter()
+    start, before = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     with open(work / f"seed-{seed}.log", "w") as log:
         code = subprocess.call(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if code != 0:
         raise SystemExit(f"seed {seed} failed (exit {code}); see {work / f'seed-{seed}.log'}")
     result = json.loads((out / "metrics.json").read_text())
     result["wall_time_s"] = wall
+    # CPU seconds of the run (all threads): about cores x wall time when it had the CPU to
+    # itself; far less means it waited (other processes, or was paused), inflating wall time.
+    result["cpu_time_s"] = cpu
     return result
 
 
@@ -118,6 +124,7 @@ def summarise(results: list[dict]) -> dict:
         },
         "source_test_accuracy": stats([r["source"]["test_accuracy"] for r in results]),
         "wall_time_s": stats([r["wall_time_s"] for r in results]),
+        "cpu_time_s": stats([r["cpu_time_s"] for r in results]),
     }
 
 
@@ -160,7 +167,9 @@ def markdown(summary: dict, info: dict, results: list[dict]) -> str:
         f"Source test accuracy (classes 0-4): {summary['source_test_accuracy']['mean']:.4f} ± "
         f"{summary['source_test_accuracy']['std']:.4f}. Wall time per recipe run: "
         + ", ".join(f"{v / 60:.1f}" for v in wall["values"])
-        + " min.",
+        + " min (CPU time "
+        + ", ".join(f"{v / 60:.1f}" for v in summary["cpu_time_s"]["values"])
+        + f" min over {m['cpu_count']} cores).",
     ]
     return "\n".join(lines) + "\n"
 
