@@ -268,14 +268,15 @@ def test_image_config_errors_name_the_flag(tmp_path):
     assert ImageClassificationConfig(train_dir=str(tmp_path)).dataset_name is None
 
 
-def test_augmentation_turns_the_prefix_cache_off(caplog):
+def test_augmentation_turns_the_prefix_cache_off():
     from nlp_transfer.vision.run import use_prefix_cache
 
     assert use_prefix_cache(ImageClassificationConfig(freeze_layers=2))
     assert not use_prefix_cache(ImageClassificationConfig(freeze_layers=0))
-    with caplog.at_level(logging.INFO):
-        assert not use_prefix_cache(ImageClassificationConfig(freeze_layers=2, augment=True))
-    assert "caching is off" in caplog.text
+    assert not use_prefix_cache(ImageClassificationConfig(freeze_layers=2, augment=True))
+    assert not use_prefix_cache(
+        ImageClassificationConfig(freeze_layers=2, cache_frozen_prefix="no")
+    )
 
 
 def test_logistic_regression_head_becomes_an_equivalent_linear_layer():
@@ -313,3 +314,13 @@ def test_cached_prefix_model_gives_the_logits_of_the_whole_model(num_blocks):
     with torch.no_grad():
         prefix = model.forward_blocks(x, 0, num_blocks)
         torch.testing.assert_close(CachedPrefixResNet(model, num_blocks)(prefix), model(x))
+
+
+def test_preset_resize_keeps_its_ratio_at_another_image_size():
+    from nlp_transfer.vision.run import _folder_sizes
+    from nlp_transfer.vision.weights import InitialWeights
+
+    preset = InitialWeights("IMAGENET1K_V1", {}, image_size=224, resize_size=256)
+    assert _folder_sizes(ImageClassificationConfig(), preset) == (224, 256)
+    assert _folder_sizes(ImageClassificationConfig(image_size=64), preset) == (64, 73)
+    assert _folder_sizes(ImageClassificationConfig(image_size=64), InitialWeights()) == (64, None)

@@ -73,7 +73,7 @@ def build_model(
         stem_maxpool=config.resolved_stem_maxpool(
             image_size, saved.stem_maxpool if saved else None
         ),
-        resize_size=weights.resize_size or (saved.resize_size if saved else None),
+        resize_size=_resize_size(image_size, weights),
         weights=weights.spec,
     )
     model = ResNetClassifier(model_config)
@@ -86,24 +86,26 @@ def build_model(
     return model
 
 
+def _resize_size(image_size: int, weights: InitialWeights) -> int | None:
+    """Shorter side before the centre crop: the preset's ratio (256/224) at ``image_size``."""
+    saved = weights.config
+    crop = weights.image_size or (saved.image_size if saved else None)
+    resize = weights.resize_size or (saved.resize_size if saved else None)
+    return round(image_size * resize / crop) if crop and resize else None
+
+
 def _folder_sizes(
     config: ImageClassificationConfig, weights: InitialWeights
 ) -> tuple[int | None, int | None]:
-    """``(image_size, resize_size)`` for decoding folder images."""
+    """``(image_size, resize_size)`` for decoding folder images (None: the defaults)."""
     saved = weights.config
     size = config.image_size or weights.image_size or (saved.image_size if saved else None)
-    resize = weights.resize_size or (saved.resize_size if saved else None)
-    return size, resize if size is not None and resize is not None and resize >= size else None
+    return size, _resize_size(size, weights) if size else None
 
 
 def use_prefix_cache(config: ImageClassificationConfig) -> bool:
     """Whether the frozen prefix is cached: ``--freeze_layers`` >= 1, no augmentation."""
-    if config.cache_frozen_prefix == "no" or config.freeze_layers < 1:
-        return False
-    if config.augment:
-        logger.info("Frozen-prefix caching is off: --augment changes each image every epoch")
-        return False
-    return True
+    return config.cache_frozen_prefix != "no" and config.freeze_layers >= 1 and not config.augment
 
 
 def train_image_classifier(
@@ -120,6 +122,8 @@ def train_image_classifier(
     mc = model.config
     collator = ImageCollator(mc.image_size, mc.mean, mc.std)
     cached = None
+    if config.augment and config.freeze_layers and config.cache_frozen_prefix != "no":
+        logger.info("Frozen-prefix caching is off: --augment changes each image every epoch")
     if use_prefix_cache(config):
         num_blocks = config.freeze_layers + 1  # the stem and k stages
         model.to(accelerator.device)
