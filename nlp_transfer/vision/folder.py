@@ -205,6 +205,7 @@ def load_image_folder(
         raise ValueError(f"{root}: class folder(s) {empty} hold no usable image.")
     if not images:
         raise ValueError(f"{root}: no usable image.")
-    good_paths = [str(p) for p in paths if p not in {f for f, _ in failed}]
+    bad = {f for f, _ in failed}
+    good_paths = [str(p) for p in paths if p not in bad]
     dataset = ImageDataset(torch.stack(images), torch.tensor(kept, dtype=torch.int64), good_paths)
     return dataset, names
