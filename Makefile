@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUN_ID := $(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: setup sentiment spam test test-fast lint format clean
+.PHONY: setup sentiment spam image test test-fast lint format clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,9 @@ sentiment: $(STAMP)  ## the main job: fine-tune on Rotten Tomatoes sentences (AR
 
 spam: $(STAMP)  ## spam detection on the SMS Spam Collection
 	$(BIN)/accelerate launch recipes/spam.py --output_dir outputs/spam-$(RUN_ID) $(ARGS)
+
+image: $(STAMP)  ## the vision recipe: Fashion-MNIST source -> target transfer with a ResNet-18
+	$(BIN)/accelerate launch recipes/image_classification.py --output_dir outputs/image-$(RUN_ID) $(ARGS)
 
 test: $(STAMP)  ## every test: fast tier + slow integration tests (what CI runs)
 	$(BIN)/python -m pytest -m "slow or not slow" $(ARGS)

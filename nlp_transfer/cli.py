@@ -32,6 +32,43 @@ def _read_texts(path: str, text_column: str) -> list[str]:
     return [str(t) for t in table[text_column]]
 
 
+def _image_paths(args: argparse.Namespace) -> list[str]:
+    """``--image``, every image under ``--image_dir``, or one path per line of a ``--file``."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    if args.image:
+        return args.image
+    if args.image_dir:
+        root = Path(args.image_dir)
+        if not root.is_dir():
+            raise SystemExit(f"error: --image_dir {root}: no such directory.")
+        return [str(p) for p in sorted(root.rglob("*")) if p.suffix.lower() in IMG_EXTENSIONS]
+    if args.file and Path(args.file).suffix.lower() == ".txt":
+        lines = Path(args.file).read_text(encoding="utf-8").splitlines()
+        return [line.strip() for line in lines if line.strip()]
+    raise SystemExit("error: an image model takes --image, --image_dir or a .txt --file of paths.")
+
+
+def _predict_lines(args: argparse.Namespace, image_model: bool) -> list[str]:
+    """``predict``: one JSON line per text or image."""
+    if image_model:
+        from .vision.predict import predict_images
+
+        paths = _image_paths(args)
+        results = predict_images(args.model_dir, paths, batch_size=args.batch_size)
+        return [json.dumps(r, ensure_ascii=False) for r in results]
+    if args.image or args.image_dir:
+        raise SystemExit(f"error: {args.model_dir} is a text model: pass --text or --file.")
+    from .predict import predict
+
+    texts = args.text or _read_texts(args.file, args.text_column)
+    results = predict(args.model_dir, texts, batch_size=args.batch_size)
+    return [
+        json.dumps({"text": t, **r}, ensure_ascii=False)
+        for t, r in zip(texts, results, strict=True)
+    ]
+
+
 BENCHMARKS = {
     "frozen_vs_full": "benchmarks/frozen_vs_full.py",
     "throughput_vs_hf": "benchmarks/throughput_vs_hf.py",
@@ -47,21 +84,35 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser(
         "train",
-        help="Train a text classifier: nlp-transfer train [--task text|sentiment|spam] "
-        "[--config file.yaml] [flags] (see nlp-transfer train --help).",
+        help="Train a classifier: nlp-transfer train [--task text|sentiment|spam|image] "
+        "[--config file.yaml] [flags] (see nlp-transfer train --task TASK --help).",
         add_help=False,
     )
-    p = sub.add_parser("predict", help="Classify texts with a saved model (prints JSON lines).")
+    p = sub.add_parser(
+        "predict", help="Classify texts or images with a saved model (prints JSON lines)."
+    )
     p.add_argument("--model_dir", required=True, help="A run's output_dir.")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--text", action="append", help="A text to classify (repeatable).")
-    source.add_argument("--file", help=".txt (one text per line) or .csv/.tsv/.jsonl/.parquet.")
+    source.add_argument(
+        "--file",
+        help=".txt (one text, or for an image model one image path, per line) or "
+        ".csv/.tsv/.jsonl/.parquet.",
+    )
+    source.add_argument("--image", action="append", help="An image file (repeatable).")
+    source.add_argument("--image_dir", help="Every image file under this folder (image models).")
     p.add_argument("--text_column", default="text", help="Text column of --file (tables only).")
-    p.add_argument("--batch_size", type=int, default=64, help="Texts per forward pass.")
+    p.add_argument("--batch_size", type=int, default=64, help="Texts or images per forward pass.")
     p.add_argument("--output", help="Write JSON lines here instead of standard output.")
-    e = sub.add_parser("evaluate", help="Evaluate a saved model on a labelled file.")
+    e = sub.add_parser(
+        "evaluate", help="Evaluate a saved model on a labelled file or image folder."
+    )
     e.add_argument("--model_dir", required=True, help="A run's output_dir.")
-    e.add_argument("--file", required=True, help="Labelled .csv/.tsv/.jsonl/.parquet file.")
+    labelled = e.add_mutually_exclusive_group(required=True)
+    labelled.add_argument("--file", help="Labelled .csv/.tsv/.jsonl/.parquet file (text models).")
+    labelled.add_argument(
+        "--image_dir", help="Labelled ImageFolder, <dir>/<class>/*.png (image models)."
+    )
     e.add_argument("--text_column", default="text", help="Column holding the text.")
     e.add_argument("--label_column", default="label", help="Column holding the label.")
     e.add_argument("--batch_size", type=int, default=64, help="Texts per forward pass.")
@@ -98,17 +149,16 @@ def build_parser() -> argparse.ArgumentParser:
 def train_main(argv: Sequence[str]) -> int:
     """``nlp-transfer train``: the recipes' run, with the task's defaults chosen by ``--task``."""
     from .config import parse_config
-    from .tasks import TEXT_TASKS
-    from .text_classification import run_text_classification
+    from .tasks import TASKS, run_task, task_config_class
     from .training.checkpoint import exit_on_interrupt
 
     pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--task", default="text", choices=sorted(TEXT_TASKS))
+    pre.add_argument("--task", default="text", choices=sorted(TASKS))
     known, rest = pre.parse_known_args(argv)
-    config_cls, title = TEXT_TASKS[known.task]
+    config_cls = task_config_class(known.task)
     config = parse_config(config_cls, rest, prog=f"nlp-transfer train --task {known.task}")
     with exit_on_interrupt():
-        run_text_classification(config, task_name=title)
+        run_task(known.task, config)
     return 0
 
 
@@ -182,30 +232,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.batch_size <= 0:
         raise SystemExit("error: --batch_size must be positive.")
-    if args.command == "predict":
-        from .predict import predict
+    from .vision.models import is_image_model
 
-        texts = args.text or _read_texts(args.file, args.text_column)
-        results = predict(args.model_dir, texts, batch_size=args.batch_size)
-        lines = [
-            json.dumps({"text": t, **r}, ensure_ascii=False)
-            for t, r in zip(texts, results, strict=True)
-        ]
+    image_model = is_image_model(args.model_dir)
+    if args.command == "predict":
+        lines = _predict_lines(args, image_model)
         if args.output:
             Path(args.output).write_text("\n".join(lines) + "\n", encoding="utf-8")
         else:
             print("\n".join(lines))
         return 0
-    from .predict import evaluate_saved_model
+    if image_model != (args.image_dir is not None):
+        raise SystemExit(
+            f"error: {args.model_dir} is {'an image' if image_model else 'a text'} model: "
+            f"pass {'--image_dir' if image_model else '--file'}."
+        )
+    if image_model:
+        from .vision.predict import evaluate_image_folder
 
-    metrics = evaluate_saved_model(
-        args.model_dir,
-        args.file,
-        text_column=args.text_column,
-        label_column=args.label_column,
-        batch_size=args.batch_size,
-        output_dir=args.output_dir,
-    )
+        metrics = evaluate_image_folder(
+            args.model_dir, args.image_dir, batch_size=args.batch_size, output_dir=args.output_dir
+        )
+    else:
+        from .predict import evaluate_saved_model
+
+        metrics = evaluate_saved_model(
+            args.model_dir,
+            args.file,
+            text_column=args.text_column,
+            label_column=args.label_column,
+            batch_size=args.batch_size,
+            output_dir=args.output_dir,
+        )
     summary = {k: v for k, v in metrics.items() if isinstance(v, int | float) or v is None}
     print(json.dumps(summary, indent=2))
     return 0

@@ -429,6 +429,8 @@ TRACKERS = ("tensorboard", "wandb", "mlflow")
 HELP_GROUPS = {
     "dataset_name": "Data",
     "model_name_or_path": "Model and transfer strategy",
+    "source_num_train_epochs": "Transfer experiment (fashion_mnist_transfer)",
+    "architecture": "Model and transfer strategy",
     "learning_rate": "Optimisation",
     "class_weights": "Class imbalance",
     "metric_for_best_model": "Evaluation and outputs",

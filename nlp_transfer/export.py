@@ -58,7 +58,8 @@ def export_onnx(
 ) -> dict:
     """Export a saved text classifier to ONNX and (by default) check it with onnxruntime.
 
-    Uses ``torch.onnx.export`` (the ``torch.export``-based exporter) in fp32 on the CPU.
+    An image classifier's directory is exported by
+    :func:`~nlp_transfer.vision.export.export_image_onnx` (input ``pixel_values``). Uses ``torch.onnx.export`` (the ``torch.export``-based exporter) in fp32 on the CPU.
 
     Args:
         model_dir: A run's ``output_dir`` (fine-tuned, or feature extraction with a torch head).
@@ -76,6 +77,12 @@ def export_onnx(
         ValueError: A feature-extraction model with a scikit-learn head (not exportable as one
             graph), or the exported logits differ from PyTorch's by more than ``atol``.
     """
+    from .vision.models import is_image_model
+
+    if is_image_model(model_dir):
+        from .vision.export import export_image_onnx
+
+        return export_image_onnx(model_dir, output, opset=opset, check=check, atol=atol)
     _require("onnx")
     _require("onnxscript")
     model, tokenizer, _ = load_classifier(model_dir, device="cpu")

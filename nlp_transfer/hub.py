@@ -36,10 +36,23 @@ def hub_reachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
     """
     if hub_offline_requested():
         return False
-    url = urlparse(constants.ENDPOINT)
-    port = url.port or (443 if url.scheme == "https" else 80)
+    return endpoint_reachable(constants.ENDPOINT, timeout)
+
+
+def endpoint_reachable(url: str, timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
+    """Whether a TCP connection to the host of ``url`` opens within ``timeout`` seconds.
+
+    Args:
+        url: Any ``http(s)://host[:port]/...`` address.
+        timeout: Connection timeout in seconds.
+
+    Returns:
+        True if the connection opened.
+    """
+    parsed = urlparse(url)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
     try:
-        with socket.create_connection((url.hostname, port), timeout=timeout):
+        with socket.create_connection((parsed.hostname, port), timeout=timeout):
             return True
     except OSError:
         return False

@@ -26,7 +26,7 @@ _TEMPLATE = """---
 
 # {{ model_name }}
 
-A text classifier ({{ labels | join(", ") }}) fine-tuned from `{{ base_model }}` with
+A{{ "n" if modality == "image" else "" }} {{ modality }} classifier ({{ labels | join(", ") }}) {{ "trained" if modality == "image" else "fine-tuned" }} from `{{ base_model }}` with
 nlp_transfer on {{ dataset_text }}.
 
 ## Transfer strategy
@@ -73,6 +73,8 @@ _HYPERPARAMETERS = (
     "warmup_ratio",
     "lr_scheduler_type",
     "max_seq_length",
+    "image_size",
+    "augment",
     "max_grad_norm",
     "class_weights",
     "sampling",
@@ -84,27 +86,39 @@ def _fmt(value: object) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def build_model_card(metrics: dict, config: object, label_names: list[str]) -> ModelCard:
-    """A :class:`huggingface_hub.ModelCard` for a finished text-classification run.
+def build_model_card(
+    metrics: dict, config: object, label_names: list[str], modality: str = "text"
+) -> ModelCard:
+    """A :class:`huggingface_hub.ModelCard` for a finished classification run.
 
     Args:
         metrics: What the run wrote to ``metrics.json``.
-        config: The run's :class:`~nlp_transfer.config.TextClassificationConfig`.
+        config: The run's :class:`~nlp_transfer.config.TextClassificationConfig` or
+            :class:`~nlp_transfer.vision.config.ImageClassificationConfig`.
         label_names: Label names in id order.
+        modality: ``text`` (a transformers model) or ``image`` (a torchvision ResNet saved by
+            :mod:`nlp_transfer.vision`).
 
     Returns:
         The card (``card.save(path)`` writes it; ``card.data`` is the metadata).
     """
     base_model = metrics.get("model_name") or DEFAULT_MODEL_NAME
-    hub_like = "/" in base_model and not Path(base_model).expanduser().exists()
+    hub_like = (
+        modality == "text" and "/" in base_model and not Path(base_model).expanduser().exists()
+    )
     dataset = getattr(config, "dataset_name", None)
     builtin = BUILTIN_DATASETS.get(dataset) if dataset else None
+    data_description = (metrics.get("data") or {}).get("description")
     if builtin is not None:
         dataset_text = f"the built-in `{dataset}` dataset ({builtin.description})"
+    elif data_description:
+        dataset_text = data_description
     elif dataset:
         dataset_text = f"the `{dataset}` dataset"
     else:
-        dataset_text = f"`{Path(getattr(config, 'train_file', '') or 'user data').name}`"
+        user_data = getattr(config, "train_file", None) or getattr(config, "train_dir", None)
+        dataset_text = f"`{Path(user_data or 'user data').name}`"
+    task = f"{modality}-classification"
     model_name = Path(metrics.get("output_dir", "model")).name
     test = metrics["test"]
     binary = len(label_names) == 2
@@ -115,7 +129,7 @@ def build_model_card(metrics: dict, config: object, label_names: list[str]) -> M
     )
     eval_results = [
         EvalResult(
-            task_type="text-classification",
+            task_type=task,
             dataset_type=dataset or "custom",
             dataset_name=dataset or "custom",
             dataset_split="test",
@@ -130,11 +144,12 @@ def build_model_card(metrics: dict, config: object, label_names: list[str]) -> M
         model_name=model_name,
         base_model=base_model if hub_like else None,
         datasets=[dataset] if dataset else None,
-        library_name="transformers",
-        pipeline_tag="text-classification",
+        library_name="transformers" if modality == "text" else "pytorch",
+        pipeline_tag=task,
         license=KNOWN_MODEL_LICENSES.get(base_model),
         metrics=["accuracy", "f1"],
-        tags=["nlp_transfer", "text-classification", "transfer-learning"],
+        tags=["nlp_transfer", task, "transfer-learning"]
+        + (["torchvision", "resnet"] if modality == "image" else []),
         eval_results=eval_results,
     )
     results = [(f"fine-tuned `{base_model}`", [_fmt(test.get(k)) for k in metric_keys])]
@@ -149,17 +164,24 @@ def build_model_card(metrics: dict, config: object, label_names: list[str]) -> M
     parameters = metrics.get("parameters", {})
     environment = metrics.get("environment", {})
     feature = strategy.get("name") == "feature_extraction"
-    usage = (
-        f'from nlp_transfer import predict\n\npredict("{model_name}", ["an example text"])'
-        if feature
-        else "from transformers import pipeline\n\n"
-        f'classify = pipeline("text-classification", model="{model_name}")\n'
-        'classify("an example text")'
-    )
+    if modality == "image":
+        usage = (
+            "from nlp_transfer.vision import predict_images\n\n"
+            f'predict_images("{model_name}", ["photo.png"])'
+        )
+    elif feature:
+        usage = f'from nlp_transfer import predict\n\npredict("{model_name}", ["an example text"])'
+    else:
+        usage = (
+            "from transformers import pipeline\n\n"
+            f'classify = pipeline("text-classification", model="{model_name}")\n'
+            'classify("an example text")'
+        )
     return ModelCard.from_template(
         card_data,
         template_str=_TEMPLATE,
         model_name=model_name,
+        modality=modality,
         labels=label_names,
         base_model=base_model,
         dataset_text=dataset_text,
@@ -184,9 +206,13 @@ def build_model_card(metrics: dict, config: object, label_names: list[str]) -> M
 
 
 def write_model_card(
-    output_dir: str | os.PathLike, metrics: dict, config: object, label_names: list[str]
+    output_dir: str | os.PathLike,
+    metrics: dict,
+    config: object,
+    label_names: list[str],
+    modality: str = "text",
 ) -> Path:
     """Write ``output_dir/README.md`` (see :func:`build_model_card`); returns its path."""
     path = Path(output_dir).expanduser() / "README.md"
-    build_model_card(metrics, config, label_names).save(path)
+    build_model_card(metrics, config, label_names, modality).save(path)
     return path

@@ -1,8 +1,9 @@
-"""The text tasks the recipes and ``nlp-transfer train --task`` run: their config defaults.
+"""The tasks the recipes and ``nlp-transfer train --task`` run: their config defaults.
 
-A task is a :class:`~nlp_transfer.config.TextClassificationConfig` subclass that changes
+A text task is a :class:`~nlp_transfer.config.TextClassificationConfig` subclass that changes
 defaults only, so ``accelerate launch recipes/spam.py`` and ``nlp-transfer train --task spam``
-parse the same flags into the same config and train the same model.
+parse the same flags into the same config and train the same model. The ``image`` task is the
+image recipe's :class:`~nlp_transfer.vision.config.ImageClassificationConfig` and its run.
 """
 
 from __future__ import annotations
@@ -59,3 +60,26 @@ TEXT_TASKS: dict[str, tuple[type[TextClassificationConfig], str]] = {
     "sentiment": (SentimentConfig, "sentiment"),
     "spam": (SpamConfig, "spam"),
 }
+
+
+def run_task(name: str, config) -> dict:
+    """Run task ``name`` (a key of :data:`TASKS`) with its parsed config; returns its metrics."""
+    if name == "image":
+        from .vision.experiment import run_image_task
+
+        return run_image_task(config)
+    from .text_classification import run_text_classification
+
+    return run_text_classification(config, task_name=TEXT_TASKS[name][1])
+
+
+def task_config_class(name: str) -> type:
+    """The config dataclass of task ``name``."""
+    if name == "image":
+        from .vision.config import ImageClassificationConfig
+
+        return ImageClassificationConfig
+    return TEXT_TASKS[name][0]
+
+
+TASKS = (*TEXT_TASKS, "image")

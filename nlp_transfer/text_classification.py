@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,17 +36,16 @@ from .model_card import write_model_card
 from .models.blocks import get_block_view
 from .models.text import DEFAULT_MODEL_NAME, build_text_classifier, resolve_model_path
 from .plots import write_report_plots
-from .training.checkpoint import Checkpointer, resolve_resume_path
 from .training.imbalance import class_weights_from_spec, cross_entropy_loss
 from .training.loop import (
     FitResult,
-    adamw,
     create_optimizer,
     create_scheduler,
     fit,
     predict_logits,
 )
 from .training.outputs import format_summary, run_metrics, save_run
+from .training.run import TrainOutcome, resume_path, train_and_predict
 from .training.setup import build_accelerator, check_output_dir
 from .transfer.cache import (
     CACHE_DTYPES,
@@ -70,9 +68,6 @@ from .transfer.features import (
     sklearn_logits,
 )
 from .transfer.freeze import FreezeReport, freeze_encoder_layers
-from .transfer.gradual import GradualUnfreezer
-from .transfer.l2sp import L2SPRegularizer
-from .transfer.lr import describe_lrs, layerwise_lr_param_groups
 
 logger = get_logger(__name__)
 
@@ -110,35 +105,6 @@ def load_data(config: TextClassificationConfig) -> DatasetDict:
     sizes = ", ".join(f"{s} {len(d):,}" for s, d in dataset.items())
     logger.info(f"Data: {sizes}; labels {dataset['train'].features['label'].names}")
     return dataset
-
-
-@dataclass
-class TrainOutcome:
-    """Result of :func:`train_text_classifier`.
-
-    Attributes:
-        model: The prepared model, holding the best epoch's weights.
-        fit: Training history.
-        validation: ``(logits (n, C), labels (n,))`` of the validation split, final model;
-            None when nothing needs them (they are computed for threshold tuning).
-        test: ``(logits, labels)`` of the test split.
-    """
-
-    model: nn.Module
-    fit: FitResult
-    validation: tuple[np.ndarray, np.ndarray] | None
-    test: tuple[np.ndarray, np.ndarray]
-
-
-def resume_path(config: TextClassificationConfig) -> Path | None:
-    """The checkpoint ``--resume_from_checkpoint`` names (``latest`` resolved), or None.
-
-    Raises:
-        FileNotFoundError: No such (complete) checkpoint.
-    """
-    if not config.resume_from_checkpoint:
-        return None
-    return resolve_resume_path(config.output_dir, config.resume_from_checkpoint)
 
 
 def _class_weights(dataset: DatasetDict, config: TextClassificationConfig) -> torch.Tensor | None:
@@ -289,65 +255,20 @@ def train_text_classifier(
     label_names = dataset["train"].features["label"].names
     weights = _class_weights(dataset, config)
     loaders = _dataloaders(dataset, tokenizer, accelerator, config, model=model)
-    unfreezer = None
-    if config.gradual_unfreezing:  # made before the optimizer, which must hold every block
-        unfreezer = GradualUnfreezer(model, config.unfreeze_every_n_steps)
-    optimizer, regularizer = build_optimizer(model, config)
-    scheduler = create_scheduler(
-        optimizer,
-        num_batches_per_epoch=len(loaders["train"]),
-        num_train_epochs=config.num_train_epochs,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        warmup_ratio=config.warmup_ratio,
-        lr_scheduler_type=config.lr_scheduler_type,
-    )
-    trained = model
+    cached = None
     if use_prefix_cache(config):  # from here on the frozen prefix does no work
-        model = CachedPrefixModel(model, config.freeze_layers)
-    model, optimizer, scheduler, train_dl, val_dl, test_dl = accelerator.prepare(
-        model, optimizer, scheduler, loaders["train"], loaders["validation"], loaders["test"]
-    )
-    if unfreezer is not None:  # after prepare: DDP must register every block it will train
-        unfreezer.start()
-        stage = (
-            "epoch"
-            if not config.unfreeze_every_n_steps
-            else f"{config.unfreeze_every_n_steps} steps"
-        )
-        logger.info(
-            f"Gradual unfreezing: the head trains alone first, then one more block from the top "
-            f"every {stage} ({unfreezer.num_stages} stages)"
-        )
-    result = fit(
+        cached = CachedPrefixModel(model, config.freeze_layers)
+    return train_and_predict(
         model,
-        optimizer,
-        scheduler,
-        train_dl,
-        val_dl,
+        loaders,
         accelerator,
-        num_train_epochs=config.num_train_epochs,
+        config,
         compute_metrics=_metrics_fn(label_names, config),
-        metric_for_best_model=config.metric_for_best_model,
-        load_best_model_at_end=config.load_best_model_at_end,
-        max_grad_norm=config.max_grad_norm,
         loss_fn=cross_entropy_loss(weights),
-        regularizer=regularizer,
-        logging_steps=config.logging_steps,
-        unfreezer=unfreezer,
-        checkpointer=Checkpointer(
-            config.output_dir, config.save_strategy, config.save_steps, config.save_total_limit
-        ),
-        resume_from_checkpoint=resume_path(config),
-        early_stopping_patience=config.early_stopping_patience,
+        cached=cached,
+        # only threshold tuning needs the final model's validation predictions
+        predict_validation=config.tune_decision_threshold and len(label_names) == 2,
     )
-    validation = None  # only threshold tuning needs the final model's validation predictions
-    if config.tune_decision_threshold and len(label_names) == 2:
-        validation = predict_logits(model, val_dl, accelerator, desc="Validation")
-    test = predict_logits(model, test_dl, accelerator, desc="Test")
-    if isinstance(accelerator.unwrap_model(model), CachedPrefixModel):
-        accelerator.unwrap_model(model).disable()  # the model computes its prefix again
-        model = trained  # what is saved: the plain model, holding the trained weights
-    return TrainOutcome(model=model, fit=result, validation=validation, test=test)
 
 
 FEATURE_HEAD_LEARNING_RATE = 1e-3
@@ -517,37 +438,6 @@ def train_feature_extractor(
         total_params=int(encoder_params + trainable),
     )
     return TrainOutcome(model=classifier, fit=result, validation=validation, test=test), report
-
-
-def build_optimizer(
-    model: nn.Module, config: TextClassificationConfig
-) -> tuple[torch.optim.Optimizer, L2SPRegularizer | None]:
-    """AdamW with the run's learning-rate strategy, and the L2-SP penalty when asked for.
-
-    Plain AdamW over trainable parameters unless ``--layer_lr_decay``, ``--head_learning_rate``
-    or ``--l2sp_alpha`` ask for per-block groups (which need a supported block layout).
-    Logs the learning rate of every block.
-    """
-    strategy = config.layer_lr_decay != 1.0 or config.head_learning_rate or config.l2sp_alpha > 0
-    if not strategy:
-        return create_optimizer(model, config.learning_rate, config.weight_decay), None
-    regularizer = None
-    if config.l2sp_alpha > 0:
-        regularizer = L2SPRegularizer(model, config.l2sp_alpha, config.l2sp_beta)
-        logger.info(
-            f"L2-SP: alpha {config.l2sp_alpha} on {len(regularizer.pretrained)} pretrained tensors, "
-            f"beta {config.l2sp_beta} on {len(regularizer.new_params)} new-head tensors (no weight decay there)"
-        )
-    groups = layerwise_lr_param_groups(
-        model,
-        config.learning_rate,
-        layer_lr_decay=config.layer_lr_decay,
-        head_learning_rate=config.head_learning_rate,
-        weight_decay=config.weight_decay,
-        no_decay_for=regularizer.parameter_ids if regularizer else None,
-    )
-    logger.info(f"Learning rate per block: {describe_lrs(groups)}")
-    return adamw(groups, config.learning_rate), regularizer
 
 
 def choose_decision_threshold(

@@ -102,3 +102,20 @@ def toy_csv(tmp_path) -> Path:
     path = tmp_path / "toy.csv"
     toy_sentiment_frame().to_csv(path, index=False)
     return path
+
+
+def write_image_folder(root: Path, per_class: int = 8, size: int = 16, seed: int = 0) -> Path:
+    """An ImageFolder of two learnable classes: horizontal vs vertical stripes, with noise (PNG)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    stripes = (np.arange(size) // 2 % 2 * 200).astype(np.float64)
+    for name, pattern in (("stripes_h", stripes[:, None]), ("stripes_v", stripes[None, :])):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            pixels = np.broadcast_to(pattern, (size, size)) + rng.normal(0, 30, (size, size))
+            image = np.clip(pixels, 0, 255).astype(np.uint8)
+            rgb = np.stack([image, image[::-1], image], axis=-1) if i % 2 else image
+            Image.fromarray(rgb).save(root / name / f"{i}.png")
+    return root

@@ -22,17 +22,22 @@ class BlockLayout:
     """Where a family keeps its blocks, as attribute paths from the task model.
 
     Attributes:
-        embeddings: Paths making up the bottom block (e.g. token embeddings and a projection).
-        layers: Path of the ``nn.ModuleList`` of encoder layers; each becomes one block.
+        embeddings: Paths making up the bottom block (e.g. token embeddings and a projection,
+            or a ResNet's stem ``conv1``, ``bn1``).
+        layers: Path of the ``nn.ModuleList`` of encoder layers, each one block named
+            ``layer_<i>``; or a tuple of paths, each one block named by its path (a ResNet's
+            ``layer1`` ... ``layer4``).
         head: Paths of the task head (pooler, classifier...), trained in every strategy.
         new: The part of ``head`` that is newly initialised for the task (not pretrained):
             L2-SP pulls pretrained weights towards their start and these towards zero.
+        bottom_name: Name of the bottom block (``embeddings``, ``stem``).
     """
 
     embeddings: tuple[str, ...]
-    layers: str
+    layers: str | tuple[str, ...]
     head: tuple[str, ...]
     new: tuple[str, ...] = ("classifier",)
+    bottom_name: str = "embeddings"
 
 
 TEXT_LAYOUTS: dict[str, BlockLayout] = {
@@ -50,6 +55,18 @@ TEXT_LAYOUTS: dict[str, BlockLayout] = {
         ("electra.embeddings", "electra.embeddings_project"),
         "electra.encoder.layer",
         ("classifier",),
+    ),
+}
+
+# torchvision models have no ``config.model_type``: their layout is found by class (and base
+# class) name, so a user's own ``torchvision.models.resnet50()`` has a block view too.
+CLASS_LAYOUTS: dict[str, BlockLayout] = {
+    "ResNet": BlockLayout(
+        ("conv1", "bn1"),
+        ("layer1", "layer2", "layer3", "layer4"),
+        ("fc",),
+        new=("fc",),
+        bottom_name="stem",
     ),
 }
 
@@ -107,13 +124,20 @@ def block_view_from_layout(model: nn.Module, layout: BlockLayout) -> BlockView:
     Raises:
         ValueError: If a path is missing, or a parameter is in no block/head or in two.
     """
-    layers = _get(model, layout.layers)
-    if layers is None:
-        raise ValueError(f"{type(model).__name__} has no {layout.layers}")
+    if isinstance(layout.layers, str):
+        layers = _get(model, layout.layers)
+        if layers is None:
+            raise ValueError(f"{type(model).__name__} has no {layout.layers}")
+        named = [(f"layer_{i}", layer) for i, layer in enumerate(layers)]
+    else:
+        named = [(path, _get(model, path)) for path in layout.layers]
+        missing = [path for path, layer in named if layer is None]
+        if missing:
+            raise ValueError(f"{type(model).__name__} has no {', '.join(missing)}")
     embeddings = [m for m in (_get(model, p) for p in layout.embeddings) if m is not None]
     head = [m for m in (_get(model, p) for p in layout.head) if m is not None]
-    blocks = [Block("embeddings", embeddings)] + [
-        Block(f"layer_{i}", [layer]) for i, layer in enumerate(layers)
+    blocks = [Block(layout.bottom_name, embeddings)] + [
+        Block(name, [layer]) for name, layer in named
     ]
     new = [m for m in (_get(model, p) for p in layout.new) if m is not None]
     view = BlockView(blocks=blocks, head=Block("head", head), new=Block("new", new))
@@ -140,10 +164,12 @@ def get_block_view(model: nn.Module) -> BlockView:
     """Return the block view of a supported model.
 
     Supported: Hugging Face BERT, RoBERTa (and XLM-R, CamemBERT), DistilBERT and ELECTRA
-    sequence-classification models.
+    sequence-classification models (by ``config.model_type``), and torchvision ResNets (by
+    class, subclasses included): ``[stem, layer1, layer2, layer3, layer4]`` + ``fc``.
 
     Args:
-        model: The task model (e.g. from ``AutoModelForSequenceClassification``).
+        model: The task model (e.g. from ``AutoModelForSequenceClassification``, or
+            :func:`~nlp_transfer.vision.models.build_image_classifier`).
 
     Returns:
         Its :class:`BlockView`.
@@ -154,9 +180,15 @@ def get_block_view(model: nn.Module) -> BlockView:
     model_type = model_type_of(model)
     layout = TEXT_LAYOUTS.get(model_type)
     if layout is None:
+        layout = next(
+            (CLASS_LAYOUTS[c.__name__] for c in type(model).__mro__ if c.__name__ in CLASS_LAYOUTS),
+            None,
+        )
+    if layout is None:
         raise ValueError(
             f"No block layout for model type {model_type!r}; supported: "
-            f"{', '.join(sorted(TEXT_LAYOUTS))}. Use --freeze_layers 0 (full fine-tuning) or "
-            "add a BlockLayout to nlp_transfer.models.blocks.TEXT_LAYOUTS."
+            f"{', '.join(sorted(TEXT_LAYOUTS))}, and torchvision {', '.join(CLASS_LAYOUTS)}. "
+            "Use --freeze_layers 0 (full fine-tuning) or add a BlockLayout to "
+            "nlp_transfer.models.blocks.TEXT_LAYOUTS."
         )
     return block_view_from_layout(model, layout)

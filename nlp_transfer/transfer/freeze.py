@@ -83,10 +83,11 @@ def freeze_encoder_layers(model: nn.Module, num_layers: int) -> FreezeReport:
 
     ``num_layers=0`` is full fine-tuning (nothing frozen); ``num_layers=L`` (all layers) leaves
     only the head to train. In block terms this freezes ``num_layers + 1`` blocks when
-    ``num_layers > 0``.
+    ``num_layers > 0``. For a ResNet the layers are its stages: ``--freeze_layers 2`` freezes
+    the stem, ``layer1`` and ``layer2``.
 
     Args:
-        model: A BERT-family classification model.
+        model: A BERT-family classification model or a torchvision ResNet.
         num_layers: Number of encoder layers to freeze, ``0 <= num_layers <= L``.
 
     Returns:

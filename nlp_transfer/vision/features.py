@@ -1,0 +1,160 @@
+"""Feature extraction for ResNets: pooled ``layer4`` features computed once, a head fitted on them.
+
+The head becomes the model's ``fc`` (a fitted logistic regression is turned into the equivalent
+linear layer), so the saved model is a plain
+:class:`~nlp_transfer.vision.models.ResNetClassifier` that predicts and exports like any other.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from torch.utils.data import DataLoader
+
+from ..metrics import classification_metrics
+from ..models.blocks import get_block_view
+from ..training.loop import FitResult
+from ..training.run import TrainOutcome, train_and_predict
+from ..transfer.features import FeatureDataset, FeatureHead, default_sklearn_head
+from ..transfer.freeze import FreezeReport, count_parameters
+from .config import ImageClassificationConfig
+from .data import ImageData
+from .models import ResNetClassifier
+from .prefix import compute_block_outputs
+from .transforms import ImageCollator, image_dataloaders
+
+FEATURE_HEAD_LEARNING_RATE = 1e-3
+
+
+def metrics_fn(label_names: list[str]):
+    """``(labels, logits) -> classification_metrics(...)`` for the loop."""
+
+    def compute_metrics(labels, logits):
+        return classification_metrics(labels, logits, label_names)
+
+    return compute_metrics
+
+
+def plain_loader(dataset, collator, config: ImageClassificationConfig) -> DataLoader:
+    """An unshuffled evaluation-size DataLoader (for computing frozen outputs once)."""
+    return DataLoader(
+        dataset,
+        batch_size=config.per_device_eval_batch_size,
+        collate_fn=collator,
+        num_workers=config.dataloader_num_workers,
+    )
+
+
+def linear_from_logistic_regression(estimator, num_labels: int) -> torch.nn.Linear:
+    """The ``nn.Linear`` whose softmax is a fitted ``LogisticRegression``'s ``predict_proba``.
+
+    Multinomial: ``W = coef_``, ``b = intercept_``. Binary (one row of coefficients ``w``):
+    logits ``(0, x.w + b)``, whose softmax is ``(1 - sigmoid(z), sigmoid(z))``.
+    """
+    coef = torch.as_tensor(estimator.coef_, dtype=torch.float32)
+    intercept = torch.as_tensor(estimator.intercept_, dtype=torch.float32)
+    if coef.shape[0] == 1 and num_labels == 2:
+        coef = torch.cat([torch.zeros_like(coef), coef])
+        intercept = torch.cat([torch.zeros_like(intercept), intercept])
+    layer = torch.nn.Linear(coef.shape[1], num_labels)
+    with torch.no_grad():
+        layer.weight.copy_(coef)
+        layer.bias.copy_(intercept)
+    return layer
+
+
+def _sklearn_head(model, features, accelerator, config, extract_s: float) -> TrainOutcome:
+    """Fit ``LogisticRegression`` on the training features and make it the model's ``fc``."""
+    (x_train, y_train), (x_test, y_test) = features["train"], features["test"]
+    start = time.perf_counter()
+    estimator = default_sklearn_head(config.seed).fit(x_train.numpy(), y_train.numpy())
+    runtime = extract_s + time.perf_counter() - start
+    model.fc = linear_from_logistic_regression(estimator, model.config.num_labels)
+    model.fc.to(accelerator.device)
+    with torch.no_grad():
+        logits = model.fc(x_test.to(accelerator.device)).float().cpu().numpy()
+    result = FitResult(
+        train_runtime_s=runtime, train_samples_per_second=len(y_train) / max(runtime, 1e-9)
+    )
+    return TrainOutcome(model, result, None, (logits, y_test.numpy()))
+
+
+def _torch_head(model, features, accelerator, config, label_names) -> TrainOutcome:
+    """Train a ``linear``/``mlp`` :class:`FeatureHead` with the shared loop; it becomes ``fc``."""
+    x_train = features["train"][0]
+    head = FeatureHead(x_train.shape[1], model.config.num_labels, config.feature_extraction)
+    loaders = image_dataloaders(
+        {s: FeatureDataset(x.numpy(), y.numpy()) for s, (x, y) in features.items()},
+        dict.fromkeys(features),
+        per_device_train_batch_size=config.per_device_train_batch_size,
+        per_device_eval_batch_size=config.per_device_eval_batch_size,
+        seed=config.seed,
+    )
+    head_config = dataclasses.replace(
+        config,
+        learning_rate=config.head_learning_rate or FEATURE_HEAD_LEARNING_RATE,
+        head_learning_rate=None,
+        save_strategy="no",
+    )
+    outcome = train_and_predict(
+        head,
+        loaders,
+        accelerator,
+        head_config,
+        compute_metrics=metrics_fn(label_names),
+        loss_fn=F.cross_entropy,
+    )
+    head = accelerator.unwrap_model(outcome.model)
+    model.fc = head.net if head.kind == "linear" else head
+    model.config.head = head.kind
+    outcome.model = model
+    return outcome
+
+
+def train_image_feature_head(
+    model: ResNetClassifier,
+    data: ImageData,
+    accelerator: Accelerator,
+    config: ImageClassificationConfig,
+) -> tuple[TrainOutcome, FreezeReport]:
+    """Feature extraction: features of every split computed once, then a head fitted on them.
+
+    ``--feature_extraction linear|mlp`` trains a torch head for ``num_train_epochs`` at
+    ``--head_learning_rate`` (default 1e-3); ``logistic_regression`` fits scikit-learn's.
+    ``train_runtime_s`` counts the training split's features and the head's fit.
+
+    Returns:
+        ``(outcome, report)``; ``outcome.model`` is the whole classifier, its new ``fc`` in place.
+    """
+    mc = model.config
+    collator = ImageCollator(mc.image_size, mc.mean, mc.std)
+    model.to(accelerator.device)
+    features, extract_s = {}, {}
+    for split, dataset in data.splits.items():
+        start = time.perf_counter()
+        features[split] = compute_block_outputs(
+            model,
+            plain_loader(dataset, collator, config),
+            accelerator,
+            num_blocks=5,
+            pooled=True,
+            dtype=torch.float32,
+            desc=f"Features ({split})",
+        )
+        extract_s[split] = time.perf_counter() - start
+    if config.feature_extraction == "logistic_regression":
+        outcome = _sklearn_head(model, features, accelerator, config, extract_s["train"])
+    else:
+        outcome = _torch_head(model, features, accelerator, config, list(data.label_names))
+        outcome.fit.train_runtime_s += extract_s["train"]
+    report = FreezeReport(
+        frozen_blocks=[b.name for b in get_block_view(model).blocks],
+        trainable_blocks=["head"],
+        trainable_params=sum(p.numel() for p in model.fc.parameters()),
+        total_params=count_parameters(model)[1],
+    )
+    return outcome, report

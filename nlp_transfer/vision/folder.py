@@ -1,0 +1,211 @@
+"""ImageFolder layouts: ``<root>/<class>/*.png``, checked file by file before any training.
+
+Like ``torchvision.datasets.ImageFolder`` (class = sub-folder name, classes sorted, files found
+recursively), but every file is decoded once, up front: a file that is not an image, or an image
+that cannot be decoded, is reported by name, and either skipped with a count in the log
+(``--bad_images skip``, the default) or stops the run (``--bad_images error``), instead of
+crashing mid-epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torchvision.datasets.folder import IMG_EXTENSIONS
+from torchvision.transforms.v2 import functional as TF
+from tqdm.auto import tqdm
+
+from .datasets import ImageDataset
+
+logger = logging.getLogger(__name__)
+
+BAD_IMAGE_CHOICES = ("skip", "error")
+SPLIT_FOLDERS = {
+    "train": ("train",),
+    "validation": ("val", "validation", "valid"),
+    "test": ("test",),
+}
+
+
+def find_split_dirs(
+    train_dir: str | os.PathLike,
+    validation_dir: str | os.PathLike | None = None,
+    test_dir: str | os.PathLike | None = None,
+) -> dict[str, Path]:
+    """The folders of each split.
+
+    ``train_dir`` is either a folder of class folders, or a folder holding ``train/`` (and
+    optionally ``val/`` or ``validation/``, and ``test/``). Explicit ``validation_dir`` and
+    ``test_dir`` take precedence. Splits without a folder are split off the training data later.
+
+    Raises:
+        FileNotFoundError: A given folder does not exist.
+    """
+    root = Path(train_dir).expanduser()
+    for flag, value in (
+        ("--train_dir", root),
+        ("--validation_dir", validation_dir),
+        ("--test_dir", test_dir),
+    ):
+        if value is not None and not Path(value).expanduser().is_dir():
+            raise FileNotFoundError(f"{flag} {value}: no such directory.")
+    dirs = {"train": root}
+    if (root / "train").is_dir():
+        for split, names in SPLIT_FOLDERS.items():
+            found = next((root / n for n in names if (root / n).is_dir()), None)
+            if found is not None:
+                dirs[split] = found
+    if validation_dir is not None:
+        dirs["validation"] = Path(validation_dir).expanduser()
+    if test_dir is not None:
+        dirs["test"] = Path(test_dir).expanduser()
+    return dirs
+
+
+def scan_image_folder(
+    root: Path, class_names: list[str] | None = None, bad_images: str = "skip"
+) -> tuple[list[Path], list[int], list[str]]:
+    """List ``<root>/<class>/**`` image files with their label ids.
+
+    Args:
+        root: The split's folder.
+        class_names: The training split's classes (for validation/test); None: this folder's.
+        bad_images: What to do with files that are not images: ``skip`` (logged with a count)
+            or ``error``.
+
+    Returns:
+        ``(paths, label_ids, class_names)``.
+
+    Raises:
+        ValueError: No class folders; a class folder unknown to the training split; a file that
+            is not an image under ``bad_images="error"``; a class left without images.
+    """
+    found = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not found:
+        raise ValueError(
+            f"{root} has no class folders: expected {root}/<class name>/<image files>, one "
+            "folder per class (e.g. train/cat/1.png, train/dog/2.png)."
+        )
+    names = found if class_names is None else class_names
+    unknown = sorted(set(found) - set(names))
+    if unknown:
+        raise ValueError(
+            f"{root} has class folder(s) {unknown} that the training data does not have "
+            f"(classes: {names}); rename or remove them."
+        )
+    paths, labels, not_images = [], [], []
+    for label, name in enumerate(names):
+        folder = root / name
+        files = sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
+        for p in files:
+            if p.suffix.lower() in IMG_EXTENSIONS:
+                paths.append(p)
+                labels.append(label)
+            else:
+                not_images.append(p)
+    if not_images:
+        if bad_images == "error":
+            raise ValueError(
+                f"{not_images[0]} is not an image file (extension {not_images[0].suffix!r}; "
+                f"images end in {', '.join(IMG_EXTENSIONS)}). Remove it from {root}, or pass "
+                "--bad_images skip to skip such files (with a count in the log)."
+            )
+        shown = ", ".join(str(p) for p in not_images[:3])
+        logger.warning(
+            f"Skipped {len(not_images)} file(s) in {root} that are not images (by extension): "
+            f"{shown}{', ...' if len(not_images) > 3 else ''}. Pass --bad_images error to stop "
+            "on such files instead."
+        )
+    return paths, labels, list(names)
+
+
+def decode_image(path: Path, image_size: int, resize_size: int | None = None) -> torch.Tensor:
+    """Decode one file to a ``(3, image_size, image_size)`` uint8 RGB tensor.
+
+    EXIF orientation is applied, the shorter side is resized to ``resize_size`` (default
+    ``image_size``, bilinear with antialiasing) and the centre ``image_size`` square is kept,
+    as torchvision's classification presets do.
+
+    Raises:
+        OSError, ValueError, SyntaxError: The file cannot be decoded (PIL's errors).
+    """
+    with Image.open(path) as image:
+        image.load()
+        rgb = ImageOps.exif_transpose(image).convert("RGB")
+    resized = TF.resize(rgb, [resize_size or image_size], antialias=True)
+    return TF.pil_to_tensor(TF.center_crop(resized, [image_size, image_size]))
+
+
+def load_image_folder(
+    root: Path,
+    *,
+    image_size: int,
+    resize_size: int | None = None,
+    class_names: list[str] | None = None,
+    bad_images: str = "skip",
+    disable_progress: bool = False,
+) -> tuple[ImageDataset, list[str]]:
+    """Decode every image of an ImageFolder split (see :func:`scan_image_folder`).
+
+    Args:
+        root: The split's folder.
+        image_size: Side of the square images kept, pixels.
+        resize_size: Shorter side before the centre crop; default ``image_size``.
+        class_names: The training split's classes, for validation/test folders.
+        bad_images: ``skip`` (count and names logged) or ``error`` for files that are not
+            images or cannot be decoded.
+        disable_progress: Hide the progress bar.
+
+    Returns:
+        ``(dataset, class_names)``; the dataset keeps each image's path.
+
+    Raises:
+        ValueError: See :func:`scan_image_folder`; an undecodable image under
+            ``bad_images="error"``; a class with no usable image.
+    """
+    paths, labels, names = scan_image_folder(root, class_names, bad_images)
+    images, kept, failed = [], [], []
+    for path, label in tqdm(
+        list(zip(paths, labels, strict=True)),
+        desc=f"Decoding {root.name}",
+        leave=False,
+        disable=disable_progress,
+    ):
+        try:
+            images.append(decode_image(path, image_size, resize_size))
+        except (
+            OSError,
+            ValueError,
+            SyntaxError,
+            UnidentifiedImageError,
+            Image.DecompressionBombError,
+        ) as err:
+            if bad_images == "error":
+                raise ValueError(
+                    f"Cannot decode image {path}: {err}. Delete or re-export the file, or pass "
+                    "--bad_images skip to skip undecodable images (with a count in the log)."
+                ) from err
+            failed.append((path, err))
+            continue
+        kept.append(label)
+    if failed:
+        shown = "; ".join(f"{p} ({type(e).__name__}: {e})" for p, e in failed[:3])
+        logger.warning(
+            f"Skipped {len(failed)} image(s) in {root} that cannot be decoded: {shown}"
+            f"{'; ...' if len(failed) > 3 else ''}. Pass --bad_images error to stop on them instead."
+        )
+    counts = np.bincount(np.asarray(kept, dtype=np.int64), minlength=len(names))
+    empty = [names[i] for i in np.flatnonzero(counts == 0)]
+    if class_names is None and empty:
+        raise ValueError(f"{root}: class folder(s) {empty} hold no usable image.")
+    if not images:
+        raise ValueError(f"{root}: no usable image.")
+    bad = {f for f, _ in failed}
+    good_paths = [str(p) for p in paths if p not in bad]
+    dataset = ImageDataset(torch.stack(images), torch.tensor(kept, dtype=torch.int64), good_paths)
+    return dataset, names

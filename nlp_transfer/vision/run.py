@@ -1,0 +1,313 @@
+"""Image classification end to end: the steps of every image run, and the Python API.
+
+    from nlp_transfer.vision import ImageClassificationConfig, run_image_classification
+
+    metrics = run_image_classification(ImageClassificationConfig(
+        train_dir="photos/", weights="IMAGENET1K_V1", freeze_layers=3,
+        output_dir="outputs/photos"))
+
+The same shared pieces as text: the block view and transfer strategies, the one training loop
+(:func:`~nlp_transfer.training.run.train_and_predict`), checkpoints, metrics, report plots,
+outputs and model cards.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+
+from ..metrics import classification_metrics, cross_entropy
+from ..model_card import write_model_card
+from ..models.blocks import get_block_view
+from ..plots import write_report_plots
+from ..training.outputs import format_summary, run_metrics, save_run
+from ..training.run import TrainOutcome, resume_path, train_and_predict
+from ..training.setup import build_accelerator, check_output_dir
+from ..transfer.cache import CACHE_DTYPES
+from ..transfer.freeze import FreezeReport, freeze_encoder_layers
+from .config import ImageClassificationConfig
+from .data import ImageData, load_image_data
+from .features import metrics_fn, plain_loader, train_image_feature_head
+from .models import ImageModelConfig, ResNetClassifier
+from .prefix import CachedPrefixResNet, TensorDictDataset, compute_block_outputs
+from .transforms import ImageCollator, channel_stats, image_dataloaders
+from .weights import InitialWeights, apply_initial_weights, load_initial_weights
+
+logger = logging.getLogger(__name__)
+
+
+def build_model(
+    config: ImageClassificationConfig, weights: InitialWeights, data: ImageData
+) -> ResNetClassifier:
+    """The classifier for ``data``'s classes: architecture, input size, normalisation, weights.
+
+    The input size is ``--image_size``, else the weights' (torchvision preset or saved model),
+    else the data's own; the normalisation is the weights' (preset or saved model) or, from
+    scratch, the training images' channel statistics.
+    """
+    saved = weights.config
+    image_size = (
+        config.image_size
+        or weights.image_size
+        or (saved.image_size if saved else None)
+        or data.native_size
+    )
+    if weights.mean is not None:
+        mean, std = weights.mean, weights.std
+    elif saved is not None:
+        mean, std = saved.mean, saved.std
+    else:
+        mean, std = channel_stats(data.splits["train"].images)
+    model_config = ImageModelConfig(
+        architecture=config.architecture,
+        label_names=list(data.label_names),
+        image_size=image_size,
+        mean=list(mean),
+        std=list(std),
+        stem_maxpool=config.resolved_stem_maxpool(
+            image_size, saved.stem_maxpool if saved else None
+        ),
+        resize_size=_resize_size(image_size, weights),
+        weights=weights.spec,
+    )
+    model = ResNetClassifier(model_config)
+    loaded = apply_initial_weights(model, weights)
+    origin = f"{len(loaded)} tensors from {weights.spec}, new fc" if loaded else "from scratch"
+    logger.info(
+        f"Model: {config.architecture} ({origin}) for {model_config.num_labels} classes, "
+        f"{image_size}x{image_size} input, stem max-pool {model_config.stem_maxpool}"
+    )
+    return model
+
+
+def _resize_size(image_size: int, weights: InitialWeights) -> int | None:
+    """Shorter side before the centre crop: the preset's ratio (256/224) at ``image_size``."""
+    saved = weights.config
+    crop = weights.image_size or (saved.image_size if saved else None)
+    resize = weights.resize_size or (saved.resize_size if saved else None)
+    return round(image_size * resize / crop) if crop and resize else None
+
+
+def _folder_sizes(
+    config: ImageClassificationConfig, weights: InitialWeights
+) -> tuple[int | None, int | None]:
+    """``(image_size, resize_size)`` for decoding folder images (None: the defaults)."""
+    saved = weights.config
+    size = config.image_size or weights.image_size or (saved.image_size if saved else None)
+    return size, _resize_size(size, weights) if size else None
+
+
+def use_prefix_cache(config: ImageClassificationConfig) -> bool:
+    """Whether the frozen prefix is cached: ``--freeze_layers`` >= 1, no augmentation."""
+    return config.cache_frozen_prefix != "no" and config.freeze_layers >= 1 and not config.augment
+
+
+def train_image_classifier(
+    model: ResNetClassifier,
+    data: ImageData,
+    accelerator: Accelerator,
+    config: ImageClassificationConfig,
+) -> TrainOutcome:
+    """Fine-tune ``model`` (its freezing applied) with the shared loop; cache the frozen prefix.
+
+    Returns:
+        A :class:`~nlp_transfer.training.run.TrainOutcome` with the test predictions.
+    """
+    mc = model.config
+    collator = ImageCollator(mc.image_size, mc.mean, mc.std)
+    cached = None
+    if config.augment and config.freeze_layers and config.cache_frozen_prefix != "no":
+        logger.info("Frozen-prefix caching is off: --augment changes each image every epoch")
+    if use_prefix_cache(config):
+        num_blocks = config.freeze_layers + 1  # the stem and k stages
+        model.to(accelerator.device)
+        dtype = CACHE_DTYPES[config.cache_dtype]
+        start, splits = time.perf_counter(), {}
+        for split, dataset in data.splits.items():
+            x, y = compute_block_outputs(
+                model,
+                plain_loader(dataset, collator, config),
+                accelerator,
+                num_blocks=num_blocks,
+                dtype=dtype,
+                desc=f"Caching frozen blocks ({split})",
+            )
+            splits[split] = TensorDictDataset(prefix_features=x, labels=y)
+        size = sum(d.tensors["prefix_features"].nbytes for d in splits.values()) / 2**20
+        frozen = ", ".join(b.name for b in get_block_view(model).blocks[:num_blocks])
+        logger.info(
+            f"Frozen-prefix cache: {frozen} computed once for "
+            f"{' + '.join(f'{len(d):,}' for d in splits.values())} images ({size:.0f} MiB "
+            f"{str(dtype).removeprefix('torch.')}, in memory) in {time.perf_counter() - start:.1f} "
+            "s; training runs only the stages above"
+        )
+        collators = dict.fromkeys(splits)
+        cached = CachedPrefixResNet(model, num_blocks)
+    else:
+        splits = data.splits
+        train_collator = ImageCollator(mc.image_size, mc.mean, mc.std, augment=config.augment)
+        collators = {"train": train_collator, "validation": collator, "test": collator}
+    loaders = image_dataloaders(
+        splits,
+        collators,
+        per_device_train_batch_size=config.per_device_train_batch_size,
+        per_device_eval_batch_size=config.per_device_eval_batch_size,
+        seed=config.seed,
+        num_workers=config.dataloader_num_workers,
+    )
+    return train_and_predict(
+        model,
+        loaders,
+        accelerator,
+        config,
+        compute_metrics=metrics_fn(data.label_names),
+        loss_fn=F.cross_entropy,
+        cached=cached,
+    )
+
+
+def describe_strategy(config: ImageClassificationConfig) -> dict:
+    """The transfer strategy of an image run, for ``metrics.json`` and model cards."""
+    if config.feature_extraction != "none":
+        return {
+            "name": "feature_extraction",
+            "head": config.feature_extraction,
+            "weights": config.weights,
+        }
+    strategy: dict = {
+        "name": "fine_tuning",
+        "weights": config.weights,
+        "freeze_layers": config.freeze_layers,
+        "prefix_cache": use_prefix_cache(config),
+        "augment": config.augment,
+    }
+    if config.gradual_unfreezing:
+        strategy["gradual_unfreezing"] = {"unfreeze_every_n_steps": config.unfreeze_every_n_steps}
+    if config.layer_lr_decay != 1.0:
+        strategy["layer_lr_decay"] = config.layer_lr_decay
+    if config.head_learning_rate:
+        strategy["head_learning_rate"] = config.head_learning_rate
+    if config.l2sp_alpha:
+        strategy["l2sp"] = {"alpha": config.l2sp_alpha, "beta": config.l2sp_beta}
+    return strategy
+
+
+def model_display_name(config: ImageClassificationConfig) -> str:
+    """E.g. ``resnet18 (from scratch)``, ``resnet18 (IMAGENET1K_V1)``, ``resnet18 (from runs/src)``."""
+    if config.weights.strip().lower() in ("", "none"):
+        return f"{config.architecture} (from scratch)"
+    if Path(config.weights).expanduser().exists():
+        return f"{config.architecture} (from {config.weights})"
+    return f"{config.architecture} ({config.weights})"
+
+
+def run_image_classification(
+    config: ImageClassificationConfig,
+    data: ImageData | None = None,
+    task_name: str = "image classification",
+) -> dict:
+    """Train, evaluate and save an image classifier as ``config`` says.
+
+    Steps: Accelerator -> check ``output_dir`` -> weights -> data -> model -> transfer strategy
+    -> train with validation each epoch -> test -> save (model, metrics, config, plots, model
+    card) -> print a summary.
+
+    Args:
+        config: The run's settings.
+        data: Ready splits (e.g. a subset made in Python); None loads what ``config`` names.
+        task_name: Title of the printed summary.
+
+    Returns:
+        The metrics written to ``output_dir/metrics.json``.
+
+    Raises:
+        FileExistsError: ``output_dir`` is not empty and ``overwrite_output_dir`` is False.
+        ValueError, FileNotFoundError, OSError: Bad data, weights or settings (the message
+            names the flag or file to fix).
+    """
+    start = time.perf_counter()
+    trackers = config.report_to_list()
+    accelerator = build_accelerator(
+        config.mixed_precision,
+        config.gradient_accumulation_steps,
+        config.use_cpu,
+        find_unused_parameters=config.gradual_unfreezing,
+        log_with=trackers,
+        project_dir=config.output_dir,
+    )
+    check_output_dir(
+        config.output_dir, config.overwrite_output_dir, resuming=bool(config.resume_from_checkpoint)
+    )
+    resume_path(config)  # fail now, not after loading data and model
+    weights = load_initial_weights(config.architecture, config.weights)
+    if trackers:
+        from ..text_classification import tracker_config
+
+        accelerator.init_trackers(task_name.replace(" ", "_"), config=tracker_config(config))
+    set_seed(config.seed)
+    if data is None:
+        with accelerator.main_process_first():
+            data = load_image_data(config, *_folder_sizes(config, weights))
+    model = build_model(config, weights, data)
+    # config.yaml and the model card record the input size in use
+    config = dataclasses.replace(config, image_size=model.config.image_size)
+    if config.feature_extraction != "none":
+        outcome, freeze = train_image_feature_head(model, data, accelerator, config)
+        logger.info(f"Transfer strategy: feature extraction | {freeze}")
+    else:
+        freeze = freeze_encoder_layers(model, config.freeze_layers)
+        logger.info(f"Transfer strategy: {freeze}")
+        outcome = train_image_classifier(model, data, accelerator, config)
+    return finish_image_run(config, accelerator, outcome, freeze, data, start, task_name)
+
+
+def finish_image_run(
+    config: ImageClassificationConfig,
+    accelerator: Accelerator,
+    outcome: TrainOutcome,
+    freeze: FreezeReport,
+    data: ImageData,
+    start: float,
+    task_name: str,
+) -> dict:
+    """Test metrics, ``metrics.json``, the saved model, plots, model card and printed summary."""
+    labels = list(data.label_names)
+    test_logits, test_labels = outcome.test
+    test_metrics = classification_metrics(test_labels, test_logits, labels)
+    test_metrics["loss"] = cross_entropy(test_logits, test_labels)
+    metrics = run_metrics(
+        outcome.fit,
+        test_metrics,
+        freeze,
+        None,
+        model_name=model_display_name(config),
+        output_dir=config.output_dir,
+        metric_for_best_model=config.metric_for_best_model,
+        accelerator=accelerator,
+        start_time=start,
+    )
+    metrics["transfer_strategy"] = describe_strategy(config)
+    metrics["data"] = {
+        "description": data.description,
+        **{f"{s}_examples": len(d) for s, d in data.splits.items()},
+    }
+    save_run(config.output_dir, accelerator, outcome.model, metrics, config)
+    if accelerator.is_main_process:
+        write_report_plots(
+            config.output_dir,
+            test_labels,
+            test_logits,
+            labels,
+            history=outcome.fit.history,
+            metric=config.metric_for_best_model,
+        )
+        write_model_card(config.output_dir, metrics, config, labels, modality="image")
+    accelerator.print(format_summary(metrics, task_name))
+    accelerator.end_training()
+    return metrics
