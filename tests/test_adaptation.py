@@ -11,10 +11,11 @@ import torch
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Sequence, Value
 from transformers import DataCollatorWithPadding
 
-from conftest import toy_sentiment_frame
 from nlp_transfer.adaptation import DomainAdaptationConfig, DomainSplits, run_domain_adaptation
 from nlp_transfer.adaptation.data import paired_dataloader
 from nlp_transfer.data import load_text_classification_dataset
+
+from conftest import toy_sentiment_frame
 
 ADAPTATION = ("source_only", "dann", "coral", "mmd")
 # tiny BERT, --freeze_layers 1: layer_1 (6,789) + the new linear head on pooled features (66);
