@@ -33,6 +33,7 @@ def _read_texts(path: str, text_column: str) -> list[str]:
 
 
 BENCHMARKS = {
+    "domain_adaptation": "benchmarks/domain_adaptation.py",
     "frozen_vs_full": "benchmarks/frozen_vs_full.py",
     "throughput_vs_hf": "benchmarks/throughput_vs_hf.py",
 }
@@ -47,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser(
         "train",
-        help="Train a text classifier: nlp-transfer train [--task text|sentiment|spam] "
+        help="Train a text classifier: nlp-transfer train "
+        "[--task text|sentiment|spam|domain_adaptation] "
         "[--config file.yaml] [flags] (see nlp-transfer train --help).",
         add_help=False,
     )
@@ -103,8 +105,14 @@ def train_main(argv: Sequence[str]) -> int:
     from .training.checkpoint import exit_on_interrupt
 
     pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--task", default="text", choices=sorted(TEXT_TASKS))
+    pre.add_argument("--task", default="text", choices=sorted([*TEXT_TASKS, "domain_adaptation"]))
     known, rest = pre.parse_known_args(argv)
+    if known.task == "domain_adaptation":  # its own config and run (several models, one table)
+        from .adaptation import DomainAdaptationConfig, run_domain_adaptation
+
+        prog = "nlp-transfer train --task domain_adaptation"
+        run_domain_adaptation(parse_config(DomainAdaptationConfig, rest, prog=prog))
+        return 0
     config_cls, title = TEXT_TASKS[known.task]
     config = parse_config(config_cls, rest, prog=f"nlp-transfer train --task {known.task}")
     with exit_on_interrupt():

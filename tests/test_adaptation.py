@@ -302,3 +302,20 @@ def test_padding_collator_sees_no_target_labels():
         "target_token_type_ids",
         "token_type_ids",
     ]
+
+
+def test_cli_train_task_domain_adaptation(tiny_bert_dir, tmp_path, capsys):
+    from nlp_transfer.cli import main as cli_main
+
+    with pytest.raises(SystemExit):
+        cli_main(["train", "--task", "domain_adaptation", "--help"])
+    text = capsys.readouterr().out
+    for title in ("Data:", "Model and adaptation methods:", "Optimisation:", "Outputs:"):
+        assert title in text
+    for flag in ("--target_domain", "--dann_weight", "--adaptation_schedule", "--oracle"):
+        assert flag in text
+    paths = _write_files(tmp_path)
+    flags = _recipe_flags(tiny_bert_dir, paths, tmp_path / "cli", "--methods", "mmd")
+    assert cli_main(["train", "--task", "domain_adaptation", *flags]) == 0
+    metrics = json.loads((tmp_path / "cli" / "metrics.json").read_text())
+    assert list(metrics["methods"]) == ["mmd"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from ..config import MIXED_PRECISION_CHOICES
 from ..data.custom import EMPTY_TEXT_CHOICES
@@ -26,6 +27,14 @@ def _help(text: str, **kwargs) -> dict:
 @dataclass
 class DomainAdaptationConfig:
     """Every setting of a domain-adaptation run (``recipes/domain_adaptation.py``)."""
+
+    # --help groups: the first field of each group.
+    help_groups: ClassVar[dict[str, str]] = {
+        "source_dataset": "Data",
+        "model_name_or_path": "Model and adaptation methods",
+        "learning_rate": "Optimisation",
+        "output_dir": "Outputs",
+    }
 
     # Data
     source_dataset: str | None = field(
