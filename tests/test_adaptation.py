@@ -319,3 +319,45 @@ def test_cli_train_task_domain_adaptation(tiny_bert_dir, tmp_path, capsys):
     assert cli_main(["train", "--task", "domain_adaptation", *flags]) == 0
     metrics = json.loads((tmp_path / "cli" / "metrics.json").read_text())
     assert list(metrics["methods"]) == ["mmd"]
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_run_every_method(tiny_bert_dir, tmp_path):
+    """`accelerate launch --multi_gpu --num_processes 2`: joint batches sharded over 2 gloo
+    processes; every evaluation counts each example once."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    paths = _write_files(tmp_path)
+    out = tmp_path / "ddp"
+    accelerate = Path(sys.executable).with_name("accelerate")
+    cmd = [
+        str(accelerate),
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        str(REPO / "recipes" / "domain_adaptation.py"),
+        *_recipe_flags(tiny_bert_dir, paths, out, "--per_device_eval_batch_size", "3"),
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["environment"]["num_processes"] == 2
+    assert list(metrics["methods"]) == list(ADAPTATION)
+    for m in metrics["methods"].values():
+        assert m["target_test"]["num_examples"] == 20
+        assert sum(map(sum, m["target_test"]["confusion_matrix"])) == 20
+        assert m["validation"][0]["eval_num_examples"] == 7  # 10% of 64 source rows
+    # 51 source training rows, 8 per batch and process: 4 joint batches per process
+    assert len(metrics["methods"]["dann"]["alignment"]) == 1
