@@ -198,6 +198,47 @@ def build_model(
     return model, tokenizer
 
 
+def build_optimizer(
+    model: DomainAdaptationModel, num_batches: int, epochs: int, config: DomainAdaptationConfig
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """AdamW over :func:`param_groups` and the run's schedule (``num_batches`` per epoch)."""
+    groups = param_groups(
+        model, config.learning_rate, config.head_learning_rate, config.weight_decay
+    )
+    optimizer = torch.optim.AdamW(groups, lr=config.learning_rate, foreach=True)
+    scheduler = create_scheduler(
+        optimizer,
+        num_batches_per_epoch=num_batches,
+        num_train_epochs=epochs,
+        warmup_ratio=config.warmup_ratio,
+        lr_scheduler_type=config.lr_scheduler_type,
+    )
+    return optimizer, scheduler
+
+
+def measure(
+    model: DomainAdaptationModel,
+    prepared: nn.Module,
+    loaders: dict[str, DataLoader],
+    accelerator: Accelerator,
+    label_names: list[str],
+    seed: int,
+) -> dict:
+    """Target test metrics, source test accuracy and the proxy A-distance of a trained model."""
+    model.eval()
+    tests = {}
+    for split in ("target_test", "source_test"):
+        logits, labels = predict_logits(prepared, loaders[split], accelerator, split)
+        tests[split] = classification_metrics(labels, logits, label_names)
+    return {
+        "target_test": tests["target_test"],
+        "source_test": {
+            k: tests["source_test"][k] for k in ("num_examples", "accuracy", "f1_macro")
+        },
+        "proxy_a_distance": domain_distance(model, loaders, accelerator, seed),
+    }
+
+
 def train_method(
     method: str,
     data: PreparedData,
@@ -220,18 +261,7 @@ def train_method(
     )
     val_dl = loaders["target_validation" if oracle else "source_validation"]
     epochs = config.oracle_num_train_epochs if oracle else config.num_train_epochs
-    optimizer = torch.optim.AdamW(
-        param_groups(model, config.learning_rate, config.head_learning_rate, config.weight_decay),
-        lr=config.learning_rate,
-        foreach=True,
-    )
-    scheduler = create_scheduler(
-        optimizer,
-        num_batches_per_epoch=len(train_dl),
-        num_train_epochs=epochs,
-        warmup_ratio=config.warmup_ratio,
-        lr_scheduler_type=config.lr_scheduler_type,
-    )
+    optimizer, scheduler = build_optimizer(model, len(train_dl), epochs, config)
     prepared, optimizer, scheduler, train_dl = accelerator.prepare(
         model, optimizer, scheduler, train_dl
     )
@@ -250,18 +280,9 @@ def train_method(
         regularizer=model.alignment_loss if model.adapts else None,
         logging_steps=config.logging_steps,
     )
-    model.eval()
-    tests = {}
-    for split in ("target_test", "source_test"):
-        logits, labels = predict_logits(prepared, loaders[split], accelerator, split)
-        tests[split] = classification_metrics(labels, logits, label_names)
     outcome = {
         "uses_target_labels": oracle,
-        "target_test": tests["target_test"],
-        "source_test": {
-            k: tests["source_test"][k] for k in ("num_examples", "accuracy", "f1_macro")
-        },
-        "proxy_a_distance": domain_distance(model, loaders, accelerator, config.seed),
+        **measure(model, prepared, loaders, accelerator, label_names, config.seed),
         "best_epoch": result.best_epoch,
         "validation": result.history,
         "alignment": trace_summary(model.trace, epochs),
@@ -272,6 +293,23 @@ def train_method(
     }
     accelerator.free_memory()
     return outcome, model
+
+
+def prepare_run(
+    splits: DomainSplits, accelerator: Accelerator, config: DomainAdaptationConfig
+) -> tuple[PreparedData, dict[str, DataLoader], dict, PreTrainedTokenizerBase]:
+    """Tokenize and cache once for every method; the prepared evaluation loaders; the proxy
+    A-distance of the pretrained features; the tokenizer."""
+    model, tokenizer = build_model(splits.label_names, "source_only", config)
+    data = prepare_data(splits, tokenizer, model, accelerator, config)
+    loaders = {
+        split: accelerator.prepare(eval_loader(data, split, config))
+        for split in data.tokenized
+        if split not in ("source_train", "target_train")
+    }
+    before = domain_distance(model.eval(), loaders, accelerator, config.seed)
+    logger.info(f"Proxy A-distance of the pretrained features: {before['proxy_a_distance']:.3f}")
+    return data, loaders, before, tokenizer
 
 
 def run_domain_adaptation(
@@ -302,16 +340,7 @@ def run_domain_adaptation(
     sizes = {"source_" + s: len(d) for s, d in splits.source.items()}
     sizes |= {"target_train": len(splits.target_train), "target_test": len(splits.target_test)}
     logger.info(f"Data: {sizes}; labels {names}")
-    model, tokenizer = build_model(names, "source_only", config)
-    data = prepare_data(splits, tokenizer, model, accelerator, config)
-    loaders = {
-        split: accelerator.prepare(eval_loader(data, split, config))
-        for split in data.tokenized
-        if split not in ("source_train", "target_train")
-    }
-    before = domain_distance(model.eval(), loaders, accelerator, config.seed)
-    logger.info(f"Proxy A-distance of the pretrained features: {before['proxy_a_distance']:.3f}")
-    del model
+    data, loaders, before, tokenizer = prepare_run(splits, accelerator, config)
     methods = config.method_list()
     if config.oracle and splits.target_has_labels:
         methods.append("oracle")
@@ -319,9 +348,9 @@ def run_domain_adaptation(
         logger.info("No in-domain oracle: the target training texts are unlabelled.")
     results, trained = {}, {}
     for method in methods:
-        results[method], trained[method] = train_method(
-            method, data, loaders, accelerator, config, names
-        )
+        results[method], model = train_method(method, data, loaders, accelerator, config, names)
+        if config.save_models:
+            trained[method] = model
         m = results[method]
         logger.info(
             f"{method}: target test accuracy {m['target_test']['accuracy']:.4f}, proxy "
@@ -342,7 +371,7 @@ def run_domain_adaptation(
         },
         "output_dir": str(config.output_dir),
     }
-    write_metrics(config, metrics, accelerator, trained if config.save_models else {}, tokenizer)
+    write_metrics(config, metrics, accelerator, trained, tokenizer)
     accelerator.print(format_table(metrics))
     accelerator.end_training()
     return metrics
