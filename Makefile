@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUN_ID := $(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: setup sentiment spam test test-fast lint format clean
+.PHONY: setup sentiment spam domain-adaptation test test-fast lint format clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,9 @@ sentiment: $(STAMP)  ## the main job: fine-tune on Rotten Tomatoes sentences (AR
 
 spam: $(STAMP)  ## spam detection on the SMS Spam Collection
 	$(BIN)/accelerate launch recipes/spam.py --output_dir outputs/spam-$(RUN_ID) $(ARGS)
+
+domain-adaptation: $(STAMP)  ## movie reviews -> unlabelled product reviews: source-only, DANN, CORAL, MMD, oracle
+	$(BIN)/accelerate launch recipes/domain_adaptation.py --output_dir outputs/domain_adaptation-$(RUN_ID) $(ARGS)
 
 test: $(STAMP)  ## every test: fast tier + slow integration tests (what CI runs)
 	$(BIN)/python -m pytest -m "slow or not slow" $(ARGS)

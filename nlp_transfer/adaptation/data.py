@@ -113,7 +113,11 @@ def unlabelled(dataset: Dataset) -> Dataset:
     return dataset.remove_columns([c for c in ("labels", "label") if c in dataset.column_names])
 
 
-def _training_sampler(dataset: Dataset, batch_size: int, seed: int, group_by_length: bool):
+def training_sampler(
+    dataset: Dataset, batch_size: int, seed: int, group_by_length: bool
+) -> Sampler[int]:
+    """The training order of a tokenized split: length-grouped batches or a plain shuffle,
+    either a function of ``seed`` and the epoch."""
     if group_by_length:
         return LengthGroupedSampler([len(x) for x in dataset["input_ids"]], batch_size, seed=seed)
     return EpochShuffleSampler(len(dataset), seed=seed)
@@ -150,8 +154,8 @@ def paired_dataloader(
     """
     target = unlabelled(target)
     sampler = PairedDomainSampler(
-        _training_sampler(source, batch_size, seed, group_by_length),
-        _training_sampler(target, batch_size, seed + 10_007, group_by_length),
+        training_sampler(source, batch_size, seed, group_by_length),
+        training_sampler(target, batch_size, seed + 10_007, group_by_length),
     )
     return DataLoader(
         PairedDomainDataset(source, target),

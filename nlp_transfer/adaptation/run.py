@@ -37,7 +37,7 @@ from ..training.setup import build_accelerator, check_output_dir
 from ..transfer.cache import CachingCollator, PrefixCache
 from ..transfer.freeze import count_parameters, freeze_encoder_layers
 from .config import DomainAdaptationConfig
-from .data import DomainSplits, _training_sampler, load_domains, paired_dataloader
+from .data import DomainSplits, load_domains, paired_dataloader, training_sampler
 from .distance import proxy_a_distance
 from .model import DomainAdaptationModel, trace_summary
 from .report import format_table, write_metrics
@@ -71,7 +71,9 @@ def prepare_data(
 
     The cache is shared by every method: they all start from the same pretrained weights, so
     the frozen layers' output is the same for all of them. ``model`` (built by
-    :func:`build_model`) computes it.
+    :func:`build_model`) computes it, with
+    :func:`~nlp_transfer.text_classification.build_prefix_caches` (which reads the same
+    settings, ``freeze_layers``, ``cache_frozen_prefix``, ``cache_dtype``... from ``config``).
     """
     named = {f"source_{s}": ds for s, ds in splits.source.items()}
     named |= {"target_train": splits.target_train, "target_test": splits.target_test}
@@ -123,7 +125,7 @@ def train_loader(
     return DataLoader(
         ds,
         batch_size=batch_size,
-        sampler=_training_sampler(ds, batch_size, seed, config.group_by_length),
+        sampler=training_sampler(ds, batch_size, seed, config.group_by_length),
         collate_fn=data.collator_for(split),
         num_workers=config.dataloader_num_workers,
         generator=torch.Generator().manual_seed(seed),
