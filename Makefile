@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUN_ID := $(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: setup sentiment spam image test test-fast lint format clean
+.PHONY: setup sentiment spam image domain-adaptation test test-fast lint format clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,9 @@ spam: $(STAMP)  ## spam detection on the SMS Spam Collection
 
 image: $(STAMP)  ## the vision recipe: Fashion-MNIST source -> target transfer with a ResNet-18
 	$(BIN)/accelerate launch recipes/image_classification.py --output_dir outputs/image-$(RUN_ID) $(ARGS)
+
+domain-adaptation: $(STAMP)  ## movie reviews -> unlabelled product reviews: source-only, DANN, CORAL, MMD, oracle
+	$(BIN)/accelerate launch recipes/domain_adaptation.py --output_dir outputs/domain_adaptation-$(RUN_ID) $(ARGS)
 
 test: $(STAMP)  ## every test: fast tier + slow integration tests (what CI runs)
 	$(BIN)/python -m pytest -m "slow or not slow" $(ARGS)

@@ -70,6 +70,7 @@ def _predict_lines(args: argparse.Namespace, image_model: bool) -> list[str]:
 
 
 BENCHMARKS = {
+    "domain_adaptation": "benchmarks/domain_adaptation.py",
     "frozen_vs_full": "benchmarks/frozen_vs_full.py",
     "throughput_vs_hf": "benchmarks/throughput_vs_hf.py",
 }
@@ -84,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser(
         "train",
-        help="Train a classifier: nlp-transfer train [--task text|sentiment|spam|image] "
+        help="Train a classifier: nlp-transfer train "
+        "[--task text|sentiment|spam|image|domain_adaptation] "
         "[--config file.yaml] [flags] (see nlp-transfer train --task TASK --help).",
         add_help=False,
     )

@@ -442,7 +442,12 @@ ConfigT = TypeVar("ConfigT")
 
 
 def build_config_parser(config_cls: type, prog: str | None = None) -> HfArgumentParser:
-    """An ``HfArgumentParser`` for ``config_cls`` plus ``--config``, its ``--help`` grouped by topic."""
+    """An ``HfArgumentParser`` for ``config_cls`` plus ``--config``, its ``--help`` grouped by topic.
+
+    The groups start at the fields named in ``config_cls.help_groups`` when the class has that
+    attribute (a ``{first field: title}`` mapping), else at those of :data:`HELP_GROUPS`.
+    """
+    help_groups = getattr(config_cls, "help_groups", HELP_GROUPS)
     parser = HfArgumentParser(config_cls, prog=prog)
     parser.add_argument("--config", default=None, help="YAML file of settings; flags override it.")
     default_group = next(
@@ -450,8 +455,8 @@ def build_config_parser(config_cls: type, prog: str | None = None) -> HfArgument
     )
     groups, current = {}, None
     for f in dataclasses.fields(config_cls):
-        if f.name in HELP_GROUPS:
-            current = parser.add_argument_group(HELP_GROUPS[f.name])
+        if f.name in help_groups:
+            current = parser.add_argument_group(help_groups[f.name])
         if current is not None:
             groups[f.name] = current
     for action in list(default_group._group_actions):

@@ -68,6 +68,10 @@ def run_task(name: str, config) -> dict:
         from .vision.experiment import run_image_task
 
         return run_image_task(config)
+    if name == "domain_adaptation":  # several models, one table
+        from .adaptation import run_domain_adaptation
+
+        return run_domain_adaptation(config)
     from .text_classification import run_text_classification
 
     return run_text_classification(config, task_name=TEXT_TASKS[name][1])
@@ -79,7 +83,11 @@ def task_config_class(name: str) -> type:
         from .vision.config import ImageClassificationConfig
 
         return ImageClassificationConfig
+    if name == "domain_adaptation":
+        from .adaptation import DomainAdaptationConfig
+
+        return DomainAdaptationConfig
     return TEXT_TASKS[name][0]
 
 
-TASKS = (*TEXT_TASKS, "image")
+TASKS = (*TEXT_TASKS, "image", "domain_adaptation")

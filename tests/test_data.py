@@ -253,6 +253,24 @@ def test_builtin_rotten_tomatoes_sentences(tmp_path_factory):
     assert list(again["test"]["text"]) == list(ds["test"]["text"])
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "total", "positive"),
+    [
+        ("amazon_review_snippets", 2_985, 1_750),
+        ("tweets", 3_432, 2_345),
+        ("nyt_editorial_snippets", 2_970, 1_187),
+    ],
+)
+def test_builtin_sentiment_domains(name, total, positive):
+    """The other domains of the same VADER archive, binarised like the movie sentences."""
+    ds = load_builtin_dataset(name, seed=0)
+    assert ds["train"].features["label"].names == ["negative", "positive"]
+    assert sum(len(d) for d in ds.values()) == total
+    assert sum(sum(d["label"]) for d in ds.values()) == positive
+    assert all(t.strip() for d in ds.values() for t in d["text"])
+
+
 def test_latin1_csv_names_the_line_and_the_encoding_flag(tmp_path):
     path = tmp_path / "excel.csv"
     rows = ["text,label", "nice film,pos", "caf\u00e9 was awful,neg", "great,pos", "bad,neg"]

@@ -264,8 +264,17 @@ def test_datasets_list_shows_every_builtin(tmp_path, capsys):
         spec = BUILTIN_DATASETS[row["name"]]
         assert row["labels"] == list(spec.label_names) and row["cached"] is False
         assert row["license"] == spec.license and row["citation"] == spec.citation
+    sizes = {r["name"]: r["description"].split(" ")[0] for r in rows}  # the domains too
+    assert sizes["amazon_review_snippets"] == "2,985" and sizes["tweets"] == "3,432"
+    assert (
+        sizes["nyt_editorial_snippets"] == "2,970"
+        and sizes["rotten_tomatoes_sentences"] == "10,072"
+    )
+    assert "Hu & Liu (2004)" in BUILTIN_DATASETS["amazon_review_snippets"].citation
     assert cli_main(["datasets", "--cache_dir", str(tmp_path)]) == 0
-    assert "rotten_tomatoes_sentences  [not cached]" in capsys.readouterr().out
+    listing = capsys.readouterr().out
+    assert "rotten_tomatoes_sentences  [not cached]" in listing
+    assert "tweets  [not cached]" in listing and "nyt_editorial_snippets  [not cached]" in listing
     with pytest.raises(SystemExit, match="NAME must be one of"):
         cli_main(["datasets", "fetch", "imdb"])
 

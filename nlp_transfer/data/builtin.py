@@ -115,6 +115,43 @@ _HUTTO_CITATION = (
     "'Seeing stars', ACL."
 )
 
+_VADER_PAPER = (
+    "Hutto, C.J. & Gilbert, E.E. (2014). VADER: A Parsimonious Rule-based Model for Sentiment "
+    "Analysis of Social Media Text. ICWSM-14."
+)
+# The archive's other sentiment domains, binarised like the movie sentences: each is a target
+# domain for domain adaptation (nlp_transfer.adaptation) and a dataset in its own right.
+# (name, file stem in the archive, description, citation, licence)
+_HUTTO_DOMAINS = [
+    (
+        "amazon_review_snippets",
+        "amazonReviewSnippets",
+        "2,985 Amazon product-review sentences (of 3,708 from 309 reviews of 5 products; 1,750 "
+        "positive), binary sentiment by the sign of the mean of ~20 human ratings; |score| < 0.5 "
+        "dropped.",
+        _VADER_PAPER + " Review snippets from Hu & Liu (2004), 'Mining and summarizing customer "
+        "reviews', KDD.",
+        "MIT (vaderSentiment package); reviews from Hu & Liu (2004)",
+    ),
+    (
+        "tweets",
+        "tweets",
+        "3,432 tweet-like texts (of 4,200: 4,000 modelled on public tweets, 200 contrived; 2,345 "
+        "positive), binary sentiment by the sign of the mean of ~20 human ratings; |score| < 0.5 "
+        "dropped.",
+        _VADER_PAPER,
+        "MIT (vaderSentiment package)",
+    ),
+    (
+        "nyt_editorial_snippets",
+        "nytEditorialSnippets",
+        "2,970 New York Times opinion sentences (of 5,190 from 500 editorials; 1,187 positive), "
+        "binary sentiment by the sign of the mean of ~20 human ratings; |score| < 0.5 dropped.",
+        _VADER_PAPER,
+        "MIT (vaderSentiment package); sentences from New York Times editorials",
+    ),
+]
+
 BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
     d.name: d
     for d in [
@@ -131,6 +168,19 @@ BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
             citation=_HUTTO_CITATION,
             license="MIT (vaderSentiment package); sentences from Pang & Lee (2005)",
         ),
+        *[
+            BuiltinDataset(
+                name=name,
+                description=description,
+                source=_VADER_SDIST,
+                members=(_HUTTO_ARCHIVE, f"hutto_ICWSM_2014/{member}_GroundTruth.txt"),
+                parse=_parse_hutto_ground_truth,
+                label_names=("negative", "positive"),
+                citation=citation,
+                license=license,
+            )
+            for name, member, description, citation, license in _HUTTO_DOMAINS
+        ],
         BuiltinDataset(
             name="sms_spam",
             description=(

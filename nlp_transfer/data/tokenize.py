@@ -28,13 +28,13 @@ def tokenize_dataset(
     (dynamic padding), which on short sentences saves most of the compute.
 
     Args:
-        dataset: Splits with ``text`` and ``label`` columns.
+        dataset: Splits with a ``text`` column and (usually) ``label``.
         tokenizer: A Hugging Face tokenizer.
         max_seq_length: Maximum sequence length in tokens, special tokens included.
 
     Returns:
         Splits with ``input_ids``, ``attention_mask`` (and ``token_type_ids`` where the model
-        uses them) and ``labels``.
+        uses them) and ``labels`` (for splits that have a ``label`` column).
 
     Raises:
         ValueError: If ``max_seq_length`` is not positive.
@@ -79,7 +79,13 @@ def tokenize_dataset(
                 f"than --max_seq_length {max_seq_length} tokens; the model sees only their "
                 f"beginning ({hint})."
             )
-    return tokenized.remove_columns("truncated").rename_column("label", "labels")
+    tokenized = tokenized.remove_columns("truncated")
+    return DatasetDict(  # unlabelled splits (domain adaptation's target texts) stay unlabelled
+        {
+            split: ds.rename_column("label", "labels") if "label" in ds.column_names else ds
+            for split, ds in tokenized.items()
+        }
+    )
 
 
 def build_dataloaders(

@@ -29,6 +29,8 @@ import logging
 import os
 import shutil
 import types
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -264,13 +266,62 @@ def choose_storage(storage: str, estimated_bytes: int, num_processes: int = 1) -
     return "disk" if estimated_bytes > available / 4 else "memory"
 
 
+class PrefixFeeder:
+    """Makes the frozen prefix of a model return given (cached) states instead of computing them.
+
+    While enabled, the embeddings block's first module returns the tensor passed to
+    :meth:`feeding` and every other module of the prefix (embeddings, layers ``0..k-1``) passes
+    its input through, so any forward of the model or of its encoder (``model.base_model``)
+    inside ``with feeder.feeding(prefix_hidden):`` runs only the layers above ``k``. It is not a
+    module: it holds no parameters, only the swapped forwards.
+
+    Args:
+        model: The task model with its lower ``k`` layers and embeddings frozen.
+        k: Frozen encoder layers.
+
+    Raises:
+        ValueError: ``k`` is not in ``1..L-1`` or the model has no block view.
+    """
+
+    def __init__(self, model: nn.Module, k: int):
+        self.k = k
+        self._pending: torch.Tensor | None = None
+        self._model = model  # a plain reference, for its current dtype
+        modules = _prefix_modules(model, k)
+        feeder = self
+
+        def feed(module, *args, **kwargs):
+            if feeder._pending is None:
+                raise RuntimeError("CachedPrefixModel: no prefix_hidden was given for this batch.")
+            return feeder._pending
+
+        self._swap = _Swap({modules[0]: feed} | {m: _passthrough for m in modules[1:]})
+        self.enable()
+
+    def enable(self) -> None:
+        self._swap.apply()
+
+    def disable(self) -> None:
+        """Restore the model's own forward everywhere (before saving or exporting it)."""
+        self._swap.undo()
+
+    @contextmanager
+    def feeding(self, prefix_hidden: torch.Tensor) -> Iterator[None]:
+        """Within the block, the prefix outputs ``prefix_hidden`` ``(batch, seq, hidden)``."""
+        self._pending = prefix_hidden.to(dtype=next(self._model.parameters()).dtype)
+        try:
+            yield
+        finally:
+            self._pending = None
+
+
 class CachedPrefixModel(nn.Module):
     """The task model, fed the cached prefix output instead of running the frozen prefix.
 
     ``forward(input_ids, attention_mask, prefix_hidden, **rest)`` returns what the model returns;
     ``prefix_hidden`` is ``(batch, seq, hidden)`` from :meth:`PrefixCache.batch`. While this
     wrapper is active (between :meth:`enable` and :meth:`disable`), the frozen prefix's modules
-    do no work.
+    do no work (see :class:`PrefixFeeder`).
 
     Args:
         model: The task model with its lower ``k`` layers and embeddings frozen.
@@ -281,35 +332,22 @@ class CachedPrefixModel(nn.Module):
         super().__init__()
         self.model = model
         self.k = k
-        self._pending: torch.Tensor | None = None
-        modules = _prefix_modules(model, k)
-        wrapper = self
-
-        def feed(module, *args, **kwargs):
-            if wrapper._pending is None:
-                raise RuntimeError("CachedPrefixModel: no prefix_hidden was given for this batch.")
-            return wrapper._pending
-
-        self._swap = _Swap({modules[0]: feed} | {m: _passthrough for m in modules[1:]})
-        self.enable()
+        self.feeder = PrefixFeeder(model, k)
 
     @property
     def config(self):
         return self.model.config
 
     def enable(self) -> None:
-        self._swap.apply()
+        self.feeder.enable()
 
     def disable(self) -> None:
         """Restore the model's own forward everywhere (before saving or exporting it)."""
-        self._swap.undo()
+        self.feeder.disable()
 
     def forward(self, prefix_hidden: torch.Tensor, **inputs):
-        self._pending = prefix_hidden.to(dtype=next(self.model.parameters()).dtype)
-        try:
+        with self.feeder.feeding(prefix_hidden):
             return self.model(**inputs)
-        finally:
-            self._pending = None
 
 
 class CachingCollator:
