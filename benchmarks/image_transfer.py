@@ -1,7 +1,7 @@
 """Source -> target transfer on Fashion-MNIST: the image recipe's default experiment, over seeds.
 
     python benchmarks/image_transfer.py                  # the committed result: seeds 0, 1, 2
-    python benchmarks/image_transfer.py --seeds 0 -- --source_num_train_epochs 1   # recipe flags after --
+    python benchmarks/image_transfer.py --seeds 0 -- --source_num_train_epochs 2   # recipe flags after --
 
 Each seed is one run of ``recipes/image_classification.py`` (defaults: ResNet-18 trained from
 scratch on classes 0-4, then three runs on classes 5-9 with 100 labelled images per class: from
