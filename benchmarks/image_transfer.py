@@ -137,7 +137,7 @@ def markdown(summary: dict, info: dict, results: list[dict]) -> str:
         f"{m['cpu_count']} cores; torch {info['versions']['torch']}, torchvision "
         f"{info['versions']['torchvision']}.\n",
         f"Source: {s['architecture']} from scratch on classes 0-4 ({results[0]['source']['train_examples']:,} "
-        f"images, {s['source_num_train_epochs']} epochs). Target: classes 5-9, "
+        f"images, {s['source_num_train_epochs']} epoch{'' if s['source_num_train_epochs'] == 1 else 's'}). Target: classes 5-9, "
         f"{s['transfer_samples_per_class']} labelled training images per class (+ "
         f"{s['transfer_validation_per_class']} per class for picking the epoch), tested on "
         f"{results[0]['data']['target_test_examples']:,} images; every target run "
