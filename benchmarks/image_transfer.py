@@ -1,7 +1,7 @@
 """Source -> target transfer on Fashion-MNIST: the image recipe's default experiment, over seeds.
 
     python benchmarks/image_transfer.py                  # the committed result: seeds 0, 1, 2
-    python benchmarks/image_transfer.py --seeds 0 -- --source_num_train_epochs 1   # recipe flags after --
+    python benchmarks/image_transfer.py --seeds 0 -- --source_num_train_epochs 2   # recipe flags after --
 
 Each seed is one run of ``recipes/image_classification.py`` (defaults: ResNet-18 trained from
 scratch on classes 0-4, then three runs on classes 5-9 with 100 labelled images per class: from
@@ -137,7 +137,7 @@ def markdown(summary: dict, info: dict, results: list[dict]) -> str:
         f"{m['cpu_count']} cores; torch {info['versions']['torch']}, torchvision "
         f"{info['versions']['torchvision']}.\n",
         f"Source: {s['architecture']} from scratch on classes 0-4 ({results[0]['source']['train_examples']:,} "
-        f"images, {s['source_num_train_epochs']} epochs). Target: classes 5-9, "
+        f"images, {s['source_num_train_epochs']} epoch{'' if s['source_num_train_epochs'] == 1 else 's'}). Target: classes 5-9, "
         f"{s['transfer_samples_per_class']} labelled training images per class (+ "
         f"{s['transfer_validation_per_class']} per class for picking the epoch), tested on "
         f"{results[0]['data']['target_test_examples']:,} images; every target run "

@@ -86,7 +86,7 @@ class ImageClassificationConfig:
     )
     # Transfer experiment (fashion_mnist_transfer)
     source_num_train_epochs: int = field(
-        default=2,
+        default=1,
         **_help("fashion_mnist_transfer: epochs of the source run (classes 0-4, 30,000 images)."),
     )
     transfer_samples_per_class: int = field(
