@@ -404,26 +404,35 @@ class TextClassificationConfig:
             raise ValueError("Give either --dataset_name or --train_file, not both.")
 
     def report_to_list(self) -> list[str]:
-        """``--report_to`` as a list of Accelerate tracker names (``[]`` for none).
-
-        Raises:
-            ValueError: An unknown tracker name.
-        """
-        names = [n.strip() for n in self.report_to.split(",") if n.strip()]
-        if names in ([], ["none"]):
-            return []
-        if names == ["all"]:
-            return list(TRACKERS)
-        unknown = sorted(set(names) - set(TRACKERS))
-        if unknown:
-            raise ValueError(
-                f"--report_to {self.report_to!r}: unknown tracker(s) {', '.join(unknown)}; use "
-                f"none, all, or a comma list of {', '.join(TRACKERS)}."
-            )
-        return names
+        """``--report_to`` as a list of Accelerate tracker names: :func:`parse_report_to`."""
+        return parse_report_to(self.report_to)
 
 
 TRACKERS = ("tensorboard", "wandb", "mlflow")
+
+
+def parse_report_to(report_to: str) -> list[str]:
+    """``--report_to`` (``none``, ``all`` or a comma list) as Accelerate tracker names.
+
+    Returns:
+        The names, ``[]`` for none.
+
+    Raises:
+        ValueError: An unknown tracker name.
+    """
+    names = [n.strip() for n in report_to.split(",") if n.strip()]
+    if names in ([], ["none"]):
+        return []
+    if names == ["all"]:
+        return list(TRACKERS)
+    unknown = sorted(set(names) - set(TRACKERS))
+    if unknown:
+        raise ValueError(
+            f"--report_to {report_to!r}: unknown tracker(s) {', '.join(unknown)}; use "
+            f"none, all, or a comma list of {', '.join(TRACKERS)}."
+        )
+    return names
+
 
 # --help groups: the first field of each group, in the dataclass's order.
 HELP_GROUPS = {

@@ -9,7 +9,6 @@ metrics = run_text_classification(config)
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import time
 from pathlib import Path
@@ -45,8 +44,7 @@ from .training.loop import (
     predict_logits,
 )
 from .training.outputs import format_summary, run_metrics, save_run
-from .training.run import TrainOutcome, resume_path, train_and_predict
-from .training.setup import build_accelerator, check_output_dir
+from .training.run import TrainOutcome, start_run, train_and_predict
 from .transfer.cache import (
     CACHE_DTYPES,
     CachedPrefixModel,
@@ -509,23 +507,9 @@ def run_text_classification(
             names the flag to fix).
     """
     start = time.perf_counter()
-    trackers = config.report_to_list()
-    accelerator = build_accelerator(
-        config.mixed_precision,
-        config.gradient_accumulation_steps,
-        config.use_cpu,
-        find_unused_parameters=config.gradual_unfreezing,
-        log_with=trackers,
-        project_dir=config.output_dir,
-    )
-    check_output_dir(
-        config.output_dir, config.overwrite_output_dir, resuming=bool(config.resume_from_checkpoint)
-    )
-    resume_path(config)  # fail now, not after loading data and model, if there is no checkpoint
+    accelerator = start_run(config, task_name)
     if config.push_to_hub:
         check_push_to_hub()
-    if trackers:
-        accelerator.init_trackers(task_name.replace(" ", "_"), config=tracker_config(config))
     set_seed(config.seed)
     if dataset is None:
         with accelerator.main_process_first():
@@ -601,15 +585,3 @@ def run_text_classification(
     accelerator.print(format_summary(metrics, task_name))
     accelerator.end_training()
     return metrics
-
-
-def tracker_config(config: TextClassificationConfig) -> dict:
-    """The config as tracker hyper-parameters (scalars and strings only; None becomes "none")."""
-    values = {}
-    for key, value in dataclasses.asdict(config).items():
-        if value is None:
-            value = "none"
-        elif not isinstance(value, int | float | str | bool):
-            value = str(value)
-        values[key] = value
-    return values

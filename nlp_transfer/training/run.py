@@ -6,6 +6,7 @@ Text and vision runs build their own data and model, then call :func:`train_and_
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from .loop import (
     fit,
     predict_logits,
 )
+from .setup import build_accelerator, check_output_dir
 
 logger = get_logger(__name__)
 
@@ -50,6 +52,49 @@ class TrainOutcome:
     fit: FitResult
     validation: tuple[np.ndarray, np.ndarray] | None
     test: tuple[np.ndarray, np.ndarray]
+
+
+def start_run(config, task_name: str) -> Accelerator:
+    """The run's Accelerator, after the checks that must fail before any data or model loads.
+
+    Builds it (``--mixed_precision``, ``--gradient_accumulation_steps``, ``--use_cpu``,
+    ``--report_to``), refuses a non-empty ``output_dir``, resolves ``--resume_from_checkpoint``
+    and starts the trackers with the config as hyper-parameters. Shared by the text and image
+    runs.
+
+    Raises:
+        FileExistsError: ``output_dir`` is not empty and ``overwrite_output_dir`` is False.
+        FileNotFoundError: No checkpoint where ``--resume_from_checkpoint`` points.
+        ValueError: An unknown ``--report_to`` tracker.
+    """
+    trackers = config.report_to_list()
+    accelerator = build_accelerator(
+        config.mixed_precision,
+        config.gradient_accumulation_steps,
+        config.use_cpu,
+        find_unused_parameters=config.gradual_unfreezing,
+        log_with=trackers,
+        project_dir=config.output_dir,
+    )
+    check_output_dir(
+        config.output_dir, config.overwrite_output_dir, resuming=bool(config.resume_from_checkpoint)
+    )
+    resume_path(config)  # fail now, not after loading data and model, if there is no checkpoint
+    if trackers:
+        accelerator.init_trackers(task_name.replace(" ", "_"), config=tracker_config(config))
+    return accelerator
+
+
+def tracker_config(config) -> dict:
+    """The config as tracker hyper-parameters (scalars and strings only; None becomes "none")."""
+    values = {}
+    for key, value in dataclasses.asdict(config).items():
+        if value is None:
+            value = "none"
+        elif not isinstance(value, int | float | str | bool):
+            value = str(value)
+        values[key] = value
+    return values
 
 
 def resume_path(config) -> Path | None:

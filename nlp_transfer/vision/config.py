@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..config import MIXED_PRECISION_CHOICES, TRACKERS
+from ..config import MIXED_PRECISION_CHOICES, parse_report_to
 from ..training.checkpoint import SAVE_STRATEGIES
 from ..transfer.cache import CACHE_DTYPES
 from ..transfer.features import HEAD_CHOICES
@@ -321,23 +321,8 @@ class ImageClassificationConfig:
         self.report_to_list()
 
     def report_to_list(self) -> list[str]:
-        """``--report_to`` as Accelerate tracker names (``[]`` for none).
-
-        Raises:
-            ValueError: An unknown tracker name.
-        """
-        names = [n.strip() for n in self.report_to.split(",") if n.strip()]
-        if names in ([], ["none"]):
-            return []
-        if names == ["all"]:
-            return list(TRACKERS)
-        unknown = sorted(set(names) - set(TRACKERS))
-        if unknown:
-            raise ValueError(
-                f"--report_to {self.report_to!r}: unknown tracker(s) {', '.join(unknown)}; use "
-                f"none, all, or a comma list of {', '.join(TRACKERS)}."
-            )
-        return names
+        """``--report_to`` as a list of Accelerate tracker names: :func:`parse_report_to`."""
+        return parse_report_to(self.report_to)
 
     def resolved_stem_maxpool(self, image_size: int, saved: bool | None = None) -> bool:
         """``--stem_maxpool`` as a bool: explicit, else the saved model's, else by image size."""

@@ -27,8 +27,7 @@ from ..model_card import write_model_card
 from ..models.blocks import get_block_view
 from ..plots import write_report_plots
 from ..training.outputs import format_summary, run_metrics, save_run
-from ..training.run import TrainOutcome, resume_path, train_and_predict
-from ..training.setup import build_accelerator, check_output_dir
+from ..training.run import TrainOutcome, start_run, train_and_predict
 from ..transfer.cache import CACHE_DTYPES
 from ..transfer.freeze import FreezeReport, freeze_encoder_layers
 from .config import ImageClassificationConfig
@@ -232,24 +231,8 @@ def run_image_classification(
             names the flag or file to fix).
     """
     start = time.perf_counter()
-    trackers = config.report_to_list()
-    accelerator = build_accelerator(
-        config.mixed_precision,
-        config.gradient_accumulation_steps,
-        config.use_cpu,
-        find_unused_parameters=config.gradual_unfreezing,
-        log_with=trackers,
-        project_dir=config.output_dir,
-    )
-    check_output_dir(
-        config.output_dir, config.overwrite_output_dir, resuming=bool(config.resume_from_checkpoint)
-    )
-    resume_path(config)  # fail now, not after loading data and model
+    accelerator = start_run(config, task_name)
     weights = load_initial_weights(config.architecture, config.weights)
-    if trackers:
-        from ..text_classification import tracker_config
-
-        accelerator.init_trackers(task_name.replace(" ", "_"), config=tracker_config(config))
     set_seed(config.seed)
     if data is None:
         with accelerator.main_process_first():
