@@ -37,7 +37,7 @@ def main(argv=None) -> dict:
     from nlp_transfer import TextClassificationConfig
     from nlp_transfer.data.samplers import LengthGroupedSampler
     from nlp_transfer.models.text import build_text_classifier
-    from nlp_transfer.text_classification import load_data
+    from nlp_transfer.text.loaders import load_data
     from nlp_transfer.training.loop import create_optimizer
     from nlp_transfer.training.setup import cpu_has_native_bf16
 

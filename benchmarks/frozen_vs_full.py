@@ -215,8 +215,8 @@ def run_baseline(args, seed: int) -> dict:
     from accelerate import PartialState
 
     from nlp_transfer import TextClassificationConfig
-    from nlp_transfer.baselines import tfidf_logreg_baseline
-    from nlp_transfer.text_classification import load_data
+    from nlp_transfer.text.baseline import tfidf_logreg_baseline
+    from nlp_transfer.text.loaders import load_data
 
     config = TextClassificationConfig(
         dataset_name=args.dataset_name,

@@ -76,7 +76,7 @@ def _split(seed: int, max_train: int | None, max_eval: int | None):
     from accelerate import PartialState
 
     from nlp_transfer import TextClassificationConfig
-    from nlp_transfer.text_classification import load_data
+    from nlp_transfer.text.loaders import load_data
 
     PartialState(cpu=True)
     config = TextClassificationConfig(

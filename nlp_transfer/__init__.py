@@ -9,7 +9,7 @@ The Python API in one import::
         freeze_layers=4, output_dir="outputs/reviews"))
 """
 
-from .config import TextClassificationConfig, parse_config
+from .config import parse_config
 from .data import (
     list_builtin_datasets,
     load_builtin_dataset,
@@ -19,8 +19,7 @@ from .data.samplers import ClassBalancedSampler, LengthGroupedSampler
 from .metrics import classification_metrics, select_threshold
 from .models.blocks import get_block_view
 from .models.text import build_text_classifier
-from .predict import evaluate_saved_model, predict
-from .text_classification import run_text_classification
+from .text import TextClassificationConfig, evaluate_saved_model, predict, run_text_classification
 from .training.imbalance import class_weights_from_spec, cross_entropy_loss
 from .transfer.freeze import FreezeReport, freeze_encoder_layers, freeze_lower_blocks
 

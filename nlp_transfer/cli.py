@@ -59,7 +59,7 @@ def _predict_lines(args: argparse.Namespace, image_model: bool) -> list[str]:
         return [json.dumps(r, ensure_ascii=False) for r in results]
     if args.image or args.image_dir:
         raise SystemExit(f"error: {args.model_dir} is a text model: pass --text or --file.")
-    from .predict import predict
+    from .text.predict import predict
 
     texts = args.text or _read_texts(args.file, args.text_column)
     results = predict(args.model_dir, texts, batch_size=args.batch_size)
@@ -256,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.model_dir, args.image_dir, batch_size=args.batch_size, output_dir=args.output_dir
         )
     else:
-        from .predict import evaluate_saved_model
+        from .text.predict import evaluate_saved_model
 
         metrics = evaluate_saved_model(
             args.model_dir,

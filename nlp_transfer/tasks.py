@@ -1,78 +1,28 @@
-"""The tasks the recipes and ``nlp-transfer train --task`` run: their config defaults.
+"""The tasks of ``nlp-transfer train --task``: name -> config class and run.
 
-A text task is a :class:`~nlp_transfer.config.TextClassificationConfig` subclass that changes
-defaults only, so ``accelerate launch recipes/spam.py`` and ``nlp-transfer train --task spam``
-parse the same flags into the same config and train the same model. The ``image`` task is the
-image recipe's :class:`~nlp_transfer.vision.config.ImageClassificationConfig` and its run.
+The text tasks (:mod:`nlp_transfer.text.tasks`) share one run and differ in defaults; the
+``image`` task is the image recipe's config and run; ``domain_adaptation`` trains several
+models and prints one table. Task packages are imported only when their task is asked for.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from .text.tasks import TEXT_TASKS
 
-from .config import TextClassificationConfig
-
-
-@dataclass
-class SentimentConfig(TextClassificationConfig):
-    """Defaults of the sentiment recipe: built-in Rotten Tomatoes sentences, full fine-tuning."""
-
-    dataset_name: str | None = field(
-        default="rotten_tomatoes_sentences",
-        metadata={
-            "help": "A built-in dataset (e.g. rotten_tomatoes_sentences) or a Hub dataset; "
-            "ignored when --train_file is given."
-        },
-    )
-    num_train_epochs: int = field(
-        default=2, metadata={"help": "Number of training epochs (2 take ~6 min on a 2-core CPU)."}
-    )
-    output_dir: str = field(
-        default="outputs/sentiment",
-        metadata={"help": "Where the model, metrics.json and config.yaml go."},
-    )
-
-
-@dataclass
-class SpamConfig(TextClassificationConfig):
-    """Defaults of the spam recipe: built-in SMS Spam Collection, best epoch by spam F1."""
-
-    dataset_name: str | None = field(
-        default="sms_spam",
-        metadata={
-            "help": "A built-in dataset (e.g. sms_spam) or a Hub dataset; ignored when --train_file is given."
-        },
-    )
-    learning_rate: float = field(default=1e-4, metadata={"help": "Peak AdamW learning rate."})
-    num_train_epochs: int = field(default=3, metadata={"help": "Number of training epochs."})
-    metric_for_best_model: str = field(
-        default="f1_spam", metadata={"help": "Validation metric that selects the best epoch."}
-    )
-    output_dir: str = field(
-        default="outputs/spam",
-        metadata={"help": "Where the model, metrics.json, plots/ and config.yaml go."},
-    )
-
-
-# name -> (config class, title of the printed summary)
-TEXT_TASKS: dict[str, tuple[type[TextClassificationConfig], str]] = {
-    "text": (TextClassificationConfig, "text classification"),
-    "sentiment": (SentimentConfig, "sentiment"),
-    "spam": (SpamConfig, "spam"),
-}
+__all__ = ["TASKS", "TEXT_TASKS", "run_task", "task_config_class"]
 
 
 def run_task(name: str, config) -> dict:
     """Run task ``name`` (a key of :data:`TASKS`) with its parsed config; returns its metrics."""
     if name == "image":
-        from .vision.experiment import run_image_task
+        from ..vision.experiment import run_image_task
 
         return run_image_task(config)
     if name == "domain_adaptation":  # several models, one table
-        from .adaptation import run_domain_adaptation
+        from ..adaptation import run_domain_adaptation
 
         return run_domain_adaptation(config)
-    from .text_classification import run_text_classification
+    from .run import run_text_classification
 
     return run_text_classification(config, task_name=TEXT_TASKS[name][1])
 
@@ -80,11 +30,11 @@ def run_task(name: str, config) -> dict:
 def task_config_class(name: str) -> type:
     """The config dataclass of task ``name``."""
     if name == "image":
-        from .vision.config import ImageClassificationConfig
+        from ..vision.config import ImageClassificationConfig
 
         return ImageClassificationConfig
     if name == "domain_adaptation":
-        from .adaptation import DomainAdaptationConfig
+        from ..adaptation import DomainAdaptationConfig
 
         return DomainAdaptationConfig
     return TEXT_TASKS[name][0]

@@ -14,8 +14,7 @@ The steps (data -> model -> freezing -> train -> evaluate -> baseline -> save) a
 from __future__ import annotations
 
 from nlp_transfer.config import parse_config
-from nlp_transfer.tasks import SentimentConfig
-from nlp_transfer.text_classification import run_text_classification
+from nlp_transfer.text import SentimentConfig, run_text_classification
 from nlp_transfer.training.checkpoint import exit_on_interrupt
 
 __all__ = ["SentimentConfig", "main"]

@@ -220,7 +220,7 @@ def _recipe_flags(tiny_bert_dir, paths, output_dir, *extra) -> list[str]:
 def test_recipe_with_a_users_files_saves_models_that_predict(tiny_bert_dir, tmp_path, capsys):
     import domain_adaptation
 
-    from nlp_transfer.predict import predict
+    from nlp_transfer.text.predict import predict
 
     paths = _write_files(tmp_path)
     out = tmp_path / "run"

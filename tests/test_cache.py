@@ -180,7 +180,7 @@ def test_cached_run_matches_uncached_run_loss_curve_and_weights(
     for name in a:
         torch.testing.assert_close(a[name], b[name], atol=1e-3, rtol=1e-3, msg=name)
     # The saved model works on its own (its own forward, no cache).
-    from nlp_transfer.predict import predict
+    from nlp_transfer.text.predict import predict
 
     labels = [
         r["label"] for r in predict(tmp_path / "f32", ["great superb film", "awful dull plot"])
@@ -229,9 +229,9 @@ def test_feature_extraction_predictions_come_back_in_dataset_order(
         "--feature_extraction",
         "logistic_regression",
     )
-    from nlp_transfer.config import TextClassificationConfig
-    from nlp_transfer.predict import load_classifier, predict_logits_for_texts
-    from nlp_transfer.text_classification import load_data
+    from nlp_transfer.text import TextClassificationConfig
+    from nlp_transfer.text.predict import load_classifier, predict_logits_for_texts
+    from nlp_transfer.text.loaders import load_data
 
     config = TextClassificationConfig(
         train_file=str(toy_csv), text_column="sentence", label_column="sentiment"

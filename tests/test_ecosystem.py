@@ -80,7 +80,7 @@ def test_cli_train_gives_the_same_model_as_the_recipe(trained, tiny_bert_dir, tm
 def test_cli_help_is_grouped_and_complete(capsys):
     from dataclasses import fields
 
-    from nlp_transfer.tasks import SpamConfig
+    from nlp_transfer.text import SpamConfig
 
     with pytest.raises(SystemExit):
         cli_main(["train", "--task", "spam", "--help"])
@@ -120,7 +120,7 @@ def test_model_card_metadata_parses_and_matches_metrics(trained):
 
 
 def test_model_card_names_a_hub_base_model_and_its_licence():
-    from nlp_transfer.config import TextClassificationConfig
+    from nlp_transfer.text import TextClassificationConfig
     from nlp_transfer.model_card import build_model_card
 
     metrics = {
@@ -179,7 +179,7 @@ def test_missing_tracker_package_names_the_extra(monkeypatch):
 
 
 def test_unknown_tracker_is_refused():
-    from nlp_transfer.config import TextClassificationConfig
+    from nlp_transfer.text import TextClassificationConfig
 
     with pytest.raises(ValueError, match=r"unknown tracker.*comet"):
         TextClassificationConfig(dataset_name="x", report_to="tensorboard,comet")

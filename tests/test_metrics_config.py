@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import yaml
 
-from nlp_transfer.config import TextClassificationConfig, parse_config, save_config
+from nlp_transfer.config import parse_config, save_config
+from nlp_transfer.text import TextClassificationConfig
 from nlp_transfer.metrics import classification_metrics
 
 
@@ -88,7 +89,7 @@ def test_bad_values_name_the_flag(flags, message):
 
 
 def test_data_source_is_required():
-    from nlp_transfer.text_classification import load_data
+    from nlp_transfer.text.loaders import load_data
 
     with pytest.raises(ValueError, match=r"--dataset_name .* or --train_file"):
         load_data(parse_config(TextClassificationConfig, []))

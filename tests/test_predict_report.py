@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from nlp_transfer.cli import main as cli_main
-from nlp_transfer.predict import evaluate_saved_model, predict
+from nlp_transfer.text.predict import evaluate_saved_model, predict
 
 from conftest import toy_sentiment_frame
 

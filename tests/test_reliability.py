@@ -277,7 +277,7 @@ def _tree(path: Path) -> dict[str, bytes]:
 
 def _nan_after(monkeypatch, batches: int) -> None:
     """Make the training loss NaN from the `batches`-th batch on."""
-    import nlp_transfer.text_classification as tc
+    import nlp_transfer.text.run as tc
 
     real, calls = tc.cross_entropy_loss, [0]
 

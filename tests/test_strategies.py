@@ -255,7 +255,7 @@ def test_mean_pooling_ignores_padding_and_cls_takes_the_first_token():
 def test_feature_extraction_head_round_trips_through_save_load_and_predict(
     tiny_bert_dir, toy_csv, tmp_path, head
 ):
-    from nlp_transfer.predict import load_classifier, predict, predict_logits_for_texts
+    from nlp_transfer.text.predict import load_classifier, predict, predict_logits_for_texts
 
     import sentiment
 
@@ -298,7 +298,7 @@ def test_feature_extraction_matches_sklearn_fitted_on_the_same_features(
     from sklearn.linear_model import LogisticRegression
     from transformers import AutoModel, AutoTokenizer
 
-    from nlp_transfer.predict import load_classifier, predict_logits_for_texts
+    from nlp_transfer.text.predict import load_classifier, predict_logits_for_texts
     from nlp_transfer.transfer.features import pool
 
     import sentiment

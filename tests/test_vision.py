@@ -269,14 +269,18 @@ def test_image_config_errors_name_the_flag(tmp_path):
 
 
 def test_augmentation_turns_the_prefix_cache_off():
-    from nlp_transfer.vision.run import use_prefix_cache
+    from torchvision.models import resnet18
 
-    assert use_prefix_cache(ImageClassificationConfig(freeze_layers=2))
-    assert not use_prefix_cache(ImageClassificationConfig(freeze_layers=0))
-    assert not use_prefix_cache(ImageClassificationConfig(freeze_layers=2, augment=True))
-    assert not use_prefix_cache(
-        ImageClassificationConfig(freeze_layers=2, cache_frozen_prefix="no")
-    )
+    from nlp_transfer.transfer.plan import plan_transfer
+
+    def caches(**kwargs) -> bool:
+        config = ImageClassificationConfig(**kwargs)
+        return plan_transfer(resnet18(), config, cacheable=not config.augment).cache_prefix
+
+    assert caches(freeze_layers=2)
+    assert not caches(freeze_layers=0)
+    assert not caches(freeze_layers=2, augment=True)
+    assert not caches(freeze_layers=2, cache_frozen_prefix="no")
 
 
 def test_logistic_regression_head_becomes_an_equivalent_linear_layer():

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
 
-from ..config import MIXED_PRECISION_CHOICES
 from ..data.custom import EMPTY_TEXT_CHOICES
-from ..transfer.cache import CACHE_CHOICES, CACHE_DTYPES
+from ..training.arguments import HELP_SECTIONS, check_choice, check_non_negative, check_positive
+from ..transfer.arguments import FrozenPrefixConfig
 from ..transfer.features import POOLING_CHOICES
 
 METHODS = ("source_only", "dann", "coral", "mmd")
@@ -20,21 +19,23 @@ TARGET_DOMAINS = {
 }
 
 
-def _help(text: str, **kwargs) -> dict:
+def _help(text: str, group: str = "Data", **kwargs) -> dict:
+    HELP_SECTIONS[text] = group
     return {"metadata": {"help": text}, **kwargs}
 
 
 @dataclass
-class DomainAdaptationConfig:
-    """Every setting of a domain-adaptation run (``recipes/domain_adaptation.py``)."""
+class DomainAdaptationConfig(FrozenPrefixConfig):
+    """Every setting of a domain-adaptation run (``recipes/domain_adaptation.py``).
 
-    # --help groups: the first field of each group.
-    help_groups: ClassVar[dict[str, str]] = {
-        "source_dataset": "Data",
-        "model_name_or_path": "Model and adaptation methods",
-        "learning_rate": "Optimisation",
-        "output_dir": "Outputs",
-    }
+    The training arguments, ``--freeze_layers`` and the prefix cache come from
+    :class:`~nlp_transfer.transfer.arguments.FrozenPrefixConfig`; these are the task's own
+    fields and defaults.
+
+    Raises:
+        ValueError: Missing data, an unknown method or a value out of range (the message names
+            the flag).
+    """
 
     # Data
     source_dataset: str | None = field(
@@ -97,101 +98,131 @@ class DomainAdaptationConfig:
     model_name_or_path: str | None = field(
         default=None,
         **_help(
-            "Hub id or local directory of a BERT-family model; unset: packaged all-MiniLM-L6-v2."
+            group="Model and adaptation methods",
+            text="Hub id or local directory of a BERT-family model; unset: packaged all-MiniLM-L6-v2.",
         ),
     )
     freeze_layers: int = field(
         default=4,
         **_help(
-            "Freeze the embeddings and the lower k encoder layers; only the layers above (and the "
-            "heads) adapt. Their output is cached once and shared by every method."
+            group="Model and adaptation methods",
+            text="Freeze the embeddings and the lower k encoder layers; only the layers above (and the "
+            "heads) adapt. Their output is cached once and shared by every method.",
         ),
     )
-    max_seq_length: int = field(default=128, **_help("Truncate texts to this many tokens."))
+    max_seq_length: int = field(
+        default=128,
+        **_help(group="Model and adaptation methods", text="Truncate texts to this many tokens."),
+    )
     pooling: str = field(
         default="mean",
-        **_help("Pooling of the encoder output into the shared features: mean or cls."),
+        **_help(
+            group="Model and adaptation methods",
+            text="Pooling of the encoder output into the shared features: mean or cls.",
+        ),
     )
     methods: str = field(
         default="source_only,dann,coral,mmd",
-        **_help(f"Comma list of methods to run, from {', '.join(METHODS)}."),
+        **_help(
+            group="Model and adaptation methods",
+            text=f"Comma list of methods to run, from {', '.join(METHODS)}.",
+        ),
     )
     oracle: bool = field(
         default=True,
         **_help(
-            "Also train on the target's labelled training split (the in-domain upper reference); "
-            "needs a labelled target (built-in domains)."
+            group="Model and adaptation methods",
+            text="Also train on the target's labelled training split (the in-domain upper reference); "
+            "needs a labelled target (built-in domains).",
         ),
     )
     dann_weight: float = field(
-        default=1.0, **_help("DANN: scale of the reversed domain-classifier gradient (lambda).")
+        default=1.0,
+        **_help(
+            group="Model and adaptation methods",
+            text="DANN: scale of the reversed domain-classifier gradient (lambda).",
+        ),
     )
     coral_weight: float = field(
         default=1e4,
         **_help(
-            "Weight of the Deep CORAL loss. Its raw value is tiny on 384-dim sentence features "
-            "(~3e-5 movie vs amazon, 1/(4 d^2) normalisation), hence the large default."
+            group="Model and adaptation methods",
+            text="Weight of the Deep CORAL loss. Its raw value is tiny on 384-dim sentence features "
+            "(~3e-5 movie vs amazon, 1/(4 d^2) normalisation), hence the large default.",
         ),
     )
-    mmd_weight: float = field(default=1.0, **_help("Weight of the multi-kernel MMD loss."))
+    mmd_weight: float = field(
+        default=1.0,
+        **_help(group="Model and adaptation methods", text="Weight of the multi-kernel MMD loss."),
+    )
     adaptation_schedule: str = field(
         default="ramp",
         **_help(
-            "Weight schedule of every alignment loss over training progress p: ramp "
-            "(2/(1+exp(-10p)) - 1, Ganin et al. 2016) or constant."
+            group="Model and adaptation methods",
+            text="Weight schedule of every alignment loss over training progress p: ramp "
+            "(2/(1+exp(-10p)) - 1, Ganin et al. 2016) or constant.",
         ),
     )
-    mmd_kernels: int = field(default=5, **_help("MK-MMD: number of Gaussian kernels."))
-    mmd_kernel_mul: float = field(default=2.0, **_help("MK-MMD: ratio between bandwidths."))
-    cache_frozen_prefix: str = field(
-        default="auto", **_help("Frozen-prefix cache: auto, memory, disk or no.")
+    mmd_kernels: int = field(
+        default=5,
+        **_help(group="Model and adaptation methods", text="MK-MMD: number of Gaussian kernels."),
     )
-    cache_dtype: str = field(
-        default="float16", **_help("Storage type of the cache: float16, bfloat16 or float32.")
+    mmd_kernel_mul: float = field(
+        default=2.0,
+        **_help(group="Model and adaptation methods", text="MK-MMD: ratio between bandwidths."),
     )
-    trust_remote_code: bool = field(default=False, **_help("Allow custom model code from the Hub."))
+    trust_remote_code: bool = field(
+        default=False,
+        **_help(group="Model and adaptation methods", text="Allow custom model code from the Hub."),
+    )
     # Optimisation
-    learning_rate: float = field(default=1e-4, **_help("Peak AdamW learning rate of the encoder."))
+    learning_rate: float = field(
+        default=1e-4, **_help(group="Optimisation", text="Peak AdamW learning rate of the encoder.")
+    )
     head_learning_rate: float = field(
         default=1e-3,
-        **_help("Learning rate of the new heads (classifier, DANN domain classifier)."),
+        **_help(
+            group="Optimisation",
+            text="Learning rate of the new heads (classifier, DANN domain classifier).",
+        ),
     )
-    weight_decay: float = field(default=0.01, **_help("AdamW decoupled weight decay."))
-    warmup_ratio: float = field(default=0.1, **_help("Fraction of steps of linear warm-up."))
-    lr_scheduler_type: str = field(default="linear", **_help("transformers.get_scheduler name."))
-    num_train_epochs: int = field(default=2, **_help("Epochs over the source training data."))
+    num_train_epochs: int = field(
+        default=2, **_help(group="Optimisation", text="Epochs over the source training data.")
+    )
     oracle_num_train_epochs: int = field(
-        default=3, **_help("Epochs of the oracle over the (smaller) target training split.")
+        default=3,
+        **_help(
+            group="Optimisation",
+            text="Epochs of the oracle over the (smaller) target training split.",
+        ),
     )
     per_device_train_batch_size: int = field(
         default=32,
-        **_help("Source examples per batch and process; adaptation adds as many target texts."),
+        **_help(
+            group="Optimisation",
+            text="Source examples per batch and process; adaptation adds as many target texts.",
+        ),
     )
-    per_device_eval_batch_size: int = field(default=128, **_help("Evaluation batch size."))
     group_by_length: bool = field(
-        default=True, **_help("Batches of similar length (source and target alike).")
+        default=True,
+        **_help(group="Optimisation", text="Batches of similar length (source and target alike)."),
     )
-    max_grad_norm: float = field(default=1.0, **_help("Gradient clipping norm; 0 disables."))
-    mixed_precision: str | None = field(
-        default=None, **_help("no | fp16 | bf16; unset: Accelerate's launch config, else no.")
-    )
-    seed: int = field(default=42, **_help("Seed of the splits, initialisation and batch order."))
     # Outputs
     output_dir: str = field(
         default="outputs/domain_adaptation",
-        **_help("Where metrics.json and config.yaml (and --save_models) go."),
+        **_help(
+            group="Evaluation and outputs",
+            text="Where metrics.json and config.yaml (and --save_models) go.",
+        ),
     )
-    overwrite_output_dir: bool = field(default=False, **_help("Write into a non-empty output_dir."))
     save_models: bool = field(
         default=False,
         **_help(
-            "Also save each trained model to output_dir/<method>/ (loadable by nlp-transfer "
-            "predict and nlp_transfer.predict)."
+            group="Evaluation and outputs",
+            text="Also save each trained model to output_dir/<method>/ (loadable by nlp-transfer "
+            "predict and nlp_transfer.predict).",
         ),
     )
-    use_cpu: bool = field(default=False, **_help("Train on the CPU even when a GPU is available."))
-    dataloader_num_workers: int = field(default=0, **_help("DataLoader worker processes."))
-    logging_steps: int = field(default=50, **_help("Progress-bar refresh, in batches."))
 
     def __post_init__(self) -> None:
         if self.source_file is not None:
@@ -199,6 +230,10 @@ class DomainAdaptationConfig:
         if self.target_train_file is not None:
             self.target_domain = None
         self.target_domain = TARGET_DOMAINS.get(self.target_domain, self.target_domain)
+        super().__post_init__()
+
+    def validate(self) -> None:
+        super().validate()
         if self.source_dataset is None and self.source_file is None:
             raise ValueError("Give the labelled source data: --source_dataset or --source_file.")
         if self.target_domain is None and self.target_train_file is None:
@@ -219,57 +254,18 @@ class DomainAdaptationConfig:
         self._check_ranges()
 
     def _check_ranges(self) -> None:
-        positive = (
-            "learning_rate",
-            "head_learning_rate",
-            "num_train_epochs",
-            "oracle_num_train_epochs",
-            "per_device_train_batch_size",
-            "per_device_eval_batch_size",
-            "max_seq_length",
-            "logging_steps",
-            "mmd_kernels",
-            "mmd_kernel_mul",
+        check_positive(
+            self, "oracle_num_train_epochs", "max_seq_length", "mmd_kernels", "mmd_kernel_mul"
         )
-        for name in positive:
-            if getattr(self, name) <= 0:
-                raise ValueError(f"--{name} must be positive, got {getattr(self, name)}.")
         if self.per_device_train_batch_size < 2:
             raise ValueError("--per_device_train_batch_size must be >= 2 (batch statistics).")
-        non_negative = (
-            "freeze_layers",
-            "dann_weight",
-            "coral_weight",
-            "mmd_weight",
-            "weight_decay",
-            "max_grad_norm",
-            "dataloader_num_workers",
-        )
-        for name in non_negative:
-            if getattr(self, name) < 0:
-                raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}.")
+        check_non_negative(self, "dann_weight", "coral_weight", "mmd_weight")
         for name in ("max_source_samples", "max_target_samples"):
             if getattr(self, name) is not None and getattr(self, name) < 2:
                 raise ValueError(f"--{name} must be >= 2, got {getattr(self, name)}.")
-        if not 0 <= self.warmup_ratio < 1:
-            raise ValueError(f"--warmup_ratio must be in [0, 1), got {self.warmup_ratio}.")
-        choices = {
-            "adaptation_schedule": SCHEDULES,
-            "pooling": POOLING_CHOICES,
-            "cache_frozen_prefix": CACHE_CHOICES,
-            "cache_dtype": tuple(CACHE_DTYPES),
-            "empty_texts": EMPTY_TEXT_CHOICES,
-        }
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(
-                    f"--{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}."
-                )
-        if self.mixed_precision is not None and self.mixed_precision not in MIXED_PRECISION_CHOICES:
-            raise ValueError(
-                f"--mixed_precision must be one of {', '.join(MIXED_PRECISION_CHOICES)}, "
-                f"got {self.mixed_precision!r}."
-            )
+        check_choice(self, "adaptation_schedule", SCHEDULES)
+        check_choice(self, "pooling", POOLING_CHOICES)
+        check_choice(self, "empty_texts", EMPTY_TEXT_CHOICES)
 
     def method_list(self) -> list[str]:
         """``--methods`` as a list, in the given order, without repeats."""

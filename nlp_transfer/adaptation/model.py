@@ -18,7 +18,7 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from ..models.blocks import get_block_view
+from ..models.blocks import Block, BlockView, get_block_view
 from ..transfer.cache import PREFIX_INPUT, PrefixFeeder
 from ..transfer.features import FeatureExtractionClassifier, FeatureHead, pool
 from .losses import DomainDiscriminator, coral_loss, dann_lambda, mmd_loss
@@ -103,6 +103,16 @@ class DomainAdaptationModel(nn.Module):
     def new_modules(self) -> list[nn.Module]:
         """The freshly initialised modules (label head, domain classifier): their own LR."""
         return [m for m in (self.head, self.discriminator) if m is not None]
+
+    def block_view(self) -> BlockView:
+        """The encoder's blocks, and the new modules as the head (the transfer plan's view).
+
+        The classifier's own head (pooler, classification layer) is unused, frozen, and in no
+        block, so no strategy trains it.
+        """
+        blocks = get_block_view(self.classifier).blocks
+        new = self.new_modules()
+        return BlockView(blocks=blocks, head=Block("head", new), new=Block("new", new))
 
     def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **inputs):
         """Pooled features ``(batch, hidden)`` of one tokenized batch.

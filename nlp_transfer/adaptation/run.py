@@ -14,8 +14,12 @@ test metrics and proxy A-distances -> ``metrics.json``, ``config.yaml``, a print
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -31,11 +35,12 @@ from ..data.samplers import LengthSortedSampler
 from ..data.tokenize import tokenize_dataset
 from ..metrics import classification_metrics
 from ..models.text import DEFAULT_MODEL_NAME, build_text_classifier
-from ..text_classification import build_prefix_caches
-from ..training.loop import create_scheduler, fit, predict_logits
-from ..training.setup import build_accelerator, check_output_dir
+from ..training.loop import predict_logits
+from ..training.run import TrainOutcome, start_run, train_and_predict
 from ..transfer.cache import CachingCollator, PrefixCache
-from ..transfer.freeze import count_parameters, freeze_encoder_layers
+from ..transfer.freeze import count_parameters
+from ..transfer.plan import TransferPlan, plan_transfer
+from ..transfer.prefix import build_prefix_caches
 from .config import DomainAdaptationConfig
 from .data import DomainSplits, load_domains, paired_dataloader, training_sampler
 from .distance import proxy_a_distance
@@ -72,7 +77,7 @@ def prepare_data(
     The cache is shared by every method: they all start from the same pretrained weights, so
     the frozen layers' output is the same for all of them. ``model`` (built by
     :func:`build_model`) computes it, with
-    :func:`~nlp_transfer.text_classification.build_prefix_caches` (which reads the same
+    :func:`~nlp_transfer.transfer.prefix.build_prefix_caches` (which reads the same
     settings, ``freeze_layers``, ``cache_frozen_prefix``, ``cache_dtype``... from ``config``).
     """
     named = {f"source_{s}": ds for s, ds in splits.source.items()}
@@ -132,25 +137,6 @@ def train_loader(
     )
 
 
-def param_groups(
-    model: DomainAdaptationModel, learning_rate: float, head_learning_rate: float, wd: float
-) -> list[dict]:
-    """AdamW groups: trainable encoder layers at ``learning_rate``, new heads at
-    ``head_learning_rate``; no weight decay on 1-D tensors (biases, LayerNorm)."""
-    new = {id(p) for m in model.new_modules() for p in m.parameters()}
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    groups = []
-    for params, lr in (
-        ([p for p in trainable if id(p) not in new], learning_rate),
-        ([p for p in trainable if id(p) in new], head_learning_rate),
-    ):
-        groups += [
-            {"params": [p for p in params if p.ndim >= 2], "lr": lr, "weight_decay": wd},
-            {"params": [p for p in params if p.ndim < 2], "lr": lr, "weight_decay": 0.0},
-        ]
-    return [g for g in groups if g["params"]]
-
-
 class PooledFeatures(nn.Module):
     """``forward`` gives a :class:`DomainAdaptationModel`'s pooled features, not its logits
     (so :func:`predict_logits` gathers features across processes, in dataset order)."""
@@ -176,67 +162,64 @@ def domain_distance(
 
 def build_model(
     label_names: list[str], method: str, config: DomainAdaptationConfig
-) -> tuple[DomainAdaptationModel, PreTrainedTokenizerBase]:
-    """A fresh network (pretrained encoder, lower layers frozen, new heads) for ``method``,
-    and its tokenizer."""
+) -> tuple[DomainAdaptationModel, PreTrainedTokenizerBase, TransferPlan]:
+    """A fresh network (pretrained encoder, lower layers frozen by the transfer plan, new heads)
+    for ``method``, its tokenizer, and its plan (whose view puts the new heads at
+    ``--head_learning_rate``)."""
     set_seed(config.seed)  # every method starts from the same initialisation
     classifier, tokenizer = build_text_classifier(
         config.model_name_or_path,
         label_names=label_names,
         trust_remote_code=config.trust_remote_code,
     )
-    freeze_encoder_layers(classifier, config.freeze_layers)
-    caching = config.freeze_layers >= 1 and config.cache_frozen_prefix != "no"
+    plan = plan_transfer(classifier, config)
     model = DomainAdaptationModel(
         classifier,
         "source_only" if method == "oracle" else method,
         config.method_weight(method),
         schedule=config.adaptation_schedule,
         pooling=config.pooling,
-        prefix_layers=config.freeze_layers if caching else 0,
+        prefix_layers=config.freeze_layers if plan.cache_prefix else 0,
         mmd_kernels=config.mmd_kernels,
         mmd_kernel_mul=config.mmd_kernel_mul,
     )
-    return model, tokenizer
+    plan.view = model.block_view()
+    return model, tokenizer, plan
 
 
-def build_optimizer(
-    model: DomainAdaptationModel, num_batches: int, epochs: int, config: DomainAdaptationConfig
-) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """AdamW over :func:`param_groups` and the run's schedule (``num_batches`` per epoch)."""
-    groups = param_groups(
-        model, config.learning_rate, config.head_learning_rate, config.weight_decay
-    )
-    optimizer = torch.optim.AdamW(groups, lr=config.learning_rate, foreach=True)
-    scheduler = create_scheduler(
-        optimizer,
-        num_batches_per_epoch=num_batches,
+def method_config(config: DomainAdaptationConfig, method: str) -> DomainAdaptationConfig:
+    """The arguments of one method's training: its own checkpoints under
+    ``output_dir/methods/<method>/``, resumed there when ``--resume_from_checkpoint`` is given
+    and the method had started, and its number of epochs."""
+    out = Path(config.output_dir) / "methods" / method
+    started = (out / "checkpoints").is_dir()
+    epochs = config.oracle_num_train_epochs if method == "oracle" else config.num_train_epochs
+    return dataclasses.replace(
+        config,
+        output_dir=str(out),
         num_train_epochs=epochs,
-        warmup_ratio=config.warmup_ratio,
-        lr_scheduler_type=config.lr_scheduler_type,
+        resume_from_checkpoint=config.resume_from_checkpoint if started else None,
     )
-    return optimizer, scheduler
 
 
 def measure(
     model: DomainAdaptationModel,
-    prepared: nn.Module,
+    outcome: TrainOutcome,
     loaders: dict[str, DataLoader],
     accelerator: Accelerator,
     label_names: list[str],
     seed: int,
 ) -> dict:
-    """Target test metrics, source test accuracy and the proxy A-distance of a trained model."""
+    """Target test metrics (from the run's test predictions), source test accuracy and the proxy
+    A-distance of a trained model."""
     model.eval()
-    tests = {}
-    for split in ("target_test", "source_test"):
-        logits, labels = predict_logits(prepared, loaders[split], accelerator, split)
-        tests[split] = classification_metrics(labels, logits, label_names)
+    logits, labels = predict_logits(
+        outcome.model, loaders["source_test"], accelerator, "source_test"
+    )
+    source = classification_metrics(labels, logits, label_names)
     return {
-        "target_test": tests["target_test"],
-        "source_test": {
-            k: tests["source_test"][k] for k in ("num_examples", "accuracy", "f1_macro")
-        },
+        "target_test": classification_metrics(outcome.test[1], outcome.test[0], label_names),
+        "source_test": {k: source[k] for k in ("num_examples", "accuracy", "f1_macro")},
         "proxy_a_distance": domain_distance(model, loaders, accelerator, seed),
     }
 
@@ -249,42 +232,43 @@ def train_method(
     config: DomainAdaptationConfig,
     label_names: list[str],
 ) -> tuple[dict, DomainAdaptationModel]:
-    """Train one method with :func:`fit` and measure it on the target (and source) test split.
+    """Train one method with the shared run and measure it on the target (and source) test split.
 
     ``oracle`` trains on the target's labelled training split and selects its epoch on target
     validation; every other method trains on the source and selects on source validation.
     """
-    model = build_model(label_names, method, config)[0]
+    model, _, plan = build_model(label_names, method, config)
     oracle = method == "oracle"
     trainable, total = count_parameters(model)
     logger.info(f"== {method}: trainable params {trainable:,} / {total:,}")
     train_dl = train_loader(
         data, "target_train" if oracle else "source_train", config, model.adapts
     )
-    val_dl = loaders["target_validation" if oracle else "source_validation"]
-    epochs = config.oracle_num_train_epochs if oracle else config.num_train_epochs
-    optimizer, scheduler = build_optimizer(model, len(train_dl), epochs, config)
-    prepared, optimizer, scheduler, train_dl = accelerator.prepare(
-        model, optimizer, scheduler, train_dl
-    )
-    model.total_steps = len(train_dl) * epochs  # this process's batches: the schedule's p
-    result = fit(
-        prepared,
-        optimizer,
-        scheduler,
-        train_dl,
-        val_dl,
+    run_config = method_config(config, method)
+    epochs = run_config.num_train_epochs
+    # this process's batches (prepared loaders are sharded): the schedule's progress p
+    model.total_steps = math.ceil(len(train_dl) / accelerator.num_processes) * epochs
+    outcome = train_and_predict(
+        model,
+        {
+            "train": train_dl,
+            # unprepared: the shared run prepares what it uses
+            "validation": eval_loader(
+                data, "target_validation" if oracle else "source_validation", config
+            ),
+            "test": eval_loader(data, "target_test", config),
+        },
         accelerator,
-        num_train_epochs=epochs,
+        run_config,
         compute_metrics=lambda y, z: classification_metrics(y, z, label_names),
-        max_grad_norm=config.max_grad_norm,
         loss_fn=F.cross_entropy,
+        plan=plan,
         regularizer=model.alignment_loss if model.adapts else None,
-        logging_steps=config.logging_steps,
     )
-    outcome = {
+    result = outcome.fit
+    record = {
         "uses_target_labels": oracle,
-        **measure(model, prepared, loaders, accelerator, label_names, config.seed),
+        **measure(model, outcome, loaders, accelerator, label_names, config.seed),
         "best_epoch": result.best_epoch,
         "validation": result.history,
         "alignment": trace_summary(model.trace, epochs),
@@ -294,7 +278,7 @@ def train_method(
         "trainable_params": trainable,
     }
     accelerator.free_memory()
-    return outcome, model
+    return record, model
 
 
 def prepare_run(
@@ -302,7 +286,7 @@ def prepare_run(
 ) -> tuple[PreparedData, dict[str, DataLoader], dict, PreTrainedTokenizerBase]:
     """Tokenize and cache once for every method; the prepared evaluation loaders; the proxy
     A-distance of the pretrained features; the tokenizer."""
-    model, tokenizer = build_model(splits.label_names, "source_only", config)
+    model, tokenizer, _ = build_model(splits.label_names, "source_only", config)
     data = prepare_data(splits, tokenizer, model, accelerator, config)
     loaders = {
         split: accelerator.prepare(eval_loader(data, split, config))
@@ -332,8 +316,7 @@ def run_domain_adaptation(
         ValueError, FileNotFoundError: Bad data or settings (the message names the flag).
     """
     start = time.perf_counter()
-    accelerator = build_accelerator(config.mixed_precision, 1, config.use_cpu)
-    check_output_dir(config.output_dir, config.overwrite_output_dir)
+    accelerator = start_run(config, "domain adaptation", check_resume=False)
     set_seed(config.seed)
     if splits is None:
         with accelerator.main_process_first():
@@ -350,7 +333,13 @@ def run_domain_adaptation(
         logger.info("No in-domain oracle: the target training texts are unlabelled.")
     results, trained = {}, {}
     for method in methods:
+        finished = _finished_result(config, method)
+        if finished is not None:  # resuming: this method had completed
+            results[method] = finished
+            logger.info(f"{method}: finished before the interruption; its result is kept")
+            continue
         results[method], model = train_method(method, data, loaders, accelerator, config, names)
+        _save_result(config, method, results[method], accelerator)
         if config.save_models:
             trained[method] = model
         m = results[method]
@@ -377,3 +366,25 @@ def run_domain_adaptation(
     accelerator.print(format_table(metrics))
     accelerator.end_training()
     return metrics
+
+
+def _result_path(config: DomainAdaptationConfig, method: str) -> Path:
+    return Path(config.output_dir) / "methods" / method / "result.json"
+
+
+def _finished_result(config: DomainAdaptationConfig, method: str) -> dict | None:
+    """A method's saved result when the run resumes (``--resume_from_checkpoint``), else None."""
+    path = _result_path(config, method)
+    if not config.resume_from_checkpoint or not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _save_result(
+    config: DomainAdaptationConfig, method: str, result: dict, accelerator: Accelerator
+) -> None:
+    """Keep a finished method's result, so an interrupted run resumes after it."""
+    if accelerator.is_main_process:
+        path = _result_path(config, method)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, default=float), encoding="utf-8")

@@ -7,8 +7,10 @@ Text and vision runs build their own data and model, then call :func:`train_and_
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -17,21 +19,21 @@ from accelerate.logging import get_logger
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..transfer.gradual import GradualUnfreezer
-from ..transfer.l2sp import L2SPRegularizer
-from ..transfer.lr import describe_lrs, layerwise_lr_param_groups
+from .arguments import TrainingConfig
 from .checkpoint import Checkpointer, resolve_resume_path
 from .loop import (
     FitResult,
     LossFn,
     MetricsFn,
-    adamw,
     create_optimizer,
     create_scheduler,
     fit,
     predict_logits,
 )
 from .setup import build_accelerator, check_output_dir
+
+if TYPE_CHECKING:
+    from ..transfer.plan import TransferPlan
 
 logger = get_logger(__name__)
 
@@ -54,13 +56,14 @@ class TrainOutcome:
     test: tuple[np.ndarray, np.ndarray]
 
 
-def start_run(config, task_name: str) -> Accelerator:
+def start_run(config: TrainingConfig, task_name: str, check_resume: bool = True) -> Accelerator:
     """The run's Accelerator, after the checks that must fail before any data or model loads.
 
     Builds it (``--mixed_precision``, ``--gradient_accumulation_steps``, ``--use_cpu``,
     ``--report_to``), refuses a non-empty ``output_dir``, resolves ``--resume_from_checkpoint``
-    and starts the trackers with the config as hyper-parameters. Shared by the text and image
-    runs.
+    and starts the trackers with the config as hyper-parameters. Shared by every task; a task
+    with several trainings per run (domain adaptation) resolves its checkpoints itself
+    (``check_resume=False``).
 
     Raises:
         FileExistsError: ``output_dir`` is not empty and ``overwrite_output_dir`` is False.
@@ -72,20 +75,21 @@ def start_run(config, task_name: str) -> Accelerator:
         config.mixed_precision,
         config.gradient_accumulation_steps,
         config.use_cpu,
-        find_unused_parameters=config.gradual_unfreezing,
+        find_unused_parameters=config.find_unused_parameters,
         log_with=trackers,
         project_dir=config.output_dir,
     )
     check_output_dir(
         config.output_dir, config.overwrite_output_dir, resuming=bool(config.resume_from_checkpoint)
     )
-    resume_path(config)  # fail now, not after loading data and model, if there is no checkpoint
+    if check_resume:  # fail now, not after loading data and model, if there is no checkpoint
+        resume_path(config)
     if trackers:
         accelerator.init_trackers(task_name.replace(" ", "_"), config=tracker_config(config))
     return accelerator
 
 
-def tracker_config(config) -> dict:
+def tracker_config(config: TrainingConfig) -> dict:
     """The config as tracker hyper-parameters (scalars and strings only; None becomes "none")."""
     values = {}
     for key, value in dataclasses.asdict(config).items():
@@ -97,7 +101,7 @@ def tracker_config(config) -> dict:
     return values
 
 
-def resume_path(config) -> Path | None:
+def resume_path(config: TrainingConfig) -> Path | None:
     """The checkpoint ``--resume_from_checkpoint`` names (``latest`` resolved), or None.
 
     Raises:
@@ -108,52 +112,19 @@ def resume_path(config) -> Path | None:
     return resolve_resume_path(config.output_dir, config.resume_from_checkpoint)
 
 
-def build_optimizer(
-    model: nn.Module, config
-) -> tuple[torch.optim.Optimizer, L2SPRegularizer | None]:
-    """AdamW with the run's learning-rate strategy, and the L2-SP penalty when asked for.
-
-    Plain AdamW over trainable parameters unless ``--layer_lr_decay``, ``--head_learning_rate``
-    or ``--l2sp_alpha`` ask for per-block groups (which need a supported block layout).
-    Logs the learning rate of every block.
-
-    Args:
-        model: The model, its freezing applied.
-        config: A run config with ``learning_rate``, ``weight_decay``, ``layer_lr_decay``,
-            ``head_learning_rate``, ``l2sp_alpha`` and ``l2sp_beta``.
-    """
-    strategy = config.layer_lr_decay != 1.0 or config.head_learning_rate or config.l2sp_alpha > 0
-    if not strategy:
-        return create_optimizer(model, config.learning_rate, config.weight_decay), None
-    regularizer = None
-    if config.l2sp_alpha > 0:
-        regularizer = L2SPRegularizer(model, config.l2sp_alpha, config.l2sp_beta)
-        logger.info(
-            f"L2-SP: alpha {config.l2sp_alpha} on {len(regularizer.pretrained)} pretrained tensors, "
-            f"beta {config.l2sp_beta} on {len(regularizer.new_params)} new-head tensors (no weight decay there)"
-        )
-    groups = layerwise_lr_param_groups(
-        model,
-        config.learning_rate,
-        layer_lr_decay=config.layer_lr_decay,
-        head_learning_rate=config.head_learning_rate,
-        weight_decay=config.weight_decay,
-        no_decay_for=regularizer.parameter_ids if regularizer else None,
-    )
-    logger.info(f"Learning rate per block: {describe_lrs(groups)}")
-    return adamw(groups, config.learning_rate), regularizer
-
-
 def train_and_predict(
     model: nn.Module,
     loaders: dict[str, DataLoader],
     accelerator: Accelerator,
-    config,
+    config: TrainingConfig,
     *,
     compute_metrics: MetricsFn,
     loss_fn: LossFn,
+    plan: TransferPlan | None = None,
+    regularizer: Callable[[], torch.Tensor] | None = None,
     cached: nn.Module | None = None,
     predict_validation: bool = False,
+    epoch_end_callback: Callable[[int, dict], None] | None = None,
 ) -> TrainOutcome:
     """Optimizer, schedule, prepare, :func:`fit`, then test (and validation) predictions.
 
@@ -166,17 +137,26 @@ def train_and_predict(
             ``TrainingArguments`` names).
         compute_metrics: ``(labels, logits) -> dict``.
         loss_fn: ``(logits, labels) -> loss``.
+        plan: The run's transfer plan: its optimizer groups, L2-SP and gradual unfreezing.
+            None: plain AdamW over the trainable parameters (e.g. a feature head).
+        regularizer: A task's own term added to the loss (e.g. a domain-alignment loss), on
+            top of the plan's L2-SP.
         cached: A frozen-prefix wrapper of ``model`` to train instead (it must expose
             ``disable()`` when it changes ``model``); the trained weights are ``model``'s.
         predict_validation: Also return the final model's validation predictions.
+        epoch_end_callback: Called as ``(epoch, validation_metrics)`` after each epoch's
+            validation (e.g. Optuna's pruning); an exception it raises stops training.
 
     Returns:
         A :class:`TrainOutcome`; its ``model`` is ``model`` (prepared) when ``cached`` was used.
     """
-    unfreezer = None
-    if config.gradual_unfreezing:  # made before the optimizer, which must hold every block
-        unfreezer = GradualUnfreezer(model, config.unfreeze_every_n_steps)
-    optimizer, regularizer = build_optimizer(model, config)
+    # the unfreezer is made before the optimizer, which must hold every block
+    unfreezer = plan.unfreezer(model) if plan is not None else None
+    if plan is not None:
+        optimizer, l2sp = plan.optimizer(model)
+    else:
+        optimizer, l2sp = create_optimizer(model, config.learning_rate, config.weight_decay), None
+    regularizer = _combine(l2sp, regularizer)
     scheduler = create_scheduler(
         optimizer,
         num_batches_per_epoch=len(loaders["train"]),
@@ -226,6 +206,8 @@ def train_and_predict(
         ),
         resume_from_checkpoint=resume_path(config),
         early_stopping_patience=config.early_stopping_patience,
+        # the hook for a hyperparameter search's pruning (fit's epoch_end_callback)
+        **({"epoch_end_callback": epoch_end_callback} if epoch_end_callback else {}),
     )
     validation = None
     if predict_validation:
@@ -236,3 +218,11 @@ def train_and_predict(
             cached.disable()  # the model computes its prefix again
         model = trained  # what is saved: the plain model, holding the trained weights
     return TrainOutcome(model=model, fit=result, validation=validation, test=test)
+
+
+def _combine(*terms):
+    """The sum of the regularisers that are not None (None when there is none)."""
+    terms = [t for t in terms if t is not None]
+    if len(terms) <= 1:
+        return terms[0] if terms else None
+    return lambda: sum(t() for t in terms)

@@ -44,8 +44,6 @@ from ..models.blocks import get_block_view
 
 logger = logging.getLogger(__name__)
 
-CACHE_CHOICES = ("auto", "memory", "disk", "no")
-CACHE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 _NUMPY = {torch.float16: np.float16, torch.float32: np.float32}
 PREFIX_INPUT = "prefix_hidden"
 INDEX_COLUMN = "cache_index"

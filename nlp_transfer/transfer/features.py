@@ -24,7 +24,6 @@ from transformers import AutoModel, PreTrainedModel
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 POOLING_CHOICES = ("mean", "cls")
-HEAD_CHOICES = ("linear", "mlp", "logistic_regression")
 FEATURE_CONFIG = "feature_extraction.json"
 TORCH_HEAD_FILE = "head.safetensors"
 SKLEARN_HEAD_FILE = "head.skops"

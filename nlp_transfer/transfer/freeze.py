@@ -78,7 +78,9 @@ def freeze_lower_blocks(
     )
 
 
-def freeze_encoder_layers(model: nn.Module, num_layers: int) -> FreezeReport:
+def freeze_encoder_layers(
+    model: nn.Module, num_layers: int, view: BlockView | None = None
+) -> FreezeReport:
     """Freeze the embeddings and the lower ``num_layers`` encoder layers (``--freeze_layers``).
 
     ``num_layers=0`` is full fine-tuning (nothing frozen); ``num_layers=L`` (all layers) leaves
@@ -89,6 +91,7 @@ def freeze_encoder_layers(model: nn.Module, num_layers: int) -> FreezeReport:
     Args:
         model: A BERT-family classification model or a torchvision ResNet.
         num_layers: Number of encoder layers to freeze, ``0 <= num_layers <= L``.
+        view: A precomputed view (defaults to ``get_block_view(model)``).
 
     Returns:
         A :class:`FreezeReport`.
@@ -96,7 +99,7 @@ def freeze_encoder_layers(model: nn.Module, num_layers: int) -> FreezeReport:
     Raises:
         ValueError: If ``num_layers`` is out of range (names ``--freeze_layers``).
     """
-    view = get_block_view(model)
+    view = view or get_block_view(model)
     num_layers_total = view.num_blocks - 1
     if not 0 <= num_layers <= num_layers_total:
         raise ValueError(

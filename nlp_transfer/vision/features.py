@@ -7,7 +7,6 @@ linear layer), so the saved model is a plain
 
 from __future__ import annotations
 
-import dataclasses
 import time
 
 import torch
@@ -16,18 +15,16 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader
 
 from ..metrics import classification_metrics
-from ..models.blocks import get_block_view
-from ..training.loop import FitResult
-from ..training.run import TrainOutcome, train_and_predict
+from ..training.run import TrainOutcome
 from ..transfer.features import FeatureDataset, FeatureHead, default_sklearn_head
-from ..transfer.freeze import FreezeReport, count_parameters
+from ..transfer.freeze import count_parameters
+from ..transfer.heads import fit_sklearn_head, train_torch_head
+from ..transfer.plan import TransferPlan
 from .config import ImageClassificationConfig
 from .data import ImageData
 from .models import ResNetClassifier
 from .prefix import compute_block_outputs
 from .transforms import ImageCollator, image_dataloaders
-
-FEATURE_HEAD_LEARNING_RATE = 1e-3
 
 
 def metrics_fn(label_names: list[str]):
@@ -69,21 +66,18 @@ def linear_from_logistic_regression(estimator, num_labels: int) -> torch.nn.Line
 
 def _sklearn_head(model, features, accelerator, config, extract_s: float) -> TrainOutcome:
     """Fit ``LogisticRegression`` on the training features and make it the model's ``fc``."""
-    (x_train, y_train), (x_test, y_test) = features["train"], features["test"]
-    start = time.perf_counter()
-    estimator = default_sklearn_head(config.seed).fit(x_train.numpy(), y_train.numpy())
-    runtime = extract_s + time.perf_counter() - start
-    model.fc = linear_from_logistic_regression(estimator, model.config.num_labels)
+    arrays = {s: (x.numpy(), y.numpy()) for s, (x, y) in features.items()}
+    outcome = fit_sklearn_head(default_sklearn_head(config.seed), arrays, extract_s=extract_s)
+    model.fc = linear_from_logistic_regression(outcome.model, model.config.num_labels)
     model.fc.to(accelerator.device)
-    with torch.no_grad():
-        logits = model.fc(x_test.to(accelerator.device)).float().cpu().numpy()
-    result = FitResult(
-        train_runtime_s=runtime, train_samples_per_second=len(y_train) / max(runtime, 1e-9)
-    )
-    return TrainOutcome(model, result, None, (logits, y_test.numpy()))
+    with torch.no_grad():  # the test logits of the model as saved (its fc)
+        logits = model.fc(features["test"][0].to(accelerator.device)).float().cpu().numpy()
+    outcome.model, outcome.validation = model, None
+    outcome.test = (logits, arrays["test"][1])
+    return outcome
 
 
-def _torch_head(model, features, accelerator, config, label_names) -> TrainOutcome:
+def _torch_head(model, features, accelerator, config, label_names, extract_s) -> TrainOutcome:
     """Train a ``linear``/``mlp`` :class:`FeatureHead` with the shared loop; it becomes ``fc``."""
     x_train = features["train"][0]
     head = FeatureHead(x_train.shape[1], model.config.num_labels, config.feature_extraction)
@@ -94,19 +88,14 @@ def _torch_head(model, features, accelerator, config, label_names) -> TrainOutco
         per_device_eval_batch_size=config.per_device_eval_batch_size,
         seed=config.seed,
     )
-    head_config = dataclasses.replace(
-        config,
-        learning_rate=config.head_learning_rate or FEATURE_HEAD_LEARNING_RATE,
-        head_learning_rate=None,
-        save_strategy="no",
-    )
-    outcome = train_and_predict(
+    outcome = train_torch_head(
         head,
         loaders,
         accelerator,
-        head_config,
+        config,
         compute_metrics=metrics_fn(label_names),
         loss_fn=F.cross_entropy,
+        extract_s=extract_s,
     )
     head = accelerator.unwrap_model(outcome.model)
     model.fc = head.net if head.kind == "linear" else head
@@ -120,15 +109,18 @@ def train_image_feature_head(
     data: ImageData,
     accelerator: Accelerator,
     config: ImageClassificationConfig,
-) -> tuple[TrainOutcome, FreezeReport]:
+    plan: TransferPlan,
+) -> TrainOutcome:
     """Feature extraction: features of every split computed once, then a head fitted on them.
 
     ``--feature_extraction linear|mlp`` trains a torch head for ``num_train_epochs`` at
     ``--head_learning_rate`` (default 1e-3); ``logistic_regression`` fits scikit-learn's.
     ``train_runtime_s`` counts the training split's features and the head's fit.
 
+    Updates ``plan.freeze`` with the head's parameter count.
+
     Returns:
-        ``(outcome, report)``; ``outcome.model`` is the whole classifier, its new ``fc`` in place.
+        The outcome; ``outcome.model`` is the whole classifier, its new ``fc`` in place.
     """
     mc = model.config
     collator = ImageCollator(mc.image_size, mc.mean, mc.std)
@@ -149,12 +141,8 @@ def train_image_feature_head(
     if config.feature_extraction == "logistic_regression":
         outcome = _sklearn_head(model, features, accelerator, config, extract_s["train"])
     else:
-        outcome = _torch_head(model, features, accelerator, config, list(data.label_names))
-        outcome.fit.train_runtime_s += extract_s["train"]
-    report = FreezeReport(
-        frozen_blocks=[b.name for b in get_block_view(model).blocks],
-        trainable_blocks=["head"],
-        trainable_params=sum(p.numel() for p in model.fc.parameters()),
-        total_params=count_parameters(model)[1],
-    )
-    return outcome, report
+        labels = list(data.label_names)
+        outcome = _torch_head(model, features, accelerator, config, labels, extract_s["train"])
+    plan.freeze.trainable_params = sum(p.numel() for p in model.fc.parameters())
+    plan.freeze.total_params = count_parameters(model)[1]
+    return outcome

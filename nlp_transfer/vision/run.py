@@ -28,8 +28,8 @@ from ..models.blocks import get_block_view
 from ..plots import write_report_plots
 from ..training.outputs import format_summary, run_metrics, save_run
 from ..training.run import TrainOutcome, start_run, train_and_predict
-from ..transfer.cache import CACHE_DTYPES
-from ..transfer.freeze import FreezeReport, freeze_encoder_layers
+from ..transfer.arguments import CACHE_DTYPES
+from ..transfer.plan import TransferPlan, plan_transfer
 from .config import ImageClassificationConfig
 from .data import ImageData, load_image_data
 from .features import metrics_fn, plain_loader, train_image_feature_head
@@ -102,18 +102,14 @@ def _folder_sizes(
     return size, _resize_size(size, weights) if size else None
 
 
-def use_prefix_cache(config: ImageClassificationConfig) -> bool:
-    """Whether the frozen prefix is cached: ``--freeze_layers`` >= 1, no augmentation."""
-    return config.cache_frozen_prefix != "no" and config.freeze_layers >= 1 and not config.augment
-
-
 def train_image_classifier(
     model: ResNetClassifier,
     data: ImageData,
     accelerator: Accelerator,
     config: ImageClassificationConfig,
+    plan: TransferPlan,
 ) -> TrainOutcome:
-    """Fine-tune ``model`` (its freezing applied) with the shared loop; cache the frozen prefix.
+    """Fine-tune ``model`` (its plan applied) with the shared loop; cache the frozen prefix.
 
     Returns:
         A :class:`~nlp_transfer.training.run.TrainOutcome` with the test predictions.
@@ -123,7 +119,7 @@ def train_image_classifier(
     cached = None
     if config.augment and config.freeze_layers and config.cache_frozen_prefix != "no":
         logger.info("Frozen-prefix caching is off: --augment changes each image every epoch")
-    if use_prefix_cache(config):
+    if plan.cache_prefix:
         num_blocks = config.freeze_layers + 1  # the stem and k stages
         model.to(accelerator.device)
         dtype = CACHE_DTYPES[config.cache_dtype]
@@ -167,34 +163,9 @@ def train_image_classifier(
         config,
         compute_metrics=metrics_fn(data.label_names),
         loss_fn=F.cross_entropy,
+        plan=plan,
         cached=cached,
     )
-
-
-def describe_strategy(config: ImageClassificationConfig) -> dict:
-    """The transfer strategy of an image run, for ``metrics.json`` and model cards."""
-    if config.feature_extraction != "none":
-        return {
-            "name": "feature_extraction",
-            "head": config.feature_extraction,
-            "weights": config.weights,
-        }
-    strategy: dict = {
-        "name": "fine_tuning",
-        "weights": config.weights,
-        "freeze_layers": config.freeze_layers,
-        "prefix_cache": use_prefix_cache(config),
-        "augment": config.augment,
-    }
-    if config.gradual_unfreezing:
-        strategy["gradual_unfreezing"] = {"unfreeze_every_n_steps": config.unfreeze_every_n_steps}
-    if config.layer_lr_decay != 1.0:
-        strategy["layer_lr_decay"] = config.layer_lr_decay
-    if config.head_learning_rate:
-        strategy["head_learning_rate"] = config.head_learning_rate
-    if config.l2sp_alpha:
-        strategy["l2sp"] = {"alpha": config.l2sp_alpha, "beta": config.l2sp_beta}
-    return strategy
 
 
 def model_display_name(config: ImageClassificationConfig) -> str:
@@ -240,21 +211,26 @@ def run_image_classification(
     model = build_model(config, weights, data)
     # config.yaml and the model card record the input size in use
     config = dataclasses.replace(config, image_size=model.config.image_size)
-    if config.feature_extraction != "none":
-        outcome, freeze = train_image_feature_head(model, data, accelerator, config)
-        logger.info(f"Transfer strategy: feature extraction | {freeze}")
+    plan = plan_transfer(model, config, cacheable=not config.augment, details=_plan_details(config))
+    if plan.feature_extraction != "none":
+        outcome = train_image_feature_head(model, data, accelerator, config, plan)
     else:
-        freeze = freeze_encoder_layers(model, config.freeze_layers)
-        logger.info(f"Transfer strategy: {freeze}")
-        outcome = train_image_classifier(model, data, accelerator, config)
-    return finish_image_run(config, accelerator, outcome, freeze, data, start, task_name)
+        outcome = train_image_classifier(model, data, accelerator, config, plan)
+    return finish_image_run(config, accelerator, outcome, plan, data, start, task_name)
+
+
+def _plan_details(config: ImageClassificationConfig) -> dict:
+    """The image task's entries of the strategy description (``metrics.json``, model card)."""
+    if config.feature_extraction != "none":
+        return {"weights": config.weights}
+    return {"weights": config.weights, "augment": config.augment}
 
 
 def finish_image_run(
     config: ImageClassificationConfig,
     accelerator: Accelerator,
     outcome: TrainOutcome,
-    freeze: FreezeReport,
+    plan: TransferPlan,
     data: ImageData,
     start: float,
     task_name: str,
@@ -267,7 +243,7 @@ def finish_image_run(
     metrics = run_metrics(
         outcome.fit,
         test_metrics,
-        freeze,
+        plan.freeze,
         None,
         model_name=model_display_name(config),
         output_dir=config.output_dir,
@@ -275,7 +251,7 @@ def finish_image_run(
         accelerator=accelerator,
         start_time=start,
     )
-    metrics["transfer_strategy"] = describe_strategy(config)
+    metrics["transfer_strategy"] = plan.describe()
     metrics["data"] = {
         "description": data.description,
         **{f"{s}_examples": len(d) for s, d in data.splits.items()},

@@ -10,9 +10,9 @@ import numpy as np
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 
-from .data.custom import read_table
-from .metrics import classification_metrics, cross_entropy, predict_labels, probabilities
-from .transfer.features import is_feature_classifier, load_feature_classifier
+from ..data.custom import read_table
+from ..metrics import classification_metrics, cross_entropy, predict_labels, probabilities
+from ..transfer.features import is_feature_classifier, load_feature_classifier
 
 
 def load_classifier(model_dir: str | os.PathLike, device: str | None = None):
@@ -149,7 +149,7 @@ def evaluate_saved_model(
     """
     import json
 
-    from .plots import write_report_plots
+    from ..plots import write_report_plots
 
     model, tokenizer, threshold = load_classifier(model_dir)
     table = read_table(data_file)

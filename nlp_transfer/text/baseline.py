@@ -11,7 +11,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 
-from .metrics import classification_metrics, select_threshold
+from ..metrics import classification_metrics, select_threshold
 
 
 def tfidf_logreg_baseline(

@@ -1,0 +1,24 @@
+"""Text classification: a pretrained BERT-family encoder, a classification head, a transfer plan.
+
+    from nlp_transfer.text import TextClassificationConfig, run_text_classification
+
+The task package beside :mod:`nlp_transfer.vision` and :mod:`nlp_transfer.adaptation`: its own
+config fields (:mod:`.config`), data and loaders (:mod:`.loaders`), the run
+(:mod:`.run`), feature extraction's encoding (:mod:`.features`), prediction (:mod:`.predict`),
+ONNX export (:mod:`.export`) and the TF-IDF baseline (:mod:`.baseline`), on the shared
+training loop and transfer plan.
+"""
+
+from .config import TextClassificationConfig
+from .predict import evaluate_saved_model, predict
+from .run import run_text_classification
+from .tasks import SentimentConfig, SpamConfig
+
+__all__ = [
+    "SentimentConfig",
+    "SpamConfig",
+    "TextClassificationConfig",
+    "evaluate_saved_model",
+    "predict",
+    "run_text_classification",
+]

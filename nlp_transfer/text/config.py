@@ -1,0 +1,186 @@
+"""The typed configuration of a text-classification run: the shared arguments plus text's own."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..data.custom import EMPTY_TEXT_CHOICES
+from ..data.samplers import SAMPLING_CHOICES
+from ..training.arguments import (
+    EVALUATION,
+    OPTIMISATION,
+    TRACKING,
+    arg,
+    check_choice,
+    check_optional_positive,
+    check_positive,
+)
+from ..transfer.arguments import TRANSFER, TransferConfig
+from ..transfer.features import POOLING_CHOICES
+
+DATA = "Data"
+MODEL = "Model"
+IMBALANCE = "Class imbalance"
+
+
+@dataclass
+class TextClassificationConfig(TransferConfig):
+    """Every setting of a text-classification run. Names follow ``transformers.TrainingArguments``.
+
+    The training and transfer-strategy fields come from
+    :class:`~nlp_transfer.transfer.arguments.TransferConfig`; these are text's own.
+
+    Raises:
+        ValueError: A value out of range, or settings that do not combine (the message names
+            the flags).
+        FileNotFoundError: ``--init_from`` is not a saved model.
+    """
+
+    # Data
+    dataset_name: str | None = arg(
+        None,
+        "A built-in dataset (e.g. rotten_tomatoes_sentences) or a Hugging Face Hub dataset.",
+        DATA,
+    )
+    train_file: str | None = arg(
+        None, "Training data: .csv, .tsv, .jsonl, .json or .parquet.", DATA
+    )
+    validation_file: str | None = arg(
+        None, "Validation data; split off the training data if unset.", DATA
+    )
+    test_file: str | None = arg(None, "Test data; split off the training data if unset.", DATA)
+    text_column: str = arg("text", "Column holding the text.", DATA)
+    label_column: str = arg("label", "Column holding the label (strings or integers).", DATA)
+    validation_size: float = arg(
+        0.1, "Fraction of the data split off for validation when there is no validation file.", DATA
+    )
+    test_size: float = arg(
+        0.1, "Fraction of the data split off for test when there is no test file.", DATA
+    )
+    file_encoding: str = arg(
+        "utf-8",
+        "Text encoding of --train_file/--validation_file/--test_file (CSV/TSV/JSON), e.g. cp1252 "
+        "or latin-1 for files from Excel.",
+        DATA,
+    )
+    empty_texts: str = arg(
+        "drop",
+        "Rows whose text is missing, empty or whitespace only: drop (the count is logged) or error.",
+        DATA,
+    )
+    max_train_samples: int | None = arg(
+        None, "Keep only this many training examples (quick runs).", DATA
+    )
+    max_eval_samples: int | None = arg(
+        None, "Keep only this many validation and test examples (quick runs).", DATA
+    )
+    cache_dir: str | None = arg(
+        None,
+        "Where built-in datasets are downloaded (default: $NLP_TRANSFER_CACHE or "
+        "~/.cache/nlp_transfer).",
+        DATA,
+    )
+    # Model
+    model_name_or_path: str | None = arg(
+        None,
+        "Hub id or local directory of a BERT-family model; unset: the packaged all-MiniLM-L6-v2.",
+        MODEL,
+    )
+    max_seq_length: int = arg(128, "Truncate texts to this many tokens.", MODEL)
+    trust_remote_code: bool = arg(False, "Allow custom model code from the Hub.", MODEL)
+    pooling: str = arg(
+        "mean",
+        "Feature extraction pooling: mean (what sentence-transformers models such as "
+        "all-MiniLM-L6-v2 were trained for) or cls.",
+        TRANSFER,
+    )
+    init_from: str | None = arg(
+        None,
+        "Weight transfer: start from a model fine-tuned on a source task (its output_dir); the "
+        "encoder is kept, the head is new for this task's labels.",
+        TRANSFER,
+    )
+    group_by_length: bool = arg(
+        True,
+        "Batch examples of similar length together (still shuffled): far less padding.",
+        OPTIMISATION,
+    )
+    # Class imbalance
+    class_weights: str = arg(
+        "none",
+        "Weighted cross-entropy: none, balanced (n / (C * n_c), as scikit-learn), or a comma list "
+        "in label-id order.",
+        IMBALANCE,
+    )
+    sampling: str = arg(
+        "none", "Class-balanced training batches: none, oversample or undersample.", IMBALANCE
+    )
+    decision_threshold: float = arg(
+        0.5,
+        "Binary tasks: predict the positive class (label id 1) when its probability is >= this.",
+        IMBALANCE,
+    )
+    tune_decision_threshold: bool = arg(
+        False,
+        "Binary tasks: choose the threshold that maximises the positive class's F1 on "
+        "validation; saved with the model.",
+        IMBALANCE,
+    )
+    # Outputs and sharing
+    run_baseline: bool = arg(
+        True, "Also fit TF-IDF + logistic regression on the same split.", EVALUATION
+    )
+    output_dir: str = arg(
+        "outputs/text_classification",
+        "Where the model, metrics.json and config.yaml go.",
+        EVALUATION,
+    )
+    push_to_hub: bool = arg(
+        False, "Upload the saved model (with its model card) to the Hugging Face Hub.", TRACKING
+    )
+    hub_model_id: str | None = arg(
+        None,
+        "Hub repository for --push_to_hub (user/name); default: the output_dir's name.",
+        TRACKING,
+    )
+
+    def __post_init__(self) -> None:
+        # A recipe's built-in default dataset gives way to a user's --train_file.
+        recipe_default = next(
+            f.default for f in dataclasses.fields(self) if f.name == "dataset_name"
+        )
+        if self.train_file is not None and recipe_default and self.dataset_name == recipe_default:
+            self.dataset_name = None
+        super().__post_init__()
+
+    def validate(self) -> None:
+        super().validate()
+        check_positive(self, "max_seq_length")
+        check_optional_positive(self, "max_train_samples", "max_eval_samples")
+        if not 0 < self.decision_threshold < 1:
+            raise ValueError(
+                f"--decision_threshold must be in (0, 1), got {self.decision_threshold}."
+            )
+        check_choice(self, "empty_texts", EMPTY_TEXT_CHOICES)
+        check_choice(self, "sampling", SAMPLING_CHOICES)
+        check_choice(self, "pooling", POOLING_CHOICES)
+        self._check_sources()
+
+    def _check_sources(self) -> None:
+        if (
+            self.init_from is not None
+            and not (Path(self.init_from).expanduser() / "config.json").exists()
+        ):
+            raise FileNotFoundError(
+                f"--init_from {self.init_from}: no saved model there (config.json missing); "
+                "point it at the output_dir of a finished run."
+            )
+        if self.init_from is not None and self.model_name_or_path is not None:
+            raise ValueError(
+                "Give either --init_from (a fine-tuned source model) or --model_name_or_path, "
+                "not both."
+            )
+        if self.dataset_name is not None and self.train_file is not None:
+            raise ValueError("Give either --dataset_name or --train_file, not both.")

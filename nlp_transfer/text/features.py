@@ -1,0 +1,179 @@
+"""Feature extraction for text: pooled encoder features computed once, then a head fitted on them.
+
+The encoder runs once per example (eval mode, no gradients, batches sorted by length); the
+head is fitted by the shared :mod:`nlp_transfer.transfer.heads`. The saved model is a
+:class:`~nlp_transfer.transfer.features.FeatureExtractionClassifier` (encoder + head).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from datasets import DatasetDict
+from torch import nn
+from torch.utils.data import DataLoader
+from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
+
+from ..data.samplers import ClassBalancedSampler, EpochShuffleSampler
+from ..data.tokenize import tokenize_dataset
+from ..training.imbalance import cross_entropy_loss
+from ..training.run import TrainOutcome
+from ..transfer.features import (
+    FeatureDataset,
+    FeatureExtractionClassifier,
+    FeatureHead,
+    default_sklearn_head,
+    encoder_of,
+    extract_features,
+)
+from ..transfer.heads import Features, fit_sklearn_head, train_torch_head
+from ..transfer.plan import TransferPlan
+from .config import TextClassificationConfig
+from .loaders import class_weights, metrics_fn
+
+logger = get_logger(__name__)
+
+
+def encode_splits(
+    encoder: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    dataset: DatasetDict,
+    accelerator: Accelerator,
+    config: TextClassificationConfig,
+) -> tuple[Features, dict[str, float]]:
+    """Pooled features ``(n, hidden)`` of every split, in dataset order, computed once.
+
+    Returns:
+        ``({split: (features, labels)}, {split: seconds})``.
+    """
+    with accelerator.main_process_first():
+        tokenized = tokenize_dataset(dataset, tokenizer, config.max_seq_length)
+    mixed = accelerator.mixed_precision != "no"
+    collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if mixed else None)
+    features, seconds = {}, {}
+    for split, ds in tokenized.items():
+        start = time.perf_counter()
+        order = np.argsort([len(ids) for ids in ds["input_ids"]], kind="stable")
+        loader = accelerator.prepare(
+            DataLoader(
+                ds.select(order),
+                batch_size=config.per_device_eval_batch_size,
+                collate_fn=collator,
+                num_workers=config.dataloader_num_workers,
+                generator=torch.Generator().manual_seed(config.seed),
+            )
+        )
+        x, y = extract_features(encoder, loader, accelerator, config.pooling, f"Features ({split})")
+        inverse = np.empty_like(order)
+        inverse[order] = np.arange(len(order))
+        features[split] = (x[inverse], y[inverse])
+        seconds[split] = time.perf_counter() - start
+    logger.info(
+        f"Features ({config.pooling} pooling, {features['train'][0].shape[1]} dims) computed once: "
+        + ", ".join(f"{s} {t:.0f}s" for s, t in seconds.items())
+    )
+    return features, seconds
+
+
+def feature_loaders(features: Features, config: TextClassificationConfig) -> dict[str, DataLoader]:
+    """DataLoaders of feature vectors; training batches shuffled (or class-balanced, ``--sampling``)."""
+    y_train = features["train"][1]
+    sampler = (
+        ClassBalancedSampler(y_train, config.sampling, seed=config.seed)
+        if config.sampling != "none"
+        else EpochShuffleSampler(len(y_train), seed=config.seed)
+    )
+    return {
+        split: DataLoader(
+            FeatureDataset(*features[split]),
+            batch_size=config.per_device_train_batch_size
+            if split == "train"
+            else config.per_device_eval_batch_size,
+            sampler=sampler if split == "train" else None,
+            generator=torch.Generator().manual_seed(config.seed),
+        )
+        for split in ("train", "validation", "test")
+    }
+
+
+def train_feature_extractor(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    dataset: DatasetDict,
+    accelerator: Accelerator,
+    config: TextClassificationConfig,
+    plan: TransferPlan,
+    estimator: object | None = None,
+) -> TrainOutcome:
+    """Feature extraction: pooled features of the frozen encoder, computed once; a head on them.
+
+    A torch head (``--feature_extraction linear|mlp``, trained for ``num_train_epochs`` at
+    ``head_learning_rate``, default 1e-3) or a scikit-learn estimator (``logistic_regression``,
+    or ``estimator``) is fitted on the training features. ``train_runtime_s`` counts the
+    training split's feature extraction plus the head's fit. Updates ``plan.freeze`` with the
+    head's parameter count.
+
+    Args:
+        model: A sequence-classification model; only its encoder (``model.base_model``) is used.
+        tokenizer: Its tokenizer.
+        dataset: ``train``/``validation``/``test`` splits with ``text`` and ``label``.
+        accelerator: The run's Accelerator.
+        config: ``feature_extraction``, ``pooling``, ``head_learning_rate``, ``class_weights``,
+            ``sampling``...
+        plan: The run's transfer plan (feature extraction).
+        estimator: An unfitted scikit-learn classifier with ``predict_proba``; overrides
+            ``config.feature_extraction``.
+
+    Returns:
+        The outcome; its ``model`` is a
+        :class:`~nlp_transfer.transfer.features.FeatureExtractionClassifier`.
+
+    Raises:
+        TypeError: The estimator has no ``predict_proba``.
+        ValueError: ``--class_weights`` with an estimator whose ``fit`` takes no
+            ``sample_weight``.
+    """
+    label_names = dataset["train"].features["label"].names
+    weights = class_weights(dataset, config)
+    encoder = encoder_of(model)
+    encoder.requires_grad_(False)
+    encoder.to(accelerator.device)
+    features, seconds = encode_splits(encoder, tokenizer, dataset, accelerator, config)
+    if estimator is not None or config.feature_extraction == "logistic_regression":
+        if config.sampling != "none":
+            logger.warning("--sampling does not apply to a scikit-learn head; use --class_weights.")
+        estimator = estimator if estimator is not None else default_sklearn_head(config.seed)
+        outcome = fit_sklearn_head(
+            estimator,
+            features,
+            class_weights=weights.numpy() if weights is not None else None,
+            extract_s=seconds["train"],
+        )
+        head: object = estimator
+        trainable = sum(
+            np.asarray(getattr(estimator, a)).size
+            for a in ("coef_", "intercept_")
+            if hasattr(estimator, a)
+        )
+    else:
+        x_train = features["train"][0]
+        head = FeatureHead(x_train.shape[1], len(label_names), config.feature_extraction)
+        outcome = train_torch_head(
+            head,
+            feature_loaders(features, config),
+            accelerator,
+            config,
+            compute_metrics=metrics_fn(label_names, config),
+            loss_fn=cross_entropy_loss(weights),
+            extract_s=seconds["train"],
+        )
+        head = accelerator.unwrap_model(outcome.model)
+        trainable = sum(p.numel() for p in head.parameters())
+    plan.freeze.trainable_params = int(trainable)
+    plan.freeze.total_params = sum(p.numel() for p in encoder.parameters()) + int(trainable)
+    outcome.model = FeatureExtractionClassifier(encoder, head, config.pooling)
+    return outcome

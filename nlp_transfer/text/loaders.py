@@ -1,0 +1,129 @@
+"""Text data for a run: the splits, class weights, metrics, and tokenized DataLoaders (with the
+frozen-prefix cache when the transfer plan caches it)."""
+
+from __future__ import annotations
+
+import torch
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from datasets import DatasetDict
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from ..data import load_text_classification_dataset
+from ..data.tokenize import build_dataloaders, tokenize_dataset
+from ..metrics import classification_metrics
+from ..training.imbalance import class_weights_from_spec
+from ..transfer.cache import CachingCollator
+from ..transfer.prefix import build_prefix_caches
+from .config import TextClassificationConfig
+
+logger = get_logger(__name__)
+
+
+def load_data(config: TextClassificationConfig) -> DatasetDict:
+    """Load the run's data (``--dataset_name`` or ``--train_file`` [+ validation/test files]).
+
+    Applies ``--max_train_samples`` / ``--max_eval_samples`` after splitting, so the splits stay
+    the same whatever the caps.
+
+    Raises:
+        ValueError, FileNotFoundError: No data named, or see
+            :func:`~nlp_transfer.data.load_text_classification_dataset`.
+    """
+    if config.dataset_name is None and config.train_file is None:
+        raise ValueError("Give the data: --dataset_name (built-in or Hub) or --train_file.")
+    dataset = load_text_classification_dataset(
+        config.dataset_name or config.train_file,
+        validation=config.validation_file,
+        test=config.test_file,
+        text_column=config.text_column,
+        label_column=config.label_column,
+        validation_size=config.validation_size,
+        test_size=config.test_size,
+        seed=config.seed,
+        cache_dir=config.cache_dir,
+        encoding=config.file_encoding,
+        empty_texts=config.empty_texts,
+    )
+    caps = {"train": config.max_train_samples}
+    caps |= {s: config.max_eval_samples for s in ("validation", "test")}
+    for split, cap in caps.items():
+        if cap is not None and cap < len(dataset[split]):
+            dataset[split] = dataset[split].select(range(cap))
+    sizes = ", ".join(f"{s} {len(d):,}" for s, d in dataset.items())
+    logger.info(f"Data: {sizes}; labels {dataset['train'].features['label'].names}")
+    return dataset
+
+
+def class_weights(dataset: DatasetDict, config: TextClassificationConfig) -> torch.Tensor | None:
+    """``--class_weights`` as a ``(num_labels,)`` tensor (None for ``none``); logged.
+
+    Raises:
+        ValueError: A bad ``--class_weights`` value.
+    """
+    label_names = dataset["train"].features["label"].names
+    weights = class_weights_from_spec(
+        config.class_weights, list(dataset["train"]["label"]), label_names
+    )
+    if weights is not None:
+        shown = [round(w, 4) for w in weights.tolist()]
+        logger.info(f"Class weights: {dict(zip(label_names, shown, strict=True))}")
+    return weights
+
+
+def metrics_fn(label_names: list[str], config: TextClassificationConfig):
+    """``(labels, logits) -> metrics`` for the loop, at ``--decision_threshold`` for binary tasks."""
+    threshold = config.decision_threshold if len(label_names) == 2 else None
+
+    def compute_metrics(labels, logits):
+        return classification_metrics(labels, logits, label_names, threshold)
+
+    return compute_metrics
+
+
+def text_dataloaders(
+    dataset: DatasetDict,
+    tokenizer: PreTrainedTokenizerBase,
+    accelerator: Accelerator,
+    config: TextClassificationConfig,
+    cache_model: nn.Module | None = None,
+    **overrides,
+) -> dict:
+    """Tokenize every split and build its DataLoader (length-grouped training batches).
+
+    Args:
+        dataset: ``train``/``validation``/``test`` splits with ``text`` and ``label``.
+        tokenizer: The model's tokenizer.
+        accelerator: The run's Accelerator.
+        config: Batch sizes, ``group_by_length``, ``sampling``, ``max_seq_length``...
+        cache_model: When the transfer plan caches the frozen prefix: the model whose lower
+            ``--freeze_layers`` layers are cached once; batches then carry their cached output.
+        **overrides: Settings of :func:`~nlp_transfer.data.tokenize.build_dataloaders`.
+
+    Returns:
+        ``{split: DataLoader}`` (unprepared).
+    """
+    with accelerator.main_process_first():
+        tokenized = tokenize_dataset(dataset, tokenizer, config.max_seq_length)
+    wrap = None
+    if cache_model is not None:
+        tokenized, caches = build_prefix_caches(
+            cache_model, tokenizer, tokenized, accelerator, config
+        )
+
+        def wrap(split, collator):
+            return CachingCollator(collator, caches[split])
+
+    mixed = accelerator.mixed_precision != "no"
+    settings = dict(
+        per_device_train_batch_size=config.per_device_train_batch_size,
+        per_device_eval_batch_size=config.per_device_eval_batch_size,
+        pad_to_multiple_of=8 if mixed else None,
+        group_by_length=config.group_by_length,
+        sampling=config.sampling,
+        seed=config.seed,
+        num_workers=config.dataloader_num_workers,
+        wrap_collator=wrap,
+    )
+    return build_dataloaders(tokenized, tokenizer, **(settings | overrides))

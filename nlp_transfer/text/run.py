@@ -1,0 +1,250 @@
+"""Text classification end to end: the steps every text recipe runs, and the Python API.
+
+    from nlp_transfer import TextClassificationConfig, run_text_classification
+
+    config = TextClassificationConfig(train_file="reviews.csv", text_column="review",
+                                      label_column="stars", output_dir="outputs/reviews")
+    metrics = run_text_classification(config)
+
+Steps: data (:mod:`.loaders`) -> model -> transfer plan
+(:func:`~nlp_transfer.transfer.plan.plan_transfer`) -> fine-tuning through the shared run
+(:func:`~nlp_transfer.training.run.train_and_predict`) or feature extraction
+(:mod:`.features`) -> test -> TF-IDF baseline -> outputs and report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import numpy as np
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from accelerate.utils import set_seed
+from datasets import DatasetDict
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from ..hub import check_push_to_hub, push_to_hub
+from ..metrics import classification_metrics, cross_entropy, probabilities, select_threshold
+from ..model_card import write_model_card
+from ..models.text import DEFAULT_MODEL_NAME, build_text_classifier, resolve_model_path
+from ..plots import write_report_plots
+from ..training.imbalance import cross_entropy_loss
+from ..training.outputs import format_summary, run_metrics, save_run
+from ..training.run import TrainOutcome, start_run, train_and_predict
+from ..transfer.cache import CachedPrefixModel
+from ..transfer.plan import TransferPlan, plan_transfer
+from .baseline import tfidf_logreg_baseline
+from .config import TextClassificationConfig
+from .features import train_feature_extractor
+from .loaders import class_weights, load_data, metrics_fn, text_dataloaders
+
+logger = get_logger(__name__)
+
+
+def train_text_classifier(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    dataset: DatasetDict,
+    accelerator: Accelerator,
+    config: TextClassificationConfig,
+    plan: TransferPlan,
+) -> TrainOutcome:
+    """Tokenize, build dataloaders (caching the frozen prefix when the plan says so) and loss;
+    train with the shared run; predict.
+
+    Args:
+        model: Classifier with its transfer plan applied (frozen parameters set).
+        tokenizer: Its tokenizer.
+        dataset: ``train``/``validation``/``test`` splits with ``text`` and ``label``.
+        accelerator: The run's Accelerator.
+        config: Hyper-parameters (``learning_rate``, ``num_train_epochs``, batch sizes,
+            ``class_weights``, ``sampling``, ``decision_threshold``...).
+        plan: The run's transfer plan.
+
+    Returns:
+        A :class:`~nlp_transfer.training.run.TrainOutcome` with validation (when threshold
+        tuning needs them) and test predictions of the final model.
+
+    Raises:
+        ValueError: Bad ``--class_weights``.
+    """
+    label_names = dataset["train"].features["label"].names
+    weights = class_weights(dataset, config)
+    cache_model = model if plan.cache_prefix else None
+    loaders = text_dataloaders(dataset, tokenizer, accelerator, config, cache_model=cache_model)
+    # from here on the frozen prefix does no work
+    cached = CachedPrefixModel(model, config.freeze_layers) if plan.cache_prefix else None
+    return train_and_predict(
+        model,
+        loaders,
+        accelerator,
+        config,
+        compute_metrics=metrics_fn(label_names, config),
+        loss_fn=cross_entropy_loss(weights),
+        plan=plan,
+        cached=cached,
+        # only threshold tuning needs the final model's validation predictions
+        predict_validation=config.tune_decision_threshold and len(label_names) == 2,
+    )
+
+
+def choose_decision_threshold(
+    config: TextClassificationConfig, validation: tuple[np.ndarray, np.ndarray], num_labels: int
+) -> tuple[float | None, dict | None]:
+    """The binary decision threshold: ``--decision_threshold``, or tuned on validation.
+
+    Returns:
+        ``(threshold, tuning)``: threshold None for multi-class tasks; ``tuning`` holds the
+        validation F1 of the positive class at the tuned threshold, or None.
+    """
+    if num_labels != 2:
+        return None, None
+    if not config.tune_decision_threshold:
+        return config.decision_threshold, None
+    logits, labels = validation
+    threshold, f1 = select_threshold(labels, probabilities(logits)[:, 1])
+    logger.info(
+        f"Decision threshold tuned on validation: {threshold:.4f} (positive-class F1 {f1:.4f})"
+    )
+    return threshold, {"tuned_on": "validation", "validation_f1_positive": f1}
+
+
+def run_text_classification(
+    config: TextClassificationConfig,
+    dataset: DatasetDict | None = None,
+    task_name: str = "text classification",
+    estimator: object | None = None,
+) -> dict:
+    """Fine-tune, evaluate and save a text classifier as ``config`` says; what every text recipe runs.
+
+    Steps: Accelerator -> check ``output_dir`` -> data -> model -> transfer strategy (freezing)
+    -> train with validation each epoch -> test -> TF-IDF baseline -> save -> print a summary.
+
+    Args:
+        config: The run's settings.
+        dataset: Ready ``train``/``validation``/``test`` splits (e.g. from
+            :func:`~nlp_transfer.data.load_text_classification_dataset` on a DataFrame); None
+            loads what ``config`` names.
+        task_name: Title of the printed summary.
+        estimator: Feature extraction with this unfitted scikit-learn classifier (it needs
+            ``predict_proba``) as the head, e.g. ``SVC(probability=True)``; saved with skops.
+
+    Returns:
+        The metrics written to ``output_dir/metrics.json``.
+
+    Raises:
+        FileExistsError: ``output_dir`` is not empty and ``overwrite_output_dir`` is False.
+        ValueError, FileNotFoundError, OSError: Bad data, model path or settings (the message
+            names the flag to fix).
+    """
+    start = time.perf_counter()
+    accelerator = start_run(config, task_name)
+    if config.push_to_hub:
+        check_push_to_hub()
+    set_seed(config.seed)
+    if dataset is None:
+        with accelerator.main_process_first():
+            dataset = load_data(config)
+    labels = dataset["train"].features["label"].names
+    model, tokenizer = build_text_classifier(
+        config.init_from or config.model_name_or_path,
+        label_names=labels,
+        trust_remote_code=config.trust_remote_code,
+        new_head=config.init_from is not None,
+    )
+    if config.init_from:
+        logger.info(f"Weight transfer: encoder initialised from {config.init_from}, new head")
+    if estimator is not None and config.feature_extraction == "none":
+        config = _with_estimator(config, estimator)
+    plan = plan_transfer(model, config, details=_plan_details(config, estimator))
+    if plan.feature_extraction != "none":
+        outcome = train_feature_extractor(
+            model, tokenizer, dataset, accelerator, config, plan, estimator
+        )
+    else:
+        outcome = train_text_classifier(model, tokenizer, dataset, accelerator, config, plan)
+    return finish_text_run(config, accelerator, outcome, plan, dataset, tokenizer, start, task_name)
+
+
+def _with_estimator(config: TextClassificationConfig, estimator: object):
+    """The config of a feature-extraction run whose head is a user's scikit-learn estimator."""
+    return dataclasses.replace(config, feature_extraction="logistic_regression")
+
+
+def _plan_details(config: TextClassificationConfig, estimator: object | None) -> dict:
+    """Text's entries of the strategy description (``metrics.json``, model card)."""
+    if config.feature_extraction != "none":
+        head = type(estimator).__name__ if estimator is not None else config.feature_extraction
+        return {"head": head, "pooling": config.pooling}
+    return {"init_from": config.init_from} if config.init_from else {}
+
+
+def finish_text_run(
+    config: TextClassificationConfig,
+    accelerator: Accelerator,
+    outcome: TrainOutcome,
+    plan: TransferPlan,
+    dataset: DatasetDict,
+    tokenizer: PreTrainedTokenizerBase,
+    start: float,
+    task_name: str,
+) -> dict:
+    """Test metrics, the TF-IDF baseline, ``metrics.json``, the saved model, plots, model card,
+    the Hub upload and the printed summary."""
+    labels = dataset["train"].features["label"].names
+    threshold, tuning = choose_decision_threshold(config, outcome.validation, len(labels))
+    test_logits, test_labels = outcome.test
+    test_metrics = classification_metrics(test_labels, test_logits, labels, threshold)
+    test_metrics["loss"] = cross_entropy(test_logits, test_labels)
+    unwrapped = accelerator.unwrap_model(outcome.model)
+    if threshold is not None:  # travels with the model (config.json); prediction uses it
+        unwrapped.config.decision_threshold = threshold
+    baseline = None
+    if config.run_baseline and accelerator.is_main_process:
+        baseline = tfidf_logreg_baseline(
+            dataset, seed=config.seed, tune_decision_threshold=config.tune_decision_threshold
+        )
+    metrics = run_metrics(
+        outcome.fit,
+        test_metrics,
+        plan.freeze,
+        baseline,
+        model_name=config.model_name_or_path or DEFAULT_MODEL_NAME,
+        output_dir=config.output_dir,
+        metric_for_best_model=config.metric_for_best_model,
+        accelerator=accelerator,
+        start_time=start,
+    )
+    metrics["decision_threshold"] = threshold
+    metrics["threshold_tuning"] = tuning
+    metrics["transfer_strategy"] = plan.describe()
+    model_path = config.init_from or resolve_model_path(config.model_name_or_path)[0]
+    save_run(
+        config.output_dir,
+        accelerator,
+        outcome.model,
+        metrics,
+        config,
+        tokenizer,
+        resolved_model_path=model_path,
+    )
+    if accelerator.is_main_process:
+        write_report_plots(
+            config.output_dir,
+            test_labels,
+            test_logits,
+            labels,
+            history=outcome.fit.history,
+            metric=config.metric_for_best_model,
+            threshold=threshold,
+        )
+        write_model_card(config.output_dir, metrics, config, labels)
+        if config.push_to_hub:
+            repo_id = config.hub_model_id or Path(config.output_dir).name
+            logger.info(f"Pushed to the Hub: {push_to_hub(config.output_dir, repo_id)}")
+    accelerator.print(format_summary(metrics, task_name))
+    accelerator.end_training()
+    return metrics
