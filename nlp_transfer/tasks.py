@@ -15,14 +15,14 @@ __all__ = ["TASKS", "TEXT_TASKS", "run_task", "task_config_class"]
 def run_task(name: str, config) -> dict:
     """Run task ``name`` (a key of :data:`TASKS`) with its parsed config; returns its metrics."""
     if name == "image":
-        from ..vision.experiment import run_image_task
+        from .vision.experiment import run_image_task
 
         return run_image_task(config)
     if name == "domain_adaptation":  # several models, one table
-        from ..adaptation import run_domain_adaptation
+        from .adaptation import run_domain_adaptation
 
         return run_domain_adaptation(config)
-    from .run import run_text_classification
+    from .text.run import run_text_classification
 
     return run_text_classification(config, task_name=TEXT_TASKS[name][1])
 
@@ -30,11 +30,11 @@ def run_task(name: str, config) -> dict:
 def task_config_class(name: str) -> type:
     """The config dataclass of task ``name``."""
     if name == "image":
-        from ..vision.config import ImageClassificationConfig
+        from .vision.config import ImageClassificationConfig
 
         return ImageClassificationConfig
     if name == "domain_adaptation":
-        from ..adaptation import DomainAdaptationConfig
+        from .adaptation import DomainAdaptationConfig
 
         return DomainAdaptationConfig
     return TEXT_TASKS[name][0]
