@@ -310,7 +310,13 @@ def test_cli_train_task_domain_adaptation(tiny_bert_dir, tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli_main(["train", "--task", "domain_adaptation", "--help"])
     text = capsys.readouterr().out
-    for title in ("Data:", "Model and adaptation methods:", "Optimisation:", "Outputs:"):
+    for title in (
+        "Data:",
+        "Model and adaptation methods:",
+        "Optimisation:",
+        "Evaluation and outputs:",
+        "Checkpoints and resuming:",
+    ):
         assert title in text
     for flag in ("--target_domain", "--dann_weight", "--adaptation_schedule", "--oracle"):
         assert flag in text

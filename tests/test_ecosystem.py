@@ -87,7 +87,8 @@ def test_cli_help_is_grouped_and_complete(capsys):
     text = capsys.readouterr().out
     for title in (
         "Data:",
-        "Model and transfer strategy:",
+        "Model:",
+        "Transfer strategy:",
         "Optimisation:",
         "Checkpoints and resuming:",
         "Tracking and sharing:",

@@ -152,19 +152,7 @@ def train_and_predict(
     """
     # the unfreezer is made before the optimizer, which must hold every block
     unfreezer = plan.unfreezer(model) if plan is not None else None
-    if plan is not None:
-        optimizer, l2sp = plan.optimizer(model)
-    else:
-        optimizer, l2sp = create_optimizer(model, config.learning_rate, config.weight_decay), None
-    regularizer = _combine(l2sp, regularizer)
-    scheduler = create_scheduler(
-        optimizer,
-        num_batches_per_epoch=len(loaders["train"]),
-        num_train_epochs=config.num_train_epochs,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        warmup_ratio=config.warmup_ratio,
-        lr_scheduler_type=config.lr_scheduler_type,
-    )
+    optimizer, scheduler, regularizer = _optimization(model, loaders, config, plan, regularizer)
     trained = model
     model, optimizer, scheduler, train_dl, val_dl, test_dl = accelerator.prepare(
         cached if cached is not None else model,
@@ -175,16 +163,7 @@ def train_and_predict(
         loaders["test"],
     )
     if unfreezer is not None:  # after prepare: DDP must register every block it will train
-        unfreezer.start()
-        stage = (
-            "epoch"
-            if not config.unfreeze_every_n_steps
-            else f"{config.unfreeze_every_n_steps} steps"
-        )
-        logger.info(
-            f"Gradual unfreezing: the head trains alone first, then one more block from the top "
-            f"every {stage} ({unfreezer.num_stages} stages)"
-        )
+        _start_unfreezing(unfreezer, config)
     result = fit(
         model,
         optimizer,
@@ -226,3 +205,37 @@ def _combine(*terms):
     if len(terms) <= 1:
         return terms[0] if terms else None
     return lambda: sum(t() for t in terms)
+
+
+def _optimization(
+    model: nn.Module,
+    loaders: dict[str, DataLoader],
+    config: TrainingConfig,
+    plan: TransferPlan | None,
+    regularizer: Callable[[], torch.Tensor] | None,
+):
+    """``(optimizer, scheduler, regularizer)``: the plan's groups and L2-SP (plain AdamW without a
+    plan), the schedule over the run's optimizer steps, and every loss term added."""
+    if plan is not None:
+        optimizer, l2sp = plan.optimizer(model)
+    else:
+        optimizer, l2sp = create_optimizer(model, config.learning_rate, config.weight_decay), None
+    scheduler = create_scheduler(
+        optimizer,
+        num_batches_per_epoch=len(loaders["train"]),
+        num_train_epochs=config.num_train_epochs,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        warmup_ratio=config.warmup_ratio,
+        lr_scheduler_type=config.lr_scheduler_type,
+    )
+    return optimizer, scheduler, _combine(l2sp, regularizer)
+
+
+def _start_unfreezing(unfreezer, config: TrainingConfig) -> None:
+    unfreezer.start()
+    every = config.unfreeze_every_n_steps
+    stage = "epoch" if not every else f"{every} steps"
+    logger.info(
+        f"Gradual unfreezing: the head trains alone first, then one more block from the top "
+        f"every {stage} ({unfreezer.num_stages} stages)"
+    )
