@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -152,8 +153,6 @@ def _fresh_venv_with_wheel(tmp_path: Path) -> Path:
     The wheel goes in BEFORE that ``.pth`` exists, so pip cannot mistake this environment's
     (editable) nlp-transfer for it.
     """
-    import shutil
-
     src = tmp_path / "src"
     src.mkdir()
     for name in ("pyproject.toml", "README.md"):
