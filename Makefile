@@ -1,6 +1,7 @@
 # One command sets up a fresh clone and runs something: `make sentiment` or `make test`.
 # The virtual environment is created and installed on first use (and again when pyproject.toml
-# changes); torch 2.14.1 installs from the machine's local wheel files where pip is set up so.
+# or constraints.txt changes). pyproject.toml declares version ranges; constraints.txt pins the
+# exact torch/torchvision builds that install from this project's machines' local wheel files.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -8,11 +9,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUN_ID := $(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: setup sentiment spam image domain-adaptation test test-fast lint format clean
+.PHONY: setup sentiment spam image domain-adaptation test test-fast docs lint format clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 setup: $(STAMP)  ## create .venv and install nlp_transfer with its dev tools
@@ -35,6 +36,9 @@ test: $(STAMP)  ## every test: fast tier + slow integration tests (what CI runs)
 test-fast: $(STAMP)  ## the fast, offline tier only (plain pytest)
 	$(BIN)/python -m pytest $(ARGS)
 
+docs: $(STAMP)  ## build the documentation site into site/ (strict: a broken link or reference fails)
+	$(BIN)/mkdocs build --strict
+
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
@@ -42,4 +46,4 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix . && $(BIN)/ruff format .
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build site *.egg-info .pytest_cache .ruff_cache
