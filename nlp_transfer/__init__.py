@@ -19,7 +19,9 @@ from .data.samplers import ClassBalancedSampler, LengthGroupedSampler
 from .metrics import classification_metrics, select_threshold
 from .models.blocks import get_block_view
 from .models.text import build_text_classifier
-from .text import TextClassificationConfig, evaluate_saved_model, predict, run_text_classification
+from .text.config import TextClassificationConfig
+from .text.predict import evaluate_saved_model, predict
+from .text.run import run_text_classification
 from .training.imbalance import class_weights_from_spec, cross_entropy_loss
 from .transfer.freeze import FreezeReport, freeze_encoder_layers, freeze_lower_blocks
 
