@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..data.custom import EMPTY_TEXT_CHOICES
-from ..training.arguments import HELP_SECTIONS, check_choice, check_non_negative, check_positive
+from ..training.arguments import arg, check_choice, check_non_negative, check_positive
 from ..transfer.arguments import FrozenPrefixConfig
 from ..transfer.features import POOLING_CHOICES
 
@@ -17,11 +17,6 @@ TARGET_DOMAINS = {
     "tweets": "tweets",
     "nyt": "nyt_editorial_snippets",
 }
-
-
-def _help(text: str, group: str = "Data", **kwargs) -> dict:
-    HELP_SECTIONS[text] = group
-    return {"metadata": {"help": text}, **kwargs}
 
 
 @dataclass
@@ -38,190 +33,146 @@ class DomainAdaptationConfig(FrozenPrefixConfig):
     """
 
     # Data
-    source_dataset: str | None = field(
-        default="rotten_tomatoes_sentences",
-        **_help("Labelled source domain: a built-in dataset; ignored when --source_file is given."),
+    source_dataset: str | None = arg(
+        "rotten_tomatoes_sentences",
+        "Labelled source domain: a built-in dataset; ignored when --source_file is given.",
+        "Data",
     )
-    source_file: str | None = field(
-        default=None, **_help("Labelled source data instead: .csv, .tsv, .jsonl or .parquet.")
+    source_file: str | None = arg(
+        None, "Labelled source data instead: .csv, .tsv, .jsonl or .parquet.", "Data"
     )
-    target_domain: str | None = field(
-        default="amazon",
-        **_help(
-            "Built-in target domain: amazon, tweets or nyt (or a built-in dataset name). Its "
-            "training split is used without labels; its labels serve only the test split and "
-            "the in-domain oracle. Ignored when --target_train_file is given."
-        ),
+    target_domain: str | None = arg(
+        "amazon",
+        "Built-in target domain: amazon, tweets or nyt (or a built-in dataset name). Its "
+        "training split is used without labels; its labels serve only the test split and "
+        "the in-domain oracle. Ignored when --target_train_file is given.",
+        "Data",
     )
-    target_train_file: str | None = field(
-        default=None,
-        **_help(
-            "Unlabelled target-domain texts (.csv/.tsv/.jsonl/.parquet with --text_column; any "
-            "label column is ignored). Needs --target_test_file."
-        ),
+    target_train_file: str | None = arg(
+        None,
+        "Unlabelled target-domain texts (.csv/.tsv/.jsonl/.parquet with --text_column; any "
+        "label column is ignored). Needs --target_test_file.",
+        "Data",
     )
-    target_test_file: str | None = field(
-        default=None,
-        **_help("Labelled target-domain test data (same label names as the source)."),
+    target_test_file: str | None = arg(
+        None, "Labelled target-domain test data (same label names as the source).", "Data"
     )
-    text_column: str = field(default="text", **_help("Column holding the text (files)."))
-    label_column: str = field(default="label", **_help("Column holding the label (files)."))
-    file_encoding: str = field(default="utf-8", **_help("Text encoding of the files."))
-    empty_texts: str = field(
-        default="drop", **_help("Rows with an empty text: drop (counted in the log) or error.")
+    text_column: str = arg("text", "Column holding the text (files).", "Data")
+    label_column: str = arg("label", "Column holding the label (files).", "Data")
+    file_encoding: str = arg("utf-8", "Text encoding of the files.", "Data")
+    empty_texts: str = arg(
+        "drop", "Rows with an empty text: drop (counted in the log) or error.", "Data"
     )
-    source_validation_size: float = field(
-        default=0.1,
-        **_help("Fraction of the source split off for validation (model selection) and test."),
+    source_validation_size: float = arg(
+        0.1, "Fraction of the source split off for validation (model selection) and test.", "Data"
     )
-    target_validation_size: float = field(
-        default=0.1,
-        **_help("Fraction of a built-in target domain for validation (used by the oracle only)."),
+    target_validation_size: float = arg(
+        0.1,
+        "Fraction of a built-in target domain for validation (used by the oracle only).",
+        "Data",
     )
-    target_test_size: float = field(
-        default=0.4,
-        **_help(
-            "Fraction of a built-in target domain held out for the test (the reported result)."
-        ),
+    target_test_size: float = arg(
+        0.4,
+        "Fraction of a built-in target domain held out for the test (the reported result).",
+        "Data",
     )
-    max_source_samples: int | None = field(
-        default=None, **_help("Train on at most this many source examples.")
+    max_source_samples: int | None = arg(
+        None, "Train on at most this many source examples.", "Data"
     )
-    max_target_samples: int | None = field(
-        default=None, **_help("Use at most this many unlabelled target training texts.")
+    max_target_samples: int | None = arg(
+        None, "Use at most this many unlabelled target training texts.", "Data"
     )
-    cache_dir: str | None = field(
-        default=None,
-        **_help("Where built-in data are downloaded (default: $NLP_TRANSFER_CACHE or ~/.cache)."),
+    cache_dir: str | None = arg(
+        None,
+        "Where built-in data are downloaded (default: $NLP_TRANSFER_CACHE or ~/.cache).",
+        "Data",
     )
     # Model and adaptation
-    model_name_or_path: str | None = field(
-        default=None,
-        **_help(
-            group="Model and adaptation methods",
-            text="Hub id or local directory of a BERT-family model; unset: packaged all-MiniLM-L6-v2.",
-        ),
+    model_name_or_path: str | None = arg(
+        None,
+        "Hub id or local directory of a BERT-family model; unset: packaged all-MiniLM-L6-v2.",
+        "Model and adaptation methods",
     )
-    freeze_layers: int = field(
-        default=4,
-        **_help(
-            group="Model and adaptation methods",
-            text="Freeze the embeddings and the lower k encoder layers; only the layers above (and the "
-            "heads) adapt. Their output is cached once and shared by every method.",
-        ),
+    freeze_layers: int = arg(
+        4,
+        "Freeze the embeddings and the lower k encoder layers; only the layers above (and the "
+        "heads) adapt. Their output is cached once and shared by every method.",
+        "Model and adaptation methods",
     )
-    max_seq_length: int = field(
-        default=128,
-        **_help(group="Model and adaptation methods", text="Truncate texts to this many tokens."),
+    max_seq_length: int = arg(
+        128, "Truncate texts to this many tokens.", "Model and adaptation methods"
     )
-    pooling: str = field(
-        default="mean",
-        **_help(
-            group="Model and adaptation methods",
-            text="Pooling of the encoder output into the shared features: mean or cls.",
-        ),
+    pooling: str = arg(
+        "mean",
+        "Pooling of the encoder output into the shared features: mean or cls.",
+        "Model and adaptation methods",
     )
-    methods: str = field(
-        default="source_only,dann,coral,mmd",
-        **_help(
-            group="Model and adaptation methods",
-            text=f"Comma list of methods to run, from {', '.join(METHODS)}.",
-        ),
+    methods: str = arg(
+        "source_only,dann,coral,mmd",
+        f"Comma list of methods to run, from {', '.join(METHODS)}.",
+        "Model and adaptation methods",
     )
-    oracle: bool = field(
-        default=True,
-        **_help(
-            group="Model and adaptation methods",
-            text="Also train on the target's labelled training split (the in-domain upper reference); "
-            "needs a labelled target (built-in domains).",
-        ),
+    oracle: bool = arg(
+        True,
+        "Also train on the target's labelled training split (the in-domain upper reference); "
+        "needs a labelled target (built-in domains).",
+        "Model and adaptation methods",
     )
-    dann_weight: float = field(
-        default=1.0,
-        **_help(
-            group="Model and adaptation methods",
-            text="DANN: scale of the reversed domain-classifier gradient (lambda).",
-        ),
+    dann_weight: float = arg(
+        1.0,
+        "DANN: scale of the reversed domain-classifier gradient (lambda).",
+        "Model and adaptation methods",
     )
-    coral_weight: float = field(
-        default=1e4,
-        **_help(
-            group="Model and adaptation methods",
-            text="Weight of the Deep CORAL loss. Its raw value is tiny on 384-dim sentence features "
-            "(~3e-5 movie vs amazon, 1/(4 d^2) normalisation), hence the large default.",
-        ),
+    coral_weight: float = arg(
+        1e4,
+        "Weight of the Deep CORAL loss. Its raw value is tiny on 384-dim sentence features "
+        "(~3e-5 movie vs amazon, 1/(4 d^2) normalisation), hence the large default.",
+        "Model and adaptation methods",
     )
-    mmd_weight: float = field(
-        default=1.0,
-        **_help(group="Model and adaptation methods", text="Weight of the multi-kernel MMD loss."),
+    mmd_weight: float = arg(
+        1.0, "Weight of the multi-kernel MMD loss.", "Model and adaptation methods"
     )
-    adaptation_schedule: str = field(
-        default="ramp",
-        **_help(
-            group="Model and adaptation methods",
-            text="Weight schedule of every alignment loss over training progress p: ramp "
-            "(2/(1+exp(-10p)) - 1, Ganin et al. 2016) or constant.",
-        ),
+    adaptation_schedule: str = arg(
+        "ramp",
+        "Weight schedule of every alignment loss over training progress p: ramp "
+        "(2/(1+exp(-10p)) - 1, Ganin et al. 2016) or constant.",
+        "Model and adaptation methods",
     )
-    mmd_kernels: int = field(
-        default=5,
-        **_help(group="Model and adaptation methods", text="MK-MMD: number of Gaussian kernels."),
+    mmd_kernels: int = arg(5, "MK-MMD: number of Gaussian kernels.", "Model and adaptation methods")
+    mmd_kernel_mul: float = arg(
+        2.0, "MK-MMD: ratio between bandwidths.", "Model and adaptation methods"
     )
-    mmd_kernel_mul: float = field(
-        default=2.0,
-        **_help(group="Model and adaptation methods", text="MK-MMD: ratio between bandwidths."),
-    )
-    trust_remote_code: bool = field(
-        default=False,
-        **_help(group="Model and adaptation methods", text="Allow custom model code from the Hub."),
+    trust_remote_code: bool = arg(
+        False, "Allow custom model code from the Hub.", "Model and adaptation methods"
     )
     # Optimisation
-    learning_rate: float = field(
-        default=1e-4, **_help(group="Optimisation", text="Peak AdamW learning rate of the encoder.")
+    learning_rate: float = arg(1e-4, "Peak AdamW learning rate of the encoder.", "Optimisation")
+    head_learning_rate: float = arg(
+        1e-3, "Learning rate of the new heads (classifier, DANN domain classifier).", "Optimisation"
     )
-    head_learning_rate: float = field(
-        default=1e-3,
-        **_help(
-            group="Optimisation",
-            text="Learning rate of the new heads (classifier, DANN domain classifier).",
-        ),
+    num_train_epochs: int = arg(2, "Epochs over the source training data.", "Optimisation")
+    oracle_num_train_epochs: int = arg(
+        3, "Epochs of the oracle over the (smaller) target training split.", "Optimisation"
     )
-    num_train_epochs: int = field(
-        default=2, **_help(group="Optimisation", text="Epochs over the source training data.")
+    per_device_train_batch_size: int = arg(
+        32,
+        "Source examples per batch and process; adaptation adds as many target texts.",
+        "Optimisation",
     )
-    oracle_num_train_epochs: int = field(
-        default=3,
-        **_help(
-            group="Optimisation",
-            text="Epochs of the oracle over the (smaller) target training split.",
-        ),
-    )
-    per_device_train_batch_size: int = field(
-        default=32,
-        **_help(
-            group="Optimisation",
-            text="Source examples per batch and process; adaptation adds as many target texts.",
-        ),
-    )
-    group_by_length: bool = field(
-        default=True,
-        **_help(group="Optimisation", text="Batches of similar length (source and target alike)."),
+    group_by_length: bool = arg(
+        True, "Batches of similar length (source and target alike).", "Optimisation"
     )
     # Outputs
-    output_dir: str = field(
-        default="outputs/domain_adaptation",
-        **_help(
-            group="Evaluation and outputs",
-            text="Where metrics.json and config.yaml (and --save_models) go.",
-        ),
+    output_dir: str = arg(
+        "outputs/domain_adaptation",
+        "Where metrics.json and config.yaml (and --save_models) go.",
+        "Evaluation and outputs",
     )
-    save_models: bool = field(
-        default=False,
-        **_help(
-            group="Evaluation and outputs",
-            text="Also save each trained model to output_dir/<method>/ (loadable by nlp-transfer "
-            "predict and nlp_transfer.predict).",
-        ),
+    save_models: bool = arg(
+        False,
+        "Also save each trained model to output_dir/<method>/ (loadable by nlp-transfer "
+        "predict and nlp_transfer.predict).",
+        "Evaluation and outputs",
     )
 
     def __post_init__(self) -> None:

@@ -28,11 +28,9 @@ from transformers import PreTrainedTokenizerBase
 
 from ..hub import check_push_to_hub, push_to_hub
 from ..metrics import classification_metrics, cross_entropy, probabilities, select_threshold
-from ..model_card import write_model_card
 from ..models.text import DEFAULT_MODEL_NAME, build_text_classifier, resolve_model_path
-from ..plots import write_report_plots
 from ..training.imbalance import cross_entropy_loss
-from ..training.outputs import format_summary, run_metrics, save_run
+from ..training.outputs import format_summary, run_metrics, save_run, write_report
 from ..training.run import TrainOutcome, start_run, train_and_predict
 from ..transfer.cache import CachedPrefixModel
 from ..transfer.plan import TransferPlan, plan_transfer
@@ -232,16 +230,7 @@ def finish_text_run(
         resolved_model_path=model_path,
     )
     if accelerator.is_main_process:
-        write_report_plots(
-            config.output_dir,
-            test_labels,
-            test_logits,
-            labels,
-            history=outcome.fit.history,
-            metric=config.metric_for_best_model,
-            threshold=threshold,
-        )
-        write_model_card(config.output_dir, metrics, config, labels)
+        write_report(config, outcome, metrics, labels, threshold=threshold)
         if config.push_to_hub:
             repo_id = config.hub_model_id or Path(config.output_dir).name
             logger.info(f"Pushed to the Hub: {push_to_hub(config.output_dir, repo_id)}")

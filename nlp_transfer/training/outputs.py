@@ -152,3 +152,39 @@ def run_metrics(
             "mixed_precision": accelerator.mixed_precision,
         },
     }
+
+
+def write_report(
+    config,
+    outcome,
+    metrics: dict,
+    label_names: list[str],
+    *,
+    threshold: float | None = None,
+    modality: str = "text",
+) -> None:
+    """The report of a finished run, on the main process: ``plots/`` and the model card.
+
+    Args:
+        config: The run's arguments (``output_dir``, ``metric_for_best_model``...).
+        outcome: Its :class:`~nlp_transfer.training.run.TrainOutcome` (test logits ``(n, C)``
+            and labels ``(n,)``, the epoch history).
+        metrics: What ``metrics.json`` holds.
+        label_names: Class names, in label-id order.
+        threshold: The binary decision threshold in use (None: argmax).
+        modality: ``text`` or ``image`` (the model card's template).
+    """
+    from ..model_card import write_model_card
+    from ..plots import write_report_plots
+
+    test_logits, test_labels = outcome.test
+    write_report_plots(
+        config.output_dir,
+        test_labels,
+        test_logits,
+        label_names,
+        history=outcome.fit.history,
+        metric=config.metric_for_best_model,
+        threshold=threshold,
+    )
+    write_model_card(config.output_dir, metrics, config, label_names, modality=modality)

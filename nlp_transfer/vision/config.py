@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..training.arguments import (
     EVALUATION,
-    HELP_SECTIONS,
     OPTIMISATION,
     arg,
     check_choice,
@@ -23,11 +22,6 @@ IMAGE_CACHE_CHOICES = ("auto", "memory", "no")
 STEM_MAXPOOL_CHOICES = ("auto", "true", "false")
 
 
-def _help(text: str, group: str = "Data", **kwargs) -> dict:
-    HELP_SECTIONS[text] = group
-    return {"metadata": {"help": text}, **kwargs}
-
-
 @dataclass
 class ImageClassificationConfig(TransferConfig):
     """Every setting of an image-classification run. Names follow ``transformers.TrainingArguments``.
@@ -42,112 +36,90 @@ class ImageClassificationConfig(TransferConfig):
     """
 
     # Data
-    dataset_name: str | None = field(
-        default="fashion_mnist_transfer",
-        **_help(
-            "fashion_mnist_transfer (the default experiment: a ResNet trained from scratch on Fashion-MNIST classes 0-4, transferred to classes 5-9 with few labels, compared with training from scratch), fashion_mnist (all 10 classes), or cifar10 (torchvision; needs its download host or a copy in --cache_dir). Ignored when --train_dir is given."
-        ),
+    dataset_name: str | None = arg(
+        "fashion_mnist_transfer",
+        "fashion_mnist_transfer (the default experiment: a ResNet trained from scratch on Fashion-MNIST classes 0-4, transferred to classes 5-9 with few labels, compared with training from scratch), fashion_mnist (all 10 classes), or cifar10 (torchvision; needs its download host or a copy in --cache_dir). Ignored when --train_dir is given.",
+        "Data",
     )
-    train_dir: str | None = field(
-        default=None,
-        **_help(
-            "An ImageFolder: <dir>/<class>/*.png, or <dir>/train/<class>/... with optional val/ (or validation/) and test/ beside it."
-        ),
+    train_dir: str | None = arg(
+        None,
+        "An ImageFolder: <dir>/<class>/*.png, or <dir>/train/<class>/... with optional val/ (or validation/) and test/ beside it.",
+        "Data",
     )
-    validation_dir: str | None = field(
-        default=None, **_help("Validation ImageFolder; split off the training data if unset.")
+    validation_dir: str | None = arg(
+        None, "Validation ImageFolder; split off the training data if unset.", "Data"
     )
-    test_dir: str | None = field(
-        default=None, **_help("Test ImageFolder; split off the training data if unset.")
+    test_dir: str | None = arg(
+        None, "Test ImageFolder; split off the training data if unset.", "Data"
     )
-    validation_size: float = field(
-        default=0.1,
-        **_help(
-            "Fraction of the images split off for validation when there is no validation folder."
-        ),
+    validation_size: float = arg(
+        0.1,
+        "Fraction of the images split off for validation when there is no validation folder.",
+        "Data",
     )
-    test_size: float = field(
-        default=0.1,
-        **_help("Fraction of the images split off for test when there is no test folder."),
+    test_size: float = arg(
+        0.1, "Fraction of the images split off for test when there is no test folder.", "Data"
     )
-    bad_images: str = field(
-        default="skip",
-        **_help(
-            "ImageFolder files that are not images or cannot be decoded: skip (count and names logged) or error."
-        ),
+    bad_images: str = arg(
+        "skip",
+        "ImageFolder files that are not images or cannot be decoded: skip (count and names logged) or error.",
+        "Data",
     )
-    image_size: int | None = field(
-        default=None,
-        **_help(
-            "Side of the square model input, pixels; unset: the weights' preset (224 for ImageNet weights), the saved model's, or the data's own size (28 for Fashion-MNIST, 32 for CIFAR-10; 224 for folders)."
-        ),
+    image_size: int | None = arg(
+        None,
+        "Side of the square model input, pixels; unset: the weights' preset (224 for ImageNet weights), the saved model's, or the data's own size (28 for Fashion-MNIST, 32 for CIFAR-10; 224 for folders).",
+        "Data",
     )
-    augment: bool = field(
-        default=False,
-        **_help(
-            "Random crop (padding 1/8 of the size) and horizontal flip of training images; turns frozen-prefix caching off."
-        ),
+    augment: bool = arg(
+        False,
+        "Random crop (padding 1/8 of the size) and horizontal flip of training images; turns frozen-prefix caching off.",
+        "Data",
     )
-    max_train_samples: int | None = field(
-        default=None, **_help("Keep only this many training images, drawn at random (quick runs).")
+    max_train_samples: int | None = arg(
+        None, "Keep only this many training images, drawn at random (quick runs).", "Data"
     )
-    max_eval_samples: int | None = field(
-        default=None,
-        **_help("Keep only this many validation and test images, drawn at random (quick runs)."),
+    max_eval_samples: int | None = arg(
+        None,
+        "Keep only this many validation and test images, drawn at random (quick runs).",
+        "Data",
     )
-    cache_dir: str | None = field(
-        default=None,
-        **_help(
-            "Where built-in data is downloaded (default: $NLP_TRANSFER_CACHE or ~/.cache/nlp_transfer)."
-        ),
+    cache_dir: str | None = arg(
+        None,
+        "Where built-in data is downloaded (default: $NLP_TRANSFER_CACHE or ~/.cache/nlp_transfer).",
+        "Data",
     )
     # Transfer experiment (fashion_mnist_transfer)
-    source_num_train_epochs: int = field(
-        default=1,
-        **_help(
-            group="Transfer experiment (fashion_mnist_transfer)",
-            text="fashion_mnist_transfer: epochs of the source run (classes 0-4, 30,000 images).",
-        ),
+    source_num_train_epochs: int = arg(
+        1,
+        "fashion_mnist_transfer: epochs of the source run (classes 0-4, 30,000 images).",
+        "Transfer experiment (fashion_mnist_transfer)",
     )
-    transfer_samples_per_class: int = field(
-        default=100,
-        **_help(
-            group="Transfer experiment (fashion_mnist_transfer)",
-            text="fashion_mnist_transfer: labelled training images per target class (classes 5-9).",
-        ),
+    transfer_samples_per_class: int = arg(
+        100,
+        "fashion_mnist_transfer: labelled training images per target class (classes 5-9).",
+        "Transfer experiment (fashion_mnist_transfer)",
     )
-    transfer_validation_per_class: int = field(
-        default=20,
-        **_help(
-            group="Transfer experiment (fashion_mnist_transfer)",
-            text="fashion_mnist_transfer: further labelled target images per class, used only to pick the best epoch.",
-        ),
+    transfer_validation_per_class: int = arg(
+        20,
+        "fashion_mnist_transfer: further labelled target images per class, used only to pick the best epoch.",
+        "Transfer experiment (fashion_mnist_transfer)",
     )
-    transfer_freeze_layers: int = field(
-        default=2,
-        **_help(
-            group="Transfer experiment (fashion_mnist_transfer)",
-            text="fashion_mnist_transfer: stages frozen (with the stem) in the 'transferred, lower stages frozen' run.",
-        ),
+    transfer_freeze_layers: int = arg(
+        2,
+        "fashion_mnist_transfer: stages frozen (with the stem) in the 'transferred, lower stages frozen' run.",
+        "Transfer experiment (fashion_mnist_transfer)",
     )
     # Model
-    architecture: str = field(
-        default="resnet18",
-        **_help(group="Model", text=f"torchvision ResNet: {', '.join(ARCHITECTURES)}."),
+    architecture: str = arg("resnet18", f"torchvision ResNet: {', '.join(ARCHITECTURES)}.", "Model")
+    weights: str = arg(
+        "none",
+        "Starting weights: none (from scratch), a torchvision weights name (IMAGENET1K_V1, DEFAULT: from the torch hub cache, or downloaded when reachable), or a local path (an image run's output_dir, a .safetensors file or a torch.save'd state_dict). The head is always new.",
+        "Model",
     )
-    weights: str = field(
-        default="none",
-        **_help(
-            group="Model",
-            text="Starting weights: none (from scratch), a torchvision weights name (IMAGENET1K_V1, DEFAULT: from the torch hub cache, or downloaded when reachable), or a local path (an image run's output_dir, a .safetensors file or a torch.save'd state_dict). The head is always new.",
-        ),
-    )
-    stem_maxpool: str = field(
-        default="auto",
-        **_help(
-            group="Model",
-            text="Keep the stem's max-pool: true, false, or auto (false below 112 pixels, so small images are downsampled 16x, not 32x; a saved model's choice when --weights is one).",
-        ),
+    stem_maxpool: str = arg(
+        "auto",
+        "Keep the stem's max-pool: true, false, or auto (false below 112 pixels, so small images are downsampled 16x, not 32x; a saved model's choice when --weights is one).",
+        "Model",
     )
     freeze_layers: int = arg(
         0,

@@ -23,10 +23,8 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 from ..metrics import classification_metrics, cross_entropy
-from ..model_card import write_model_card
 from ..models.blocks import get_block_view
-from ..plots import write_report_plots
-from ..training.outputs import format_summary, run_metrics, save_run
+from ..training.outputs import format_summary, run_metrics, save_run, write_report
 from ..training.run import TrainOutcome, start_run, train_and_predict
 from ..transfer.arguments import CACHE_DTYPES
 from ..transfer.plan import TransferPlan, plan_transfer
@@ -258,15 +256,7 @@ def finish_image_run(
     }
     save_run(config.output_dir, accelerator, outcome.model, metrics, config)
     if accelerator.is_main_process:
-        write_report_plots(
-            config.output_dir,
-            test_labels,
-            test_logits,
-            labels,
-            history=outcome.fit.history,
-            metric=config.metric_for_best_model,
-        )
-        write_model_card(config.output_dir, metrics, config, labels, modality="image")
+        write_report(config, outcome, metrics, labels, modality="image")
     accelerator.print(format_summary(metrics, task_name))
     accelerator.end_training()
     return metrics
