@@ -8,11 +8,15 @@ never runs the prefix again: each epoch costs only the trainable suffix (AutoFre
 2021, and "embedding recycling", Saad-Falcon et al. 2023, report the same idea).
 
 How it plugs into the model without a second copy of any architecture: inside
-:class:`CachedPrefixModel`, the embeddings block's first module returns the cached tensor
-instead of computing, and every other module of the frozen prefix passes its input through. The
-model's own forward then does everything else (attention masks, the trainable layers, pooler,
-classifier) exactly as without the cache. The weights are untouched, so the model saves and
-loads as usual.
+:class:`CachedPrefixModel`, the first layer's block returns the cached tensor instead of
+computing, and the other frozen layers pass their input through. The embeddings block still runs
+(a table look-up; its output is replaced), so whatever a family does between its embeddings and
+its first layer (GPT-2 adds position embeddings, ALBERT and ELECTRA project, DeBERTa and MPNet
+compute relative positions) needs no special case. The model's own forward then does everything
+else (attention masks, the trainable layers, final norm, pooler, classifier) exactly as without
+the cache. The weights are untouched, so the model saves and loads as usual. This is exact for
+every family with an explicit block layout (each is tested); a discovered view is refused (see
+:func:`caching_unsupported_reason`).
 
 The cache is keyed by the frozen weights, ``k``, the tokenizer, ``max_seq_length``, the
 tokenized data and the storage dtype, so a disk cache is never reused for anything else. It is
@@ -29,6 +33,7 @@ import logging
 import os
 import shutil
 import types
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,7 +45,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ..models.blocks import get_block_view
+from ..models.blocks import find_block_view, get_block_view, model_type_of
 
 logger = logging.getLogger(__name__)
 
@@ -51,11 +56,40 @@ PREFIX_INPUT = "prefix_hidden"
 INDEX_COLUMN = "cache_index"
 
 
-def _passthrough(self, hidden_states=None, *args, **kwargs):
-    """Stand-in forward of a cached frozen module: returns its input unchanged."""
-    if hidden_states is None:  # called with keywords only (e.g. hidden_states=...)
-        hidden_states = next(iter(kwargs.values()))
-    return hidden_states
+# How many values a layer returns: 0 for a bare tensor, n for a tuple of n (hidden states first).
+_OUTPUT_ARITY: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _shaped(module: nn.Module, hidden: torch.Tensor, args: tuple, kwargs: dict):
+    """``hidden`` in the form ``module`` returns its output: a tensor, or ``(hidden, None...)``.
+
+    The form is learnt once per module by running its own forward (without gradients) the first
+    time it is stood in for: BERT layers return a tensor, DeBERTa and MPNet layers a tuple.
+    """
+    arity = _OUTPUT_ARITY.get(module)
+    if arity is None:
+        with torch.no_grad():
+            out = type(module).forward(module, *args, **kwargs)
+        if isinstance(out, torch.Tensor):
+            arity = 0
+        elif isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+            arity = len(out)
+        else:
+            raise TypeError(
+                f"Frozen-prefix caching: {type(module).__name__} returns a "
+                f"{type(out).__name__}, not hidden states; use --cache_frozen_prefix no."
+            )
+        _OUTPUT_ARITY[module] = arity
+    return hidden if arity == 0 else (hidden, *([None] * (arity - 1)))
+
+
+def _passthrough(self, *args, **kwargs):
+    """Stand-in forward of a cached frozen module: returns its input (hidden states) unchanged."""
+    if "hidden_states" in kwargs:
+        hidden = kwargs["hidden_states"]
+    else:
+        hidden = args[0] if args else next(iter(kwargs.values()))
+    return _shaped(self, hidden, args, kwargs)
 
 
 class _Swap:
@@ -81,12 +115,40 @@ class _Swap:
         self.undo()
 
 
+def caching_unsupported_reason(model: nn.Module) -> str | None:
+    """Why frozen-prefix caching cannot be used for ``model``, or None when it can.
+
+    Caching is exact for every family with an explicit block layout. A discovered view (or no
+    view) is refused: whether a family's layers pass hidden states straight from one to the next
+    (no state carried between them, as T5's position bias is) cannot be read off the module
+    tree. ``--cache_frozen_prefix auto`` should then train without a cache.
+    """
+    view = find_block_view(model)
+    if view is not None and not view.discovered:
+        return None
+    how = "a discovered block view" if view is not None else "no block view"
+    return (
+        f"--cache_frozen_prefix: frozen-prefix caching needs an explicit block layout, and model "
+        f"type {model_type_of(model)!r} has {how}, for which a cached run cannot be proven to "
+        "match an uncached one. Use --cache_frozen_prefix no, or add a BlockLayout to "
+        "nlp_transfer.models.layouts.TEXT_LAYOUTS."
+    )
+
+
 def _prefix_modules(model: nn.Module, k: int) -> list[nn.Module]:
     """Modules of the frozen prefix: the embeddings block's modules, then layers 0..k-1."""
+    return [m for block in _prefix_blocks(model, k) for m in block.modules]
+
+
+def _prefix_blocks(model: nn.Module, k: int) -> list:
+    """The frozen prefix's blocks (embeddings, layers 0..k-1), checked to be cacheable."""
+    reason = caching_unsupported_reason(model)
+    if reason:
+        raise ValueError(reason)
     view = get_block_view(model)
     if not 1 <= k < view.num_blocks:
         raise ValueError(f"Frozen-prefix caching needs 1 <= freeze_layers < {view.num_blocks}.")
-    return [m for block in view.blocks[: k + 1] for m in block.modules]
+    return view.blocks[: k + 1]
 
 
 def _suffix_layers(model: nn.Module, k: int) -> list[nn.Module]:
@@ -121,15 +183,27 @@ class PrefixCache:
     def nbytes(self) -> int:
         return int(self.values.shape[0] * self.values.shape[1] * self.values.dtype.itemsize)
 
-    def batch(self, indices: list[int], seq_len: int) -> torch.Tensor:
-        """``(len(indices), seq_len, hidden)`` float32, zero-padded on the right."""
+    def batch(
+        self, indices: list[int], seq_len: int, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``(len(indices), seq_len, hidden)`` float32, zero where there is padding.
+
+        Args:
+            indices: Example numbers.
+            seq_len: Padded length of the batch.
+            attention_mask: ``(len(indices), seq_len)``, 1 on real tokens: each example goes
+                where its tokens are (left or right padding); None puts it on the left.
+        """
         out = torch.zeros(len(indices), seq_len, self.hidden_size)
         for row, i in enumerate(indices):
             start, end = int(self.offsets[i]), int(self.offsets[i + 1])
             piece = self.values[start:end]
             if isinstance(piece, np.ndarray):
                 piece = torch.from_numpy(np.asarray(piece))
-            out[row, : end - start] = piece.float()
+            if attention_mask is None:
+                out[row, : end - start] = piece.float()
+            else:
+                out[row][attention_mask[row].bool()] = piece.float()
         return out
 
 
@@ -222,20 +296,32 @@ def compute_prefix_cache(
     model.eval()
     base = _base_model(model)
     suffix = _Swap({m: _passthrough for m in _suffix_layers(model, k)})
+    # The prefix output is what its last module returns (before any final norm of the model);
+    # a shared layer applied several times (ALBERT) returns it on its last application.
+    captured: list[torch.Tensor] = []
+
+    def grab(module, inputs, output) -> None:
+        captured[:] = [output if isinstance(output, torch.Tensor) else output[0]]
+
+    hook = _prefix_blocks(model, k)[-1].modules[-1].register_forward_hook(grab)
     done = 0
     with suffix:
         for batch in tqdm(loader, desc=desc, leave=False, disable=disable_progress):
             batch = {n: t.to(device) for n, t in batch.items()}
-            out = base(**batch).last_hidden_state  # the suffix passes through: prefix output
+            base(**batch)  # the suffix passes through
+            out = captured[0]
             for row in range(out.shape[0]):
                 i = int(order[done + row])
                 n = int(lengths[i])
-                piece = out[row, :n].to("cpu", dtype)
+                mask = batch.get("attention_mask")
+                piece = out[row, :n] if mask is None else out[row][mask[row].bool()]
+                piece = piece.to("cpu", dtype)
                 if isinstance(values, np.ndarray):
                     values[offsets[i] : offsets[i + 1]] = piece.numpy()
                 else:
                     values[offsets[i] : offsets[i + 1]] = piece
             done += out.shape[0]
+    hook.remove()
     model.train(was_training)
     if isinstance(values, np.ndarray):
         values.flush()
@@ -269,33 +355,37 @@ def choose_storage(storage: str, estimated_bytes: int, num_processes: int = 1) -
 class PrefixFeeder:
     """Makes the frozen prefix of a model return given (cached) states instead of computing them.
 
-    While enabled, the embeddings block's first module returns the tensor passed to
-    :meth:`feeding` and every other module of the prefix (embeddings, layers ``0..k-1``) passes
-    its input through, so any forward of the model or of its encoder (``model.base_model``)
-    inside ``with feeder.feeding(prefix_hidden):`` runs only the layers above ``k``. It is not a
-    module: it holds no parameters, only the swapped forwards.
+    While enabled, the first layer's block returns the tensor passed to :meth:`feeding` and the
+    layers ``1..k-1`` pass their input through (each in the form the layer returns: a tensor or
+    a tuple), so any forward of the model or of its encoder (``model.base_model``) inside
+    ``with feeder.feeding(prefix_hidden):`` runs only the embedding look-up and the layers above
+    ``k``. It is not a module: it holds no parameters, only the swapped forwards.
 
     Args:
         model: The task model with its lower ``k`` layers and embeddings frozen.
         k: Frozen encoder layers.
 
     Raises:
-        ValueError: ``k`` is not in ``1..L-1`` or the model has no block view.
+        ValueError: ``k`` is not in ``1..L-1``, or the model has no explicit block layout
+            (:func:`caching_unsupported_reason`).
     """
 
     def __init__(self, model: nn.Module, k: int):
         self.k = k
         self._pending: torch.Tensor | None = None
         self._model = model  # a plain reference, for its current dtype
-        modules = _prefix_modules(model, k)
+        blocks = _prefix_blocks(model, k)
         feeder = self
 
         def feed(module, *args, **kwargs):
             if feeder._pending is None:
                 raise RuntimeError("CachedPrefixModel: no prefix_hidden was given for this batch.")
-            return feeder._pending
+            return _shaped(module, feeder._pending, args, kwargs)
 
-        self._swap = _Swap({modules[0]: feed} | {m: _passthrough for m in modules[1:]})
+        self._swap = _Swap(
+            {m: feed for m in blocks[1].modules}
+            | {m: _passthrough for block in blocks[2:] for m in block.modules}
+        )
         self.enable()
 
     def enable(self) -> None:
@@ -363,7 +453,9 @@ class CachingCollator:
     def __call__(self, features: list[dict]) -> dict:
         indices = [int(f[INDEX_COLUMN]) for f in features]
         batch = self.collator([{k: v for k, v in f.items() if k != INDEX_COLUMN} for f in features])
-        batch[PREFIX_INPUT] = self.cache.batch(indices, batch["input_ids"].shape[1])
+        batch[PREFIX_INPUT] = self.cache.batch(
+            indices, batch["input_ids"].shape[1], batch.get("attention_mask")
+        )
         return batch
 
 
