@@ -6,11 +6,12 @@ is read off the module tree:
 - **layers**: the ``nn.ModuleList`` of two or more blocks of one class with the same parameter
   shapes (the encoder layers); the one with the most parameters if there are several;
 - **bottom block** ("embeddings"): the module that owns the input embeddings
-  (``get_input_embeddings()``), with every other module registered before the layers along the
-  path to them (position embeddings, a projection: construction order is data-flow order in
-  Hugging Face models);
-- **head**: everything registered after the layers (final norm, pooler, classifier); the head
-  modules outside ``model.base_model`` are the newly initialised part.
+  (``get_input_embeddings()``), and the other embedding tables registered beside the layers'
+  ancestors before them (position or token-type embeddings);
+- **head**: the rest (final norm, pooler, classifier; a projection or norm registered next to the
+  embeddings too, since construction order does not say where it runs: OPT builds its final
+  norm before its layers); the head modules outside ``model.base_model`` are the newly
+  initialised part.
 
 A discovered view is coverage-checked like an explicit one. It serves freezing, layer-wise LR
 decay, gradual unfreezing and L2-SP; frozen-prefix caching needs an explicit layout (see
@@ -79,7 +80,10 @@ def discover_layout(model: nn.Module) -> tuple[BlockLayout | None, str]:
         parent = ".".join(parts[:depth])
         names = [name for name, _ in modules[parent].named_children()]
         at = names.index(child)
-        bottom += [_join(parent, n) for n in names[:at]]
+        for name in names[:at]:  # embedding tables before the layers: bottom; else head
+            module = modules[_join(parent, name)]
+            tables = any(isinstance(m, nn.Embedding) for m in module.modules())
+            (bottom if tables else head).append(_join(parent, name))
         head += [_join(parent, n) for n in names[at + 1 :]]
     owner = next(p for p in bottom + head if embeddings == p or embeddings.startswith(p + "."))
     if owner in head:  # embeddings registered after the layers: still the bottom block
