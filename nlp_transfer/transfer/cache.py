@@ -45,7 +45,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ..models.blocks import find_block_view, get_block_view, model_type_of
+from ..models.blocks import Block, BlockView, find_block_view, get_block_view, model_type_of
 
 logger = logging.getLogger(__name__)
 
@@ -115,15 +115,19 @@ class _Swap:
         self.undo()
 
 
-def caching_unsupported_reason(model: nn.Module) -> str | None:
+def caching_unsupported_reason(model: nn.Module, view: BlockView | None = None) -> str | None:
     """Why frozen-prefix caching cannot be used for ``model``, or None when it can.
 
     Caching is exact for every family with an explicit block layout. A discovered view (or no
     view) is refused: whether a family's layers pass hidden states straight from one to the next
     (no state carried between them, as T5's position bias is) cannot be read off the module
     tree. ``--cache_frozen_prefix auto`` should then train without a cache.
+
+    Args:
+        model: The task model.
+        view: Its block view, if already built.
     """
-    view = find_block_view(model)
+    view = view or find_block_view(model)
     if view is not None and not view.discovered:
         return None
     how = "a discovered block view" if view is not None else "no block view"
@@ -140,12 +144,12 @@ def _prefix_modules(model: nn.Module, k: int) -> list[nn.Module]:
     return [m for block in _prefix_blocks(model, k) for m in block.modules]
 
 
-def _prefix_blocks(model: nn.Module, k: int) -> list:
+def _prefix_blocks(model: nn.Module, k: int) -> list[Block]:
     """The frozen prefix's blocks (embeddings, layers 0..k-1), checked to be cacheable."""
-    reason = caching_unsupported_reason(model)
-    if reason:
+    view = find_block_view(model)
+    reason = caching_unsupported_reason(model, view)
+    if reason or view is None:
         raise ValueError(reason)
-    view = get_block_view(model)
     if not 1 <= k < view.num_blocks:
         raise ValueError(f"Frozen-prefix caching needs 1 <= freeze_layers < {view.num_blocks}.")
     return view.blocks[: k + 1]
