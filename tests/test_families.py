@@ -294,3 +294,17 @@ def test_decoder_gets_a_pad_token_and_pools_the_last_real_token(family):
         batch = model(**tokenizer(texts, padding=True, return_tensors="pt")).logits
         alone = model(**tokenizer(texts[1:], return_tensors="pt")).logits
     torch.testing.assert_close(batch[1:], alone, atol=1e-5, rtol=1e-5)
+
+
+def test_build_text_classifier_gives_a_local_decoder_a_pad_token(tmp_path):
+    from nlp_transfer.models.text import build_text_classifier
+
+    config = _configs()["llama"]
+    config.pad_token_id = None
+    T.AutoModel.from_config(config).save_pretrained(tmp_path)
+    _word_tokenizer(eos_token="</s>", unk_token="<unk>").save_pretrained(tmp_path)
+    model, tokenizer = build_text_classifier(str(tmp_path), label_names=["a", "b"])
+    assert type(model).__name__ == "LlamaForSequenceClassification"
+    assert tokenizer.pad_token == "</s>" and model.config.pad_token_id == tokenizer.pad_token_id
+    batch = tokenizer(["w1 w2 w3", "w4"], padding=True, return_tensors="pt")
+    assert model(**batch).logits.shape == (2, 2)  # batches of 2 need the pad token
