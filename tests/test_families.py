@@ -27,6 +27,8 @@ from nlp_transfer.transfer.cache import (
 )
 from nlp_transfer.transfer.freeze import count_parameters, freeze_encoder_layers, set_train_mode
 
+from conftest import tiny_config
+
 V, H, L, FF, P = 100, 32, 2, 37, 64  # vocab, hidden, layers, intermediate, positions
 SMALL = dict(vocab_size=V, hidden_size=H, num_hidden_layers=L, num_attention_heads=2)
 SMALL |= dict(intermediate_size=FF, max_position_embeddings=P, num_labels=3)
@@ -108,6 +110,7 @@ TRAINS = {
 NUM_LAYERS = {"albert": 1}  # ALBERT: one shared layer group
 DISCOVERED = {"ernie", "opt"}
 FAMILIES = list(TRAINS)
+ORIGINAL = ("bert", "roberta", "distilbert", "electra")
 
 
 @pytest.fixture(autouse=True)
@@ -121,6 +124,8 @@ def _one_thread():
 
 def _model(family: str) -> torch.nn.Module:
     torch.manual_seed(0)
+    if family in ORIGINAL:  # the first six families' tiny configs (counts: test_models.py)
+        return AutoModelForSequenceClassification.from_config(tiny_config(family, num_labels=3))
     return AutoModelForSequenceClassification.from_config(_configs()[family])
 
 
@@ -194,7 +199,7 @@ def _pad(features: list[dict], side: str) -> dict:
 
 CACHED = [
     (f, k, side)
-    for f in FAMILIES
+    for f in [*ORIGINAL, *FAMILIES]
     if f not in DISCOVERED
     for k in ((1,) if f == "albert" else (1, 2))
     for side in (("right", "left") if f == "llama" else ("right",))
