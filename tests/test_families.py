@@ -313,3 +313,21 @@ def test_build_text_classifier_gives_a_local_decoder_a_pad_token(tmp_path):
     assert tokenizer.pad_token == "</s>" and model.config.pad_token_id == tokenizer.pad_token_id
     batch = tokenizer(["w1 w2 w3", "w4"], padding=True, return_tensors="pt")
     assert model(**batch).logits.shape == (2, 2)  # batches of 2 need the pad token
+
+
+def test_discovery_joins_parallel_layer_lists_into_one_block_per_layer():
+    """XLM keeps layer i in four lists (attentions, layer_norm1, ffns, layer_norm2)."""
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_config(
+        T.XLMConfig(vocab_size=V, emb_dim=H, n_layers=L, n_heads=2, num_labels=3)
+    )
+    view = get_block_view(model)
+    parts = ("attentions", "layer_norm1", "ffns", "layer_norm2")
+    assert view.discovered and [b.name for b in view.blocks] == ["embeddings", "layer_0", "layer_1"]
+    block = {id(m) for m in view.blocks[1].modules}
+    assert block == {id(getattr(model.transformer, p)[0]) for p in parts}
+    report = freeze_encoder_layers(model, 1)
+    trains = tuple(f"transformer.{p}.1." for p in parts)
+    trains += ("transformer.layer_norm_emb.", "sequence_summary.")
+    expected = sum(p.numel() for n, p in model.named_parameters() if n.startswith(trains))
+    assert report.trainable_params == expected

@@ -4,7 +4,9 @@ For a ``model_type`` missing from :data:`~nlp_transfer.models.layouts.TEXT_LAYOU
 is read off the module tree:
 
 - **layers**: the ``nn.ModuleList`` of two or more blocks of one class with the same parameter
-  shapes (the encoder layers); the one with the most parameters if there are several;
+  shapes (the encoder layers); the one with the most parameters if there are several; sibling
+  ModuleLists of the same length hold parts of the same layers (XLM's ``attentions[i]``,
+  ``ffns[i]``...) and join layer ``i``'s block;
 - **bottom block** ("embeddings"): the module that owns the input embeddings
   (``get_input_embeddings()``), and the other embedding tables registered beside the layers'
   ancestors before them (position or token-type embeddings);
@@ -73,6 +75,7 @@ def discover_layout(model: nn.Module) -> tuple[BlockLayout | None, str]:
     if embeddings.startswith(layers + "."):
         return None, f"its input embeddings ({embeddings}) are inside the layers ({layers})"
     modules = dict(model.named_modules())
+    parallel = _parallel_lists(modules, layers)
     bottom: list[str] = []
     head: list[str] = []
     parts = layers.split(".")
@@ -81,10 +84,12 @@ def discover_layout(model: nn.Module) -> tuple[BlockLayout | None, str]:
         names = [name for name, _ in modules[parent].named_children()]
         at = names.index(child)
         for name in names[:at]:  # embedding tables before the layers: bottom; else head
-            module = modules[_join(parent, name)]
-            tables = any(isinstance(m, nn.Embedding) for m in module.modules())
-            (bottom if tables else head).append(_join(parent, name))
-        head += [_join(parent, n) for n in names[at + 1 :]]
+            path = _join(parent, name)
+            if path in parallel:
+                continue
+            tables = any(isinstance(m, nn.Embedding) for m in modules[path].modules())
+            (bottom if tables else head).append(path)
+        head += [_join(parent, n) for n in names[at + 1 :] if _join(parent, n) not in parallel]
     owner = next(p for p in bottom + head if embeddings == p or embeddings.startswith(p + "."))
     if owner in head:  # embeddings registered after the layers: still the bottom block
         head.remove(owner)
@@ -95,4 +100,22 @@ def discover_layout(model: nn.Module) -> tuple[BlockLayout | None, str]:
     base = getattr(model, "base_model_prefix", "")
     in_base = bool(base) and isinstance(getattr(model, base, None), nn.Module)
     new = tuple(p for p in head if not (in_base and (p == base or p.startswith(base + "."))))
-    return BlockLayout(tuple(bottom), layers, tuple(head), new=new), ""
+    extras = tuple((i, f"{path}.{i}") for path in parallel for i in range(len(modules[path])))
+    return BlockLayout(tuple(bottom), layers, tuple(head), new=new, layer_extras=extras), ""
+
+
+def _parallel_lists(modules: dict[str, nn.Module], layers: str) -> list[str]:
+    """Sibling ModuleLists as long as the layers: parts of each layer kept in parallel lists.
+
+    XLM and FlauBERT keep layer ``i`` as ``attentions[i]``, ``layer_norm1[i]``, ``ffns[i]``,
+    ``layer_norm2[i]``; each of those belongs to block ``layer_i``.
+    """
+    parent, _, _ = layers.rpartition(".")
+    count = len(modules[layers])
+    return [
+        _join(parent, name)
+        for name, child in modules[parent].named_children()
+        if isinstance(child, nn.ModuleList)
+        and len(child) == count
+        and _join(parent, name) != layers
+    ]
