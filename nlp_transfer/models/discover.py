@@ -90,7 +90,11 @@ def discover_layout(model: nn.Module) -> tuple[BlockLayout | None, str]:
             tables = any(isinstance(m, nn.Embedding) for m in modules[path].modules())
             (bottom if tables else head).append(path)
         head += [_join(parent, n) for n in names[at + 1 :] if _join(parent, n) not in parallel]
-    owner = next(p for p in bottom + head if embeddings == p or embeddings.startswith(p + "."))
+    owner = next(
+        (p for p in bottom + head if embeddings == p or embeddings.startswith(p + ".")), None
+    )
+    if owner is None:
+        return None, f"its input embeddings ({embeddings}) are part of its layer lists"
     if owner in head:  # embeddings registered after the layers: still the bottom block
         head.remove(owner)
         bottom.insert(0, owner)
