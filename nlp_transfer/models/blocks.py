@@ -6,69 +6,45 @@ output of a frozen prefix are each one mechanism over this view, for every suppo
 - BERT family: ``[embeddings, layer_0, ..., layer_{L-1}]`` + head (pooler, classifier)
 - ResNet: ``[stem, layer1, layer2, layer3, layer4]`` + head (``fc``)
 
-Layouts are explicit per ``model_type``: the head is named, never guessed, and building a view
-checks that every parameter belongs to exactly one block or to the head.
+Layouts are explicit per ``model_type`` (:mod:`nlp_transfer.models.layouts`): the head is named,
+never guessed. Other families are discovered (:mod:`nlp_transfer.models.discover`). Building a
+view always checks that every parameter belongs to exactly one block or to the head.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from torch import nn
 
+from .discover import discover_layout
+from .layouts import CLASS_LAYOUTS, TEXT_LAYOUTS, BlockLayout
 
-@dataclass(frozen=True)
-class BlockLayout:
-    """Where a family keeps its blocks, as attribute paths from the task model.
+__all__ = [
+    "CLASS_LAYOUTS",
+    "TEXT_LAYOUTS",
+    "Block",
+    "BlockLayout",
+    "BlockView",
+    "NoBlockViewError",
+    "block_view_from_layout",
+    "find_block_view",
+    "get_block_view",
+    "model_type_of",
+]
 
-    Attributes:
-        embeddings: Paths making up the bottom block (e.g. token embeddings and a projection,
-            or a ResNet's stem ``conv1``, ``bn1``).
-        layers: Path of the ``nn.ModuleList`` of encoder layers, each one block named
-            ``layer_<i>``; or a tuple of paths, each one block named by its path (a ResNet's
-            ``layer1`` ... ``layer4``).
-        head: Paths of the task head (pooler, classifier...), trained in every strategy.
-        new: The part of ``head`` that is newly initialised for the task (not pretrained):
-            L2-SP pulls pretrained weights towards their start and these towards zero.
-        bottom_name: Name of the bottom block (``embeddings``, ``stem``).
-    """
+logger = logging.getLogger(__name__)
 
-    embeddings: tuple[str, ...]
-    layers: str | tuple[str, ...]
-    head: tuple[str, ...]
-    new: tuple[str, ...] = ("classifier",)
-    bottom_name: str = "embeddings"
+# The flags whose strategies need a block view (full fine-tuning does not).
+VIEW_FLAGS = (
+    "--freeze_layers > 0, --layer_lr_decay, --gradual_unfreezing, --l2sp_alpha, "
+    "--cache_frozen_prefix, --feature_extraction"
+)
 
 
-TEXT_LAYOUTS: dict[str, BlockLayout] = {
-    "bert": BlockLayout(("bert.embeddings",), "bert.encoder.layer", ("bert.pooler", "classifier")),
-    "roberta": BlockLayout(("roberta.embeddings",), "roberta.encoder.layer", ("classifier",)),
-    "xlm-roberta": BlockLayout(("roberta.embeddings",), "roberta.encoder.layer", ("classifier",)),
-    "camembert": BlockLayout(("roberta.embeddings",), "roberta.encoder.layer", ("classifier",)),
-    "distilbert": BlockLayout(
-        ("distilbert.embeddings",),
-        "distilbert.transformer.layer",
-        ("pre_classifier", "classifier"),
-        new=("pre_classifier", "classifier"),
-    ),
-    "electra": BlockLayout(
-        ("electra.embeddings", "electra.embeddings_project"),
-        "electra.encoder.layer",
-        ("classifier",),
-    ),
-}
-
-# torchvision models have no ``config.model_type``: their layout is found by class (and base
-# class) name, so a user's own ``torchvision.models.resnet50()`` has a block view too.
-CLASS_LAYOUTS: dict[str, BlockLayout] = {
-    "ResNet": BlockLayout(
-        ("conv1", "bn1"),
-        ("layer1", "layer2", "layer3", "layer4"),
-        ("fc",),
-        new=("fc",),
-        bottom_name="stem",
-    ),
-}
+class NoBlockViewError(ValueError):
+    """No block view can be had for a model (no explicit layout, and discovery failed)."""
 
 
 @dataclass
@@ -90,11 +66,16 @@ class BlockView:
         blocks: Ordered bottom (embeddings/stem) to top (last layer).
         head: The task head; never frozen by block strategies.
         new: The newly initialised part of the head (a subset of ``head``'s modules).
+        discovered: True when the view was read off the module tree
+            (:func:`~nlp_transfer.models.discover.discover_layout`), not an explicit layout.
+        note: What ``--freeze_layers`` counts for this family when it is not plain layers.
     """
 
     blocks: list[Block]
     head: Block
     new: Block | None = None
+    discovered: bool = False
+    note: str = ""
 
     @property
     def num_blocks(self) -> int:
@@ -118,7 +99,9 @@ def model_type_of(model: nn.Module) -> str:
     return getattr(config, "model_type", None) or type(model).__name__
 
 
-def block_view_from_layout(model: nn.Module, layout: BlockLayout) -> BlockView:
+def block_view_from_layout(
+    model: nn.Module, layout: BlockLayout, *, discovered: bool = False
+) -> BlockView:
     """Build the view of ``model`` described by ``layout`` and check it covers every parameter.
 
     Raises:
@@ -128,19 +111,29 @@ def block_view_from_layout(model: nn.Module, layout: BlockLayout) -> BlockView:
         layers = _get(model, layout.layers)
         if layers is None:
             raise ValueError(f"{type(model).__name__} has no {layout.layers}")
-        named = [(f"layer_{i}", layer) for i, layer in enumerate(layers)]
+        named = [(f"{layout.layer_name}_{i}", [layer]) for i, layer in enumerate(layers)]
     else:
-        named = [(path, _get(model, path)) for path in layout.layers]
-        missing = [path for path, layer in named if layer is None]
+        named = [(path, [_get(model, path)]) for path in layout.layers]
+        missing = [path for path, layer in named if layer[0] is None]
         if missing:
             raise ValueError(f"{type(model).__name__} has no {', '.join(missing)}")
+    for i, path in layout.layer_extras:
+        extra = _get(model, path)
+        if extra is not None:
+            named[i][1].append(extra)
     embeddings = [m for m in (_get(model, p) for p in layout.embeddings) if m is not None]
     head = [m for m in (_get(model, p) for p in layout.head) if m is not None]
     blocks = [Block(layout.bottom_name, embeddings)] + [
-        Block(name, [layer]) for name, layer in named
+        Block(name, modules) for name, modules in named
     ]
     new = [m for m in (_get(model, p) for p in layout.new) if m is not None]
-    view = BlockView(blocks=blocks, head=Block("head", head), new=Block("new", new))
+    view = BlockView(
+        blocks=blocks,
+        head=Block("head", head),
+        new=Block("new", new),
+        discovered=discovered,
+        note=layout.note,
+    )
     _check_coverage(model, view)
     return view
 
@@ -161,11 +154,14 @@ def _check_coverage(model: nn.Module, view: BlockView) -> None:
 
 
 def get_block_view(model: nn.Module) -> BlockView:
-    """Return the block view of a supported model.
+    """Return the block view of a model: explicit layout, else discovered.
 
-    Supported: Hugging Face BERT, RoBERTa (and XLM-R, CamemBERT), DistilBERT and ELECTRA
-    sequence-classification models (by ``config.model_type``), and torchvision ResNets (by
-    class, subclasses included): ``[stem, layer1, layer2, layer3, layer4]`` + ``fc``.
+    Explicit layouts (``config.model_type``): BERT, RoBERTa, XLM-R, CamemBERT, DistilBERT,
+    ELECTRA, DeBERTa-v2/v3, MPNet, ModernBERT, ALBERT, and the decoder classifiers GPT-2, Llama,
+    Qwen2, Mistral; torchvision ResNets by class (subclasses included):
+    ``[stem, layer1, layer2, layer3, layer4]`` + ``fc``. Any other model is read off its module
+    tree by :func:`~nlp_transfer.models.discover.discover_layout` and coverage-checked the same
+    way.
 
     Args:
         model: The task model (e.g. from ``AutoModelForSequenceClassification``, or
@@ -175,7 +171,10 @@ def get_block_view(model: nn.Module) -> BlockView:
         Its :class:`BlockView`.
 
     Raises:
-        ValueError: If the family is not supported (the message lists those that are).
+        NoBlockViewError: (a ``ValueError``) No explicit layout and none can be discovered; the
+            message names the model type and the flags that need a view.
+        ValueError: An explicit layout does not fit the model (a path is missing, or the
+            coverage check fails).
     """
     model_type = model_type_of(model)
     layout = TEXT_LAYOUTS.get(model_type)
@@ -184,11 +183,28 @@ def get_block_view(model: nn.Module) -> BlockView:
             (CLASS_LAYOUTS[c.__name__] for c in type(model).__mro__ if c.__name__ in CLASS_LAYOUTS),
             None,
         )
-    if layout is None:
-        raise ValueError(
-            f"No block layout for model type {model_type!r}; supported: "
-            f"{', '.join(sorted(TEXT_LAYOUTS))}, and torchvision {', '.join(CLASS_LAYOUTS)}. "
-            "Use --freeze_layers 0 (full fine-tuning) or add a BlockLayout to "
-            "nlp_transfer.models.blocks.TEXT_LAYOUTS."
-        )
-    return block_view_from_layout(model, layout)
+    if layout is not None:
+        return block_view_from_layout(model, layout)
+    layout, reason = discover_layout(model)
+    if layout is not None:
+        try:
+            view = block_view_from_layout(model, layout, discovered=True)
+        except ValueError as err:
+            reason = str(err)
+        else:
+            logger.debug(f"Discovered block view of {model_type!r}: {layout}")
+            return view
+    raise NoBlockViewError(
+        f"No block view for model type {model_type!r}: it has no explicit layout and "
+        f"discovery failed ({reason}). Full fine-tuning (--freeze_layers 0, no other transfer "
+        f"strategy) works without one; {VIEW_FLAGS} need one. Add a BlockLayout to "
+        "nlp_transfer.models.layouts.TEXT_LAYOUTS."
+    )
+
+
+def find_block_view(model: nn.Module) -> BlockView | None:
+    """:func:`get_block_view`, or None when no view can be had (not an error for full training)."""
+    try:
+        return get_block_view(model)
+    except NoBlockViewError:
+        return None

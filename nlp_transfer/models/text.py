@@ -119,6 +119,7 @@ def build_text_classifier(
         )
         if new_head:
             reinitialise_new_head(model)
+        ensure_pad_token(model, tokenizer)
     except OSError as err:
         if local_only and name_or_path == model_name_or_path and not Path(name_or_path).exists():
             raise OSError(
@@ -132,6 +133,30 @@ def build_text_classifier(
     finally:
         hf_logging.set_verbosity(verbosity)
     return model, tokenizer
+
+
+def ensure_pad_token(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Give a decoder classifier (GPT-2, Llama, Qwen2, Mistral...) a padding token, in place.
+
+    Decoder tokenizers often have no pad token, and their ``...ForSequenceClassification``
+    pools the last token that is not ``config.pad_token_id`` (and refuses batches of more than
+    one example without it). As the Hugging Face examples do, the end-of-sequence token (else
+    the unknown token) pads; ``config.pad_token_id`` is set from the tokenizer when missing.
+    Encoders, which have a pad token, are left unchanged.
+
+    Raises:
+        ValueError: The tokenizer has no pad, end-of-sequence or unknown token.
+    """
+    if tokenizer.pad_token_id is None:
+        fallback = tokenizer.eos_token or tokenizer.unk_token
+        if fallback is None:
+            raise ValueError(
+                f"The tokenizer of --model_name_or_path ({type(tokenizer).__name__}) has no pad, "
+                "end-of-sequence or unknown token to pad batches with; add a pad token to it."
+            )
+        tokenizer.pad_token = fallback
+    if getattr(model.config, "pad_token_id", None) is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
 
 
 def reinitialise_new_head(model: PreTrainedModel) -> None:

@@ -8,11 +8,15 @@ never runs the prefix again: each epoch costs only the trainable suffix (AutoFre
 2021, and "embedding recycling", Saad-Falcon et al. 2023, report the same idea).
 
 How it plugs into the model without a second copy of any architecture: inside
-:class:`CachedPrefixModel`, the embeddings block's first module returns the cached tensor
-instead of computing, and every other module of the frozen prefix passes its input through. The
-model's own forward then does everything else (attention masks, the trainable layers, pooler,
-classifier) exactly as without the cache. The weights are untouched, so the model saves and
-loads as usual.
+:class:`CachedPrefixModel`, the first layer's block returns the cached tensor instead of
+computing, and the other frozen layers pass their input through. The embeddings block still runs
+(a table look-up; its output is replaced), so whatever a family does between its embeddings and
+its first layer (GPT-2 adds position embeddings, ALBERT and ELECTRA project, DeBERTa and MPNet
+compute relative positions) needs no special case. The model's own forward then does everything
+else (attention masks, the trainable layers, final norm, pooler, classifier) exactly as without
+the cache. The weights are untouched, so the model saves and loads as usual. This is exact for
+every family with an explicit block layout (each is tested); a discovered view is refused (see
+:func:`caching_unsupported_reason`).
 
 The cache is keyed by the frozen weights, ``k``, the tokenizer, ``max_seq_length``, the
 tokenized data and the storage dtype, so a disk cache is never reused for anything else. It is
@@ -28,9 +32,6 @@ import json
 import logging
 import os
 import shutil
-import types
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -40,60 +41,38 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ..models.blocks import get_block_view
+from .prefix_model import (
+    PREFIX_INPUT,
+    CachedPrefixModel,
+    PrefixFeeder,
+    _base_model,
+    _passthrough,
+    _prefix_blocks,
+    _prefix_modules,
+    _suffix_layers,
+    _Swap,
+    caching_unsupported_reason,
+)
 
 logger = logging.getLogger(__name__)
 
+# re-exported: the model side of caching lives in prefix_model
+__all__ = [
+    "CachedPrefixModel",
+    "CachingCollator",
+    "PrefixCache",
+    "PrefixFeeder",
+    "add_cache_index",
+    "cache_key",
+    "caching_unsupported_reason",
+    "choose_storage",
+    "compute_prefix_cache",
+    "load_disk_cache",
+    "remove_disk_cache",
+]
+
 _NUMPY = {torch.float16: np.float16, torch.float32: np.float32}
-PREFIX_INPUT = "prefix_hidden"
 INDEX_COLUMN = "cache_index"
-
-
-def _passthrough(self, hidden_states=None, *args, **kwargs):
-    """Stand-in forward of a cached frozen module: returns its input unchanged."""
-    if hidden_states is None:  # called with keywords only (e.g. hidden_states=...)
-        hidden_states = next(iter(kwargs.values()))
-    return hidden_states
-
-
-class _Swap:
-    """Replace the forward of some modules for the duration of a ``with`` block (or until undo)."""
-
-    def __init__(self, replacements: dict[nn.Module, object]):
-        self.replacements = replacements
-
-    def apply(self) -> None:
-        for module, forward in self.replacements.items():
-            module.forward = types.MethodType(forward, module)
-
-    def undo(self) -> None:
-        for module in self.replacements:
-            if "forward" in module.__dict__:
-                del module.forward
-
-    def __enter__(self):
-        self.apply()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.undo()
-
-
-def _prefix_modules(model: nn.Module, k: int) -> list[nn.Module]:
-    """Modules of the frozen prefix: the embeddings block's modules, then layers 0..k-1."""
-    view = get_block_view(model)
-    if not 1 <= k < view.num_blocks:
-        raise ValueError(f"Frozen-prefix caching needs 1 <= freeze_layers < {view.num_blocks}.")
-    return [m for block in view.blocks[: k + 1] for m in block.modules]
-
-
-def _suffix_layers(model: nn.Module, k: int) -> list[nn.Module]:
-    view = get_block_view(model)
-    return [m for block in view.blocks[k + 1 :] for m in block.modules]
-
-
-def _base_model(model: nn.Module) -> nn.Module:
-    return getattr(model, "base_model", model)
 
 
 class PrefixCache:
@@ -119,15 +98,27 @@ class PrefixCache:
     def nbytes(self) -> int:
         return int(self.values.shape[0] * self.values.shape[1] * self.values.dtype.itemsize)
 
-    def batch(self, indices: list[int], seq_len: int) -> torch.Tensor:
-        """``(len(indices), seq_len, hidden)`` float32, zero-padded on the right."""
+    def batch(
+        self, indices: list[int], seq_len: int, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``(len(indices), seq_len, hidden)`` float32, zero where there is padding.
+
+        Args:
+            indices: Example numbers.
+            seq_len: Padded length of the batch.
+            attention_mask: ``(len(indices), seq_len)``, 1 on real tokens: each example goes
+                where its tokens are (left or right padding); None puts it on the left.
+        """
         out = torch.zeros(len(indices), seq_len, self.hidden_size)
         for row, i in enumerate(indices):
             start, end = int(self.offsets[i]), int(self.offsets[i + 1])
             piece = self.values[start:end]
             if isinstance(piece, np.ndarray):
                 piece = torch.from_numpy(np.asarray(piece))
-            out[row, : end - start] = piece.float()
+            if attention_mask is None:
+                out[row, : end - start] = piece.float()
+            else:
+                out[row][attention_mask[row].bool()] = piece.float()
         return out
 
 
@@ -220,20 +211,32 @@ def compute_prefix_cache(
     model.eval()
     base = _base_model(model)
     suffix = _Swap({m: _passthrough for m in _suffix_layers(model, k)})
+    # The prefix output is what its last module returns (before any final norm of the model);
+    # a shared layer applied several times (ALBERT) returns it on its last application.
+    captured: list[torch.Tensor] = []
+
+    def grab(module, inputs, output) -> None:
+        captured[:] = [output if isinstance(output, torch.Tensor) else output[0]]
+
+    hook = _prefix_blocks(model, k)[-1].modules[-1].register_forward_hook(grab)
     done = 0
     with suffix:
         for batch in tqdm(loader, desc=desc, leave=False, disable=disable_progress):
             batch = {n: t.to(device) for n, t in batch.items()}
-            out = base(**batch).last_hidden_state  # the suffix passes through: prefix output
+            base(**batch)  # the suffix passes through
+            out = captured[0]
             for row in range(out.shape[0]):
                 i = int(order[done + row])
                 n = int(lengths[i])
-                piece = out[row, :n].to("cpu", dtype)
+                mask = batch.get("attention_mask")
+                piece = out[row, :n] if mask is None else out[row][mask[row].bool()]
+                piece = piece.to("cpu", dtype)
                 if isinstance(values, np.ndarray):
                     values[offsets[i] : offsets[i + 1]] = piece.numpy()
                 else:
                     values[offsets[i] : offsets[i + 1]] = piece
             done += out.shape[0]
+    hook.remove()
     model.train(was_training)
     if isinstance(values, np.ndarray):
         values.flush()
@@ -264,90 +267,6 @@ def choose_storage(storage: str, estimated_bytes: int, num_processes: int = 1) -
     return "disk" if estimated_bytes > available / 4 else "memory"
 
 
-class PrefixFeeder:
-    """Makes the frozen prefix of a model return given (cached) states instead of computing them.
-
-    While enabled, the embeddings block's first module returns the tensor passed to
-    :meth:`feeding` and every other module of the prefix (embeddings, layers ``0..k-1``) passes
-    its input through, so any forward of the model or of its encoder (``model.base_model``)
-    inside ``with feeder.feeding(prefix_hidden):`` runs only the layers above ``k``. It is not a
-    module: it holds no parameters, only the swapped forwards.
-
-    Args:
-        model: The task model with its lower ``k`` layers and embeddings frozen.
-        k: Frozen encoder layers.
-
-    Raises:
-        ValueError: ``k`` is not in ``1..L-1`` or the model has no block view.
-    """
-
-    def __init__(self, model: nn.Module, k: int):
-        self.k = k
-        self._pending: torch.Tensor | None = None
-        self._model = model  # a plain reference, for its current dtype
-        modules = _prefix_modules(model, k)
-        feeder = self
-
-        def feed(module, *args, **kwargs):
-            if feeder._pending is None:
-                raise RuntimeError("CachedPrefixModel: no prefix_hidden was given for this batch.")
-            return feeder._pending
-
-        self._swap = _Swap({modules[0]: feed} | {m: _passthrough for m in modules[1:]})
-        self.enable()
-
-    def enable(self) -> None:
-        self._swap.apply()
-
-    def disable(self) -> None:
-        """Restore the model's own forward everywhere (before saving or exporting it)."""
-        self._swap.undo()
-
-    @contextmanager
-    def feeding(self, prefix_hidden: torch.Tensor) -> Iterator[None]:
-        """Within the block, the prefix outputs ``prefix_hidden`` ``(batch, seq, hidden)``."""
-        self._pending = prefix_hidden.to(dtype=next(self._model.parameters()).dtype)
-        try:
-            yield
-        finally:
-            self._pending = None
-
-
-class CachedPrefixModel(nn.Module):
-    """The task model, fed the cached prefix output instead of running the frozen prefix.
-
-    ``forward(input_ids, attention_mask, prefix_hidden, **rest)`` returns what the model returns;
-    ``prefix_hidden`` is ``(batch, seq, hidden)`` from :meth:`PrefixCache.batch`. While this
-    wrapper is active (between :meth:`enable` and :meth:`disable`), the frozen prefix's modules
-    do no work (see :class:`PrefixFeeder`).
-
-    Args:
-        model: The task model with its lower ``k`` layers and embeddings frozen.
-        k: Frozen encoder layers.
-    """
-
-    def __init__(self, model: nn.Module, k: int):
-        super().__init__()
-        self.model = model
-        self.k = k
-        self.feeder = PrefixFeeder(model, k)
-
-    @property
-    def config(self):
-        return self.model.config
-
-    def enable(self) -> None:
-        self.feeder.enable()
-
-    def disable(self) -> None:
-        """Restore the model's own forward everywhere (before saving or exporting it)."""
-        self.feeder.disable()
-
-    def forward(self, prefix_hidden: torch.Tensor, **inputs):
-        with self.feeder.feeding(prefix_hidden):
-            return self.model(**inputs)
-
-
 class CachingCollator:
     """Pads a batch as ``collator`` does, then adds ``prefix_hidden`` from the split's cache.
 
@@ -361,7 +280,9 @@ class CachingCollator:
     def __call__(self, features: list[dict]) -> dict:
         indices = [int(f[INDEX_COLUMN]) for f in features]
         batch = self.collator([{k: v for k, v in f.items() if k != INDEX_COLUMN} for f in features])
-        batch[PREFIX_INPUT] = self.cache.batch(indices, batch["input_ids"].shape[1])
+        batch[PREFIX_INPUT] = self.cache.batch(
+            indices, batch["input_ids"].shape[1], batch.get("attention_mask")
+        )
         return batch
 
 

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 
 from torch import nn
 
-from ..models.blocks import BlockView, get_block_view
+from ..models.blocks import BlockView, find_block_view, get_block_view
+
+# Parameter-free modules of a block (GPT-2's embedding dropout ``transformer.drop``) -> that
+# block's parameters: set_train_mode puts them in eval mode while those are all frozen.
+_STATELESS_IN_BLOCK: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 @dataclass
@@ -67,6 +72,9 @@ def freeze_lower_blocks(
     for i, block in enumerate(view.blocks):
         for p in block.parameters():
             p.requires_grad_(i >= num_blocks)
+        for module in block.modules:
+            if next(module.parameters(), None) is None:
+                _STATELESS_IN_BLOCK[module] = block.parameters()
     for p in view.head.parameters():
         p.requires_grad_(True)
     trainable, total = count_parameters(model)
@@ -88,8 +96,12 @@ def freeze_encoder_layers(
     ``num_layers > 0``. For a ResNet the layers are its stages: ``--freeze_layers 2`` freezes
     the stem, ``layer1`` and ``layer2``.
 
+    ``num_layers=0`` works for any model, with or without a block view (every parameter
+    trains). For ALBERT the layers are its shared layer groups (see the layout's note).
+
     Args:
-        model: A BERT-family classification model or a torchvision ResNet.
+        model: A classification model (any ``AutoModelForSequenceClassification`` for 0; one
+            with a block view for more) or a torchvision ResNet.
         num_layers: Number of encoder layers to freeze, ``0 <= num_layers <= L``.
         view: A precomputed view (defaults to ``get_block_view(model)``).
 
@@ -98,13 +110,20 @@ def freeze_encoder_layers(
 
     Raises:
         ValueError: If ``num_layers`` is out of range (names ``--freeze_layers``).
+        NoBlockViewError: ``num_layers > 0`` for a model without a block view.
     """
-    view = view or get_block_view(model)
+    view = view or find_block_view(model)
+    if view is None and num_layers == 0:
+        for p in model.parameters():
+            p.requires_grad_(True)
+        trainable, total = count_parameters(model)
+        return FreezeReport([], ["all parameters"], trainable, total)
+    view = view or get_block_view(model)  # raises, naming the model type and the flags
     num_layers_total = view.num_blocks - 1
     if not 0 <= num_layers <= num_layers_total:
         raise ValueError(
             f"--freeze_layers must be between 0 (full fine-tuning) and {num_layers_total} (all "
-            f"encoder layers of this model), got {num_layers}."
+            f"encoder layers of this model), got {num_layers}. {view.note}".rstrip()
         )
     return freeze_lower_blocks(model, num_layers + 1 if num_layers else 0, view)
 
@@ -114,7 +133,9 @@ def set_train_mode(model: nn.Module) -> nn.Module:
 
     A submodule whose parameters all have ``requires_grad=False`` is a frozen part of the model:
     it must behave as at inference (no dropout; BatchNorm uses and keeps its running statistics),
-    otherwise "frozen" layers would still change their outputs and statistics.
+    otherwise "frozen" layers would still change their outputs and statistics. A
+    parameter-free module of a block (GPT-2's embedding dropout) goes to eval mode while its
+    block is frozen.
 
     Args:
         model: Any module (a DDP-wrapped one too).
@@ -124,6 +145,10 @@ def set_train_mode(model: nn.Module) -> nn.Module:
     """
     model.train()
     _eval_frozen_children(model)
+    for module in model.modules():
+        params = _STATELESS_IN_BLOCK.get(module)
+        if params and not any(p.requires_grad for p in params):
+            module.eval()
     return model
 
 

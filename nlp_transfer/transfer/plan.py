@@ -32,6 +32,7 @@ from .freeze import FreezeReport, count_parameters, freeze_encoder_layers
 from .gradual import GradualUnfreezer
 from .l2sp import L2SPRegularizer
 from .lr import describe_lrs, layerwise_lr_param_groups
+from .prefix_model import caching_unsupported_reason
 
 logger = logging.getLogger(__name__)
 
@@ -175,10 +176,8 @@ def plan_transfer(
             model family without one (the message names the flag).
     """
     feature_extraction = getattr(config, "feature_extraction", "none")
-    needs_view = (
-        config.freeze_layers > 0
-        or feature_extraction != "none"
-        or (isinstance(config, TransferConfig) and config.gradual_unfreezing)
+    needs_view = config.freeze_layers > 0 or (
+        isinstance(config, TransferConfig) and config.gradual_unfreezing
     )
     try:
         view = block_view_of(model)
@@ -193,19 +192,38 @@ def plan_transfer(
         freeze = FreezeReport([], ["all"], trainable, total)
     else:
         freeze = freeze_encoder_layers(model, config.freeze_layers, view=view)
-    cache = (
-        cacheable
-        and config.cache_frozen_prefix != "no"
-        and config.freeze_layers >= 1
-        and feature_extraction == "none"
-    )
+    cache = _decide_cache(model, view, config, cacheable and feature_extraction == "none")
     plan = TransferPlan(config, view, freeze, cache, dict(details or {}))
     kind = "feature extraction | " if feature_extraction != "none" else ""
     logger.info(f"Transfer strategy: {kind}{freeze}")
     return plan
 
 
-def _feature_extraction_report(model: nn.Module, view: BlockView) -> FreezeReport:
+def _decide_cache(
+    model: nn.Module, view: BlockView | None, config: FrozenPrefixConfig, cacheable: bool
+) -> bool:
+    """Whether to cache the frozen prefix: asked for (``--cache_frozen_prefix`` not ``no``), with
+    ``--freeze_layers`` >= 1, inputs that allow it, and a family where the cache is exact.
+
+    Raises:
+        ValueError: ``--cache_frozen_prefix memory|disk`` asked for a family where caching
+            cannot be shown exact (``auto`` logs the reason and trains without a cache).
+    """
+    if not (cacheable and config.cache_frozen_prefix != "no" and config.freeze_layers >= 1):
+        return False
+    reason = caching_unsupported_reason(model, view)
+    if reason is None:
+        return True
+    if config.cache_frozen_prefix != "auto":
+        raise ValueError(reason)
+    logger.info(f"No frozen-prefix cache: {reason}")
+    return False
+
+
+def _feature_extraction_report(model: nn.Module, view: BlockView | None) -> FreezeReport:
     """Everything but the head frozen; the counts are the encoder's (the head is fitted later)."""
+    if view is None:
+        encoder = getattr(model, "base_model", model)
+        return FreezeReport(["encoder"], ["head"], 0, sum(p.numel() for p in encoder.parameters()))
     total = sum(p.numel() for b in view.blocks for p in b.parameters())
     return FreezeReport([b.name for b in view.blocks], ["head"], 0, total)
