@@ -230,8 +230,8 @@ def test_feature_extraction_predictions_come_back_in_dataset_order(
         "logistic_regression",
     )
     from nlp_transfer.text import TextClassificationConfig
-    from nlp_transfer.text.predict import load_classifier, predict_logits_for_texts
     from nlp_transfer.text.loaders import load_data
+    from nlp_transfer.text.predict import load_classifier, predict_logits_for_texts
 
     config = TextClassificationConfig(
         train_file=str(toy_csv), text_column="sentence", label_column="sentiment"

@@ -121,8 +121,8 @@ def test_model_card_metadata_parses_and_matches_metrics(trained):
 
 
 def test_model_card_names_a_hub_base_model_and_its_licence():
-    from nlp_transfer.text import TextClassificationConfig
     from nlp_transfer.model_card import build_model_card
+    from nlp_transfer.text import TextClassificationConfig
 
     metrics = {
         "model_name": "sentence-transformers/all-MiniLM-L6-v2",

@@ -7,8 +7,8 @@ import pytest
 import yaml
 
 from nlp_transfer.config import parse_config, save_config
-from nlp_transfer.text import TextClassificationConfig
 from nlp_transfer.metrics import classification_metrics
+from nlp_transfer.text import TextClassificationConfig
 
 
 def test_binary_metrics_by_hand():
