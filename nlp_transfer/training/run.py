@@ -171,22 +171,11 @@ def train_and_predict(
         train_dl,
         val_dl,
         accelerator,
-        num_train_epochs=config.num_train_epochs,
         compute_metrics=compute_metrics,
-        metric_for_best_model=config.metric_for_best_model,
-        load_best_model_at_end=config.load_best_model_at_end,
-        max_grad_norm=config.max_grad_norm,
         loss_fn=loss_fn,
         regularizer=regularizer,
-        logging_steps=config.logging_steps,
         unfreezer=unfreezer,
-        checkpointer=Checkpointer(
-            config.output_dir, config.save_strategy, config.save_steps, config.save_total_limit
-        ),
-        resume_from_checkpoint=resume_path(config),
-        early_stopping_patience=config.early_stopping_patience,
-        # the hook for a hyperparameter search's pruning (fit's epoch_end_callback)
-        **({"epoch_end_callback": epoch_end_callback} if epoch_end_callback else {}),
+        **_fit_settings(config, epoch_end_callback),
     )
     validation = None
     if predict_validation:
@@ -239,3 +228,22 @@ def _start_unfreezing(unfreezer, config: TrainingConfig) -> None:
         f"Gradual unfreezing: the head trains alone first, then one more block from the top "
         f"every {stage} ({unfreezer.num_stages} stages)"
     )
+
+
+def _fit_settings(config: TrainingConfig, epoch_end_callback) -> dict:
+    """:func:`fit`'s keyword arguments that come from the run's arguments."""
+    settings = dict(
+        num_train_epochs=config.num_train_epochs,
+        metric_for_best_model=config.metric_for_best_model,
+        load_best_model_at_end=config.load_best_model_at_end,
+        max_grad_norm=config.max_grad_norm,
+        logging_steps=config.logging_steps,
+        checkpointer=Checkpointer(
+            config.output_dir, config.save_strategy, config.save_steps, config.save_total_limit
+        ),
+        resume_from_checkpoint=resume_path(config),
+        early_stopping_patience=config.early_stopping_patience,
+    )
+    if epoch_end_callback is not None:  # the hook of a hyperparameter search's pruning
+        settings["epoch_end_callback"] = epoch_end_callback
+    return settings

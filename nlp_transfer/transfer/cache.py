@@ -187,16 +187,7 @@ def compute_prefix_cache(
     lengths = np.array([len(ids) for ids in dataset["input_ids"]], dtype=np.int64)
     offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    hidden = model.config.hidden_size
-    if path is None:
-        values: torch.Tensor | np.ndarray = torch.empty(int(offsets[-1]), hidden, dtype=dtype)
-    else:
-        if dtype not in _NUMPY:
-            raise ValueError("A disk cache stores float16 or float32 (numpy has no bfloat16).")
-        path.mkdir(parents=True, exist_ok=True)
-        values = np.lib.format.open_memmap(
-            path / "values.npy", mode="w+", dtype=_NUMPY[dtype], shape=(int(offsets[-1]), hidden)
-        )
+    values = _allocate(int(offsets[-1]), model.config.hidden_size, dtype, path)
     order = np.argsort(lengths, kind="stable")
     keep = [
         c for c in dataset.column_names if c in ("input_ids", "attention_mask", "token_type_ids")
@@ -224,18 +215,9 @@ def compute_prefix_cache(
         for batch in tqdm(loader, desc=desc, leave=False, disable=disable_progress):
             batch = {n: t.to(device) for n, t in batch.items()}
             base(**batch)  # the suffix passes through
-            out = captured[0]
-            for row in range(out.shape[0]):
-                i = int(order[done + row])
-                n = int(lengths[i])
-                mask = batch.get("attention_mask")
-                piece = out[row, :n] if mask is None else out[row][mask[row].bool()]
-                piece = piece.to("cpu", dtype)
-                if isinstance(values, np.ndarray):
-                    values[offsets[i] : offsets[i + 1]] = piece.numpy()
-                else:
-                    values[offsets[i] : offsets[i + 1]] = piece
-            done += out.shape[0]
+            rows = order[done : done + captured[0].shape[0]]
+            _store(values, offsets, lengths, rows, captured[0], batch.get("attention_mask"), dtype)
+            done += len(rows)
     hook.remove()
     model.train(was_training)
     if isinstance(values, np.ndarray):
@@ -243,6 +225,31 @@ def compute_prefix_cache(
         np.save(path / "offsets.npy", offsets)
         (path / "complete.json").write_text(json.dumps({"examples": len(lengths)}))
     return PrefixCache(values, offsets)
+
+
+def _allocate(
+    tokens: int, hidden: int, dtype: torch.dtype, path: Path | None
+) -> torch.Tensor | np.ndarray:
+    """The cache's ``(tokens, hidden)`` storage: a tensor in memory, or a memory-mapped file."""
+    if path is None:
+        return torch.empty(tokens, hidden, dtype=dtype)
+    if dtype not in _NUMPY:
+        raise ValueError("A disk cache stores float16 or float32 (numpy has no bfloat16).")
+    path.mkdir(parents=True, exist_ok=True)
+    return np.lib.format.open_memmap(
+        path / "values.npy", mode="w+", dtype=_NUMPY[dtype], shape=(tokens, hidden)
+    )
+
+
+def _store(values, offsets, lengths, rows, out, mask, dtype) -> None:
+    """Write each example's unpadded output ``out[j]`` ``(seq, hidden)`` at its offset."""
+    for j, i in enumerate(int(r) for r in rows):
+        piece = out[j, : int(lengths[i])] if mask is None else out[j][mask[j].bool()]
+        piece = piece.to("cpu", dtype)
+        if isinstance(values, np.ndarray):
+            values[offsets[i] : offsets[i + 1]] = piece.numpy()
+        else:
+            values[offsets[i] : offsets[i + 1]] = piece
 
 
 def load_disk_cache(path: Path) -> PrefixCache | None:
