@@ -76,34 +76,61 @@ def classification_metrics(
     probs = probabilities(logits)
     preds = predict_labels(probs, threshold)
     ids = list(range(num_labels))
-    p, r, f, s = precision_recall_fscore_support(labels, preds, labels=ids, zero_division=0)
+    metrics = {"num_examples": len(labels)}
+    metrics |= _summary_metrics(labels, preds, ids)
+    metrics |= _ranking_metrics(labels, probs, num_labels)
+    metrics |= _per_class_metrics(labels, preds, label_names)
+    metrics["confusion_matrix"] = confusion_matrix(labels, preds, labels=ids).tolist()
+    if num_labels == 2:
+        metrics["decision_threshold"] = 0.5 if threshold is None else float(threshold)
+    return metrics
+
+
+def _summary_metrics(labels: np.ndarray, preds: np.ndarray, ids: list[int]) -> dict:
+    """Accuracy, macro precision/recall/F1, weighted F1 and MCC of ``(n,)`` predicted ids."""
     averaged = {
         avg: precision_recall_fscore_support(
             labels, preds, labels=ids, average=avg, zero_division=0
         )
         for avg in ("macro", "weighted")
     }
-    roc_auc = average_precision = None
-    if len(np.unique(labels)) == num_labels:
-        if num_labels == 2:
-            roc_auc = roc_auc_score(labels, probs[:, 1])
-            average_precision = average_precision_score(labels, probs[:, 1])
-        else:
-            roc_auc = roc_auc_score(labels, probs, multi_class="ovr", labels=ids)
-            average_precision = average_precision_score(
-                np.eye(num_labels)[labels], probs, average="macro"
-            )
-    metrics = {
-        "num_examples": len(labels),
+    return {
         "accuracy": float(accuracy_score(labels, preds)),
         "precision_macro": float(averaged["macro"][0]),
         "recall_macro": float(averaged["macro"][1]),
         "f1_macro": float(averaged["macro"][2]),
         "f1_weighted": float(averaged["weighted"][2]),
         "mcc": float(matthews_corrcoef(labels, preds)),
+    }
+
+
+def _ranking_metrics(labels: np.ndarray, probs: np.ndarray, num_labels: int) -> dict:
+    """ROC-AUC and average precision of ``(n, C)`` probabilities; None if a class is absent.
+
+    Binary: of id 1; multi-class: one-vs-rest, macro-averaged.
+    """
+    roc_auc = average_precision = None
+    if len(np.unique(labels)) == num_labels:
+        if num_labels == 2:
+            roc_auc = roc_auc_score(labels, probs[:, 1])
+            average_precision = average_precision_score(labels, probs[:, 1])
+        else:
+            ids = list(range(num_labels))
+            roc_auc = roc_auc_score(labels, probs, multi_class="ovr", labels=ids)
+            average_precision = average_precision_score(
+                np.eye(num_labels)[labels], probs, average="macro"
+            )
+    return {
         "roc_auc": None if roc_auc is None else float(roc_auc),
         "average_precision": None if average_precision is None else float(average_precision),
     }
+
+
+def _per_class_metrics(labels: np.ndarray, preds: np.ndarray, label_names: Sequence[str]) -> dict:
+    """Flat ``precision_<name>``/``recall_<name>``/``f1_<name>`` and the ``per_class`` table."""
+    ids = list(range(len(label_names)))
+    p, r, f, s = precision_recall_fscore_support(labels, preds, labels=ids, zero_division=0)
+    metrics = {}
     for i, name in enumerate(label_names):
         metrics |= {
             f"precision_{name}": float(p[i]),
@@ -119,9 +146,6 @@ def classification_metrics(
         }
         for i, name in enumerate(label_names)
     }
-    metrics["confusion_matrix"] = confusion_matrix(labels, preds, labels=ids).tolist()
-    if num_labels == 2:
-        metrics["decision_threshold"] = 0.5 if threshold is None else float(threshold)
     return metrics
 
 

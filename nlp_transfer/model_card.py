@@ -103,30 +103,73 @@ def build_model_card(
         The card (``card.save(path)`` writes it; ``card.data`` is the metadata).
     """
     base_model = metrics.get("model_name") or DEFAULT_MODEL_NAME
-    hub_like = (
-        modality == "text" and "/" in base_model and not Path(base_model).expanduser().exists()
-    )
     dataset = getattr(config, "dataset_name", None)
+    model_name = Path(metrics.get("output_dir", "model")).name
+    test = metrics["test"]
+    metric_keys = _metric_keys(label_names)
+    card_data = _card_data(metrics, model_name, base_model, dataset, metric_keys, modality)
+    strategy = metrics.get("transfer_strategy") or {}
+    return ModelCard.from_template(
+        card_data,
+        template_str=_TEMPLATE,
+        model_name=model_name,
+        modality=modality,
+        labels=label_names,
+        base_model=base_model,
+        dataset_text=_dataset_text(metrics, config, dataset),
+        strategy=[(k, v) for k, v in strategy.items()],
+        **_parameter_fields(metrics),
+        num_test=f"{test.get('num_examples', 0):,}",
+        metric_names=metric_keys,
+        results=_results_rows(metrics, base_model, metric_keys),
+        best_epoch=metrics.get("best_epoch"),
+        epochs=len(metrics.get("validation") or []),
+        metric_for_best_model=metrics.get("metric_for_best_model"),
+        has_confusion_matrix=True,
+        hyperparameters=[(k, getattr(config, k)) for k in _HYPERPARAMETERS if hasattr(config, k)],
+        **_environment_fields(metrics),
+        usage=_usage(model_name, modality, strategy),
+    )
+
+
+def _dataset_text(metrics: dict, config: object, dataset: str | None) -> str:
+    """The intro's "on ..." phrase: the built-in dataset, the data's description, or the file."""
     builtin = BUILTIN_DATASETS.get(dataset) if dataset else None
     data_description = (metrics.get("data") or {}).get("description")
     if builtin is not None:
-        dataset_text = f"the built-in `{dataset}` dataset ({builtin.description})"
-    elif data_description:
-        dataset_text = data_description
-    elif dataset:
-        dataset_text = f"the `{dataset}` dataset"
-    else:
-        user_data = getattr(config, "train_file", None) or getattr(config, "train_dir", None)
-        dataset_text = f"`{Path(user_data or 'user data').name}`"
-    task = f"{modality}-classification"
-    model_name = Path(metrics.get("output_dir", "model")).name
-    test = metrics["test"]
+        return f"the built-in `{dataset}` dataset ({builtin.description})"
+    if data_description:
+        return data_description
+    if dataset:
+        return f"the `{dataset}` dataset"
+    user_data = getattr(config, "train_file", None) or getattr(config, "train_dir", None)
+    return f"`{Path(user_data or 'user data').name}`"
+
+
+def _metric_keys(label_names: list[str]) -> list[str]:
+    """The results table's columns: accuracy, macro-F1 and, for binary tasks, id 1's P/R/F1."""
     binary = len(label_names) == 2
-    metric_keys = ["accuracy", "f1_macro"] + (
+    return ["accuracy", "f1_macro"] + (
         [f"precision_{label_names[1]}", f"recall_{label_names[1]}", f"f1_{label_names[1]}"]
         if binary
         else []
     )
+
+
+def _card_data(
+    metrics: dict,
+    model_name: str,
+    base_model: str,
+    dataset: str | None,
+    metric_keys: list[str],
+    modality: str,
+) -> ModelCardData:
+    """The card's YAML metadata, with the test metrics as ``model-index`` results."""
+    hub_like = (
+        modality == "text" and "/" in base_model and not Path(base_model).expanduser().exists()
+    )
+    task = f"{modality}-classification"
+    test = metrics["test"]
     eval_results = [
         EvalResult(
             task_type=task,
@@ -140,7 +183,7 @@ def build_model_card(
         for key in metric_keys
         if test.get(key) is not None
     ]
-    card_data = ModelCardData(
+    return ModelCardData(
         model_name=model_name,
         base_model=base_model if hub_like else None,
         datasets=[dataset] if dataset else None,
@@ -152,6 +195,13 @@ def build_model_card(
         + (["torchvision", "resnet"] if modality == "image" else []),
         eval_results=eval_results,
     )
+
+
+def _results_rows(
+    metrics: dict, base_model: str, metric_keys: list[str]
+) -> list[tuple[str, list[str]]]:
+    """The results table's rows: the fine-tuned model, and the baseline when there is one."""
+    test = metrics["test"]
     results = [(f"fine-tuned `{base_model}`", [_fmt(test.get(k)) for k in metric_keys])]
     if metrics.get("baseline"):
         results.append(
@@ -160,48 +210,43 @@ def build_model_card(
                 [_fmt(metrics["baseline"].get(k, "—")) for k in metric_keys],
             )
         )
-    strategy = metrics.get("transfer_strategy") or {}
+    return results
+
+
+def _parameter_fields(metrics: dict) -> dict[str, str]:
+    """The strategy section's trainable/total parameter counts and frozen blocks."""
     parameters = metrics.get("parameters", {})
+    return {
+        "trainable": f"{parameters.get('trainable', 0):,}",
+        "total": f"{parameters.get('total', 0):,}",
+        "frozen": ", ".join(parameters.get("frozen_blocks") or []) or "none",
+    }
+
+
+def _environment_fields(metrics: dict) -> dict:
+    """The hyper-parameter section's last line: training time, processes, device, precision."""
     environment = metrics.get("environment", {})
-    feature = strategy.get("name") == "feature_extraction"
+    return {
+        "train_runtime": f"{metrics.get('timings', {}).get('train_runtime_s', 0):.0f}",
+        "num_processes": environment.get("num_processes", 1),
+        "device": environment.get("device", "cpu"),
+        "mixed_precision": environment.get("mixed_precision", "no"),
+    }
+
+
+def _usage(model_name: str, modality: str, strategy: dict) -> str:
+    """The "Use" section's code: vision's ``predict_images``, ``predict``, or a pipeline."""
     if modality == "image":
-        usage = (
+        return (
             "from nlp_transfer.vision import predict_images\n\n"
             f'predict_images("{model_name}", ["photo.png"])'
         )
-    elif feature:
-        usage = f'from nlp_transfer import predict\n\npredict("{model_name}", ["an example text"])'
-    else:
-        usage = (
-            "from transformers import pipeline\n\n"
-            f'classify = pipeline("text-classification", model="{model_name}")\n'
-            'classify("an example text")'
-        )
-    return ModelCard.from_template(
-        card_data,
-        template_str=_TEMPLATE,
-        model_name=model_name,
-        modality=modality,
-        labels=label_names,
-        base_model=base_model,
-        dataset_text=dataset_text,
-        strategy=[(k, v) for k, v in strategy.items()],
-        trainable=f"{parameters.get('trainable', 0):,}",
-        total=f"{parameters.get('total', 0):,}",
-        frozen=", ".join(parameters.get("frozen_blocks") or []) or "none",
-        num_test=f"{test.get('num_examples', 0):,}",
-        metric_names=metric_keys,
-        results=results,
-        best_epoch=metrics.get("best_epoch"),
-        epochs=len(metrics.get("validation") or []),
-        metric_for_best_model=metrics.get("metric_for_best_model"),
-        has_confusion_matrix=True,
-        hyperparameters=[(k, getattr(config, k)) for k in _HYPERPARAMETERS if hasattr(config, k)],
-        train_runtime=f"{metrics.get('timings', {}).get('train_runtime_s', 0):.0f}",
-        num_processes=environment.get("num_processes", 1),
-        device=environment.get("device", "cpu"),
-        mixed_precision=environment.get("mixed_precision", "no"),
-        usage=usage,
+    if strategy.get("name") == "feature_extraction":
+        return f'from nlp_transfer import predict\n\npredict("{model_name}", ["an example text"])'
+    return (
+        "from transformers import pipeline\n\n"
+        f'classify = pipeline("text-classification", model="{model_name}")\n'
+        'classify("an example text")'
     )
 
 

@@ -23,14 +23,8 @@ import torch
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 from torch.utils.data import DataLoader, Sampler
 
-from ..data.custom import (
-    _check_labels,
-    _check_texts,
-    _empty_text_rows,
-    _label_key,
-    load_text_classification_dataset,
-    read_table,
-)
+from ..data.custom import load_text_classification_dataset, read_table
+from ..data.labels import check_labels, check_texts, empty_text_rows, label_key
 from ..data.samplers import EpochShuffleSampler, LengthGroupedSampler
 from .model import TARGET_PREFIX
 
@@ -213,8 +207,8 @@ def load_unlabelled_texts(
             "pass --text_column."
         )
     texts = list(table[text_column])
-    empty = set(_empty_text_rows(texts, "target training", text_column, empty_texts))
-    texts = _check_texts([t for i, t in enumerate(texts) if i not in empty], "target", text_column)
+    empty = set(empty_text_rows(texts, "target training", text_column, empty_texts))
+    texts = check_texts([t for i, t in enumerate(texts) if i not in empty], "target", text_column)
     return Dataset.from_dict({"text": texts}, features=Features({"text": Value("string")}))
 
 
@@ -241,15 +235,15 @@ def load_labelled_file(
                 f"{', '.join(table.column_names)}); pass {flag}."
             )
     texts, labels = list(table[text_column]), list(table[label_column])
-    empty = set(_empty_text_rows(texts, "target test", text_column, empty_texts))
-    texts = _check_texts([t for i, t in enumerate(texts) if i not in empty], "target", text_column)
-    labels = _check_labels(
+    empty = set(empty_text_rows(texts, "target test", text_column, empty_texts))
+    texts = check_texts([t for i, t in enumerate(texts) if i not in empty], "target", text_column)
+    labels = check_labels(
         [y for i, y in enumerate(labels) if i not in empty],
         "target test",
         label_column,
         table.features.get(label_column),
     )
-    keys = [_label_key(y, table.features.get(label_column)) for y in labels]
+    keys = [label_key(y, table.features.get(label_column)) for y in labels]
     by_id = {str(i): i for i in range(len(label_names))}
     index = {name: i for i, name in enumerate(label_names)} | by_id
     unknown = sorted(set(keys) - set(index))

@@ -3,14 +3,14 @@
 Everything ends up as the same thing: a ``DatasetDict`` with ``train``/``validation``/``test``
 splits, a ``text`` string column and a ``label`` ``ClassLabel`` column whose names become the
 model's ``id2label``. Problems are reported by what the user can fix: the file, the column and
-the flag.
+the flag. The row checks (empty texts, missing labels, label names) are in
+:mod:`nlp_transfer.data.labels`.
 """
 
 from __future__ import annotations
 
 import codecs
 import logging
-import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,6 +22,13 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
 from ..hub import HUB_PROBE_TIMEOUT_S, hub_offline_requested, hub_reachable
 from .builtin import BUILTIN_DATASETS, load_builtin_dataset
+from .labels import (
+    check_labels,
+    check_texts,
+    empty_text_rows,
+    label_key,
+    label_names,
+)
 from .splits import stratified_split
 
 FILE_FORMATS = {
@@ -154,98 +161,6 @@ def _values(table: Dataset | pd.DataFrame, column: str) -> list:
     return list(table[column]) if isinstance(table, Dataset) else table[column].tolist()
 
 
-def _is_missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
-def _rows(indices: list[int]) -> str:
-    return ", ".join(map(str, indices[:5])) + (" ..." if len(indices) > 5 else "")
-
-
-def _empty_text_rows(texts: list, split: str, column: str, empty_texts: str) -> list[int]:
-    """Rows whose text is missing, empty or whitespace only; an error under ``"error"``."""
-    empty = [
-        i
-        for i, value in enumerate(texts)
-        if _is_missing(value) or (isinstance(value, str) and not value.strip())
-    ]
-    if empty and empty_texts == "error":
-        raise ValueError(
-            f"The {split} split has {len(empty)} row(s) with a missing, empty or whitespace-only "
-            f"text in column {column!r} (rows {_rows(empty)}, counted from 0 after the header). "
-            "Fill or remove them, pass --empty_texts drop to drop them, or point --text_column "
-            "at the right column."
-        )
-    if empty:
-        logger.warning(
-            f"Dropped {len(empty)} of {len(texts):,} row(s) of the {split} split whose text in "
-            f"column {column!r} is missing, empty or whitespace only (rows {_rows(empty)}); "
-            "pass --empty_texts error to stop on them instead."
-        )
-    if len(empty) == len(texts):
-        raise ValueError(
-            f"Every text of the {split} split in column {column!r} is missing or empty; point "
-            "--text_column at the column that holds the text."
-        )
-    return empty
-
-
-def _check_texts(texts: list, split: str, column: str) -> list[str]:
-    for i, value in enumerate(texts):
-        if not isinstance(value, str):
-            raise ValueError(
-                f"Column {column!r} of the {split} split must hold strings, but row {i} holds "
-                f"{type(value).__name__} {value!r}. Point --text_column at the text column."
-            )
-    return texts
-
-
-def _check_labels(labels: list, split: str, column: str, label_feature: Any) -> list:
-    missing = [i for i, v in enumerate(labels) if _is_missing(v)]
-    if isinstance(label_feature, ClassLabel):
-        missing += [i for i, v in enumerate(labels) if v == -1]
-    if missing:
-        rows = ", ".join(map(str, missing[:5])) + (" ..." if len(missing) > 5 else "")
-        raise ValueError(
-            f"The {split} split has {len(missing)} row(s) with a missing label in column "
-            f"{column!r} (rows {rows}). Label them or drop them, or point --label_column at "
-            "the right column."
-        )
-    return labels
-
-
-def _label_names(train_labels: list, column: str, label_feature: Any) -> list[str]:
-    """Label names in id order: ClassLabel names, else sorted unique values as strings."""
-    if isinstance(label_feature, ClassLabel):
-        return list(label_feature.names)
-    kinds = {type(v) for v in train_labels}
-    if kinds <= {bool}:
-        kinds = {int}
-    if kinds <= {int, float}:
-        if any(not float(v).is_integer() for v in train_labels):
-            raise ValueError(
-                f"Label column {column!r} holds non-integer numbers (e.g. "
-                f"{next(v for v in train_labels if not float(v).is_integer())}); this looks like "
-                "a regression target. Bin the scores into classes first."
-            )
-        return [str(v) for v in sorted({int(v) for v in train_labels})]
-    if kinds == {str}:
-        return sorted(set(train_labels))
-    names = ", ".join(sorted(k.__name__ for k in kinds))
-    raise ValueError(
-        f"Label column {column!r} mixes value types ({names}); make every label a string or "
-        "every label an integer."
-    )
-
-
-def _label_key(value: Any, label_feature: Any) -> str:
-    if isinstance(label_feature, ClassLabel):
-        return label_feature.int2str(int(value))
-    if isinstance(value, bool | float):
-        return str(int(value))
-    return str(value)
-
-
 def _standardize(
     tables: Mapping[str, Dataset | pd.DataFrame],
     text_column: str,
@@ -266,15 +181,15 @@ def _standardize(
             raise ValueError(f"The {split} split is empty: it has columns but no rows.")
         feature = table.features.get(label_column) if isinstance(table, Dataset) else None
         texts, labels = _values(table, text_column), _values(table, label_column)
-        empty = set(_empty_text_rows(texts, split, text_column, empty_texts))
+        empty = set(empty_text_rows(texts, split, text_column, empty_texts))
         if empty:
             texts = [t for i, t in enumerate(texts) if i not in empty]
             labels = [y for i, y in enumerate(labels) if i not in empty]
-        texts = _check_texts(texts, split, text_column)
-        labels = _check_labels(labels, split, label_column, feature)
-        keys = [_label_key(v, feature) for v in labels]
+        texts = check_texts(texts, split, text_column)
+        labels = check_labels(labels, split, label_column, feature)
+        keys = [label_key(v, feature) for v in labels]
         if split == "train":
-            names = _label_names(labels, label_column, feature)
+            names = label_names(labels, label_column, feature)
             if len(names) < 2:
                 raise ValueError(
                     f"The training split has a single label ({names[0]!r}) in column "
@@ -381,10 +296,7 @@ def load_text_classification_dataset(
             training split has one class, a label appears only outside training, or the source
             cannot be read or decoded.
     """
-    if empty_texts not in EMPTY_TEXT_CHOICES:
-        raise ValueError(
-            f"--empty_texts must be one of {', '.join(EMPTY_TEXT_CHOICES)}, got {empty_texts!r}."
-        )
+    _check_empty_texts_choice(empty_texts)
     if isinstance(data, str) and data in BUILTIN_DATASETS and validation is None and test is None:
         return load_builtin_dataset(
             data,
@@ -393,6 +305,27 @@ def load_text_classification_dataset(
             test_size=test_size,
             seed=seed,
         )
+    tables = _read_tables(data, validation, test, cache_dir, encoding)
+    dataset = _standardize(tables, text_column, label_column, empty_texts)
+    return _split_missing(dataset, validation_size, test_size, seed)
+
+
+def _check_empty_texts_choice(empty_texts: str) -> None:
+    """Raise if ``--empty_texts`` is not one of :data:`EMPTY_TEXT_CHOICES`."""
+    if empty_texts not in EMPTY_TEXT_CHOICES:
+        raise ValueError(
+            f"--empty_texts must be one of {', '.join(EMPTY_TEXT_CHOICES)}, got {empty_texts!r}."
+        )
+
+
+def _read_tables(
+    data: DataSource,
+    validation: DataSource | None,
+    test: DataSource | None,
+    cache_dir: str | os.PathLike | None,
+    encoding: str,
+) -> dict[str, Dataset | pd.DataFrame]:
+    """The raw splits: a hub dataset's own, or ``data`` as ``train`` plus the ones given."""
     if isinstance(data, str) and not _is_file_like(data):
         tables: dict[str, Dataset | pd.DataFrame] = _load_hub(data, cache_dir and str(cache_dir))
     else:
@@ -401,7 +334,13 @@ def load_text_classification_dataset(
         tables["validation"] = _to_table(validation, "validation data", encoding)
     if test is not None:
         tables["test"] = _to_table(test, "test data", encoding)
-    dataset = _standardize(tables, text_column, label_column, empty_texts)
+    return tables
+
+
+def _split_missing(
+    dataset: DatasetDict, validation_size: float, test_size: float, seed: int
+) -> DatasetDict:
+    """Split the validation and/or test split off ``train`` where not given (stratified)."""
     if "validation" in dataset and "test" in dataset:
         return dataset
     split = stratified_split(

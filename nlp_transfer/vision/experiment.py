@@ -149,6 +149,26 @@ def run_fashion_mnist_transfer(config: ImageClassificationConfig) -> dict:
         ValueError: ``--resume_from_checkpoint`` (resume a sub-run by itself instead).
     """
     start = time.perf_counter()
+    _check_experiment_flags(config)
+    root = check_output_dir(config.output_dir, config.overwrite_output_dir)
+    source_data, target_data = fashion_mnist_transfer_data(config)
+    results = {}
+    for name, data, settings in _runs(config, str(root / "source"), source_data, target_data):
+        sub = dataclasses.replace(config, output_dir=str(root / name), **settings)
+        logger.info(f"== fashion_mnist_transfer: {name} run -> {sub.output_dir}")
+        results[name] = run_image_classification(sub, data, task_name=f"{name} run")
+    result = _comparison(config, results, source_data, target_data)
+    result["total_runtime_s"] = time.perf_counter() - start
+    if PartialState().is_main_process:
+        (root / "metrics.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        save_config(config, root / "config.yaml")
+        print(f"\n== fashion_mnist_transfer (seed {config.seed}): target test accuracy ==")
+        print(format_transfer_table(result))
+    return result
+
+
+def _check_experiment_flags(config: ImageClassificationConfig) -> None:
+    """Reject the flags the experiment cannot honour (it is several fine-tuning runs)."""
     if config.feature_extraction != "none":
         raise ValueError(
             "--feature_extraction: the fashion_mnist_transfer experiment compares fine-tuning "
@@ -160,11 +180,16 @@ def run_fashion_mnist_transfer(config: ImageClassificationConfig) -> dict:
             "--resume_from_checkpoint: the fashion_mnist_transfer experiment is several runs; "
             "rerun it, or resume one of its sub-runs with its own config.yaml."
         )
-    root = check_output_dir(config.output_dir, config.overwrite_output_dir)
-    source_data, target_data = fashion_mnist_transfer_data(config)
-    source_dir = str(root / "source")
+
+
+def _runs(
+    config: ImageClassificationConfig,
+    source_dir: str,
+    source_data: ImageData,
+    target_data: ImageData,
+) -> list[tuple[str, ImageData, dict]]:
+    """``(name, data, config overrides)`` of the source run and the three target runs, in order."""
     k = config.transfer_freeze_layers
-    frozen = ", ".join(["stem"] + [f"layer{i}" for i in range(1, k + 1)])
     # From scratch is plain training; the transferred runs also get any strategy flags given
     # (--layer_lr_decay, --l2sp_alpha...), which only make sense with pretrained weights.
     plain = {
@@ -175,24 +200,30 @@ def run_fashion_mnist_transfer(config: ImageClassificationConfig) -> dict:
         "head_learning_rate": None,
         "gradual_unfreezing": False,
     }
-    runs = [
+    return [
         ("source", source_data, {**plain, "num_train_epochs": config.source_num_train_epochs}),
         ("scratch", target_data, plain),
         ("frozen", target_data, {"weights": source_dir, "freeze_layers": k}),
         ("full", target_data, {"weights": source_dir, "freeze_layers": 0}),
     ]  # fmt: skip
+
+
+def _comparison(
+    config: ImageClassificationConfig,
+    results: dict[str, dict],
+    source_data: ImageData,
+    target_data: ImageData,
+) -> dict:
+    """The experiment's metrics (without ``total_runtime_s``) from the four runs' metrics."""
+    k = config.transfer_freeze_layers
+    frozen = ", ".join(["stem"] + [f"layer{i}" for i in range(1, k + 1)])
     titles = {
         "scratch": "from scratch",
         "frozen": f"transferred, {frozen} frozen",
         "full": "transferred, fully fine-tuned",
     }
-    results = {}
-    for name, data, settings in runs:
-        sub = dataclasses.replace(config, output_dir=str(root / name), **settings)
-        logger.info(f"== fashion_mnist_transfer: {name} run -> {sub.output_dir}")
-        results[name] = run_image_classification(sub, data, task_name=f"{name} run")
     source = results["source"]
-    result = {
+    return {
         "experiment": "fashion_mnist_transfer",
         "target": [_row(titles[n], results[n]) for n in ("scratch", "frozen", "full")],
         "source": {
@@ -212,14 +243,7 @@ def run_fashion_mnist_transfer(config: ImageClassificationConfig) -> dict:
             "target_test_examples": len(target_data.splits["test"]),
         },
         "seed": config.seed,
-        "total_runtime_s": time.perf_counter() - start,
     }
-    if PartialState().is_main_process:
-        (root / "metrics.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-        save_config(config, root / "config.yaml")
-        print(f"\n== fashion_mnist_transfer (seed {config.seed}): target test accuracy ==")
-        print(format_transfer_table(result))
-    return result
 
 
 def run_image_task(config: ImageClassificationConfig) -> dict:
