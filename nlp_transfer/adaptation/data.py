@@ -23,7 +23,7 @@ import torch
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 from torch.utils.data import DataLoader, Sampler
 
-from ..data.custom import load_text_classification_dataset, read_table
+from ..data.custom import load_text_classification_dataset, read_table, reading_options
 from ..data.labels import check_labels, check_texts, empty_text_rows, label_key
 from ..data.samplers import EpochShuffleSampler, LengthGroupedSampler
 from .model import TARGET_PREFIX
@@ -268,14 +268,9 @@ def load_domains(config) -> DomainSplits:
     """
     source = load_text_classification_dataset(
         config.source_file or config.source_dataset,
-        text_column=config.text_column,
-        label_column=config.label_column,
         validation_size=config.source_validation_size,
         test_size=config.source_validation_size,
-        seed=config.seed,
-        cache_dir=config.cache_dir,
-        encoding=config.file_encoding,
-        empty_texts=config.empty_texts,
+        **reading_options(config),
     )
     source["train"] = _cap(source["train"], config.max_source_samples)
     names = list(source["train"].features["label"].names)

@@ -355,3 +355,18 @@ def _split_missing(
         {s: dataset[s] if s in dataset else split[s] for s in ("train", "validation", "test")}
         | {"train": split["train"]}
     )
+
+
+def reading_options(config) -> dict:
+    """The keyword arguments of :func:`load_text_classification_dataset` that a run's config
+    names the same way in every text task: columns, seed, download cache, encoding and
+    empty-text policy (``--text_column``, ``--label_column``, ``--seed``, ``--cache_dir``,
+    ``--file_encoding``, ``--empty_texts``)."""
+    return {
+        "text_column": config.text_column,
+        "label_column": config.label_column,
+        "seed": config.seed,
+        "cache_dir": config.cache_dir,
+        "encoding": config.file_encoding,
+        "empty_texts": config.empty_texts,
+    }

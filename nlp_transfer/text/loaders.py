@@ -11,6 +11,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from ..data import load_text_classification_dataset
+from ..data.custom import reading_options
 from ..data.tokenize import build_dataloaders, tokenize_dataset
 from ..metrics import classification_metrics
 from ..training.imbalance import class_weights_from_spec
@@ -37,14 +38,9 @@ def load_data(config: TextClassificationConfig) -> DatasetDict:
         config.dataset_name or config.train_file,
         validation=config.validation_file,
         test=config.test_file,
-        text_column=config.text_column,
-        label_column=config.label_column,
         validation_size=config.validation_size,
         test_size=config.test_size,
-        seed=config.seed,
-        cache_dir=config.cache_dir,
-        encoding=config.file_encoding,
-        empty_texts=config.empty_texts,
+        **reading_options(config),
     )
     caps = {"train": config.max_train_samples}
     caps |= {s: config.max_eval_samples for s in ("validation", "test")}
