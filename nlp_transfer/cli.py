@@ -178,7 +178,7 @@ def train_main(argv: Sequence[str]) -> int:
     config_cls = task_config_class(known.task)
     if "-h" in rest or "--help" in rest:
         train_parser(known.task, config_cls, TASKS).print_help()
-        return 0
+        raise SystemExit(0)  # as argparse does for --help
     config = parse_config(config_cls, rest, prog=f"nlp-transfer train --task {known.task}")
     with exit_on_interrupt():
         run_task(known.task, config)
