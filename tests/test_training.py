@@ -3,6 +3,7 @@ the epoch-end callback, progress and checkpoint logs."""
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
@@ -238,6 +239,12 @@ def test_without_a_terminal_progress_is_plain_log_lines_and_checkpoints_one_line
     assert saved[0].endswith(f"(step {num_batches}, end of epoch 1)")  # not "epoch 2"
     assert saved[1].endswith(f"(step {2 * num_batches}, end of epoch 2)")
     assert not [r for r in records if r.name.startswith("accelerate.")]
+    # trainer_state.json after epoch 1: 1-based, epoch 2 in progress, 1 epoch completed
+    state = json.loads(
+        (tmp_path / "checkpoints" / f"checkpoint-{num_batches}" / "trainer_state.json").read_text()
+    )
+    assert (state["epoch"], state["batches_done"], state["epochs_completed"]) == (2, 0, 1)
+    assert [h["epoch"] for h in state["history"]] == [1]
 
 
 def test_on_a_terminal_progress_is_a_bar_and_no_log_lines(

@@ -78,6 +78,8 @@ class TrainerState:
     Attributes:
         epoch: 1-based epoch in progress; ``num_train_epochs + 1`` once training is complete.
         batches_done: Training batches of ``epoch`` already processed (on each process).
+        epochs_completed: Epochs trained and validated (the records in ``history``); written
+            for readers of ``trainer_state.json``, never read back.
         global_step: Optimizer steps taken.
         history: Per-epoch records so far.
         best_epoch: Best epoch so far (0: none yet).
@@ -92,6 +94,7 @@ class TrainerState:
 
     epoch: int = 1
     batches_done: int = 0
+    epochs_completed: int = 0
     global_step: int = 0
     history: list[dict] = field(default_factory=list)
     best_epoch: int = 0
@@ -213,6 +216,7 @@ class Checkpointer:
         )
         accelerator.wait_for_everyone()
         state.has_best_state = best_state is not None
+        state.epochs_completed = len(state.history)
         if accelerator.is_main_process:
             if best_state is not None:
                 save_file({k: v.contiguous() for k, v in best_state.items()}, str(tmp / BEST_FILE))

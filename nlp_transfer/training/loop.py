@@ -155,8 +155,8 @@ class FitResult:
     """What :func:`fit` returns.
 
     Attributes:
-        history: One dict per epoch: ``epoch``, ``train_loss``, ``learning_rate`` (at the end of
-            the epoch), ``eval_*`` metrics, ``epoch_runtime_s``.
+        history: One dict per epoch: ``epoch`` (1-based, as in the logs), ``train_loss``,
+            ``learning_rate`` (at the end of the epoch), ``eval_*`` metrics, ``epoch_runtime_s``.
         best_epoch: 1-based epoch whose weights the model holds at the end.
         best_metric: Its value of the selection metric.
         train_runtime_s: Wall time of the training steps (evaluation excluded), seconds.
