@@ -259,3 +259,19 @@ def test_format_duration():
     from nlp_transfer.training.progress import format_duration
 
     assert [format_duration(s) for s in (9.4, 125, 3725)] == ["9s", "2m05s", "1h02m"]
+
+
+def test_epoch_end_callback_error_elsewhere_stops_this_process_too():
+    from types import SimpleNamespace
+
+    from nlp_transfer.training.epoch_end import EpochEndCallbackError, call_epoch_end_callback
+
+    def other_process_raised(flags, op):  # this process: 0; the other one raised: + 1
+        assert op == "sum"
+        return flags + 1
+
+    two = SimpleNamespace(num_processes=2, device="cpu", reduce=other_process_raised)
+    with pytest.raises(EpochEndCallbackError, match="another process after epoch 3"):
+        call_epoch_end_callback(lambda epoch, metrics: None, two, 3, {"accuracy": 0.5})
+    one = SimpleNamespace(num_processes=1, device="cpu")
+    call_epoch_end_callback(lambda epoch, metrics: None, one, 1, {"accuracy": 0.5})  # no error
