@@ -85,7 +85,8 @@ def compact_help(
 
     Args:
         parser: A parser, e.g. from :func:`~nlp_transfer.config.build_config_parser`.
-        usage: A one-line usage to show instead of argparse's list of every flag.
+        usage: The usage line; None: ``PROG [--config FILE] [--FLAG VALUE ...]`` (without
+            ``--config`` when the parser has none) instead of argparse's list of every flag.
 
     Returns:
         The same parser.
@@ -98,6 +99,8 @@ def compact_help(
             action.help = argparse.SUPPRESS
             negations[action.dest] = action.option_strings[0]
     parser.formatter_class = functools.partial(CompactHelpFormatter, negations=negations)
-    if usage is not None:
-        parser.usage = usage
+    if usage is None:
+        has_config = any("--config" in a.option_strings for a in parser._actions)
+        usage = f"%(prog)s {'[--config FILE] ' if has_config else ''}[--FLAG VALUE ...]"
+    parser.usage = usage
     return parser

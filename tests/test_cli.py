@@ -124,3 +124,14 @@ def test_every_public_name_resolves_and_the_lazy_table_agrees():
     assert callable(predict) and predict.__name__ == "predict"
     with pytest.raises(AttributeError):
         nlp_transfer.no_such_name  # noqa: B018
+
+
+def test_compact_help_changes_the_display_only():
+    from nlp_transfer.cli_help import compact_help
+    from nlp_transfer.config import build_config_parser
+    from nlp_transfer.tasks import SentimentConfig
+
+    parser = compact_help(build_config_parser(SentimentConfig, prog="sentiment.py"))
+    assert parser.format_usage().strip() == "usage: sentiment.py [--config FILE] [--FLAG VALUE ...]"
+    args = parser.parse_args(["--no_group_by_length", "--train-file", "x.csv", "--seed", "3"])
+    assert (args.group_by_length, args.train_file, args.seed) == (False, "x.csv", 3)
