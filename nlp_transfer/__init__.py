@@ -7,25 +7,43 @@ The Python API in one import::
     metrics = run_text_classification(TextClassificationConfig(
         train_file="reviews.csv", text_column="review", label_column="stars",
         freeze_layers=4, output_dir="outputs/reviews"))
+
+The names below are imported on first use (PEP 562 module ``__getattr__``), so that
+``import nlp_transfer`` and ``nlp-transfer --help`` do not load torch, transformers or datasets.
 """
 
-from .config import parse_config
-from .data import (
-    list_builtin_datasets,
-    load_builtin_dataset,
-    load_text_classification_dataset,
-)
-from .data.samplers import ClassBalancedSampler, LengthGroupedSampler
-from .metrics import classification_metrics, select_threshold
-from .models.blocks import get_block_view
-from .models.text import build_text_classifier
-from .text.config import TextClassificationConfig
-from .text.predict import evaluate_saved_model, predict
-from .text.run import run_text_classification
-from .training.imbalance import class_weights_from_spec, cross_entropy_loss
-from .transfer.freeze import FreezeReport, freeze_encoder_layers, freeze_lower_blocks
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
+
+# Public name -> "module:attribute", the module relative to this package. Keep __all__ and the
+# TYPE_CHECKING imports below in step with it (tests/test_cli.py checks that the three agree).
+_LAZY: dict[str, str] = {
+    "ClassBalancedSampler": ".data.samplers:ClassBalancedSampler",
+    "FreezeReport": ".transfer.freeze:FreezeReport",
+    "LengthGroupedSampler": ".data.samplers:LengthGroupedSampler",
+    "TextClassificationConfig": ".text.config:TextClassificationConfig",
+    "build_text_classifier": ".models.text:build_text_classifier",
+    "class_weights_from_spec": ".training.imbalance:class_weights_from_spec",
+    "classification_metrics": ".metrics:classification_metrics",
+    "cross_entropy_loss": ".training.imbalance:cross_entropy_loss",
+    "evaluate_saved_model": ".text.predict:evaluate_saved_model",
+    "freeze_encoder_layers": ".transfer.freeze:freeze_encoder_layers",
+    "freeze_lower_blocks": ".transfer.freeze:freeze_lower_blocks",
+    "get_block_view": ".models.blocks:get_block_view",
+    "list_builtin_datasets": ".data:list_builtin_datasets",
+    "load_builtin_dataset": ".data:load_builtin_dataset",
+    "load_text_classification_dataset": ".data:load_text_classification_dataset",
+    "parse_config": ".config:parse_config",
+    "predict": ".text.predict:predict",
+    "run_text_classification": ".text.run:run_text_classification",
+    "select_threshold": ".metrics:select_threshold",
+}
 
 __all__ = [
     "ClassBalancedSampler",
@@ -48,3 +66,50 @@ __all__ = [
     "run_text_classification",
     "select_threshold",
 ]
+
+if TYPE_CHECKING:  # for type checkers and IDEs; at run time, __getattr__ below
+    from .config import parse_config
+    from .data import (
+        list_builtin_datasets,
+        load_builtin_dataset,
+        load_text_classification_dataset,
+    )
+    from .data.samplers import ClassBalancedSampler, LengthGroupedSampler
+    from .metrics import classification_metrics, select_threshold
+    from .models.blocks import get_block_view
+    from .models.text import build_text_classifier
+    from .text.config import TextClassificationConfig
+    from .text.predict import evaluate_saved_model, predict
+    from .text.run import run_text_classification
+    from .training.imbalance import class_weights_from_spec, cross_entropy_loss
+    from .transfer.freeze import FreezeReport, freeze_encoder_layers, freeze_lower_blocks
+
+
+def __getattr__(name: str):
+    """Import a public name on first use and keep it (PEP 562)."""
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module, _, attribute = _LAZY[name].partition(":")
+    value = getattr(importlib.import_module(module, __name__), attribute)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+class _Package(types.ModuleType):
+    """Keeps a public name from being replaced by a submodule of the same name.
+
+    Importing a submodule binds it as an attribute of its package: importing
+    ``nlp_transfer.predict`` (the module) would otherwise hide the function ``predict``.
+    """
+
+    def __setattr__(self, name: str, value) -> None:
+        if name in _LAZY and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -3,7 +3,12 @@
 Subcommands: ``train`` (any text task and strategy; ``--config`` YAML + flags, the same config
 dataclasses as the recipes), ``evaluate``, ``predict``, ``export`` (ONNX), ``datasets`` (list or
 fetch the built-in ones) and ``benchmark`` (the committed benchmark scripts). ``nlp-transfer
-<subcommand> --help`` describes each.
+<subcommand> --help`` describes each. A user error (bad data, flag or path, a model that is not
+available offline) prints ``error: <message>`` and exits with status 1; ``--debug`` shows the
+traceback instead.
+
+Nothing heavy (torch, transformers, datasets) is imported before a subcommand runs, so
+``--help`` answers at once.
 """
 
 from __future__ import annotations
@@ -69,6 +74,18 @@ def _predict_lines(args: argparse.Namespace, image_model: bool) -> list[str]:
     ]
 
 
+DESCRIPTION = """\
+Transfer learning for text (and image) classification. Train on your own data:
+
+  nlp-transfer train --train_file data.csv --text_column text --label_column label
+
+then `nlp-transfer predict --model_dir outputs/text_classification --text "..."`.
+`nlp-transfer COMMAND --help` describes each command. An error in the input (data, flags,
+paths, a model not available offline) prints its message and exits with status 1; add --debug
+for the traceback."""
+
+DEBUG_HELP = "On an error, show the full traceback (any subcommand)."
+
 BENCHMARKS = {
     "domain_adaptation": "benchmarks/domain_adaptation.py",
     "frozen_vs_full": "benchmarks/frozen_vs_full.py",
@@ -79,9 +96,10 @@ BENCHMARKS = {
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nlp-transfer",
-        description=__doc__.split("\n\n")[1],
+        description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser(
         "train",
@@ -154,14 +172,44 @@ def train_main(argv: Sequence[str]) -> int:
     from .tasks import TASKS, run_task, task_config_class
     from .training.checkpoint import exit_on_interrupt
 
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--task", default="text", choices=sorted(TASKS))
+    pre = argparse.ArgumentParser(prog="nlp-transfer train", add_help=False)
+    pre.add_argument("--task", default="text", choices=TASKS)
     known, rest = pre.parse_known_args(argv)
     config_cls = task_config_class(known.task)
+    if "-h" in rest or "--help" in rest:
+        train_parser(known.task, config_cls, TASKS).print_help()
+        raise SystemExit(0)  # as argparse does for --help
     config = parse_config(config_cls, rest, prog=f"nlp-transfer train --task {known.task}")
     with exit_on_interrupt():
         run_task(known.task, config)
     return 0
+
+
+def train_parser(task: str, config_cls: type, tasks: Sequence[str]) -> argparse.ArgumentParser:
+    """The parser of ``nlp-transfer train --task TASK``, with short, grouped help."""
+    from .cli_help import compact_help
+    from .config import build_config_parser
+
+    parser = build_config_parser(config_cls, prog="nlp-transfer train")
+    parser.description = (
+        f"Train a classifier with the defaults of --task {task}. Flags override --config; "
+        "booleans take --flag or --flag false; dashes work too (--train-file)."
+    )
+    parser.add_argument(
+        "--task",
+        choices=tasks,
+        default=task,
+        metavar="TASK",
+        help=f"{', '.join(tasks[:-1])} or {tasks[-1]}: the defaults (and flags) of this task; "
+        "this help shows those of the task given.",
+    )
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
+    for group in parser._action_groups:
+        if group.title in ("options", "optional arguments"):
+            group.title = "Command"
+    return compact_help(
+        parser, usage="nlp-transfer train [--task TASK] [--config FILE] [--FLAG VALUE ...]"
+    )
 
 
 def datasets_main(args: argparse.Namespace) -> int:
@@ -216,7 +264,55 @@ def benchmark_main(name: str, extra: Sequence[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``nlp-transfer``: run a subcommand; a user error is one line on standard error, status 1.
+
+    Args:
+        argv: Arguments without the program name; None reads ``sys.argv``. ``--debug``
+            anywhere shows the traceback of an error instead of its message alone.
+
+    Returns:
+        The exit status.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [arg for arg in argv if arg != "--debug"]
+    try:
+        return _dispatch(argv)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if debug or not is_user_error(exc):
+            raise
+        print(f"error: {error_message(exc)}", file=sys.stderr)
+        return 1
+
+
+# What bad data, flags, paths or an unavailable model raise; their messages say what to fix.
+USER_ERRORS = (ValueError, OSError, KeyError, ImportError, FloatingPointError)
+
+
+def is_user_error(exc: BaseException) -> bool:
+    """Whether ``exc`` reports a problem with the user's input or set-up, not a bug.
+
+    That is the built-in types of :data:`USER_ERRORS` (``FileNotFoundError``,
+    ``FileExistsError`` and ``ConnectionError`` are ``OSError``\\ s) and the library's own error
+    types (``DownloadError``, ``ChecksumError``...).
+    """
+    return isinstance(exc, USER_ERRORS) or type(exc).__module__.startswith(f"{__package__}.")
+
+
+def error_message(exc: BaseException) -> str:
+    """The message of ``exc`` as a user reads it (a ``KeyError``'s without quotes)."""
+    if isinstance(exc, KeyError) and len(exc.args) == 1 and isinstance(exc.args[0], str):
+        return exc.args[0]
+    return str(exc) or type(exc).__name__
+
+
+def _dispatch(argv: list[str]) -> int:
+    """Run the subcommand of ``argv``."""
     if argv and argv[0] == "train":
         return train_main(argv[1:])
     parser = build_parser()

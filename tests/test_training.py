@@ -1,7 +1,12 @@
-"""The training loop: it learns a learnable task; schedule, optimizer and best-epoch restore."""
+"""The training loop: it learns a learnable task; schedule, optimizer, best-epoch restore,
+the epoch-end callback, progress and checkpoint logs."""
 
 from __future__ import annotations
 
+import json
+import logging
+
+import pytest
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
@@ -154,3 +159,119 @@ def test_bf16_on_a_cpu_without_native_bf16_warns(monkeypatch, capsys):
         assert "no native bfloat16" not in capsys.readouterr().err
     finally:
         AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def test_epoch_end_callback_sees_every_epoch_and_its_exception_stops_training(
+    tiny_bert_dir, tmp_path
+):
+    import signal
+
+    from nlp_transfer.training.checkpoint import Checkpointer
+
+    class Pruned(Exception):
+        pass
+
+    calls = []
+
+    def callback(epoch, metrics):
+        calls.append((epoch, metrics["accuracy"], metrics["loss"]))
+        if epoch == 2:
+            raise Pruned(f"pruned at epoch {epoch}")
+
+    accelerator, (model, opt, sched, train, val) = _setup(tiny_bert_dir, epochs=3)
+    checkpointer = Checkpointer(tmp_path, "epoch")
+    handler_before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(Pruned, match="pruned at epoch 2"):
+        fit(
+            model,
+            opt,
+            sched,
+            train,
+            val,
+            accelerator,
+            num_train_epochs=3,
+            compute_metrics=metrics_fn,
+            checkpointer=checkpointer,
+            epoch_end_callback=callback,
+        )
+    assert [epoch for epoch, *_ in calls] == [1, 2]  # 1-based, nothing after the raise
+    assert all(0.0 <= acc <= 1.0 and loss > 0 for _, acc, loss in calls)
+    # Epoch 1's checkpoint was written; epoch 2's was not (the callback ran before it).
+    assert [p.name for p in checkpointer.checkpoints()] == [f"checkpoint-{len(train)}"]
+    assert signal.getsignal(signal.SIGINT) is handler_before  # the stop handlers are undone
+
+
+def _log_run(tiny_bert_dir, tmp_path, caplog, monkeypatch, capsys, terminal):
+    from nlp_transfer.training import progress
+    from nlp_transfer.training.checkpoint import Checkpointer
+
+    monkeypatch.setattr(progress, "stderr_is_terminal", lambda: terminal)
+    accelerator, (model, opt, sched, train, val) = _setup(tiny_bert_dir, epochs=2)
+    capsys.readouterr()  # set-up's output (model loading, tokenizing) is not fit's
+    caplog.set_level(logging.INFO)
+    fit(
+        model,
+        opt,
+        sched,
+        train,
+        val,
+        accelerator,
+        num_train_epochs=2,
+        compute_metrics=metrics_fn,
+        checkpointer=Checkpointer(tmp_path, "epoch"),
+        logging_steps=4,
+    )
+    return len(train), caplog.records
+
+
+def test_without_a_terminal_progress_is_plain_log_lines_and_checkpoints_one_line(
+    tiny_bert_dir, tmp_path, caplog, monkeypatch, capsys
+):
+    num_batches, records = _log_run(tiny_bert_dir, tmp_path, caplog, monkeypatch, capsys, False)
+    lines = [r.getMessage() for r in records if "samples/s" in r.getMessage()]
+    assert len(lines) == 2 * (num_batches // 4)
+    assert f"epoch 1/2 | batch 4/{num_batches} | step 4 | loss " in lines[0]
+    assert f"epoch 2/2 | batch {num_batches - num_batches % 4}/" in lines[-1]
+    assert all("of training left" in line for line in lines)
+    assert "\r" not in capsys.readouterr().err  # no progress bar updates
+    saved = [r.getMessage() for r in records if "Checkpoint saved" in r.getMessage()]
+    assert len(saved) == 2
+    assert saved[0].endswith(f"(step {num_batches}, end of epoch 1)")  # not "epoch 2"
+    assert saved[1].endswith(f"(step {2 * num_batches}, end of epoch 2)")
+    assert not [r for r in records if r.name.startswith("accelerate.")]
+    # trainer_state.json after epoch 1: 1-based, epoch 2 in progress, 1 epoch completed
+    state = json.loads(
+        (tmp_path / "checkpoints" / f"checkpoint-{num_batches}" / "trainer_state.json").read_text()
+    )
+    assert (state["epoch"], state["batches_done"], state["epochs_completed"]) == (2, 0, 1)
+    assert [h["epoch"] for h in state["history"]] == [1]
+
+
+def test_on_a_terminal_progress_is_a_bar_and_no_log_lines(
+    tiny_bert_dir, tmp_path, caplog, monkeypatch, capsys
+):
+    _, records = _log_run(tiny_bert_dir, tmp_path, caplog, monkeypatch, capsys, True)
+    assert not [r for r in records if "samples/s" in r.getMessage()]
+    assert "Training" in capsys.readouterr().err  # tqdm's bar
+
+
+def test_format_duration():
+    from nlp_transfer.training.progress import format_duration
+
+    assert [format_duration(s) for s in (9.4, 125, 3725)] == ["9s", "2m05s", "1h02m"]
+
+
+def test_epoch_end_callback_error_elsewhere_stops_this_process_too():
+    from types import SimpleNamespace
+
+    from nlp_transfer.training.epoch_end import EpochEndCallbackError, call_epoch_end_callback
+
+    def other_process_raised(flags, op):  # this process: 0; the other one raised: + 1
+        assert op == "sum"
+        return flags + 1
+
+    two = SimpleNamespace(num_processes=2, device="cpu", reduce=other_process_raised)
+    with pytest.raises(EpochEndCallbackError, match="another process after epoch 3"):
+        call_epoch_end_callback(lambda epoch, metrics: None, two, 3, {"accuracy": 0.5})
+    one = SimpleNamespace(num_processes=1, device="cpu")
+    call_epoch_end_callback(lambda epoch, metrics: None, one, 1, {"accuracy": 0.5})  # no error

@@ -45,15 +45,41 @@ SAVE_STRATEGIES = ("no", "epoch", "steps")
 STATE_FILE = "trainer_state.json"
 BEST_FILE = "best_model.safetensors"
 _NAME = re.compile(r"^checkpoint-(\d+)$")
+# Accelerate logs one INFO line per file it saves or loads (about eight per checkpoint).
+ACCELERATE_STATE_LOGGERS = ("accelerate.accelerator", "accelerate.checkpointing")
+
+
+@contextmanager
+def quiet_loggers(names: tuple[str, ...] = ACCELERATE_STATE_LOGGERS, level: int = logging.WARNING):
+    """Raise the level of the loggers ``names`` to at least ``level`` inside the block.
+
+    Used around ``accelerator.save_state``/``load_state`` so that a checkpoint is one log
+    line (ours), not one per file; their warnings and errors still show.
+    """
+    loggers = [logging.getLogger(name) for name in names]
+    previous = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(max(level, lg.getEffectiveLevel()))
+    try:
+        yield
+    finally:
+        for lg, old in zip(loggers, previous, strict=True):
+            lg.setLevel(old)
 
 
 @dataclass
 class TrainerState:
     """Where training stands; saved as ``trainer_state.json``.
 
+    Epochs are 1-based, as in the logs and the history. After epoch k's validation the state
+    moves to ``epoch = k + 1, batches_done = 0``: a checkpoint written then is logged as "end of
+    epoch k" and resumes at the start of epoch k + 1.
+
     Attributes:
         epoch: 1-based epoch in progress; ``num_train_epochs + 1`` once training is complete.
         batches_done: Training batches of ``epoch`` already processed (on each process).
+        epochs_completed: Epochs trained and validated (the records in ``history``); written
+            for readers of ``trainer_state.json``, never read back.
         global_step: Optimizer steps taken.
         history: Per-epoch records so far.
         best_epoch: Best epoch so far (0: none yet).
@@ -68,6 +94,7 @@ class TrainerState:
 
     epoch: int = 1
     batches_done: int = 0
+    epochs_completed: int = 0
     global_step: int = 0
     history: list[dict] = field(default_factory=list)
     best_epoch: int = 0
@@ -78,6 +105,12 @@ class TrainerState:
     has_best_state: bool = False
     num_processes: int = 1
     num_batches_per_epoch: int = 0
+
+    def position(self) -> str:
+        """Where training stands, in words: ``end of epoch 1`` or ``epoch 2, 5 batches into it``."""
+        if self.batches_done == 0 and self.epoch > 1:
+            return f"end of epoch {self.epoch - 1}"
+        return f"epoch {self.epoch}, {self.batches_done} batches into it"
 
 
 @dataclass
@@ -170,7 +203,8 @@ class Checkpointer:
                 shutil.rmtree(stale, ignore_errors=True)
             tmp.mkdir(parents=True, exist_ok=True)
         accelerator.wait_for_everyone()
-        accelerator.save_state(str(tmp), safe_serialization=True)
+        with quiet_loggers():
+            accelerator.save_state(str(tmp), safe_serialization=True)
         save_file(
             {
                 "loss_sum": process.loss_sum.detach().reshape(1).cpu().float(),
@@ -182,6 +216,7 @@ class Checkpointer:
         )
         accelerator.wait_for_everyone()
         state.has_best_state = best_state is not None
+        state.epochs_completed = len(state.history)
         if accelerator.is_main_process:
             if best_state is not None:
                 save_file({k: v.contiguous() for k, v in best_state.items()}, str(tmp / BEST_FILE))
@@ -192,7 +227,7 @@ class Checkpointer:
             self._prune()
         accelerator.wait_for_everyone()
         self.last_saved = final
-        logger.info(f"Checkpoint saved: {final} (step {state.global_step}, epoch {state.epoch})")
+        logger.info(f"Checkpoint saved: {final} (step {state.global_step}, {state.position()})")
         return final
 
     def _prune(self) -> None:
@@ -249,7 +284,8 @@ class Checkpointer:
                 f"{num_batches_per_epoch}. Resume with the same data, --per_device_train_batch_size "
                 "and --max_train_samples as the interrupted run."
             )
-        accelerator.load_state(str(path))
+        with quiet_loggers():
+            accelerator.load_state(str(path))
         saved = load_file(str(process_file))
         process = ProcessState(
             loss_sum=saved["loss_sum"].reshape(()).to(accelerator.device),
@@ -258,10 +294,7 @@ class Checkpointer:
             labels=[saved["labels"].long()] if saved["labels"].numel() else [],
         )
         best = load_file(str(path / BEST_FILE)) if state.has_best_state else None
-        logger.info(
-            f"Resumed from {path}: epoch {state.epoch}, {state.batches_done} batches into it, "
-            f"step {state.global_step}"
-        )
+        logger.info(f"Resumed from {path}: {state.position()}, step {state.global_step}")
         return state, process, best
 
 

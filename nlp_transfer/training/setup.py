@@ -12,6 +12,8 @@ import transformers
 from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
 
+from .progress import stderr_is_terminal
+
 # tracker -> (module to import, pip extra that installs it)
 _TRACKER_PACKAGES = {
     "tensorboard": ("tensorboard", "tensorboard"),
@@ -145,7 +147,10 @@ def configure_cpu_threads(local_processes: int = 1) -> int:
 
 
 def setup_logging(accelerator: Accelerator) -> None:
-    """INFO logs on the main process, warnings only elsewhere; quiet third-party libraries."""
+    """INFO logs on the main process, warnings only elsewhere; quiet third-party libraries.
+
+    Progress bars of datasets and transformers show only on a terminal, on the local main process.
+    """
     logging.basicConfig(
         format="%(asctime)s | %(levelname)s | %(name)s | %(message)s",
         datefmt="%H:%M:%S",
@@ -154,8 +159,10 @@ def setup_logging(accelerator: Accelerator) -> None:
     )
     datasets.utils.logging.set_verbosity_warning()
     transformers.utils.logging.set_verbosity_warning()
-    if not accelerator.is_local_main_process:
+    if not accelerator.is_local_main_process or not stderr_is_terminal():
+        # Without a terminal (CI, nohup, a log file) a bar is hundreds of carriage returns.
         datasets.disable_progress_bars()
+        transformers.utils.logging.disable_progress_bar()
 
 
 def check_output_dir(

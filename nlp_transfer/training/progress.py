@@ -1,0 +1,145 @@
+"""Training progress for people and for log files.
+
+On a terminal, a tqdm bar (on the local main process). Without one (CI, ``nohup``, output
+redirected to a file: ``sys.stderr`` is not a TTY) a bar's carriage-return updates would fill
+the log with hundreds of lines, so the bar is off and a plain log line is written every
+``every`` batches instead: position, step, running loss, rate and training time left.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Iterable
+
+from accelerate.logging import get_logger
+from tqdm.auto import tqdm
+
+logger = get_logger(__name__)
+
+
+def stderr_is_terminal() -> bool:
+    """Whether standard error is an interactive terminal (where progress bars belong)."""
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # replaced or closed stream
+        return False
+
+
+def progress_bar(iterable: Iterable, desc: str, enabled: bool = True) -> Iterable:
+    """``iterable`` wrapped in a transient tqdm bar, shown only when ``enabled`` and on a terminal.
+
+    Args:
+        iterable: What to iterate over (e.g. a DataLoader).
+        desc: The bar's label ("Validation", "Test").
+        enabled: False on processes that should stay silent (not the local main process).
+    """
+    return tqdm(iterable, desc=desc, leave=False, disable=not (enabled and stderr_is_terminal()))
+
+
+def format_duration(seconds: float) -> str:
+    """``3725.0`` -> ``"1h02m"``, ``125.0`` -> ``"2m05s"``, ``9.4`` -> ``"9s"``."""
+    seconds = max(0, round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+class TrainingProgress:
+    """The training loop's progress: a bar on a terminal, a log line every ``every`` batches elsewhere.
+
+    Rate and time left count training time only (between :meth:`start_epoch` and
+    :meth:`end_epoch`), so validation does not distort them; time left is training time at the
+    rate of this run so far.
+
+    Args:
+        total_batches: Batches of the whole run (all epochs), per process.
+        done_batches: Batches already done (a resumed run).
+        batches_per_epoch: Batches per epoch, per process.
+        num_epochs: Epochs of the run.
+        every: Batches between log lines (and between loss refreshes of the bar), >= 1.
+        enabled: Whether this process shows progress (the local main process).
+        interactive: Bar (True) or log lines (False); None: :func:`stderr_is_terminal`.
+    """
+
+    def __init__(
+        self,
+        total_batches: int,
+        done_batches: int,
+        batches_per_epoch: int,
+        num_epochs: int,
+        every: int,
+        enabled: bool = True,
+        interactive: bool | None = None,
+    ):
+        interactive = stderr_is_terminal() if interactive is None else interactive
+        self.total, self.done = total_batches, done_batches
+        self.batches_per_epoch, self.num_epochs = batches_per_epoch, num_epochs
+        self.every = max(1, every)
+        self.lines = enabled and not interactive
+        self.bar = tqdm(
+            total=total_batches,
+            initial=done_batches,
+            desc="Training",
+            disable=not (enabled and interactive),
+        )
+        self._seconds, self._batches, self._samples = 0.0, 0, 0
+        self._since: float | None = None
+
+    def start_epoch(self) -> None:
+        """Start counting training time."""
+        self._since = time.perf_counter()
+
+    def end_epoch(self) -> None:
+        """Stop counting training time (validation follows)."""
+        self._seconds = self._elapsed()
+        self._since = None
+
+    def _elapsed(self) -> float:
+        running = time.perf_counter() - self._since if self._since is not None else 0.0
+        return self._seconds + running
+
+    def update(
+        self,
+        *,
+        epoch: int,
+        batch_in_epoch: int,
+        global_step: int,
+        samples: int,
+        loss: Callable[[], float],
+    ) -> None:
+        """Count one batch; refresh the bar's loss or write a log line every ``every`` batches.
+
+        Args:
+            epoch: 1-based epoch in progress.
+            batch_in_epoch: Batches of it done, this one included (1-based).
+            global_step: Optimizer steps taken so far.
+            samples: Examples in this batch, all processes together.
+            loss: Returns the running training loss; called only when it is shown (it may
+                synchronise with the GPU).
+        """
+        self.done += 1
+        self._batches += 1
+        self._samples += samples
+        self.bar.update(1)
+        if batch_in_epoch % self.every:
+            return
+        if self.lines:
+            logger.info(self._line(epoch, batch_in_epoch, global_step, loss()))
+        elif not self.bar.disable:
+            self.bar.set_postfix(epoch=epoch, loss=f"{loss():.4f}")
+
+    def _line(self, epoch: int, batch_in_epoch: int, global_step: int, loss: float) -> str:
+        elapsed = max(self._elapsed(), 1e-9)
+        left = (self.total - self.done) * elapsed / self._batches
+        return (
+            f"epoch {epoch}/{self.num_epochs} | batch {batch_in_epoch}/{self.batches_per_epoch} | "
+            f"step {global_step} | loss {loss:.4f} | {self._samples / elapsed:.1f} samples/s | "
+            f"{format_duration(left)} of training left"
+        )
+
+    def close(self) -> None:
+        """Close the bar."""
+        self.bar.close()
