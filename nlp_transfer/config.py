@@ -16,6 +16,7 @@ from typing import TypeVar
 import yaml
 from transformers import HfArgumentParser
 
+from .cli_help import compact_help
 from .training.arguments import MIXED_PRECISION_CHOICES, TRACKERS, parse_report_to, section_of
 
 __all__ = [
@@ -43,7 +44,8 @@ ConfigT = TypeVar("ConfigT")
 
 
 def build_config_parser(config_cls: type, prog: str | None = None) -> HfArgumentParser:
-    """An ``HfArgumentParser`` for ``config_cls`` plus ``--config``, its ``--help`` grouped by topic.
+    """An ``HfArgumentParser`` for ``config_cls`` plus ``--config``, its ``--help`` grouped by topic
+    and compact (:func:`~nlp_transfer.cli_help.compact_help`: real defaults, one usage line).
 
     Each field is listed under its section (see :func:`~nlp_transfer.training.arguments.arg`);
     sections follow :data:`GROUP_ORDER`.
@@ -63,7 +65,7 @@ def build_config_parser(config_cls: type, prog: str | None = None) -> HfArgument
         if title is not None:
             default_group._group_actions.remove(action)
             sections[title]._group_actions.append(action)
-    return parser
+    return compact_help(parser)
 
 
 def _yaml_to_argv(path: str, valid: Sequence[str]) -> list[str]:

@@ -118,7 +118,7 @@ def test_every_public_name_resolves_and_the_lazy_table_agrees():
     assert nlp_transfer.__all__ == sorted(nlp_transfer._LAZY)
     for name in nlp_transfer.__all__:
         assert getattr(nlp_transfer, name) is not None
-    importlib.import_module("nlp_transfer.predict")  # a submodule named like a public function
+    importlib.import_module("nlp_transfer.text.predict")  # a module named like a public function
     from nlp_transfer import predict
 
     assert callable(predict) and predict.__name__ == "predict"
@@ -129,7 +129,7 @@ def test_every_public_name_resolves_and_the_lazy_table_agrees():
 def test_compact_help_changes_the_display_only():
     from nlp_transfer.cli_help import compact_help
     from nlp_transfer.config import build_config_parser
-    from nlp_transfer.tasks import SentimentConfig
+    from nlp_transfer.text.tasks import SentimentConfig
 
     parser = compact_help(build_config_parser(SentimentConfig, prog="sentiment.py"))
     assert parser.format_usage().strip() == "usage: sentiment.py [--config FILE] [--FLAG VALUE ...]"

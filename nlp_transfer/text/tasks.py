@@ -1,6 +1,6 @@
 """The text tasks of the recipes and ``nlp-transfer train --task``: their config defaults.
 
-A text task is a :class:`~nlp_transfer.config.TextClassificationConfig` subclass that changes
+A text task is a :class:`~nlp_transfer.text.config.TextClassificationConfig` subclass that changes
 defaults only, so ``accelerate launch recipes/spam.py`` and ``nlp-transfer train --task spam``
 parse the same flags into the same config and train the same model. The ``image`` task is the
 image recipe's :class:`~nlp_transfer.vision.config.ImageClassificationConfig` and its run.
@@ -8,28 +8,27 @@ image recipe's :class:`~nlp_transfer.vision.config.ImageClassificationConfig` an
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from .config import TextClassificationConfig
+from ..training.arguments import EVALUATION, OPTIMISATION, arg
+from .config import DATA, TextClassificationConfig
 
 
 @dataclass
 class SentimentConfig(TextClassificationConfig):
     """Defaults of the sentiment recipe: built-in Rotten Tomatoes sentences, full fine-tuning."""
 
-    dataset_name: str | None = field(
-        default="rotten_tomatoes_sentences",
-        metadata={
-            "help": "A built-in dataset (e.g. rotten_tomatoes_sentences) or a Hub dataset; "
-            "ignored when --train_file is given."
-        },
+    dataset_name: str | None = arg(
+        "rotten_tomatoes_sentences",
+        "A built-in dataset (e.g. rotten_tomatoes_sentences) or a Hub dataset; ignored when "
+        "--train_file is given.",
+        DATA,
     )
-    num_train_epochs: int = field(
-        default=2, metadata={"help": "Number of training epochs (2 take ~6 min on a 2-core CPU)."}
+    num_train_epochs: int = arg(
+        2, "Number of training epochs (2 take ~6 min on a 2-core CPU).", OPTIMISATION
     )
-    output_dir: str = field(
-        default="outputs/sentiment",
-        metadata={"help": "Where the model, metrics.json and config.yaml go."},
+    output_dir: str = arg(
+        "outputs/sentiment", "Where the model, metrics.json and config.yaml go.", EVALUATION
     )
 
 
@@ -37,20 +36,18 @@ class SentimentConfig(TextClassificationConfig):
 class SpamConfig(TextClassificationConfig):
     """Defaults of the spam recipe: built-in SMS Spam Collection, best epoch by spam F1."""
 
-    dataset_name: str | None = field(
-        default="sms_spam",
-        metadata={
-            "help": "A built-in dataset (e.g. sms_spam) or a Hub dataset; ignored when --train_file is given."
-        },
+    dataset_name: str | None = arg(
+        "sms_spam",
+        "A built-in dataset (e.g. sms_spam) or a Hub dataset; ignored when --train_file is given.",
+        DATA,
     )
-    learning_rate: float = field(default=1e-4, metadata={"help": "Peak AdamW learning rate."})
-    num_train_epochs: int = field(default=3, metadata={"help": "Number of training epochs."})
-    metric_for_best_model: str = field(
-        default="f1_spam", metadata={"help": "Validation metric that selects the best epoch."}
+    learning_rate: float = arg(1e-4, "Peak AdamW learning rate.", OPTIMISATION)
+    num_train_epochs: int = arg(3, "Number of training epochs.", OPTIMISATION)
+    metric_for_best_model: str = arg(
+        "f1_spam", "Validation metric that selects the best epoch.", EVALUATION
     )
-    output_dir: str = field(
-        default="outputs/spam",
-        metadata={"help": "Where the model, metrics.json, plots/ and config.yaml go."},
+    output_dir: str = arg(
+        "outputs/spam", "Where the model, metrics.json, plots/ and config.yaml go.", EVALUATION
     )
 
 

@@ -152,7 +152,10 @@ class TrainingConfig:
     use_cpu: bool = arg(False, "Train on the CPU even when a GPU is available.", EVALUATION)
     dataloader_num_workers: int = arg(0, "DataLoader worker processes.", EVALUATION)
     logging_steps: int = arg(
-        50, "Refresh the progress bar's loss every this many batches.", EVALUATION
+        50,
+        "Batches between progress updates (the bar's loss, or a log line without a terminal); "
+        "optimizer steps between tracker logs.",
+        EVALUATION,
     )
     # Checkpointing and resumption
     save_strategy: str = arg(

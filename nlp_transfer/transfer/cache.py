@@ -39,8 +39,8 @@ import torch
 from datasets import Dataset
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
+from ..training.progress import progress_bar
 from .prefix_model import (
     PREFIX_INPUT,
     CachedPrefixModel,
@@ -212,7 +212,7 @@ def compute_prefix_cache(
     hook = _prefix_blocks(model, k)[-1].modules[-1].register_forward_hook(grab)
     done = 0
     with suffix:
-        for batch in tqdm(loader, desc=desc, leave=False, disable=disable_progress):
+        for batch in progress_bar(loader, desc, enabled=not disable_progress):
             batch = {n: t.to(device) for n, t in batch.items()}
             base(**batch)  # the suffix passes through
             rows = order[done : done + captured[0].shape[0]]

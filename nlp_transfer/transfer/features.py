@@ -19,9 +19,10 @@ from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 from transformers import AutoModel, PreTrainedModel
 from transformers.modeling_outputs import SequenceClassifierOutput
+
+from ..training.progress import progress_bar
 
 POOLING_CHOICES = ("mean", "cls")
 FEATURE_CONFIG = "feature_extraction.json"
@@ -83,9 +84,7 @@ def extract_features(
     """
     encoder.eval()
     feats, labels = [], []
-    for batch in tqdm(
-        dataloader, desc=desc, leave=False, disable=not accelerator.is_local_main_process
-    ):
+    for batch in progress_bar(dataloader, desc, enabled=accelerator.is_local_main_process):
         inputs = {k: v for k, v in batch.items() if k != "labels"}
         with accelerator.autocast():
             hidden = encoder(**inputs).last_hidden_state

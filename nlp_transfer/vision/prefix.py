@@ -14,8 +14,8 @@ import torch
 from accelerate import Accelerator
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
+from ..training.progress import progress_bar
 from .models import ResNetClassifier
 
 
@@ -92,9 +92,7 @@ def compute_block_outputs(
     was_training = model.training
     model.eval()
     outputs, labels = [], []
-    for batch in tqdm(
-        loader, desc=desc, leave=False, disable=not accelerator.is_local_main_process
-    ):
+    for batch in progress_bar(loader, desc, enabled=accelerator.is_local_main_process):
         x = batch["pixel_values"].to(accelerator.device)
         out = model.features(x) if pooled else model.forward_blocks(x, 0, num_blocks)
         outputs.append(out.to("cpu", dtype))
