@@ -29,6 +29,7 @@ from ..plots import write_report_plots
 from ..training.outputs import format_summary, run_metrics, save_run
 from ..training.run import TrainOutcome, start_run, train_and_predict
 from ..transfer.arguments import CACHE_DTYPES
+from ..transfer.adapters import save_adapter_outputs
 from ..transfer.plan import TransferPlan, plan_transfer
 from .config import ImageClassificationConfig
 from .data import ImageData, load_image_data
@@ -256,7 +257,8 @@ def finish_image_run(
         "description": data.description,
         **{f"{s}_examples": len(d) for s, d in data.splits.items()},
     }
-    save_run(config.output_dir, accelerator, outcome.model, metrics, config)
+    saved = save_adapter_outputs(plan, accelerator, outcome.model, config.output_dir)  # --peft
+    save_run(config.output_dir, accelerator, saved, metrics, config)
     if accelerator.is_main_process:
         write_report_plots(
             config.output_dir,
