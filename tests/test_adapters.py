@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -11,8 +9,6 @@ from safetensors.torch import load_file
 from nlp_transfer.models.blocks import get_block_view
 from nlp_transfer.text.config import TextClassificationConfig
 from nlp_transfer.transfer.plan import plan_transfer
-
-from conftest import toy_sentiment_frame
 
 
 def _config(**kw) -> TextClassificationConfig:

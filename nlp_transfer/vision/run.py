@@ -28,8 +28,8 @@ from ..models.blocks import get_block_view
 from ..plots import write_report_plots
 from ..training.outputs import format_summary, run_metrics, save_run
 from ..training.run import TrainOutcome, start_run, train_and_predict
-from ..transfer.arguments import CACHE_DTYPES
 from ..transfer.adapters import save_adapter_outputs
+from ..transfer.arguments import CACHE_DTYPES
 from ..transfer.plan import TransferPlan, plan_transfer
 from .config import ImageClassificationConfig
 from .data import ImageData, load_image_data
