@@ -344,6 +344,7 @@ def fit(
     checkpointer: Checkpointer | None = None,
     resume_from_checkpoint: str | os.PathLike | None = None,
     early_stopping_patience: int | None = None,
+    epoch_end_callback: Callable[[int, dict], None] | None = None,
 ) -> FitResult:
     """Train for ``num_train_epochs`` epochs, evaluating on ``eval_dataloader`` after each.
 
@@ -386,6 +387,9 @@ def fit(
         resume_from_checkpoint: A checkpoint directory to continue from.
         early_stopping_patience: Stop after this many evaluations without improvement of
             ``metric_for_best_model``; None trains every epoch.
+        epoch_end_callback: Called as ``(epoch (1-based), validation metrics)`` after each
+            epoch's validation (e.g. a hyperparameter search's pruning); what it raises
+            propagates and ends training.
 
     Returns:
         A :class:`FitResult`.
@@ -530,6 +534,8 @@ def fit(
                 f"{summary} | {epoch_train_s:.0f}s training + "
                 f"{record['epoch_runtime_s'] - epoch_train_s:.0f}s validation"
             )
+            if epoch_end_callback is not None:
+                epoch_end_callback(epoch, metrics)
             if (
                 early_stopping_patience is not None
                 and state.epochs_without_improvement >= early_stopping_patience

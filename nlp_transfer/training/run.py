@@ -7,7 +7,9 @@ Text and vision runs build their own data and model, then call :func:`train_and_
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -36,6 +38,23 @@ if TYPE_CHECKING:
     from ..transfer.plan import TransferPlan
 
 logger = get_logger(__name__)
+
+# An epoch-end callback for every train_and_predict inside a ``with epoch_end_hook(...)``: how
+# a hyperparameter search prunes the runs of any task without their run functions passing it.
+EPOCH_END_HOOK: ContextVar[Callable[[int, dict], None] | None] = ContextVar(
+    "epoch_end_hook", default=None
+)
+
+
+@contextmanager
+def epoch_end_hook(callback: Callable[[int, dict], None]) -> Iterator[None]:
+    """Within the block, runs call ``callback(epoch, validation_metrics)`` after each epoch
+    (unless given their own ``epoch_end_callback``)."""
+    token = EPOCH_END_HOOK.set(callback)
+    try:
+        yield
+    finally:
+        EPOCH_END_HOOK.reset(token)
 
 
 @dataclass
@@ -150,6 +169,7 @@ def train_and_predict(
     Returns:
         A :class:`TrainOutcome`; its ``model`` is ``model`` (prepared) when ``cached`` was used.
     """
+    epoch_end_callback = epoch_end_callback or EPOCH_END_HOOK.get()
     # the unfreezer is made before the optimizer, which must hold every block
     unfreezer = plan.unfreezer(model) if plan is not None else None
     optimizer, scheduler, regularizer = _optimization(model, loaders, config, plan, regularizer)
