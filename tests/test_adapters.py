@@ -10,6 +10,8 @@ from nlp_transfer.models.blocks import get_block_view
 from nlp_transfer.text.config import TextClassificationConfig
 from nlp_transfer.transfer.plan import plan_transfer
 
+from conftest import toy_sentiment_frame
+
 
 def _config(**kw) -> TextClassificationConfig:
     config = TextClassificationConfig(output_dir="unused", **kw)
@@ -159,6 +161,24 @@ def test_lora_run_saves_adapter_and_merged_model_that_predict_alike(
         tokenizer = load_classifier(directory, device="cpu")[1]
         logits.append(predict_logits_for_texts(model, tokenizer, texts))
     torch.testing.assert_close(torch.tensor(logits[0]), torch.tensor(logits[1]), atol=1e-5, rtol=0)
+    from transformers import pipeline
+
+    classify = pipeline("text-classification", model=str(out), device="cpu")
+    assert classify("great superb film")[0]["label"] in {"neg", "pos"}
+
+
+def test_prompt_tuning_run_saves_the_adapter_and_predicts_from_it(tiny_bert_dir, tmp_path):
+    from nlp_transfer.text.predict import predict
+
+    data = tmp_path / "small.csv"
+    toy_sentiment_frame(80).to_csv(data, index=False)
+    out = tmp_path / "prompt"
+    flags = ("--peft", "prompt_tuning", "--num_virtual_tokens", "4", "--num_train_epochs", "1")
+    metrics = _run(tiny_bert_dir, data, out, *flags)
+    assert metrics["parameters"]["trainable"] == 4 * 32 + 66  # virtual tokens + classifier
+    assert (out / "adapter_config.json").exists()  # no merge for prompt tuning
+    texts = ["great film", "awful plot"]
+    assert predict(out, texts) == predict(out / "adapter", texts)
 
 
 def test_lora_above_frozen_layers_keeps_the_cache_exact(tiny_bert_dir, toy_csv, tmp_path):

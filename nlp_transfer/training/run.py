@@ -169,7 +169,6 @@ def train_and_predict(
     Returns:
         A :class:`TrainOutcome`; its ``model`` is ``model`` (prepared) when ``cached`` was used.
     """
-    epoch_end_callback = epoch_end_callback or EPOCH_END_HOOK.get()
     # the unfreezer is made before the optimizer, which must hold every block
     unfreezer = plan.unfreezer(model) if plan is not None else None
     optimizer, scheduler, regularizer = _optimization(model, loaders, config, plan, regularizer)
@@ -205,8 +204,8 @@ def train_and_predict(
         ),
         resume_from_checkpoint=resume_path(config),
         early_stopping_patience=config.early_stopping_patience,
-        # the hook for a hyperparameter search's pruning (fit's epoch_end_callback)
-        **({"epoch_end_callback": epoch_end_callback} if epoch_end_callback else {}),
+        # a hyperparameter search's pruning: this run's callback, or the one of epoch_end_hook
+        epoch_end_callback=epoch_end_callback or EPOCH_END_HOOK.get(),
     )
     validation = None
     if predict_validation:
