@@ -23,6 +23,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -74,8 +75,10 @@ def load_search_space(path: str | Path, config) -> dict[str, dict]:
         _check_spec(name, spec, path)
     peft = getattr(config, "peft", "none")
     skipped = [n for n in space if n in ONLY_WITH_PEFT and ONLY_WITH_PEFT[n] != peft]
+    if peft == "prompt_tuning" and "freeze_layers" in space:
+        skipped.append("freeze_layers")  # prompt tuning trains no layer
     if skipped:
-        logger.info(f"Not searched without --peft lora: {', '.join(skipped)}")
+        logger.info(f"Not searched with --peft {peft}: {', '.join(skipped)}")
     return {n: s for n, s in space.items() if n not in skipped}
 
 
@@ -221,6 +224,11 @@ def search(
     """
     from optuna.trial import TrialState
 
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError(
+            "nlp-transfer search runs its trials one after another in one process; start it "
+            "without accelerate launch / torchrun (or give each trial one process)."
+        )
     space = load_search_space(space_path or DEFAULT_SPACE, config)
     output_dir = Path(config.output_dir).expanduser()
     study = open_study(output_dir, "loss" not in config.metric_for_best_model, config.seed)

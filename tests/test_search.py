@@ -129,3 +129,5 @@ def test_default_search_space_is_valid_and_drops_lora_without_peft(tmp_path):
     assert "lora_r" not in space and "learning_rate" in space and "freeze_layers" in space
     config.peft = "lora"
     assert "lora_r" in load_search_space(DEFAULT_SPACE, config)
+    config.peft = "prompt_tuning"  # it trains no layer: freeze_layers is not searched
+    assert "freeze_layers" not in load_search_space(DEFAULT_SPACE, config)
