@@ -42,6 +42,7 @@ _LAZY: dict[str, str] = {
     "parse_config": ".config:parse_config",
     "predict": ".text.predict:predict",
     "run_text_classification": ".text.run:run_text_classification",
+    "search": ".search:search",
     "select_threshold": ".metrics:select_threshold",
 }
 
@@ -64,6 +65,7 @@ __all__ = [
     "parse_config",
     "predict",
     "run_text_classification",
+    "search",
     "select_threshold",
 ]
 
@@ -78,6 +80,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time, __getattr__ below
     from .metrics import classification_metrics, select_threshold
     from .models.blocks import get_block_view
     from .models.text import build_text_classifier
+    from .search import search
     from .text.config import TextClassificationConfig
     from .text.predict import evaluate_saved_model, predict
     from .text.run import run_text_classification

@@ -108,6 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
         "[--config file.yaml] [flags] (see nlp-transfer train --task TASK --help).",
         add_help=False,
     )
+    sub.add_parser(
+        "search",
+        help="Hyperparameter search (Optuna): nlp-transfer search [--task TASK] "
+        "[--search_space FILE] [--n_trials N] [train flags] (see nlp_transfer.search).",
+        add_help=False,
+    )
     p = sub.add_parser(
         "predict", help="Classify texts or images with a saved model (prints JSON lines)."
     )
@@ -315,6 +321,10 @@ def _dispatch(argv: list[str]) -> int:
     """Run the subcommand of ``argv``."""
     if argv and argv[0] == "train":
         return train_main(argv[1:])
+    if argv and argv[0] == "search":
+        from .search import search_main
+
+        return search_main(argv[1:])
     parser = build_parser()
     if argv and argv[0] == "benchmark":
         args, extra = parser.parse_known_args(argv)

@@ -12,6 +12,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreT
 
 from ..data.custom import read_table
 from ..metrics import classification_metrics, cross_entropy, predict_labels, probabilities
+from ..transfer.adapters import is_adapter_dir, load_adapter_classifier
 from ..transfer.features import is_feature_classifier, load_feature_classifier
 
 
@@ -20,7 +21,9 @@ def load_classifier(model_dir: str | os.PathLike, device: str | None = None):
 
     A fine-tuned model loads with ``AutoModelForSequenceClassification``; a feature-extraction
     run (``feature_extraction.json`` present) as encoder + pooling + its saved torch or
-    scikit-learn head (:func:`~nlp_transfer.transfer.features.load_feature_classifier`).
+    scikit-learn head (:func:`~nlp_transfer.transfer.features.load_feature_classifier`); an
+    adapter directory (``adapter_config.json``, e.g. ``output_dir/adapter``) as its base model
+    with the adapter merged (:func:`~nlp_transfer.transfer.adapters.load_adapter_classifier`).
 
     Args:
         model_dir: A run's ``output_dir`` (or any local sequence-classification model).
@@ -39,6 +42,8 @@ def load_classifier(model_dir: str | os.PathLike, device: str | None = None):
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     if is_feature_classifier(path):  # feature extraction: encoder + pooling + fitted head
         model = load_feature_classifier(path)
+    elif is_adapter_dir(path):  # a peft adapter (output_dir/adapter): base model + adapter
+        model = load_adapter_classifier(path)
     else:
         model = AutoModelForSequenceClassification.from_pretrained(path, local_files_only=True)
     model.to(device or ("cuda" if torch.cuda.is_available() else "cpu")).eval()

@@ -32,6 +32,7 @@ from ..models.text import DEFAULT_MODEL_NAME, build_text_classifier, resolve_mod
 from ..training.imbalance import cross_entropy_loss
 from ..training.outputs import format_summary, run_metrics, save_run, write_report
 from ..training.run import TrainOutcome, start_run, train_and_predict
+from ..transfer.adapters import save_adapter_outputs
 from ..transfer.cache import CachedPrefixModel
 from ..transfer.plan import TransferPlan, plan_transfer
 from .baseline import tfidf_logreg_baseline
@@ -163,6 +164,7 @@ def run_text_classification(
             model, tokenizer, dataset, accelerator, config, plan, estimator
         )
     else:
+        model = plan.training_model(model)  # the peft wrapper for prompt tuning
         outcome = train_text_classifier(model, tokenizer, dataset, accelerator, config, plan)
     return finish_text_run(config, accelerator, outcome, plan, dataset, tokenizer, start, task_name)
 
@@ -220,10 +222,12 @@ def finish_text_run(
     metrics["threshold_tuning"] = tuning
     metrics["transfer_strategy"] = plan.describe()
     model_path = config.init_from or resolve_model_path(config.model_name_or_path)[0]
+    # the adapter to output_dir/adapter; the model merged for the usual layout (--peft)
+    saved = save_adapter_outputs(plan, accelerator, outcome.model, config.output_dir, tokenizer)
     save_run(
         config.output_dir,
         accelerator,
-        outcome.model,
+        saved,
         metrics,
         config,
         tokenizer,

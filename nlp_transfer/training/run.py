@@ -7,7 +7,9 @@ Text and vision runs build their own data and model, then call :func:`train_and_
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -36,6 +38,23 @@ if TYPE_CHECKING:
     from ..transfer.plan import TransferPlan
 
 logger = get_logger(__name__)
+
+# An epoch-end callback for every train_and_predict inside a ``with epoch_end_hook(...)``: how
+# a hyperparameter search prunes the runs of any task without their run functions passing it.
+EPOCH_END_HOOK: ContextVar[Callable[[int, dict], None] | None] = ContextVar(
+    "epoch_end_hook", default=None
+)
+
+
+@contextmanager
+def epoch_end_hook(callback: Callable[[int, dict], None]) -> Iterator[None]:
+    """Within the block, runs call ``callback(epoch, validation_metrics)`` after each epoch
+    (unless given their own ``epoch_end_callback``)."""
+    token = EPOCH_END_HOOK.set(callback)
+    try:
+        yield
+    finally:
+        EPOCH_END_HOOK.reset(token)
 
 
 @dataclass
@@ -244,6 +263,6 @@ def _fit_settings(config: TrainingConfig, epoch_end_callback) -> dict:
         resume_from_checkpoint=resume_path(config),
         early_stopping_patience=config.early_stopping_patience,
     )
-    if epoch_end_callback is not None:  # the hook of a hyperparameter search's pruning
-        settings["epoch_end_callback"] = epoch_end_callback
+    # a hyperparameter search's pruning: this run's callback, or the one of epoch_end_hook
+    settings["epoch_end_callback"] = epoch_end_callback or EPOCH_END_HOOK.get()
     return settings

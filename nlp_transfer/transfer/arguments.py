@@ -12,12 +12,19 @@ from dataclasses import dataclass
 
 import torch
 
-from ..training.arguments import TrainingConfig, arg, check_choice, check_non_negative
+from ..training.arguments import (
+    TrainingConfig,
+    arg,
+    check_choice,
+    check_non_negative,
+    check_positive,
+)
 
 TRANSFER = "Transfer strategy"
 CACHE_CHOICES = ("auto", "memory", "disk", "no")
 CACHE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 HEAD_CHOICES = ("linear", "mlp", "logistic_regression")
+PEFT_CHOICES = ("none", "lora", "ia3", "prompt_tuning")
 
 
 @dataclass
@@ -112,9 +119,41 @@ class TransferConfig(FrozenPrefixConfig):
         "default 1e-3) or logistic_regression (scikit-learn); none = fine-tuning.",
         TRANSFER,
     )
+    peft: str = arg(
+        "none",
+        "Adapters through peft: lora (Hu et al. 2021), ia3 (Liu et al. 2022) or prompt_tuning "
+        "(Lester et al. 2021; text only); the pretrained weights stay frozen, the new head trains "
+        "in full. With --freeze_layers k, adapters go into layers k and above only.",
+        TRANSFER,
+    )
+    lora_r: int = arg(8, "LoRA rank r.", TRANSFER)
+    lora_alpha: float = arg(
+        16.0, "LoRA scaling alpha (the update is scaled by alpha / r).", TRANSFER
+    )
+    lora_dropout: float = arg(0.1, "Dropout on the LoRA branch's input.", TRANSFER)
+    lora_target_modules: str | None = arg(
+        None,
+        "Comma-separated module names inside a layer that LoRA wraps (e.g. query,value); unset: "
+        "the family's attention projections (nlp_transfer.models.targets).",
+        TRANSFER,
+    )
+    num_virtual_tokens: int = arg(20, "Prompt tuning: number of virtual tokens.", TRANSFER)
+    merge_adapter: bool = arg(
+        True,
+        "Save the LoRA/IA3 model merged in the usual Hugging Face layout in output_dir (the "
+        "adapter alone always goes to output_dir/adapter); false: output_dir holds the adapter.",
+        TRANSFER,
+    )
+    bitfit: bool = arg(
+        False,
+        "BitFit (Ben Zaken et al. 2022): train only the bias terms and the head (with "
+        "--freeze_layers k, only the biases of layers k and above).",
+        TRANSFER,
+    )
 
     def validate(self) -> None:
         super().validate()
+        self.check_parameter_efficient()
         if not 0 < self.layer_lr_decay <= 1:
             raise ValueError(f"--layer_lr_decay must be in (0, 1], got {self.layer_lr_decay}.")
         check_non_negative(self, "l2sp_alpha", "l2sp_beta", "unfreeze_every_n_steps")
@@ -129,7 +168,38 @@ class TransferConfig(FrozenPrefixConfig):
             "--gradual_unfreezing": self.gradual_unfreezing,
             "--layer_lr_decay": self.layer_lr_decay != 1.0,
             "--l2sp_alpha": self.l2sp_alpha,
+            "--peft": self.peft != "none",
+            "--bitfit": self.bitfit,
         }
+
+    def check_parameter_efficient(self) -> None:
+        """Raises ValueError naming the flags of an adapter setting that means nothing."""
+        check_choice(self, "peft", PEFT_CHOICES)
+        check_positive(self, "lora_r", "lora_alpha", "num_virtual_tokens")
+        if not 0 <= self.lora_dropout < 1:
+            raise ValueError(f"--lora_dropout must be in [0, 1), got {self.lora_dropout}.")
+        if self.peft == "none":
+            return
+        if self.bitfit:
+            raise ValueError("--peft and --bitfit are two methods; choose one.")
+        if self.l2sp_alpha:
+            raise ValueError(
+                "--l2sp_alpha with --peft: the pretrained weights stay frozen and the adapter's "
+                "weights have no pretrained start to pull towards; drop one of them."
+            )
+        if self.peft == "prompt_tuning":
+            used = {
+                "--freeze_layers": self.freeze_layers,
+                "--gradual_unfreezing": self.gradual_unfreezing,
+                "--layer_lr_decay": self.layer_lr_decay != 1.0,
+                "--head_learning_rate": self.head_learning_rate,
+            }
+            used = [flag for flag, value in used.items() if value]
+            if used:
+                raise ValueError(
+                    "--peft prompt_tuning trains virtual input tokens, not layers; it does not "
+                    f"combine with {', '.join(used)}."
+                )
 
     def check_feature_extraction_alone(self) -> None:
         """Raises ValueError naming the flags set beside ``--feature_extraction``."""

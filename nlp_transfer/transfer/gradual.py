@@ -45,6 +45,9 @@ class GradualUnfreezer:
         self.blocks = [
             b for b in reversed(view.blocks) if any(p.requires_grad for p in b.parameters())
         ]
+        # Only the parameters trainable now are ever switched (adapters, BitFit: the rest of a
+        # block stays frozen when the block is "unfrozen").
+        self._params = [[p for p in b.parameters() if p.requires_grad] for b in self.blocks]
         self.stage = -1
 
     @property
@@ -78,6 +81,6 @@ class GradualUnfreezer:
 
     def _set_stage(self, stage: int) -> None:
         self.stage = stage
-        for i, block in enumerate(self.blocks):
-            for p in block.parameters():
+        for i, params in enumerate(self._params):
+            for p in params:
                 p.requires_grad_(i < stage)

@@ -27,6 +27,7 @@ from torch import nn
 
 from ..models.blocks import BlockView, get_block_view
 from ..training.loop import adamw, create_optimizer
+from .adapters import apply_adapter, apply_bitfit, describe_adapter
 from .arguments import FrozenPrefixConfig, TransferConfig
 from .freeze import FreezeReport, count_parameters, freeze_encoder_layers
 from .gradual import GradualUnfreezer
@@ -58,6 +59,8 @@ class TransferPlan:
         freeze: What freezing did (counts after it).
         cache_prefix: Whether the frozen prefix's output is computed once and cached.
         details: Task-specific entries for :meth:`describe` (e.g. ``weights``, ``augment``).
+        adapter: The ``peft`` model wrapping the task model (``--peft``), or None. LoRA and IA3
+            live inside the task model, which trains as before; prompt tuning trains this.
     """
 
     config: FrozenPrefixConfig
@@ -65,6 +68,14 @@ class TransferPlan:
     freeze: FreezeReport
     cache_prefix: bool
     details: dict = field(default_factory=dict)
+    adapter: nn.Module | None = None
+
+    def training_model(self, model: nn.Module) -> nn.Module:
+        """What the run trains: ``model``, or the peft wrapper for prompt tuning (whose forward
+        prepends the virtual tokens)."""
+        if self.adapter is not None and getattr(self.config, "peft", "none") == "prompt_tuning":
+            return self.adapter
+        return model
 
     @property
     def feature_extraction(self) -> str:
@@ -130,6 +141,12 @@ class TransferPlan:
             return {"name": "feature_extraction", "head": self.feature_extraction, **self.details}
         strategy: dict = {"name": "fine_tuning", "freeze_layers": c.freeze_layers}
         strategy["prefix_cache"] = self.cache_prefix
+        if self.adapter is not None:
+            strategy["name"] = c.peft
+            strategy["peft"] = describe_adapter(c, self.adapter)
+        if getattr(c, "bitfit", False):
+            strategy["name"] = "bitfit"
+            strategy["trainable_params"] = self.freeze.trainable_params
         strategy |= self.details
         if getattr(c, "gradual_unfreezing", False):
             strategy["gradual_unfreezing"] = {"unfreeze_every_n_steps": c.unfreeze_every_n_steps}
@@ -176,8 +193,11 @@ def plan_transfer(
             model family without one (the message names the flag).
     """
     feature_extraction = getattr(config, "feature_extraction", "none")
-    needs_view = config.freeze_layers > 0 or (
-        isinstance(config, TransferConfig) and config.gradual_unfreezing
+    needs_view = (
+        config.freeze_layers > 0
+        or (isinstance(config, TransferConfig) and config.gradual_unfreezing)
+        or getattr(config, "peft", "none") != "none"
+        or getattr(config, "bitfit", False)
     )
     try:
         view = block_view_of(model)
@@ -185,16 +205,27 @@ def plan_transfer(
         if needs_view:
             raise
         view = None
+    peft_method = getattr(config, "peft", "none")
+    adapter = None
     if feature_extraction != "none":
         freeze = _feature_extraction_report(model, view)
+    elif peft_method != "none":
+        adapter, freeze = apply_adapter(model, config, view)
+        view = None if peft_method == "prompt_tuning" else block_view_of(model)  # wrapped head
+    elif getattr(config, "bitfit", False):
+        freeze = apply_bitfit(model, config.freeze_layers, view)
     elif view is None:
         trainable, total = count_parameters(model)
         freeze = FreezeReport([], ["all"], trainable, total)
     else:
         freeze = freeze_encoder_layers(model, config.freeze_layers, view=view)
     cache = _decide_cache(model, view, config, cacheable and feature_extraction == "none")
-    plan = TransferPlan(config, view, freeze, cache, dict(details or {}))
+    plan = TransferPlan(config, view, freeze, cache, dict(details or {}), adapter)
     kind = "feature extraction | " if feature_extraction != "none" else ""
+    if adapter is not None:
+        kind = f"{peft_method} adapters (peft) | "
+    elif getattr(config, "bitfit", False):
+        kind = "BitFit (biases and head) | "
     logger.info(f"Transfer strategy: {kind}{freeze}")
     return plan
 

@@ -26,6 +26,7 @@ from ..metrics import classification_metrics, cross_entropy
 from ..models.blocks import get_block_view
 from ..training.outputs import format_summary, run_metrics, save_run, write_report
 from ..training.run import TrainOutcome, start_run, train_and_predict
+from ..transfer.adapters import save_adapter_outputs
 from ..transfer.arguments import CACHE_DTYPES
 from ..transfer.plan import TransferPlan, plan_transfer
 from .config import ImageClassificationConfig
@@ -254,7 +255,8 @@ def finish_image_run(
         "description": data.description,
         **{f"{s}_examples": len(d) for s, d in data.splits.items()},
     }
-    save_run(config.output_dir, accelerator, outcome.model, metrics, config)
+    saved = save_adapter_outputs(plan, accelerator, outcome.model, config.output_dir)  # --peft
+    save_run(config.output_dir, accelerator, saved, metrics, config)
     if accelerator.is_main_process:
         write_report(config, outcome, metrics, labels, modality="image")
     accelerator.print(format_summary(metrics, task_name))
