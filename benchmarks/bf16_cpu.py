@@ -33,10 +33,10 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     load_before = os.getloadavg()[0]
 
+    import harness
     import torch
     import torch.nn.functional as F
 
-    import harness
     from nlp_transfer import (
         LengthGroupedSampler,
         build_text_classifier,

@@ -63,12 +63,8 @@ def _rates() -> list[Strategy]:
 
 STRATEGIES = [
     *_rates(),
-    Strategy(
-        "freeze_2", "embeddings + layers 0-1 frozen (cached), lr 5e-05", {"freeze_layers": 2}
-    ),
-    Strategy(
-        "freeze_4", "embeddings + layers 0-3 frozen (cached), lr 5e-05", {"freeze_layers": 4}
-    ),
+    Strategy("freeze_2", "embeddings + layers 0-1 frozen (cached), lr 5e-05", {"freeze_layers": 2}),
+    Strategy("freeze_4", "embeddings + layers 0-3 frozen (cached), lr 5e-05", {"freeze_layers": 4}),
     Strategy(
         "freeze_6",
         "whole encoder frozen (cached), pooler + classifier (CLS token) at lr 1e-3",
@@ -103,7 +99,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--dataset_name", default="rotten_tomatoes_sentences")
-    parser.add_argument("--strategies", default="all", help=f"Comma list or all: {', '.join(BY_NAME)}.")
+    parser.add_argument(
+        "--strategies", default="all", help=f"Comma list or all: {', '.join(BY_NAME)}."
+    )
     parser.add_argument("--seeds", default="42,43,44", help="Comma list of seeds (the repeats).")
     parser.add_argument(
         "--max_train_samples",
@@ -189,8 +187,8 @@ def flatten(record: dict) -> dict:
     metrics = record.pop("metrics")
     record["accuracy"] = metrics["test"]["accuracy"]
     record["f1_macro"] = metrics["test"]["f1_macro"]
-    record["trainable_params"] = metrics["parameters"]["trainable"]
-    record["best_epoch"] = metrics["best_epoch"]
+    record["trainable_params"] = metrics.get("parameters", {}).get("trainable")
+    record["best_epoch"] = metrics.get("best_epoch")
     return record
 
 
@@ -220,14 +218,17 @@ def markdown(summary: list[dict], seeds: list[int]) -> str:
     """The strategy table (accuracy mean ± std; times median (min-max) over seeds)."""
     descriptions = {s.name: s.description for s in STRATEGIES}
     descriptions["tfidf_logreg"] = "TF-IDF (1-2 grams) + LogisticRegression, C tuned on validation"
+
+    def pm(s: dict, key: str) -> str:
+        return f"{s[key]:.4f} ± {s[key + '_std']:.4f}" if s[key + "_std"] else f"{s[key]:.4f}"
+
     rows = []
     for s in summary:
-        pm = lambda k: f"{s[k]:.4f} ± {s[k + '_std']:.4f}" if s[k + "_std"] else f"{s[k]:.4f}"  # noqa: E731
         rows.append(
             [
                 f"`{s['strategy']}`" + (" (loaded)" if s["loaded"] else ""),
-                pm("accuracy"),
-                pm("f1_macro"),
+                pm(s, "accuracy"),
+                pm(s, "f1_macro"),
                 harness.fmt_range(s["wall_s"], 1),
                 harness.fmt_range(s["training_s"], 1),
                 harness.fmt_range(s["once_only_s"], 1),

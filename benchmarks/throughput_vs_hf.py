@@ -230,7 +230,11 @@ def summarise(records: list[dict], args, profile: dict, peak: float) -> list[dic
 
 def markdown(rows: list[dict]) -> str:
     """The comparison table, then per-arm phases."""
-    pct = lambda s: harness.fmt_range({k: v * 100 if isinstance(v, float) else v for k, v in s.items()}, 1, "%")  # noqa: E731
+
+    def pct(summary: dict) -> str:
+        scaled = {k: v * 100 if isinstance(v, float) else v for k, v in summary.items()}
+        return harness.fmt_range(scaled, 1, "%")
+
     table = []
     for row in rows:
         hf, ours = row["hf_trainer"], row["nlp_transfer"]
@@ -297,6 +301,9 @@ def main(argv=None) -> dict:
     )
     info["wall_time_s"] = time.perf_counter() - start
     rows = summarise(records, args, profile, peak)
+    for record in records:  # keep what the figures come from, not every per-epoch metric
+        kept = ("test", "timings", "best_epoch", "phases")
+        record["metrics"] = {k: record["metrics"][k] for k in kept if k in record["metrics"]}
     settings = {k: v for k, v in vars(args).items() if k not in ("output_dir", "log_dir")}
     settings |= {"epochs": {s: EPOCHS[s] for s in args.settings}, "fe_head_lr": FE_HEAD_LR}
     document = harness.result_document(

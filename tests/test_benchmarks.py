@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
-import harness  # noqa: E402
+import harness
 
 
 def test_summarize_gives_median_and_range_and_drops_missing():
@@ -30,7 +30,8 @@ def test_paired_ratios_are_taken_per_repeat_not_of_medians():
 
 
 @pytest.mark.parametrize(
-    ("load", "cores", "loaded"), [(0.9, 2, False), (1.0, 2, False), (1.01, 2, True), (3.0, 8, False)]
+    ("load", "cores", "loaded"),
+    [(0.9, 2, False), (1.0, 2, False), (1.01, 2, True), (3.0, 8, False)],
 )
 def test_is_loaded_above_half_a_process_per_core(load, cores, loaded):
     assert harness.is_loaded(load, cores) is loaded
@@ -136,3 +137,56 @@ def test_phases_from_ours_splits_cache_encoding_training_and_validation():
     assert phases["feature_encoding"] == 16.0 and phases["training"] == 1.0
     assert phases["validation"] == pytest.approx(33.0)
     assert phases["other"] == pytest.approx(60.0 - 16.0 - 1.0 - 33.0)
+
+
+def test_coral_weight_is_chosen_by_mean_accuracy_on_the_sweep_smaller_on_ties():
+    import domain_adaptation
+
+    runs = [
+        {"settings": {"coral_weight": w}, "methods": {"coral": {"accuracy": a}}}
+        for w, a in (("100", 0.70), ("1000", 0.80), ("1000", 0.78), ("1e4", 0.79), ("1e5", 0.79))
+    ]
+    weight, means = domain_adaptation.choose_coral_weight(runs)
+    assert weight == 1000.0 and means[1000.0] == pytest.approx(0.79)
+    tie = [
+        {"settings": {"coral_weight": w}, "methods": {"coral": {"accuracy": 0.5}}}
+        for w in ("1e4", "10")
+    ]
+    assert domain_adaptation.choose_coral_weight(tie)[0] == 10.0
+    with pytest.raises(ValueError, match="--coral_weights"):
+        domain_adaptation.choose_coral_weight([{"settings": {}, "methods": {"dann": {}}}])
+
+
+def test_few_shot_sampling_is_k_per_class_seeded_and_checked():
+    import few_shot_setfit
+
+    labels = [0] * 50 + [1] * 10
+    picked = few_shot_setfit.sample_per_class(labels, 8, seed=3)
+    assert sorted(labels[i] for i in picked) == [0] * 8 + [1] * 8
+    assert len(set(picked)) == 16
+    assert picked == few_shot_setfit.sample_per_class(labels, 8, seed=3)
+    assert picked != few_shot_setfit.sample_per_class(labels, 8, seed=4)
+    with pytest.raises(ValueError, match="fewer than --shots 16"):
+        few_shot_setfit.sample_per_class(labels, 16, seed=0)
+
+
+def test_flops_count_only_what_runs_where_it_runs():
+    import throughput_vs_hf
+
+    profile = {
+        "tokens": {"train": 1000, "validation": 100, "test": 100},
+        "layer_params": 10,
+        "num_layers": 6,
+        "head_params": 1,
+    }
+    hf = throughput_vs_hf.flops("hf_trainer", "freeze_4", 3, profile)
+    ours = throughput_vs_hf.flops("nlp_transfer", "freeze_4", 3, profile)
+    # Trainer: 2 trained layers + head backward (6x), 4 frozen layers forward (2x), every epoch.
+    assert hf["training"] == 3 * 1000 * (6 * 21 + 2 * 40)
+    # Ours: the cached prefix does not run in training; its one pass over all splits does count.
+    assert ours["training"] == 3 * 1000 * 6 * 21
+    assert ours["total"] == ours["training"] + 1200 * 2 * 40 + (3 * 100 + 100) * 2 * 21
+    full = throughput_vs_hf.flops("nlp_transfer", "full", 1, profile)
+    assert full == throughput_vs_hf.flops("hf_trainer", "full", 1, profile)
+    fe = throughput_vs_hf.flops("nlp_transfer", "feature_extraction", 3, profile)
+    assert fe == {"training": 0, "total": 1200 * 2 * 60}
