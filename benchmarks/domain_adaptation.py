@@ -100,7 +100,7 @@ def run_one(target: str, seed: int, settings: dict, work: Path, args) -> dict:
     command = [sys.executable, str(harness.REPO / "recipes" / "domain_adaptation.py")]
     command += [f"--target_domain={target}", f"--seed={seed}", f"--output_dir={run_dir}"]
     command += [f"--{k}" if v is None else f"--{k}={v}" for k, v in settings.items()]
-    arm = harness.Arm(f"{target}-seed{seed}", command, metrics_path=run_dir / "metrics.json")
+    arm = harness.Arm(run_dir.name, command, metrics_path=run_dir / "metrics.json")
     record = harness.run_arm(arm, work, seed, **harness.harness_kwargs(args))
     metrics = record["metrics"]
     methods = {

@@ -129,7 +129,7 @@ def arms_for(name: str, positive, k: int, seed: int, work: Path, args, data) -> 
     spec["num_iterations"] = args.setfit_num_iterations
     arms = [
         harness.Arm(
-            "setfit",
+            f"setfit-{name}-k{k}",
             [sys.executable, __file__, "--setfit_worker", json.dumps(spec)],
             metrics_path=here / "setfit.json",
             extra=extra | {"method": "setfit"},
@@ -151,7 +151,7 @@ def arms_for(name: str, positive, k: int, seed: int, work: Path, args, data) -> 
         out = here / method
         arms.append(
             harness.Arm(
-                method,
+                f"{method}-{name}-k{k}",
                 [*common, f"--output_dir={out}", *extra_flags],
                 metrics_path=out / "metrics.json",
                 phases=harness.phases_from_ours,

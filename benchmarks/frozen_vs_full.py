@@ -2,7 +2,7 @@
 
     python benchmarks/frozen_vs_full.py                    # the full run (3 seeds, ~85 min on 2 cores)
     python benchmarks/frozen_vs_full.py --seeds 42 --max_train_samples 200 --max_eval_samples 100 \\
-        --num_train_epochs 1 --strategies full_5e-5,freeze_4 --settle_s 0 --output_dir /tmp/fvf
+        --num_train_epochs 1 --strategies full_5e-5,freeze_4 --output_dir /tmp/fvf
     python benchmarks/frozen_vs_full.py --dataset_name sms_spam
 
 Every strategy trains the packaged all-MiniLM-L6-v2 on the same training examples, for the same
@@ -45,14 +45,17 @@ class Strategy:
     settings: dict = field(default_factory=dict)
 
 
+PEAK_RATES = {"2e-5": 2e-5, "5e-5": 5e-5, "1e-4": 1e-4}
+
+
 def _rates() -> list[Strategy]:
     out = []
-    for lr in (2e-5, 5e-5, 1e-4):
-        out.append(Strategy(f"full_{lr:g}", f"full fine-tuning, lr {lr:g}", {"learning_rate": lr}))
-    for lr in (2e-5, 5e-5, 1e-4):
+    for label, lr in PEAK_RATES.items():
+        out.append(Strategy(f"full_{label}", f"full fine-tuning, lr {lr:g}", {"learning_rate": lr}))
+    for label, lr in PEAK_RATES.items():
         out.append(
             Strategy(
-                f"layer_lr_decay_{lr:g}",
+                f"layer_lr_decay_{label}",
                 f"layer-wise LR decay: peak (head) lr {lr:g}, x{DECAY} per block down "
                 f"(embeddings {lr * DECAY**7:.2g})",
                 {"learning_rate": lr, "layer_lr_decay": DECAY},
