@@ -299,6 +299,7 @@ def write_result(stem: str, document: dict, markdown: str, output_dir: Path) -> 
 _CACHE_RE = re.compile(r"Frozen-prefix cache: .* in ([0-9.]+) s;")
 _FEATURES_RE = re.compile(r"Features \([^)]*\) computed once: (.*)$", re.MULTILINE)
 _SPLIT_S_RE = re.compile(r"(\w+) ([0-9.]+)s")
+_FITTED_RE = re.compile(r"Fitted .* feature vectors in ([0-9.]+)s")
 
 
 def phases_from_ours(metrics: dict, log_text: str) -> dict:
@@ -320,7 +321,11 @@ def phases_from_ours(metrics: dict, log_text: str) -> dict:
         per_split = {s: float(t) for s, t in _SPLIT_S_RE.findall(match.group(1))}
         phases["feature_encoding"] = sum(per_split.values())
         encoding_train = per_split.get("train", 0.0)
-    training = float(timings.get("train_runtime_s") or 0.0) - encoding_train
+    # The log gives the encoding in whole seconds: the training time is clamped at 0, or taken
+    # from the scikit-learn head's own log line ("Fitted ... in 0.3s") where there is one.
+    training = max(float(timings.get("train_runtime_s") or 0.0) - encoding_train, 0.0)
+    if match := _FITTED_RE.search(log_text):
+        training = float(match.group(1))
     phases["training"] = training
     epochs = metrics.get("validation") or []
     epoch_total = sum(float(e.get("epoch_runtime_s", 0.0)) for e in epochs)

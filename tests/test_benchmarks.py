@@ -137,6 +137,11 @@ def test_phases_from_ours_splits_cache_encoding_training_and_validation():
     assert phases["feature_encoding"] == 16.0 and phases["training"] == 1.0
     assert phases["validation"] == pytest.approx(33.0)
     assert phases["other"] == pytest.approx(60.0 - 16.0 - 1.0 - 33.0)
+    # Whole-second encoding above the exact total: clamped; a scikit-learn head's own line wins.
+    metrics["timings"]["train_runtime_s"] = 11.8
+    assert harness.phases_from_ours(metrics, fe_log)["training"] == 0.0
+    fitted = fe_log + "Fitted LogisticRegression() on 64 feature vectors in 0.3s\n"
+    assert harness.phases_from_ours(metrics, fitted)["training"] == 0.3
 
 
 def test_coral_weight_is_chosen_by_mean_accuracy_on_the_sweep_smaller_on_ties():
