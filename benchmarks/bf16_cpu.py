@@ -6,17 +6,19 @@
 Times full fine-tuning steps (forward, backward, fused AdamW) of the packaged all-MiniLM-L6-v2 on
 real length-grouped batches of the built-in sentiment data (the recipe's token batch sizes), in
 float32 and under ``torch.autocast(dtype=torch.bfloat16)``, alternating precisions so that both
-see the same machine load, and reports the median step time of each, the ratio, and whether the
-CPU has native bfloat16 (AVX512-BF16 / AMX-BF16). The result decides the default of
-``--mixed_precision``. Writes ``benchmarks/results/bf16_cpu.json``.
+see the same machine load, and reports the median step time of each, the bf16/fp32 ratio paired
+per batch (each batch's bf16 time over the same batch's fp32 time; median with min-max of those
+ratios, not a ratio of medians over different batches), the 1-minute load average before the
+run, and whether the CPU has native bfloat16 (AVX512-BF16 / AMX-BF16). The result decides the
+default of ``--mixed_precision``. Writes ``<output_dir>/bf16_cpu.json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
-import subprocess
 import time
 from pathlib import Path
 
@@ -29,25 +31,24 @@ def main(argv=None) -> dict:
     parser.add_argument("--per_device_train_batch_size", type=int, default=32)
     parser.add_argument("--output_dir", default=str(RESULTS))
     args = parser.parse_args(argv)
+    load_before = os.getloadavg()[0]
 
+    import harness
     import torch
     import torch.nn.functional as F
-    from accelerate import PartialState
 
-    from nlp_transfer import TextClassificationConfig
-    from nlp_transfer.data.samplers import LengthGroupedSampler
-    from nlp_transfer.models.text import build_text_classifier
-    from nlp_transfer.text.loaders import load_data
-    from nlp_transfer.training.loop import create_optimizer
-    from nlp_transfer.training.setup import cpu_has_native_bf16
+    from nlp_transfer import (
+        LengthGroupedSampler,
+        build_text_classifier,
+        load_text_classification_dataset,
+    )
 
-    PartialState(cpu=True)
-    train = load_data(TextClassificationConfig(dataset_name="rotten_tomatoes_sentences"))["train"]
+    train = load_text_classification_dataset("rotten_tomatoes_sentences", seed=42)["train"]
     torch.manual_seed(0)
     model, tokenizer = build_text_classifier(None, label_names=["negative", "positive"])
-    optimizer = create_optimizer(model, 5e-5, 0.01)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-5, weight_decay=0.01, fused=True)
     model.train()
-    texts = list(train["text"])
+    texts, labels = list(train["text"]), list(train["label"])
     lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=128)["input_ids"]]
     order = list(iter(LengthGroupedSampler(lengths, args.per_device_train_batch_size, seed=0)))
     size = args.per_device_train_batch_size
@@ -61,11 +62,11 @@ def main(argv=None) -> dict:
             max_length=128,
             return_tensors="pt",
         )
-        labels = torch.tensor([train[r]["label"] for r in rows])
+        target = torch.tensor([labels[r] for r in rows])
         start = time.perf_counter()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             logits = model(**batch).logits
-        F.cross_entropy(logits.float(), labels).backward()
+        F.cross_entropy(logits.float(), target).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         return time.perf_counter() - start, int(batch["input_ids"].numel())
@@ -79,47 +80,28 @@ def main(argv=None) -> dict:
             times[name].append(seconds)
         tokens.append(n)
     median = {name: statistics.median(t) for name, t in times.items()}
-    cpu = (
-        next(
-            (
-                ln.split(":", 1)[1].strip()
-                for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")
-            ),
-            None,
-        )
-        if Path("/proc/cpuinfo").exists()
-        else None
+    # Paired per batch: each batch's bf16 time over the same batch's fp32 time, then the median.
+    per_batch = harness.paired_ratios(times["bf16"], times["fp32"])
+    machine = harness.machine()
+    flags = machine["cpu_flags"]
+    result = harness.result_document(
+        harness.run_info(script="bf16_cpu.py"),
+        machine,
+        {"steps": args.steps, "batch_size": size, "load_1m_before": load_before},
+        native_bf16=bool(flags.get("avx512_bf16") or flags.get("amx_bf16")),
+        cpu_capability=torch.backends.cpu.get_cpu_capability(),
+        mean_tokens_per_batch=statistics.fmean(tokens),
+        median_step_s=median,
+        bf16_over_fp32_paired=per_batch,
+        step_s=times,
     )
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"],
-        capture_output=True,
-        text=True,
-        cwd=Path(__file__).parent,
-    ).stdout.strip()
-    result = {
-        "run": {
-            "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "command": "python benchmarks/bf16_cpu.py " + " ".join(argv or []),
-            "git_commit": commit,
-            "cpu": cpu,
-            "threads": torch.get_num_threads(),
-            "native_bf16": cpu_has_native_bf16(),
-            "torch": torch.__version__,
-            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        },
-        "batch_size": size,
-        "mean_tokens_per_batch": statistics.fmean(tokens),
-        "median_step_s": median,
-        "bf16_over_fp32": median["bf16"] / median["fp32"],
-        "step_s": times,
-    }
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "bf16_cpu.json").write_text(json.dumps(result, indent=2) + "\n")
     print(
-        f"median step: fp32 {median['fp32']:.2f} s, bf16 autocast {median['bf16']:.2f} s "
-        f"({result['bf16_over_fp32']:.1f}x the fp32 time); native bf16: {result['run']['native_bf16']}"
+        f"median step: fp32 {median['fp32']:.2f} s, bf16 autocast {median['bf16']:.2f} s; "
+        f"bf16/fp32 per batch: {harness.fmt_range(per_batch, 2, 'x')} (median (min-max) of the "
+        f"paired ratios); native bf16: {result['native_bf16']}"
     )
     return result
 

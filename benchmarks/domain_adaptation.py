@@ -1,13 +1,20 @@
 """Domain adaptation: every method on movie -> amazon and movie -> tweets, over several seeds.
 
-    python benchmarks/domain_adaptation.py                    # the committed result
+    python benchmarks/domain_adaptation.py                    # CORAL weight chosen on nyt, then the claim
     python benchmarks/domain_adaptation.py --quick            # a smoke run (minutes)
-    python benchmarks/domain_adaptation.py --targets nyt --set dann_weight=0.3 --name dann03
+    python benchmarks/domain_adaptation.py --select_coral_on none --set coral_weight=1e4
 
-Each (target, seed) is one run of the recipe's pipeline
-(:func:`nlp_transfer.adaptation.run_domain_adaptation`: source-only, DANN, Deep CORAL, MK-MMD and
-the in-domain oracle, all from the same initialisation and sharing one frozen-prefix cache), in
-a fresh subprocess, with the recipe's defaults unless ``--set key=value`` overrides them. The
+Each (target, seed) is one run of the recipe (``recipes/domain_adaptation.py``: source-only,
+DANN, Deep CORAL, MK-MMD and the in-domain oracle, all from the same initialisation and sharing
+one frozen-prefix cache), a fresh process run by the shared harness (``harness.py``: end-to-end
+time, CPU seconds, load before the run), with the recipe's defaults unless ``--set key=value``
+overrides them.
+
+CORAL's weight is chosen without the claim's target labels: first a sweep of
+``--coral_weights`` on a domain pair not used for the claim (``--select_coral_on``, default
+movie -> nyt; CORAL only, ``--selection_seeds``), scored by that pair's target test accuracy;
+the best weight then runs on ``--targets``. ``--select_coral_on none`` skips the sweep (then
+say where the weight came from). The
 seed changes the splits, the initialisation and the batch order; methods are compared on the
 same split within a seed, so the table also gives the *paired* difference to source-only.
 
@@ -20,18 +27,14 @@ source-only, source test accuracy and the proxy A-distance.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
-import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+import harness
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -50,13 +53,19 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="A DomainAdaptationConfig setting for every run (repeatable), e.g. freeze_layers=2.",
     )
     parser.add_argument("--name", default="", help="Suffix of the result files.")
-    parser.add_argument("--output_dir", default=str(RESULTS))
+    parser.add_argument(
+        "--select_coral_on",
+        default="nyt",
+        help="Target domain of the CORAL weight sweep (not one of --targets), or none.",
+    )
+    parser.add_argument("--coral_weights", default="1e2,1e3,1e4,1e5")
+    parser.add_argument("--selection_seeds", default="42", help="Seeds of the CORAL sweep.")
     parser.add_argument(
         "--quick",
         action="store_true",
         help="Smoke run: amazon, 1 seed, 512 source texts, 1 epoch.",
     )
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    harness.harness_arguments(parser, repeats=1)
     args = parser.parse_args(argv)
     args.settings = {}
     for item in args.set:
@@ -67,25 +76,33 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.quick:
         args.targets, args.seeds = "amazon", "42"
         args.settings |= {"max_source_samples": "512", "num_train_epochs": "1"}
-        args.settings |= {"oracle_num_train_epochs": "1"}
+        args.settings |= {"oracle_num_train_epochs": "1", "max_target_samples": "512"}
+        args.coral_weights = "1e3,1e4"
         args.name = args.name or "quick"
     args.target_list = args.targets.split(",")
     args.seed_list = [int(s) for s in args.seeds.split(",")]
+    args.coral_weight_list = [float(w) for w in args.coral_weights.split(",")]
+    args.selection_seed_list = [int(s) for s in args.selection_seeds.split(",")]
+    if args.select_coral_on != "none":
+        if args.select_coral_on in args.target_list:
+            parser.error(
+                f"--select_coral_on {args.select_coral_on} is one of --targets: choose the "
+                "weight on a pair not used for the claim"
+            )
+        if "coral_weight" in args.settings:
+            parser.error("--set coral_weight=... needs --select_coral_on none")
     return args
 
 
-def worker(spec_json: str) -> None:
-    """One (target, seed) run, through the recipe's flag parsing; prints its figures as JSON."""
-    from nlp_transfer.adaptation import DomainAdaptationConfig, run_domain_adaptation
-    from nlp_transfer.config import parse_config
-
-    spec = json.loads(spec_json)
-    with tempfile.TemporaryDirectory() as tmp:
-        flags = ["--target_domain", spec["target"], "--seed", str(spec["seed"])]
-        flags += ["--output_dir", str(Path(tmp) / "run")]
-        for key, value in spec["settings"].items():
-            flags += [f"--{key}", value]
-        metrics = run_domain_adaptation(parse_config(DomainAdaptationConfig, flags))
+def run_one(target: str, seed: int, settings: dict, work: Path, args) -> dict:
+    """One (target, seed) run of the recipe as a fresh process; its figures per method."""
+    run_dir = work / f"{target}-seed{seed}-{len(list(work.iterdir()))}"
+    command = [sys.executable, str(harness.REPO / "recipes" / "domain_adaptation.py")]
+    command += [f"--target_domain={target}", f"--seed={seed}", f"--output_dir={run_dir}"]
+    command += [f"--{k}" if v is None else f"--{k}={v}" for k, v in settings.items()]
+    arm = harness.Arm(run_dir.name, command, metrics_path=run_dir / "metrics.json")
+    record = harness.run_arm(arm, work, seed, **harness.harness_kwargs(args))
+    metrics = record["metrics"]
     methods = {
         name: {
             "accuracy": m["target_test"]["accuracy"],
@@ -98,34 +115,64 @@ def worker(spec_json: str) -> None:
         }
         for name, m in metrics["methods"].items()
     }
-    result = {
+    return {
         "target": metrics["target"],
-        "seed": spec["seed"],
+        "seed": seed,
+        "settings": settings,
         "sizes": metrics["sizes"],
         "pretrained_proxy_a_distance": metrics["pretrained"]["proxy_a_distance"][
             "proxy_a_distance"
         ],
         "total_runtime_s": metrics["timings"]["total_runtime_s"],
+        "wall_s": record["wall_s"],
+        "cpu_s": record["cpu_s"],
+        "load_1m_before": record["load_1m_before"],
+        "loaded": record["loaded"],
         "methods": methods,
     }
-    print("RESULT " + json.dumps(result), flush=True)
 
 
-def run_one(target: str, seed: int, settings: dict, log_dir: Path) -> dict:
-    spec = {"target": target, "seed": seed, "settings": settings}
-    log = log_dir / f"{target}-seed{seed}.log"
-    with log.open("w") as out:
-        proc = subprocess.run(
-            [sys.executable, __file__, "--worker", json.dumps(spec)],
-            stdout=subprocess.PIPE,
-            stderr=out,
-            text=True,
-            env=os.environ | {"TQDM_DISABLE": "1"},
-        )
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    if proc.returncode != 0 or not lines:
-        raise RuntimeError(f"{target} (seed {seed}) failed; see {log}")
-    return json.loads(lines[-1][len("RESULT ") :])
+def choose_coral_weight(runs: list[dict]) -> tuple[float, dict]:
+    """The sweep's best weight by mean target accuracy over seeds (ties: the smaller weight).
+
+    Args:
+        runs: Selection runs, each with ``settings["coral_weight"]`` and a ``coral`` method.
+
+    Returns:
+        ``(weight, {weight: mean target accuracy})``.
+
+    Raises:
+        ValueError: No run carries a CORAL result.
+    """
+    scores: dict[float, list[float]] = {}
+    for run in runs:
+        if "coral" in run["methods"]:
+            weight = float(run["settings"]["coral_weight"])
+            scores.setdefault(weight, []).append(run["methods"]["coral"]["accuracy"])
+    if not scores:
+        raise ValueError("no CORAL run in the selection sweep: check --coral_weights")
+    means = {w: statistics.fmean(v) for w, v in sorted(scores.items())}
+    best = max(means, key=lambda w: (means[w], -w))
+    return best, means
+
+
+def select_coral(args, work: Path) -> dict:
+    """Sweep ``--coral_weights`` on ``--select_coral_on``; returns the choice and the sweep."""
+    runs = []
+    for weight in args.coral_weight_list:
+        for seed in args.selection_seed_list:
+            settings = args.settings | {"coral_weight": f"{weight:g}", "methods": "coral"}
+            settings["no_oracle"] = None
+            run = run_one(args.select_coral_on, seed, settings, work, args)
+            runs.append(run)
+            print(
+                f"CORAL selection on {args.select_coral_on}: weight {weight:g}, seed {seed}: "
+                f"target accuracy {run['methods']['coral']['accuracy']:.4f}",
+                flush=True,
+            )
+    weight, means = choose_coral_weight(runs)
+    print(f"CORAL weight chosen on {args.select_coral_on}: {weight:g} ({means})", flush=True)
+    return {"pair": args.select_coral_on, "chosen": weight, "mean_accuracy": means, "runs": runs}
 
 
 def _stats(values: list[float]) -> tuple[float, float]:
@@ -174,13 +221,14 @@ NAMES = {
 }
 
 
-def markdown(summary: dict, info: dict) -> str:
-    seeds = info["settings"]["seeds"]
+def markdown(summary: dict, document: dict) -> str:
+    """Per target: every method's mean ± std over seeds and its paired difference to source-only."""
+    seeds = document["settings"]["seeds"]
     lines = []
     for target, table in summary.items():
         pad = table["pretrained"]["proxy_a_distance"]
         lines += [
-            f"### {info['settings']['source']} -> {target}",
+            f"### {document['settings']['source']} -> {target}",
             "",
             f"Mean ± standard deviation over {len(seeds)} seeds ({', '.join(map(str, seeds))}). "
             f"Δ: the paired difference to source-only on the same split (wins: seeds where the "
@@ -209,92 +257,60 @@ def markdown(summary: dict, info: dict) -> str:
     return "\n".join(lines)
 
 
-def run_info(args) -> dict:
-    import accelerate
-    import sklearn
-    import torch
-    import transformers
-
-    from nlp_transfer.adaptation import DomainAdaptationConfig
-
-    cpu = platform.processor()
-    with contextlib.suppress(OSError, StopIteration):
-        cpu = next(
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        )
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"],
-        capture_output=True,
-        text=True,
-        cwd=Path(__file__).parent,
-    ).stdout.strip()
-    defaults = DomainAdaptationConfig()
-    return {
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "command": "python benchmarks/domain_adaptation.py " + " ".join(sys.argv[1:]),
-        "git_commit": commit or None,
-        "machine": {
-            "cpu": cpu,
-            "cpu_count": os.cpu_count(),
-            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-        },
-        "versions": {
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "accelerate": accelerate.__version__,
-            "scikit-learn": sklearn.__version__,
-        },
-        "settings": {
-            "source": defaults.source_dataset,
-            "targets": args.target_list,
-            "seeds": args.seed_list,
-            "overrides": args.settings,
-            "model": "sentence-transformers/all-MiniLM-L6-v2 (packaged)",
-        },
-    }
-
-
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    if args.worker:
-        worker(args.worker)
-        return {}
-    out_dir = Path(args.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    from nlp_transfer.adaptation import DomainAdaptationConfig
+
     stem = "domain_adaptation" + (f"_{args.name}" if args.name else "")
-    log_dir = Path(tempfile.mkdtemp(prefix="domain_adaptation-logs-"))
-    info = run_info(args)
+    work = Path(args.log_dir) if args.log_dir else Path(tempfile.mkdtemp(prefix="domain_adapt-"))
+    work.mkdir(parents=True, exist_ok=True)
+    info, machine = harness.run_info(script="domain_adaptation.py"), harness.machine()
     start = time.perf_counter()
+    selection = None
+    settings = dict(args.settings)
+    if args.select_coral_on != "none":
+        selection = select_coral(args, work)
+        settings["coral_weight"] = f"{selection['chosen']:g}"
     runs = []
     for target in args.target_list:
         for seed in args.seed_list:
-            run = run_one(target, seed, args.settings, log_dir)
+            run = run_one(target, seed, settings, work, args)
             runs.append(run)
             accuracies = ", ".join(f"{m} {v['accuracy']:.4f}" for m, v in run["methods"].items())
-            print(
-                f"{target} seed {seed} ({run['total_runtime_s']:.0f} s): {accuracies}", flush=True
-            )
+            print(f"{target} seed {seed} ({run['wall_s']:.0f} s): {accuracies}", flush=True)
     info["wall_time_s"] = time.perf_counter() - start
     summary = summarise(runs)
-    result = {"run": info, "summary": summary, "runs": runs}
-    (out_dir / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    per_run = statistics.fmean(r["total_runtime_s"] for r in runs)
-    header = (
-        f"# Domain adaptation{f' ({args.name})' if args.name else ''}\n\n"
-        f"`{info['command']}` — {info['machine']['cpu']}, {info['machine']['cpu_count']} cores, "
-        f"{info['date']}, git {info['git_commit']}, {info['wall_time_s'] / 60:.1f} min in all "
-        f"({per_run / 60:.1f} min per run of every method + oracle). all-MiniLM-L6-v2; "
-        f"recipe defaults{' with ' + json.dumps(args.settings) if args.settings else ''}.\n\n"
+    run_settings = {
+        "source": DomainAdaptationConfig().source_dataset,
+        "targets": args.target_list,
+        "seeds": args.seed_list,
+        "overrides": settings,
+        "coral_weight_from": (
+            f"sweep on {args.select_coral_on}" if selection else "given (--select_coral_on none)"
+        ),
+    }
+    document = harness.result_document(
+        info, machine, run_settings, coral_selection=selection, summary=summary, records=runs
     )
-    text = header + markdown(summary, info)
-    (out_dir / f"{stem}.md").write_text(text, encoding="utf-8")
+    per_run = statistics.fmean(r["wall_s"] for r in runs)
+    chosen = (
+        f"CORAL weight {selection['chosen']:g}, chosen on movie -> {selection['pair']} "
+        f"(mean target accuracy per weight: "
+        + ", ".join(f"{w:g}: {a:.4f}" for w, a in selection["mean_accuracy"].items())
+        + "). "
+        if selection
+        else ""
+    )
+    text = (
+        f"# Domain adaptation{f' ({args.name})' if args.name else ''}\n\n"
+        f"{info['wall_time_s'] / 60:.1f} min in all ({per_run / 60:.1f} min per run of every "
+        f"method + oracle, process wall time). {chosen}Recipe defaults"
+        f"{' with ' + json.dumps(settings) if settings else ''}.\n\n" + markdown(summary, document)
+    )
+    paths = harness.write_result(stem, document, text, Path(args.output_dir))
     print(text)
-    print(f"Wrote {out_dir / stem}.json, .md (per-run logs in {log_dir})")
-    return result
+    print(f"wrote {paths[0]} and {paths[1]}; logs in {work}")
+    return document
 
 
 if __name__ == "__main__":

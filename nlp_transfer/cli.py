@@ -87,7 +87,9 @@ for the traceback."""
 DEBUG_HELP = "On an error, show the full traceback (any subcommand)."
 
 BENCHMARKS = {
+    "bf16_cpu": "benchmarks/bf16_cpu.py",
     "domain_adaptation": "benchmarks/domain_adaptation.py",
+    "few_shot_setfit": "benchmarks/few_shot_setfit.py",
     "frozen_vs_full": "benchmarks/frozen_vs_full.py",
     "throughput_vs_hf": "benchmarks/throughput_vs_hf.py",
 }

@@ -1,0 +1,197 @@
+"""The benchmark harness's pure parts: summaries, paired ratios, load marking, result shape."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+
+import harness
+
+
+def test_summarize_gives_median_and_range_and_drops_missing():
+    summary = harness.summarize([3.0, None, 1.0, 10.0])
+    assert summary == {"median": 3.0, "min": 1.0, "max": 10.0, "n": 3, "values": [3.0, 1.0, 10.0]}
+    assert harness.summarize([2.0, 4.0])["median"] == 3.0
+    assert harness.summarize([None])["median"] is None
+
+
+def test_paired_ratios_are_taken_per_repeat_not_of_medians():
+    # Medians 20/10 = 2.0, but per repeat 10/10, 20/5, 40/40 -> median 1.0.
+    ratios = harness.paired_ratios([10.0, 20.0, 40.0], [10.0, 5.0, 40.0])
+    assert ratios["values"] == [1.0, 4.0, 1.0]
+    assert ratios["median"] == 1.0
+    with pytest.raises(ValueError, match="cannot pair"):
+        harness.paired_ratios([1.0, 2.0], [1.0])
+
+
+@pytest.mark.parametrize(
+    ("load", "cores", "loaded"),
+    [(0.9, 2, False), (1.0, 2, False), (1.01, 2, True), (3.0, 8, False)],
+)
+def test_is_loaded_above_half_a_process_per_core(load, cores, loaded):
+    assert harness.is_loaded(load, cores) is loaded
+
+
+def test_run_arm_refuses_or_marks_a_loaded_machine(monkeypatch, tmp_path):
+    monkeypatch.setattr(harness.os, "getloadavg", lambda: (50.0, 50.0, 50.0))
+    monkeypatch.setattr(harness, "busy_cores", lambda: 50.0)
+    arm = harness.Arm("noop", [sys.executable, "-c", "pass"])
+    with pytest.raises(harness.MachineLoadedError, match="--refuse_when_loaded"):
+        harness.run_arm(arm, tmp_path, settle_s=0, refuse_when_loaded=True)
+    record = harness.run_arm(arm, tmp_path, settle_s=0)
+    assert record["loaded"] is True and record["load_1m_before"] == 50.0
+
+
+@pytest.mark.parametrize(
+    ("load", "busy", "loaded"),
+    [(50.0, 50.0, True), (50.0, 0.1, False), (0.1, 50.0, False), (50.0, None, True)],
+)
+def test_check_load_needs_both_the_load_average_and_the_busy_sample(
+    monkeypatch, load, busy, loaded
+):
+    # A high load average with an idle last second is our previous arm decaying, not a peer.
+    monkeypatch.setattr(harness.os, "getloadavg", lambda: (load, load, load))
+    monkeypatch.setattr(harness, "busy_cores", lambda: busy)
+    assert harness.check_load(0.5) == {"load_1m": load, "busy_cores": busy, "loaded": loaded}
+
+
+def test_busy_cores_is_within_the_machine():
+    busy = harness.busy_cores(0.2)
+    assert busy is None or 0.0 <= busy <= (harness.os.cpu_count() or 1) + 1e-6
+
+
+def test_run_arm_times_a_process_and_reads_its_metrics(tmp_path):
+    out = tmp_path / "m.json"
+    code = f"import json; sum(range(10**6)); json.dump({{'test': {{'accuracy': 0.5}}}}, open({str(out)!r}, 'w'))"
+    arm = harness.Arm(
+        "child",
+        [sys.executable, "-c", code],
+        metrics_path=out,
+        phases=lambda metrics, log: {"training": metrics["test"]["accuracy"]},
+        extra={"setting": "x"},
+    )
+    record = harness.run_arm(arm, tmp_path, settle_s=0, max_load_per_core=1e9)
+    assert record["metrics"] == {"test": {"accuracy": 0.5}}
+    assert record["phases"] == {"training": 0.5} and record["setting"] == "x"
+    assert record["wall_s"] > 0 and record["cpu_s"] > 0 and record["loaded"] is False
+    failing = harness.Arm("bad", [sys.executable, "-c", "raise SystemExit(3)"])
+    with pytest.raises(RuntimeError, match="exited 3"):
+        harness.run_arm(failing, tmp_path, settle_s=0, max_load_per_core=1e9)
+
+
+def test_result_document_shape_and_loaded_flag(tmp_path):
+    records = [{"arm": "a", "loaded": False}, {"arm": "b", "loaded": True}]
+    info = {"date": "d", "git_sha": "abc", "command": "python benchmarks/x.py"}
+    machine = {
+        "cpu": "CPU",
+        "cores": 2,
+        "torch_threads": 2,
+        "gpu": None,
+        "versions": {"torch": "t", "transformers": "tr"},
+    }
+    doc = harness.result_document(info, machine, {"seed": 1}, records=records, rows=[1])
+    assert list(doc) == ["run_info", "machine", "settings", "records", "rows"]
+    assert doc["run_info"]["any_loaded"] is True and "any_loaded" not in info
+    json_path, md_path = harness.write_result("x", doc, "| a |\n", tmp_path)
+    assert json.loads(json_path.read_text())["settings"] == {"seed": 1}
+    assert "python benchmarks/x.py @ abc" in md_path.read_text()
+    assert "loaded machine" in md_path.read_text()
+
+
+def test_markdown_table_and_range_format():
+    text = harness.markdown_table(["a", "b"], [[1, "x|y"]])
+    assert text.splitlines() == ["| a | b |", "| --- | --- |", "| 1 | x\\|y |"]
+    with pytest.raises(ValueError, match="2 cells"):
+        harness.markdown_table(["a"], [[1, 2]])
+    assert harness.fmt_range(harness.summarize([1.0, 2.0, 4.0]), 1, "x") == "2.0x (1.0-4.0)"
+    assert harness.fmt_range(harness.summarize([1.0]), 2) == "1.00"
+    assert harness.fmt_range(harness.summarize([]), 2) == "—"
+
+
+def test_phases_from_ours_splits_cache_encoding_training_and_validation():
+    metrics = {
+        "timings": {"train_runtime_s": 30.0, "total_runtime_s": 60.0},
+        "validation": [{"epoch_runtime_s": 14.0}, {"epoch_runtime_s": 16.0}],
+    }
+    log = (
+        "Frozen-prefix cache: embeddings + layer_0..layer_3 computed once for 8 + 1 examples "
+        "(3 MiB float16, in memory) in 7.5 s; training runs only the layers above\n"
+    )
+    phases = harness.phases_from_ours(metrics, log)
+    assert phases == {
+        "cache_build": 7.5,
+        "training": 30.0,
+        "validation": 0.0,
+        "run_total": 60.0,
+        "other": 22.5,
+    }  # epochs' 30 s are all training: no validation time left
+    metrics["validation"][1]["epoch_runtime_s"] = 20.0
+    fe_log = "Features (mean pooling, 384 dims) computed once: train 12s, validation 2s, test 2s\n"
+    metrics["timings"]["train_runtime_s"] = 13.0  # the train split's 12 s encoding + 1 s head
+    phases = harness.phases_from_ours(metrics, fe_log)
+    assert phases["feature_encoding"] == 16.0 and phases["training"] == 1.0
+    assert phases["validation"] == pytest.approx(33.0)
+    assert phases["other"] == pytest.approx(60.0 - 16.0 - 1.0 - 33.0)
+    # Whole-second encoding above the exact total: clamped; a scikit-learn head's own line wins.
+    metrics["timings"]["train_runtime_s"] = 11.8
+    assert harness.phases_from_ours(metrics, fe_log)["training"] == 0.0
+    fitted = fe_log + "Fitted LogisticRegression() on 64 feature vectors in 0.3s\n"
+    assert harness.phases_from_ours(metrics, fitted)["training"] == 0.3
+
+
+def test_coral_weight_is_chosen_by_mean_accuracy_on_the_sweep_smaller_on_ties():
+    import domain_adaptation
+
+    runs = [
+        {"settings": {"coral_weight": w}, "methods": {"coral": {"accuracy": a}}}
+        for w, a in (("100", 0.70), ("1000", 0.80), ("1000", 0.78), ("1e4", 0.79), ("1e5", 0.79))
+    ]
+    weight, means = domain_adaptation.choose_coral_weight(runs)
+    assert weight == 1000.0 and means[1000.0] == pytest.approx(0.79)
+    tie = [
+        {"settings": {"coral_weight": w}, "methods": {"coral": {"accuracy": 0.5}}}
+        for w in ("1e4", "10")
+    ]
+    assert domain_adaptation.choose_coral_weight(tie)[0] == 10.0
+    with pytest.raises(ValueError, match="--coral_weights"):
+        domain_adaptation.choose_coral_weight([{"settings": {}, "methods": {"dann": {}}}])
+
+
+def test_few_shot_sampling_is_k_per_class_seeded_and_checked():
+    import few_shot_setfit
+
+    labels = [0] * 50 + [1] * 10
+    picked = few_shot_setfit.sample_per_class(labels, 8, seed=3)
+    assert sorted(labels[i] for i in picked) == [0] * 8 + [1] * 8
+    assert len(set(picked)) == 16
+    assert picked == few_shot_setfit.sample_per_class(labels, 8, seed=3)
+    assert picked != few_shot_setfit.sample_per_class(labels, 8, seed=4)
+    with pytest.raises(ValueError, match="fewer than --shots 16"):
+        few_shot_setfit.sample_per_class(labels, 16, seed=0)
+
+
+def test_flops_count_only_what_runs_where_it_runs():
+    import throughput_vs_hf
+
+    profile = {
+        "tokens": {"train": 1000, "validation": 100, "test": 100},
+        "layer_params": 10,
+        "num_layers": 6,
+        "head_params": 1,
+    }
+    hf = throughput_vs_hf.flops("hf_trainer", "freeze_4", 3, profile)
+    ours = throughput_vs_hf.flops("nlp_transfer", "freeze_4", 3, profile)
+    # Trainer: 2 trained layers + head backward (6x), 4 frozen layers forward (2x), every epoch.
+    assert hf["training"] == 3 * 1000 * (6 * 21 + 2 * 40)
+    # Ours: the cached prefix does not run in training; its one pass over all splits does count.
+    assert ours["training"] == 3 * 1000 * 6 * 21
+    assert ours["total"] == ours["training"] + 1200 * 2 * 40 + (3 * 100 + 100) * 2 * 21
+    full = throughput_vs_hf.flops("nlp_transfer", "full", 1, profile)
+    assert full == throughput_vs_hf.flops("hf_trainer", "full", 1, profile)
+    fe = throughput_vs_hf.flops("nlp_transfer", "feature_extraction", 3, profile)
+    assert fe == {"training": 0, "total": 1200 * 2 * 60}
