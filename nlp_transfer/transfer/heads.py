@@ -59,7 +59,8 @@ def fit_sklearn_head(
     """
     if not hasattr(estimator, "predict_proba"):
         raise TypeError(
-            f"{type(estimator).__name__} has no predict_proba; use a probabilistic classifier."
+            f"{type(estimator).__name__} has no predict_proba; feature extraction needs class "
+            "probabilities. Wrap it in sklearn.calibration.CalibratedClassifierCV."
         )
     x_train, y_train = features["train"]
     fit_kwargs = {}
