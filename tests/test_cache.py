@@ -241,3 +241,34 @@ def test_feature_extraction_predictions_come_back_in_dataset_order(
     logits = predict_logits_for_texts(model, tokenizer, test["text"])
     accuracy = float((logits.argmax(1) == np.array(test["label"])).mean())
     assert accuracy == pytest.approx(metrics["test"]["accuracy"])
+
+
+@pytest.mark.parametrize(
+    ("strategy", "flags"),
+    [
+        ("layer_lr_decay", ("--layer_lr_decay", "0.5", "--head_learning_rate", "1e-2")),
+        ("l2sp", ("--l2sp_alpha", "0.5", "--l2sp_beta", "0.01")),
+        ("gradual_unfreezing", ("--gradual_unfreezing",)),
+    ],
+)
+def test_cached_run_matches_uncached_run_under_each_transfer_strategy(
+    tiny_bert_dir, toy_csv, tmp_path, capsys, strategy, flags
+):
+    """Layer-wise LR decay, L2-SP and gradual unfreezing act on the trainable suffix (layer_1 and
+    the head) whether or not the frozen prefix is cached: same losses, metrics and weights."""
+    plain = _run(tiny_bert_dir, toy_csv, tmp_path / "plain", "--cache_frozen_prefix", "no", *flags)
+    assert "Frozen-prefix cache" not in capsys.readouterr().err
+    cached = _run(tiny_bert_dir, toy_csv, tmp_path / "cached", "--cache_dtype", "float32", *flags)
+    assert "Frozen-prefix cache: embeddings + layer_0..layer_0" in capsys.readouterr().err
+    assert strategy in plain["transfer_strategy"] and strategy in cached["transfer_strategy"]
+    for a, b in zip(plain["validation"], cached["validation"], strict=True):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], abs=1e-5)
+        assert b["eval_loss"] == pytest.approx(a["eval_loss"], abs=1e-5)
+        assert b.get("unfrozen_blocks") == a.get("unfrozen_blocks")
+    assert cached["test"]["confusion_matrix"] == plain["test"]["confusion_matrix"]
+    assert cached["test"]["loss"] == pytest.approx(plain["test"]["loss"], abs=1e-5)
+    a = load_file(str(tmp_path / "plain" / "model.safetensors"))
+    b = load_file(str(tmp_path / "cached" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], atol=1e-5, rtol=1e-4, msg=name)

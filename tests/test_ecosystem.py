@@ -36,6 +36,10 @@ def _flags(model_dir, train_file, output_dir, *extra) -> list[str]:
     ]
 
 
+# The toy task is learnt in 5 epochs at 1e-2 (50 steps): logits then differ between texts.
+LEARNS = ("--learning_rate", "1e-2", "--num_train_epochs", "5")
+
+
 @pytest.fixture(scope="module")
 def trained(tiny_bert_dir, tmp_path_factory):
     """A tiny fine-tuned model from the sentiment recipe, logging to TensorBoard."""
@@ -46,8 +50,11 @@ def trained(tiny_bert_dir, tmp_path_factory):
     toy_sentiment_frame(200).to_csv(data, index=False)
     out = tmp_path_factory.mktemp("eco") / "run"
     metrics = sentiment.main(
-        _flags(tiny_bert_dir, data, out, "--report_to", "tensorboard", "--logging_steps", "2")
+        _flags(
+            tiny_bert_dir, data, out, *LEARNS, "--report_to", "tensorboard", "--logging_steps", "2"
+        )
     )
+    assert metrics["test"]["accuracy"] >= 0.8
     return out, metrics, data
 
 
@@ -61,7 +68,9 @@ def test_cli_train_gives_the_same_model_as_the_recipe(trained, tiny_bert_dir, tm
                 "--task",
                 "sentiment",
                 *_flags(
-                    tiny_bert_dir, data, again, "--report_to", "tensorboard", "--logging_steps", "2"
+                    tiny_bert_dir,
+                    *(data, again, *LEARNS),
+                    *("--report_to", "tensorboard", "--logging_steps", "2"),
                 ),
             ]
         )
@@ -116,7 +125,7 @@ def test_model_card_metadata_parses_and_matches_metrics(trained):
     assert results["accuracy"] == round(metrics["test"]["accuracy"], 4)
     assert results["f1_pos"] == round(metrics["test"]["f1_pos"], 4)
     assert "## Transfer strategy" in card.text and "plots/confusion_matrix.png" in card.text
-    assert "| `learning_rate` | 0.003 |" in card.text
+    assert "| `learning_rate` | 0.01 |" in card.text
     assert (out / "plots" / "confusion_matrix.png").exists()
 
 
@@ -155,8 +164,8 @@ def test_tensorboard_events_hold_loss_lr_and_epoch_metrics(trained):
             tags.setdefault(tag, []).extend(acc.Scalars(tag))
     assert {"train/loss", "train/learning_rate", "eval/accuracy", "eval/loss"} <= set(tags)
     # 10 steps per epoch, logged every 2 steps; metrics once per epoch at its last step.
-    assert [e.step for e in tags["train/loss"]] == [2, 4, 6, 8, 10, 12, 14, 16, 18, 20]
-    assert [e.step for e in tags["eval/accuracy"]] == [10, 20]
+    assert [e.step for e in tags["train/loss"]] == list(range(2, 51, 2))
+    assert [e.step for e in tags["eval/accuracy"]] == [10, 20, 30, 40, 50]
     assert [e.value for e in tags["eval/accuracy"]] == pytest.approx(
         [h["eval_accuracy"] for h in metrics["validation"]]
     )
@@ -204,9 +213,12 @@ def test_push_to_hub_offline_fails_before_training(tiny_bert_dir, toy_csv, tmp_p
 
 
 def test_onnx_export_matches_pytorch(trained, tmp_path, capsys):
+    import numpy as np
     import onnx
+    import onnxruntime as ort
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    out, _, _ = trained
+    out, _, data = trained
     path = tmp_path / "tiny.onnx"
     assert cli_main(["export", "--model_dir", str(out), "--output", str(path)]) == 0
     report = json.loads(capsys.readouterr().out)
@@ -218,6 +230,21 @@ def test_onnx_export_matches_pytorch(trained, tmp_path, capsys):
     }
     assert set(inputs) >= {"input_ids", "attention_mask"}
     assert all(isinstance(d, str) for d in inputs["input_ids"])  # both axes dynamic
+    # ONNX Runtime against the saved PyTorch model, compared here (not the exporter's own check):
+    # padded batches of other sizes and lengths than the export's samples.
+    model = AutoModelForSequenceClassification.from_pretrained(out).eval()
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    texts = __import__("pandas").read_csv(data)["sentence"].tolist()
+    for batch in (texts[:1], texts[1:6], [t + " and the plot" * 3 for t in texts[6:13]]):
+        encoded = tokenizer(batch, padding=True, return_tensors="pt")
+        with torch.no_grad():
+            want = model(**encoded).logits.numpy()
+        (got,) = session.run(["logits"], {n: encoded[n].numpy() for n in names})
+        assert got.shape == want.shape == (len(batch), 2)
+        np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
+    assert np.ptp(want[:, 1] - want[:, 0]) > 1e-3  # the texts get different logits
 
 
 def test_onnx_export_of_feature_extraction_heads(tiny_bert_dir, toy_csv, tmp_path):

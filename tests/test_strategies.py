@@ -255,14 +255,21 @@ def test_mean_pooling_ignores_padding_and_cls_takes_the_first_token():
 def test_feature_extraction_head_round_trips_through_save_load_and_predict(
     tiny_bert_dir, toy_csv, tmp_path, head
 ):
-    from nlp_transfer.text.predict import load_classifier, predict, predict_logits_for_texts
+    from nlp_transfer import evaluate_saved_model, predict
 
     import sentiment
+    from conftest import toy_sentiment_frame
 
     out = tmp_path / head
+    test_file = tmp_path / "test.csv"
+    toy_sentiment_frame(30, seed=7).to_csv(test_file, index=False)
     metrics = sentiment.main(
         _recipe_args(
-            tiny_bert_dir, toy_csv, out, "--feature_extraction", head, "--num_train_epochs", "2"
+            tiny_bert_dir,
+            toy_csv,
+            out,
+            *("--feature_extraction", head, "--num_train_epochs", "2"),
+            *("--test_file", str(test_file)),
         )
     )
     assert metrics["transfer_strategy"] == {
@@ -279,15 +286,19 @@ def test_feature_extraction_head_round_trips_through_save_load_and_predict(
     assert metrics["parameters"]["trainable"] == expected_head[head]
     saved = "head.skops" if head == "logistic_regression" else "head.safetensors"
     assert (out / saved).exists() and (out / "feature_extraction.json").exists()
-    # The reloaded model gives the test metrics of the run.
-    frame = __import__("pandas").read_csv(toy_csv)
-    model, tokenizer, threshold = load_classifier(out, "cpu")
-    logits = predict_logits_for_texts(model, tokenizer, frame["sentence"].tolist()[:8])
-    assert logits.shape == (8, 2)
+    # The reloaded model gives the test metrics of the run, on the same test file.
+    again = evaluate_saved_model(
+        out, test_file, text_column="sentence", label_column="sentiment", batch_size=7
+    )
+    want = metrics["test"]
+    assert again["num_examples"] == want["num_examples"] == 30
+    assert again["confusion_matrix"] == want["confusion_matrix"]
+    assert again["accuracy"] == want["accuracy"]
+    assert again["loss"] == pytest.approx(want["loss"], abs=1e-5)
+    assert again["roc_auc"] == pytest.approx(want["roc_auc"], abs=1e-6)
     results = predict(out, ["good movie", "awful plot"], device="cpu")
     assert {r["label"] for r in results} <= {"neg", "pos"}
     assert abs(sum(results[0]["scores"].values()) - 1) < 1e-5
-    assert threshold == 0.5
 
 
 def test_feature_extraction_matches_sklearn_fitted_on_the_same_features(

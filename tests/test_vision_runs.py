@@ -54,6 +54,10 @@ def test_tiny_image_folder_trains_and_predicts(trained, image_data):
         assert (out / "plots" / f"{plot}.png").is_file(), plot
     assert json.loads((out / "metrics.json").read_text()) == json.loads(json.dumps(metrics))
     assert metrics["test"]["num_examples"] == 6 and len(metrics["validation"]) == 2
+    # It learns the stripes (chance: accuracy 0.5, loss ln 2 = 0.693) in 2 epochs of 2 batches.
+    assert metrics["test"]["accuracy"] >= 5 / 6 and metrics["test"]["roc_auc"] == 1.0
+    assert metrics["test"]["loss"] < 0.45
+    assert metrics["validation"][-1]["eval_loss"] < 0.35
     assert metrics["data"] == {
         "description": f"ImageFolder {image_data}",
         "train_examples": 12,
