@@ -9,6 +9,7 @@ The Python API in one import::
         freeze_layers=4, output_dir="outputs/reviews"))
 """
 
+from .api import TrainResult, train
 from .config import parse_config
 from .data import (
     list_builtin_datasets,
@@ -19,6 +20,7 @@ from .data.samplers import ClassBalancedSampler, LengthGroupedSampler
 from .metrics import classification_metrics, select_threshold
 from .models.blocks import get_block_view
 from .models.text import build_text_classifier
+from .text.classifier import TextClassifier
 from .text.config import TextClassificationConfig
 from .text.predict import evaluate_saved_model, predict
 from .text.run import run_text_classification
@@ -32,6 +34,8 @@ __all__ = [
     "FreezeReport",
     "LengthGroupedSampler",
     "TextClassificationConfig",
+    "TextClassifier",
+    "TrainResult",
     "build_text_classifier",
     "class_weights_from_spec",
     "classification_metrics",
@@ -47,4 +51,5 @@ __all__ = [
     "predict",
     "run_text_classification",
     "select_threshold",
+    "train",
 ]

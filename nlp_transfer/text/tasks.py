@@ -8,9 +8,17 @@ image recipe's :class:`~nlp_transfer.vision.config.ImageClassificationConfig` an
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
+from ..training.arguments import TrainingConfig
 from .config import TextClassificationConfig
+
+_PATIENCE_HELP = next(  # the shared help text (it selects the --help section)
+    f.metadata["help"]
+    for f in dataclasses.fields(TrainingConfig)
+    if f.name == "early_stopping_patience"
+)
 
 
 @dataclass
@@ -24,9 +32,12 @@ class SentimentConfig(TextClassificationConfig):
             "ignored when --train_file is given."
         },
     )
+    # the recipe's fixed budget (not the data-sized defaults of TextClassificationConfig)
+    learning_rate: float = field(default=5e-5, metadata={"help": "Peak AdamW learning rate."})
     num_train_epochs: int = field(
         default=2, metadata={"help": "Number of training epochs (2 take ~6 min on a 2-core CPU)."}
     )
+    early_stopping_patience: int | None = field(default=None, metadata={"help": _PATIENCE_HELP})
     output_dir: str = field(
         default="outputs/sentiment",
         metadata={"help": "Where the model, metrics.json and config.yaml go."},
@@ -45,6 +56,7 @@ class SpamConfig(TextClassificationConfig):
     )
     learning_rate: float = field(default=1e-4, metadata={"help": "Peak AdamW learning rate."})
     num_train_epochs: int = field(default=3, metadata={"help": "Number of training epochs."})
+    early_stopping_patience: int | None = field(default=None, metadata={"help": _PATIENCE_HELP})
     metric_for_best_model: str = field(
         default="f1_spam", metadata={"help": "Validation metric that selects the best epoch."}
     )
