@@ -86,7 +86,11 @@ def test_format_summary_prints_the_advice():
     metrics |= {
         "test": test,
         "baseline": metrics["baseline"] | {"accuracy": 0.66, "f1_macro": 0.65},
-        "timings": {"train_runtime_s": 10.0, "train_samples_per_second": 5.0, "total_runtime_s": 12},
+        "timings": {
+            "train_runtime_s": 10.0,
+            "train_samples_per_second": 5.0,
+            "total_runtime_s": 12,
+        },
         "parameters": {"trainable": 10, "total": 10},
         "output_dir": "out",
     }
@@ -134,7 +138,7 @@ def test_text_config_leaves_epochs_and_rate_auto_but_recipes_keep_theirs():
 
 
 def test_unknown_setting_is_an_error_listing_the_valid_ones(tmp_path):
-    with pytest.raises(TypeError, match="unknown setting.*num_epochs.*valid settings.*num_train"):
+    with pytest.raises(TypeError, match=r"unknown setting.*num_epochs.*valid settings.*num_train"):
         make_config(tmp_path / "run", num_epochs=3)
 
 
@@ -162,7 +166,11 @@ def trained(tiny_bert_dir, tmp_path_factory):
     frame = toy_sentiment_frame(160)
     out = tmp_path_factory.mktemp("runs") / "df"
     result = _train(
-        tiny_bert_dir, frame, out, text_column="sentence", label_column="sentiment",
+        tiny_bert_dir,
+        frame,
+        out,
+        text_column="sentence",
+        label_column="sentiment",
         validation_size=0.25,
     )
     return result
@@ -232,8 +240,10 @@ def _old_predict(model_dir, texts, batch_size=64):
     probs = probabilities(predict_logits_for_texts(model, tokenizer, texts, batch_size))
     preds = predict_labels(probs, threshold)
     names = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    return [{"label": names[p], "scores": dict(zip(names, row, strict=True))} for p, row in
-            zip(preds, probs, strict=True)]
+    return [
+        {"label": names[p], "scores": dict(zip(names, row, strict=True))}
+        for p, row in zip(preds, probs, strict=True)
+    ]
 
 
 TEXTS = ["great", "the film was a very dull and boring story and the plot was poor", "awful"]

@@ -39,6 +39,7 @@ from .checkpoint import (
     TrainerState,
     TrainingInterrupted,
 )
+from .eta import TrainingEstimate
 
 logger = get_logger(__name__)
 
@@ -419,6 +420,14 @@ def fit(
         disable=not accelerator.is_local_main_process,
     )
     num_examples = len(train_dataloader.dataset)  # the whole dataset, all processes together
+    estimate = TrainingEstimate(  # logs "N optimizer steps, about M min" after a few batches
+        num_batches * num_train_epochs,
+        (state.epoch - 1) * num_batches + state.batches_done,
+        num_train_epochs,
+        accelerator.gradient_accumulation_steps,
+        logger.info,
+        early_stopping=early_stopping_patience is not None,
+    )
     with StopSignals(enabled=saving) as signals:
         stop_requested = False
         for epoch in range(state.epoch, num_train_epochs + 1):
@@ -459,6 +468,7 @@ def fit(
                 process.logits.append(logits.detach().cpu())
                 process.labels.append(batch["labels"].cpu())
                 progress.update(1)
+                estimate.update()
                 if state.batches_done % logging_steps == 0:
                     progress.set_postfix(
                         epoch=epoch, loss=f"{process.loss_sum.item() / process.loss_count:.4f}"
