@@ -91,13 +91,13 @@ def train(
     text_column: str = "text",
     label_column: str = "label",
     output_dir: str | os.PathLike | None = None,
-    **kwargs,
+    **kwargs: object,
 ) -> TrainResult:
     """Fine-tune a text classifier on ``data``; return the trained model and its metrics.
 
     Example:
         >>> result = nlp_transfer.train(df, text_column="review", label_column="stars")
-        >>> result.metrics["test"]["accuracy"], result.model.predict(["great"])
+        >>> result.model.predict("a great film")
 
     The run is :func:`~nlp_transfer.text.run.run_text_classification` with the config's
     defaults: epochs and learning rate chosen from the data (logged, see
