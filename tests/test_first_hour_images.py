@@ -67,6 +67,7 @@ def test_estimate_of_a_resumed_or_tiny_run():
 
 
 def test_format_duration():
+    assert format_duration(0.4) == "under 1 s"
     assert format_duration(40) == "about 40 s"
     assert format_duration(4.3 * 855) == "about 61 min"
     assert format_duration(3 * 3600) == "about 3.0 h"

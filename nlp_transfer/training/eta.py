@@ -18,6 +18,8 @@ MEASURED_BATCHES = 5
 
 def format_duration(seconds: float) -> str:
     """``"about 12 min"``, ``"about 40 s"``, ``"about 1.5 h"``."""
+    if seconds < 1:
+        return "under 1 s"
     if seconds < 90:
         return f"about {seconds:.0f} s"
     if seconds < 90 * 60:
@@ -81,7 +83,8 @@ class TrainingEstimate:
         first = self.done + WARMUP_BATCHES + 1
         at_most = "at most " if self.early_stopping else ""
         return (
-            f"Training: {at_most}{steps:,} optimizer steps ({self.num_epochs} epochs x {per_epoch:,} "
+            f"Training: {at_most}{steps:,} optimizer steps ({self.num_epochs} "
+            f"epoch{'s' if self.num_epochs != 1 else ''} x {per_epoch:,} "
             f"batches), {format_duration(left)} ({seconds_per_batch:.2f} s/batch over "
             f"batches {first}-{first + self.measured - 1}; validation not included)"
         )
