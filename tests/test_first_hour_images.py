@@ -49,9 +49,7 @@ def test_estimate_is_logged_once_after_the_timed_batches_with_the_step_count():
     for _ in range(10):
         estimate.update()
     assert len(lines) == 1
-    assert lines[0].startswith(
-        "Training: at most 855 optimizer steps (3 epochs x 285 batches), about "
-    )
+    assert lines[0].startswith("Training: at most 855 optimizer steps (3 epochs x 285 batches), ")
     assert "over batches 2-6" in lines[0]
 
 
