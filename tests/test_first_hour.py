@@ -288,3 +288,22 @@ def test_classifier_refuses_other_problem_types_clearly(trained, tmp_path):
     )
     with pytest.raises(NotImplementedError, match="multi_label_classification"):
         TextClassifier.from_pretrained(copy)
+
+
+def test_cli_text_task_parses_auto_and_explicit_values():
+    from nlp_transfer.config import parse_config
+    from nlp_transfer.tasks import task_config_class
+
+    auto = parse_config(task_config_class("text"), ["--train_file", "x.csv"])
+    assert (auto.num_train_epochs, auto.learning_rate, auto.early_stopping_patience) == (
+        None,
+        None,
+        2,
+    )
+    fixed = parse_config(
+        task_config_class("text"),
+        ["--num_train_epochs", "4", "--learning_rate", "2e-5", "--train_file", "x.csv"],
+    )
+    assert (fixed.num_train_epochs, fixed.learning_rate) == (4, 2e-5)
+    sentiment = parse_config(task_config_class("sentiment"), [])
+    assert (sentiment.num_train_epochs, sentiment.learning_rate) == (2, 5e-5)
