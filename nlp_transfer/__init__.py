@@ -28,6 +28,8 @@ _LAZY: dict[str, str] = {
     "FreezeReport": ".transfer.freeze:FreezeReport",
     "LengthGroupedSampler": ".data.samplers:LengthGroupedSampler",
     "TextClassificationConfig": ".text.config:TextClassificationConfig",
+    "TextClassifier": ".text.classifier:TextClassifier",
+    "TrainResult": ".api:TrainResult",
     "build_text_classifier": ".models.text:build_text_classifier",
     "class_weights_from_spec": ".training.imbalance:class_weights_from_spec",
     "classification_metrics": ".metrics:classification_metrics",
@@ -44,6 +46,7 @@ _LAZY: dict[str, str] = {
     "run_text_classification": ".text.run:run_text_classification",
     "search": ".search:search",
     "select_threshold": ".metrics:select_threshold",
+    "train": ".api:train",
 }
 
 __all__ = [
@@ -51,6 +54,8 @@ __all__ = [
     "FreezeReport",
     "LengthGroupedSampler",
     "TextClassificationConfig",
+    "TextClassifier",
+    "TrainResult",
     "build_text_classifier",
     "class_weights_from_spec",
     "classification_metrics",
@@ -67,9 +72,11 @@ __all__ = [
     "run_text_classification",
     "search",
     "select_threshold",
+    "train",
 ]
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time, __getattr__ below
+    from .api import TrainResult, train
     from .config import parse_config
     from .data import (
         list_builtin_datasets,
@@ -81,6 +88,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time, __getattr__ below
     from .models.blocks import get_block_view
     from .models.text import build_text_classifier
     from .search import search
+    from .text.classifier import TextClassifier
     from .text.config import TextClassificationConfig
     from .text.predict import evaluate_saved_model, predict
     from .text.run import run_text_classification

@@ -9,6 +9,7 @@ ONNX export (:mod:`.export`) and the TF-IDF baseline (:mod:`.baseline`), on the 
 training loop and transfer plan.
 """
 
+from .classifier import TextClassifier
 from .config import TextClassificationConfig
 from .predict import evaluate_saved_model, predict
 from .run import run_text_classification
@@ -18,6 +19,7 @@ __all__ = [
     "SentimentConfig",
     "SpamConfig",
     "TextClassificationConfig",
+    "TextClassifier",
     "evaluate_saved_model",
     "predict",
     "run_text_classification",

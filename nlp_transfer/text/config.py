@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from ..data.custom import EMPTY_TEXT_CHOICES
 from ..data.samplers import SAMPLING_CHOICES
@@ -37,6 +38,28 @@ class TextClassificationConfig(TransferConfig):
             the flags).
         FileNotFoundError: ``--init_from`` is not a saved model.
     """
+
+    auto_fields: ClassVar[tuple[str, ...]] = ("learning_rate", "num_train_epochs")
+
+    # Optimisation: unset = chosen from the data at the start of the run (text/defaults.py)
+    learning_rate: float | None = arg(
+        None,
+        "Peak AdamW learning rate; unset: 5e-5, 1e-4 for < 5,000 training examples or >= 5 "
+        "classes, halved for large encoders, 1e-3 with the whole encoder frozen (logged).",
+        OPTIMISATION,
+    )
+    num_train_epochs: int | None = arg(
+        None,
+        "Maximum number of training epochs; unset: about 1,000 optimizer steps, 3 to 10 epochs "
+        "(logged). Early stopping ends the run sooner.",
+        OPTIMISATION,
+    )
+    early_stopping_patience: int | None = arg(
+        2,
+        "Stop after this many epochs without a better --metric_for_best_model on validation; "
+        "unset trains every epoch.",
+        EVALUATION,
+    )
 
     # Data
     dataset_name: str | None = arg(

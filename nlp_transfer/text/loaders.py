@@ -6,12 +6,12 @@ from __future__ import annotations
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
-from datasets import DatasetDict
+from datasets import ClassLabel, DatasetDict
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from ..data import load_text_classification_dataset
-from ..data.custom import reading_options
+from ..data.custom import DataSource, reading_options
 from ..data.tokenize import build_dataloaders, tokenize_dataset
 from ..metrics import classification_metrics
 from ..training.imbalance import class_weights_from_spec
@@ -22,22 +22,39 @@ from .config import TextClassificationConfig
 logger = get_logger(__name__)
 
 
-def load_data(config: TextClassificationConfig) -> DatasetDict:
-    """Load the run's data (``--dataset_name`` or ``--train_file`` [+ validation/test files]).
+def load_data(
+    config: TextClassificationConfig, source: DataSource | DatasetDict | None = None
+) -> DatasetDict:
+    """Load the run's data: ``source`` if given, else ``--dataset_name`` or ``--train_file``.
 
-    Applies ``--max_train_samples`` / ``--max_eval_samples`` after splitting, so the splits stay
-    the same whatever the caps.
+    Whatever the source, the config's data settings apply: ``--text_column``/``--label_column``,
+    ``--validation_file``/``--test_file`` (or ``--validation_size``/``--test_size`` splits),
+    ``--empty_texts``, and ``--max_train_samples``/``--max_eval_samples`` after splitting, so
+    the splits stay the same whatever the caps.
+
+    Args:
+        config: The run's settings.
+        source: In-memory data: a pandas ``DataFrame``, a ``datasets.Dataset``, or a
+            ``DatasetDict`` (its ``train`` split, and its ``validation``/``test`` splits when it
+            has them); or a file path. None: what ``config`` names.
 
     Raises:
         ValueError, FileNotFoundError: No data named, or see
             :func:`~nlp_transfer.data.load_text_classification_dataset`.
     """
-    if config.dataset_name is None and config.train_file is None:
+    validation, test = config.validation_file, config.test_file
+    if isinstance(source, DatasetDict):
+        if "train" not in source:
+            raise ValueError(f"The DatasetDict has no train split (its splits: {list(source)}).")
+        validation = source.get("validation", validation)
+        test = source.get("test", test)
+        source = source["train"]
+    if source is None and config.dataset_name is None and config.train_file is None:
         raise ValueError("Give the data: --dataset_name (built-in or Hub) or --train_file.")
     dataset = load_text_classification_dataset(
-        config.dataset_name or config.train_file,
-        validation=config.validation_file,
-        test=config.test_file,
+        source if source is not None else config.dataset_name or config.train_file,
+        validation=validation,
+        test=test,
         validation_size=config.validation_size,
         test_size=config.test_size,
         **reading_options(config),
@@ -50,6 +67,22 @@ def load_data(config: TextClassificationConfig) -> DatasetDict:
     sizes = ", ".join(f"{s} {len(d):,}" for s, d in dataset.items())
     logger.info(f"Data: {sizes}; labels {dataset['train'].features['label'].names}")
     return dataset
+
+
+def is_prepared(dataset: object) -> bool:
+    """Whether ``dataset`` is ready splits to use as is (no column, split or cap to apply).
+
+    True for a ``DatasetDict`` with ``train``, ``validation`` and ``test`` splits, each with a
+    ``text`` column and a ``label`` ``ClassLabel`` column, as :func:`load_data` and
+    :func:`~nlp_transfer.data.load_text_classification_dataset` return; anything else (a
+    DataFrame, a Dataset, other columns or splits) goes through :func:`load_data`.
+    """
+    if not isinstance(dataset, DatasetDict) or set(dataset) != {"train", "validation", "test"}:
+        return False
+    return all(
+        "text" in split.column_names and isinstance(split.features.get("label"), ClassLabel)
+        for split in dataset.values()
+    )
 
 
 def class_weights(dataset: DatasetDict, config: TextClassificationConfig) -> torch.Tensor | None:

@@ -11,7 +11,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 
 from ..data.custom import read_table
-from ..metrics import classification_metrics, cross_entropy, predict_labels, probabilities
+from ..metrics import classification_metrics, cross_entropy
 from ..transfer.adapters import is_adapter_dir, load_adapter_classifier
 from ..transfer.features import is_feature_classifier, load_feature_classifier
 
@@ -91,7 +91,11 @@ def predict(
     batch_size: int = 64,
     device: str | None = None,
 ) -> list[dict]:
-    """Classify texts with a saved model, applying its saved decision threshold.
+    """Classify texts with a saved model, applying its saved decision threshold and length.
+
+    A one-call wrapper over :meth:`TextClassifier.from_pretrained(model_dir).predict(texts)
+    <nlp_transfer.text.classifier.TextClassifier.predict>`; load a ``TextClassifier`` once to
+    predict many times.
 
     Example:
         >>> predict("outputs/spam", ["WINNER!! Claim your prize now", "see you at 6?"])
@@ -110,19 +114,11 @@ def predict(
     Raises:
         FileNotFoundError: No saved model in ``model_dir``.
         ValueError: A text is not a string.
+        NotImplementedError: A multi-label or regression model.
     """
-    model, tokenizer, threshold = load_classifier(model_dir, device)
-    probs = probabilities(predict_logits_for_texts(model, tokenizer, texts, batch_size))
-    preds = predict_labels(probs, threshold)
-    names = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    return [
-        {
-            "label": names[p],
-            "score": float(row[p]),
-            "scores": dict(zip(names, map(float, row), strict=True)),
-        }
-        for p, row in zip(preds, probs, strict=True)
-    ]
+    from .classifier import TextClassifier  # it builds on this module
+
+    return TextClassifier.from_pretrained(model_dir, device).predict(list(texts), batch_size)
 
 
 def evaluate_saved_model(
@@ -172,7 +168,10 @@ def evaluate_saved_model(
             f"Label(s) {unknown[:5]} in {data_file} are unknown to the model (labels: {names})."
         )
     labels = np.array([ids[v] for v in raw])
-    logits = predict_logits_for_texts(model, tokenizer, list(table[text_column]), batch_size)
+    max_len = getattr(model.config, "max_seq_length", None) or 512  # the training run's length
+    logits = predict_logits_for_texts(
+        model, tokenizer, list(table[text_column]), batch_size, max_len
+    )
     metrics = classification_metrics(labels, logits, names, threshold)
     metrics["loss"] = cross_entropy(logits, labels)
     if output_dir is not None:

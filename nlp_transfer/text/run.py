@@ -26,6 +26,7 @@ from datasets import DatasetDict
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from ..data.custom import DataSource
 from ..hub import check_push_to_hub, push_to_hub
 from ..metrics import classification_metrics, cross_entropy, probabilities, select_threshold
 from ..models.text import DEFAULT_MODEL_NAME, build_text_classifier, resolve_model_path
@@ -37,8 +38,9 @@ from ..transfer.cache import CachedPrefixModel
 from ..transfer.plan import TransferPlan, plan_transfer
 from .baseline import tfidf_logreg_baseline
 from .config import TextClassificationConfig
+from .defaults import resolve_auto_settings
 from .features import train_feature_extractor
-from .loaders import class_weights, load_data, metrics_fn, text_dataloaders
+from .loaders import class_weights, is_prepared, load_data, metrics_fn, text_dataloaders
 
 logger = get_logger(__name__)
 
@@ -113,7 +115,7 @@ def choose_decision_threshold(
 
 def run_text_classification(
     config: TextClassificationConfig,
-    dataset: DatasetDict | None = None,
+    dataset: DatasetDict | DataSource | None = None,
     task_name: str = "text classification",
     estimator: object | None = None,
 ) -> dict:
@@ -124,9 +126,10 @@ def run_text_classification(
 
     Args:
         config: The run's settings.
-        dataset: Ready ``train``/``validation``/``test`` splits (e.g. from
-            :func:`~nlp_transfer.data.load_text_classification_dataset` on a DataFrame); None
-            loads what ``config`` names.
+        dataset: Ready ``train``/``validation``/``test`` splits with ``text`` and ``label``
+            (e.g. from :func:`~nlp_transfer.data.load_text_classification_dataset`), used as is;
+            or a pandas ``DataFrame``, ``datasets.Dataset`` or other ``DatasetDict``, read with
+            ``config``'s column, split and cap settings; None loads what ``config`` names.
         task_name: Title of the printed summary.
         estimator: Feature extraction with this unfitted scikit-learn classifier (it needs
             ``predict_proba``) as the head, e.g. ``SVC(probability=True)``; saved with skops.
@@ -144,9 +147,9 @@ def run_text_classification(
     if config.push_to_hub:
         check_push_to_hub()
     set_seed(config.seed)
-    if dataset is None:
+    if not is_prepared(dataset):  # None, a DataFrame, a Dataset: the config's columns
         with accelerator.main_process_first():
-            dataset = load_data(config)
+            dataset = load_data(config, dataset)
     labels = dataset["train"].features["label"].names
     model, tokenizer = build_text_classifier(
         config.init_from or config.model_name_or_path,
@@ -156,6 +159,9 @@ def run_text_classification(
     )
     if config.init_from:
         logger.info(f"Weight transfer: encoder initialised from {config.init_from}, new head")
+    config = resolve_auto_settings(
+        config, len(dataset["train"]), len(labels), model, num_processes=accelerator.num_processes
+    )
     if estimator is not None and config.feature_extraction == "none":
         config = _with_estimator(config, estimator)
     plan = plan_transfer(model, config, details=_plan_details(config, estimator))
@@ -202,6 +208,7 @@ def finish_text_run(
     unwrapped = accelerator.unwrap_model(outcome.model)
     if threshold is not None:  # travels with the model (config.json); prediction uses it
         unwrapped.config.decision_threshold = threshold
+    unwrapped.config.max_seq_length = config.max_seq_length  # prediction truncates the same
     baseline = None
     if config.run_baseline and accelerator.is_main_process:
         baseline = tfidf_logreg_baseline(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from .checkpoint import SAVE_STRATEGIES
 
@@ -110,6 +111,9 @@ class TrainingConfig:
         ValueError: A value out of range or not among a flag's choices; the message names the flag.
     """
 
+    #: Fields a subclass may leave unset (None, "auto") for its run to choose at start.
+    auto_fields: ClassVar[tuple[str, ...]] = ()
+
     # Optimisation
     learning_rate: float = arg(5e-5, "Peak AdamW learning rate.", OPTIMISATION)
     weight_decay: float = arg(
@@ -198,8 +202,7 @@ class TrainingConfig:
         Raises:
             ValueError: A value out of range; the message names the flag.
         """
-        check_positive(
-            self,
+        required = (
             "learning_rate",
             "num_train_epochs",
             "per_device_train_batch_size",
@@ -208,6 +211,8 @@ class TrainingConfig:
             "logging_steps",
             "save_steps",
         )
+        check_positive(self, *(n for n in required if n not in self.auto_fields))
+        check_optional_positive(self, *self.auto_fields)
         check_non_negative(self, "weight_decay", "max_grad_norm", "dataloader_num_workers")
         check_optional_positive(self, "save_total_limit", "early_stopping_patience")
         if not 0 <= self.warmup_ratio < 1:

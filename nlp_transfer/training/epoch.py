@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 from ..transfer.freeze import set_train_mode
 from ..transfer.gradual import GradualUnfreezer
 from .checkpoint import Checkpointer, ProcessState, StopSignals, TrainerState, TrainingInterrupted
+from .eta import TrainingEstimate
 from .evaluation import forward_logits
 from .progress import TrainingProgress
 
@@ -58,6 +59,7 @@ class FitRun:
     progress: TrainingProgress
     signals: StopSignals | None = None
     stop_requested: bool = False
+    estimate: TrainingEstimate | None = None  # logs the steps and the time they will take
 
     @property
     def saving(self) -> bool:
@@ -104,6 +106,8 @@ def train_epoch(run: FitRun, epoch: int) -> tuple[float, float]:
             samples=len(batch["labels"]) * run.accelerator.num_processes,
             loss=lambda: run.process.loss_sum.item() / run.process.loss_count,
         )
+        if run.estimate is not None:
+            run.estimate.update()
         if stepped:
             _after_optimizer_step(run, epoch, runtime_before + time.perf_counter() - start)
     run.progress.end_epoch()

@@ -44,6 +44,7 @@ from .epoch_end import (
     log_epoch,
     validate_epoch,
 )
+from .eta import TrainingEstimate
 from .evaluation import MetricsFn, evaluate, forward_logits, predict_logits
 from .progress import TrainingProgress
 
@@ -298,6 +299,7 @@ def _start_run(
     unfreezer: GradualUnfreezer | None,
     checkpointer: Checkpointer | None,
     resume_from_checkpoint: str | os.PathLike | None,
+    early_stopping_patience: int | None,
     **_: object,
 ) -> FitRun:
     """The run's shared state: fresh, or restored from ``resume_from_checkpoint``."""
@@ -318,11 +320,20 @@ def _start_run(
         every=logging_steps,
         enabled=accelerator.is_local_main_process,
     )
-    return FitRun(
+    run = FitRun(
         model, optimizer, lr_scheduler, accelerator, train_dataloader, num_train_epochs,
         loss_fn, regularizer, max_grad_norm, logging_steps, unfreezer, checkpointer,
         state, process, best_state, progress,
     )  # fmt: skip
+    run.estimate = TrainingEstimate(  # logs "N optimizer steps, about M min" after a few batches
+        total,
+        min((state.epoch - 1) * num_batches + state.batches_done, total),
+        num_train_epochs,
+        accelerator.gradient_accumulation_steps,
+        logger.info,
+        early_stopping=early_stopping_patience is not None,
+    )
+    return run
 
 
 def _finish(run: FitRun, load_best_model_at_end: bool, metric_for_best_model: str) -> FitResult:

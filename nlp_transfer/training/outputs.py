@@ -12,6 +12,7 @@ from torch import nn
 
 from ..config import save_config
 from ..transfer.freeze import FreezeReport
+from .advice import advice
 from .loop import FitResult
 
 
@@ -57,7 +58,8 @@ def format_summary(metrics: dict, title: str) -> str:
     """A short table of test metrics, fine-tuned model vs baseline, plus timings.
 
     Binary tasks also show precision, recall and F1 of the positive class (label id 1) at the
-    decision threshold in use.
+    decision threshold in use. Ends with :func:`~nlp_transfer.training.advice.advice`: what to
+    try when the model is below the baseline on validation or was still fitting.
     """
     test = metrics["test"]
     rows = [("fine-tuned " + metrics.get("model_name", "model"), test)]
@@ -92,6 +94,7 @@ def format_summary(metrics: dict, title: str) -> str:
         f"trainable params {metrics['parameters']['trainable']:,} / {metrics['parameters']['total']:,}"
     )
     lines.append(f"saved to {metrics['output_dir']} (metrics.json, plots/, config.yaml)")
+    lines += advice(metrics)  # below the baseline, or still fitting: what to try
     return "\n".join(lines)
 
 

@@ -67,7 +67,7 @@ class ImageClassificationConfig(TransferConfig):
     )
     image_size: int | None = arg(
         None,
-        "Side of the square model input, pixels; unset: the weights' preset (224 for ImageNet weights), the saved model's, or the data's own size (28 for Fashion-MNIST, 32 for CIFAR-10; 224 for folders).",
+        "Side of the square model input, pixels; unset: the weights' preset (224 for ImageNet weights), the saved model's, or the data's own size (28 for Fashion-MNIST, 32 for CIFAR-10; a folder's images' size, or their median shorter side up to 224 when sizes differ).",
         "Data",
     )
     augment: bool = arg(

@@ -9,11 +9,9 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from .datasets import FASHION_MNIST_LABELS, ImageDataset, load_cifar10, load_fashion_mnist
-from .folder import find_split_dirs, load_image_folder
+from .folder import find_split_dirs, load_image_folder, native_image_size
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_FOLDER_IMAGE_SIZE = 224
 
 
 @dataclass
@@ -81,8 +79,10 @@ def load_image_data(
 
     Args:
         config: An :class:`~nlp_transfer.vision.config.ImageClassificationConfig`.
-        image_size: Side folder images are cropped to (default 224); named datasets keep
-            their own size (the collator resizes per batch).
+        image_size: Side folder images are cropped to; default: their own size
+            (:func:`~nlp_transfer.vision.folder.native_image_size`: kept when all images share
+            one size, else the median shorter side, at most 224). Named datasets keep their
+            own size (the collator resizes per batch).
         resize_size: Shorter side of folder images before the centre crop.
 
     Returns:
@@ -92,7 +92,7 @@ def load_image_data(
         ValueError, FileNotFoundError, OSError: Bad folders or files, or data that cannot be had.
     """
     if config.train_dir is not None:
-        data = _folder_data(config, image_size or DEFAULT_FOLDER_IMAGE_SIZE, resize_size)
+        data = _folder_data(config, image_size, resize_size)
     elif config.dataset_name == "cifar10":
         splits, names = load_cifar10(config.cache_dir)
         splits["train"], splits["validation"] = split_off(
@@ -121,8 +121,9 @@ def load_image_data(
     return data
 
 
-def _folder_data(config, image_size: int, resize_size: int | None) -> ImageData:
+def _folder_data(config, image_size: int | None, resize_size: int | None) -> ImageData:
     dirs = find_split_dirs(config.train_dir, config.validation_dir, config.test_dir)
+    image_size = image_size or native_image_size(dirs["train"])
     kwargs = {"image_size": image_size, "resize_size": resize_size, "bad_images": config.bad_images}
     train, names = load_image_folder(dirs["train"], **kwargs)
     splits = {"train": train}

@@ -124,6 +124,51 @@ def scan_image_folder(
     return paths, labels, list(names)
 
 
+MAX_NATIVE_IMAGE_SIZE = 224  # folders of mixed sizes are resized to at most this
+SIZE_SAMPLE = 500  # images whose header is read to find a folder's size
+
+
+def native_image_size(root: Path, max_size: int = MAX_NATIVE_IMAGE_SIZE) -> int:
+    """The side to train a folder's images at, from the images themselves (no weights preset).
+
+    Reads the size from the headers of up to :data:`SIZE_SAMPLE` images, evenly spaced. All of
+    one size: their shorter side (square images are kept exactly as they are, e.g. 28 for
+    MNIST-like digits, not upscaled). Sizes differ: the median shorter side, at most
+    ``max_size``, and the log says so.
+
+    Args:
+        root: The training split's folder (``<root>/<class>/<images>``).
+        max_size: Cap for folders of mixed sizes, pixels.
+
+    Returns:
+        The side of the square model input, pixels.
+
+    Raises:
+        ValueError: See :func:`scan_image_folder`; no image header can be read.
+    """
+    paths, _, _ = scan_image_folder(root, bad_images="skip")
+    step = max(1, len(paths) // SIZE_SAMPLE)
+    sizes = []
+    for path in paths[::step]:
+        try:
+            with Image.open(path) as image:
+                sizes.append(tuple(sorted(image.size)))  # orientation-free (short, long)
+        except (OSError, ValueError, SyntaxError, UnidentifiedImageError):
+            continue  # reported when the folder is decoded
+    if not sizes:
+        raise ValueError(f"{root}: no readable image to take the size from; pass --image_size.")
+    if len(set(sizes)) == 1:
+        logger.info(f"Images of {root} are all {sizes[0][0]}x{sizes[0][1]}: kept at that size")
+        return sizes[0][0]
+    side = min(int(np.median([short for short, _ in sizes])), max_size)
+    shown = ", ".join(f"{a}x{b}" for a, b in sorted(set(sizes))[:3])
+    logger.info(
+        f"Images of {root} differ in size ({shown}...): resized to {side}x{side} (the median "
+        f"shorter side, at most {max_size}); --image_size sets another"
+    )
+    return side
+
+
 def decode_image(path: Path, image_size: int, resize_size: int | None = None) -> torch.Tensor:
     """Decode one file to a ``(3, image_size, image_size)`` uint8 RGB tensor.
 
