@@ -77,7 +77,7 @@ def test_train_help_is_short_lists_task_and_real_defaults(capsys):
     assert out.startswith("usage: nlp-transfer train [--task TASK]")
     assert "--task TASK" in out and "domain_adaptation" in out
     assert "(default: None)" not in out
-    assert "--num_train_epochs N" in out and "(default: 3)" in out
+    assert "--num_train_epochs N" in out and "(default: 32)" in out  # batch size: a real default
     assert "outputs/text_classification" in out
     # a --no_* flag sits beside its positive flag, without a copy of its help
     assert "--group_by_length, --no_group_by_length" in out
