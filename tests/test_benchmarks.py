@@ -17,6 +17,7 @@ def bench_module(name: str):
     must not take the place of ``recipes/domain_adaptation.py`` for the other tests."""
     spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", BENCHMARKS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     sys.path.insert(0, str(BENCHMARKS))  # the scripts import their siblings (harness...)
     try:
         spec.loader.exec_module(module)
