@@ -64,6 +64,8 @@ mixed precision {{ mixed_precision }}).
 """
 
 _HYPERPARAMETERS = (
+    "problem_type",
+    "text_pair_column",
     "learning_rate",
     "head_learning_rate",
     "num_train_epochs",

@@ -1,0 +1,210 @@
+"""Multi-label, regression and sentence-pair runs end to end on GENERATED tiny data (no real
+dataset of these types is packaged yet): Python API, CLI, predict, reload, ONNX, bad input."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import FILLER, NEGATIVE, POSITIVE
+
+from nlp_transfer import TextClassificationConfig, run_text_classification
+from nlp_transfer.data.problems import load_problem_dataset
+from nlp_transfer.text.predict import predict
+
+TOPICS = {"pos": POSITIVE, "neg": NEGATIVE}
+
+
+def generated_multilabel_frame(n: int = 120, seed: int = 0) -> pd.DataFrame:
+    """Generated: each text holds words of 0-2 topics; its labels are those topics (joined by |)."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        labels = [t for j, t in enumerate(TOPICS) if (i >> j) & 1]
+        words = rng.sample(FILLER, 3) + [rng.choice(TOPICS[t]) for t in labels]
+        rng.shuffle(words)
+        rows.append({"text": " ".join(words), "tags": "|".join(labels)})
+    return pd.DataFrame(rows)
+
+
+def generated_regression_frame(n: int = 120, seed: int = 0) -> pd.DataFrame:
+    """Generated: the target is 2 * (#positive words - #negative words) + 10."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        k_pos, k_neg = rng.randint(0, 2), rng.randint(0, 2)
+        words = rng.sample(FILLER, 3) + rng.sample(POSITIVE, k_pos) + rng.sample(NEGATIVE, k_neg)
+        rng.shuffle(words)
+        rows.append({"text": " ".join(words), "score": 2.0 * (k_pos - k_neg) + 10.0})
+    return pd.DataFrame(rows)
+
+
+def generated_pair_frame(n: int = 120, seed: int = 0) -> pd.DataFrame:
+    """Generated: a pair is 'same' when both sentences carry the same sentiment."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        a, b = rng.choice(list(TOPICS)), rng.choice(list(TOPICS))
+        rows.append(
+            {
+                "premise": " ".join(rng.sample(FILLER, 3) + [rng.choice(TOPICS[a])]),
+                "hypothesis": " ".join(rng.sample(FILLER, 2) + [rng.choice(TOPICS[b])]),
+                "relation": "same" if a == b else "different",
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _config(tiny_bert_dir, tmp_path, path, **kwargs) -> TextClassificationConfig:
+    settings = dict(
+        model_name_or_path=str(tiny_bert_dir),
+        train_file=str(path),
+        output_dir=str(tmp_path / "out"),
+        num_train_epochs=2,
+        learning_rate=1e-3,
+        per_device_train_batch_size=16,
+        max_seq_length=32,
+        save_strategy="no",
+        seed=0,
+    )
+    return TextClassificationConfig(**(settings | kwargs))
+
+
+def test_multilabel_inferred_from_separator_trains_predicts_and_exports(tiny_bert_dir, tmp_path):
+    path = tmp_path / "tags.csv"
+    generated_multilabel_frame().to_csv(path, index=False)
+    config = _config(
+        tiny_bert_dir,
+        tmp_path,
+        path,
+        label_column="tags",
+        label_separator="|",
+        tune_decision_threshold=True,
+        class_weights="balanced",
+    )
+    metrics = run_text_classification(config)
+    test = metrics["test"]
+    assert metrics["problem_type"] == "multi_label_classification"
+    assert metrics["metric_for_best_model"] == "f1_micro"
+    for key in ("f1_micro", "f1_macro", "f1_samples", "subset_accuracy", "hamming_loss"):
+        assert 0.0 <= test[key] <= 1.0
+    assert set(test["per_label"]) == {"neg", "pos"}
+    assert len(metrics["decision_threshold"]) == 2
+    assert metrics["baseline"]["f1_micro"] > 0.5
+    out = tmp_path / "out"
+    assert (out / "plots" / "pr_curves.png").exists()
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["problem_type"] == "multi_label_classification"
+    assert len(saved["label_thresholds"]) == 2
+    result = predict(out, ["the good movie", "a bad plot"])
+    assert set(result[0]["scores"]) == {"neg", "pos"}
+    assert all(set(r["labels"]) <= {"neg", "pos"} for r in result)
+
+    from transformers import pipeline
+
+    scores = pipeline("text-classification", model=str(out), top_k=None)(["the good movie"])[0]
+    assert sum(s["score"] for s in scores) != pytest.approx(1.0, abs=1e-3)  # sigmoid, not softmax
+    _check_onnx(out)
+
+
+def test_regression_standardised_targets_are_undone_at_prediction(tiny_bert_dir, tmp_path):
+    path = tmp_path / "scores.csv"
+    generated_regression_frame().to_csv(path, index=False)
+    config = _config(
+        tiny_bert_dir,
+        tmp_path,
+        path,
+        label_column="score",
+        problem_type="regression",
+        standardize_targets=True,
+        num_train_epochs=4,
+    )
+    metrics = run_text_classification(config)
+    test = metrics["test"]
+    for key in ("pearson", "spearman", "mse", "mae", "r2"):
+        assert key in test
+    assert metrics["target_scaling"]["mean"] == pytest.approx(10.0, abs=1.0)
+    assert metrics["baseline"]["pearson"] > 0.5
+    out = tmp_path / "out"
+    assert (out / "plots" / "predicted_vs_true.png").exists()
+    values = [r["score"] for r in predict(out, ["good great", "bad awful", "the movie"])]
+    # in the targets' units (around 10), not standardised (around 0)
+    assert 4.0 < np.mean(values) < 16.0
+    _check_onnx(out)
+
+
+def test_sentence_pairs_cli_with_frozen_prefix_cache(tiny_bert_dir, tmp_path):
+    from nlp_transfer.cli import main
+
+    path = tmp_path / "pairs.csv"
+    generated_pair_frame().to_csv(path, index=False)
+    out = tmp_path / "out"
+    flags = f"--model_name_or_path {tiny_bert_dir} --train_file {path} --output_dir {out} "
+    flags += "--text_column premise --text_pair_column hypothesis --label_column relation "
+    flags += "--num_train_epochs 2 --learning_rate 1e-3 --max_seq_length 32 --save_strategy no "
+    flags += "--freeze_layers 2 --cache_frozen_prefix memory --layer_lr_decay 0.9"
+    main(["train", *flags.split()])
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test"]["num_examples"] == 12
+    assert set(metrics["test"]["per_class"]) == {"different", "same"}
+    assert "accuracy" in metrics["baseline"]
+    result = predict(out, [("the good movie", "a great plot"), ("a bad film", "so happy")])
+    assert {r["label"] for r in result} <= {"different", "same"}
+    _check_onnx(out)
+
+
+def _check_onnx(out):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from nlp_transfer.export import export_onnx
+
+    report = export_onnx(out)
+    assert report["max_abs_diff"] < 1e-3
+
+
+@pytest.mark.parametrize(
+    ("frame", "kwargs", "message"),
+    [
+        (
+            pd.DataFrame({"text": ["a b", "c d"] * 10, "score": [1.0, "high"] * 10}),
+            {"label_column": "score", "problem_type": "regression"},
+            "--problem_type regression",
+        ),
+        (
+            pd.DataFrame({"text": ["a b", "c d"] * 10, "score": [1.0, float("nan")] * 10}),
+            {"label_column": "score", "problem_type": "regression"},
+            "'score'",
+        ),
+        (
+            pd.DataFrame({"text": ["a b", "c d"] * 10, "label": ["x", "y"] * 10}),
+            {"text_pair_column": "second"},
+            "--text_pair_column",
+        ),
+    ],
+)
+def test_bad_input_names_the_column_and_flag(frame, kwargs, message):
+    with pytest.raises(ValueError, match=message.replace("-", r"\-")):
+        load_problem_dataset(frame, **kwargs)
+
+
+def test_multilabel_unknown_test_label_is_refused():
+    train = pd.DataFrame({"text": ["a b", "c d", "e f"] * 5, "tags": ["x", "y", "x,y"] * 5})
+    test = pd.DataFrame({"text": ["a b", "c d"], "tags": ["x", "z"]})
+    with pytest.raises(ValueError, match=r"\['z'\].*'tags'.*test"):
+        load_problem_dataset(train, test=test, label_column="tags", label_separator=",")
+
+
+def test_multilabel_split_keeps_every_label_in_train():
+    frame = generated_multilabel_frame(200)
+    frame["tags"] = frame["tags"].str.split("|").apply(lambda t: [x for x in t if x])
+    ds = load_problem_dataset(frame, label_column="tags")
+    names = ds["train"].features["label"].feature.names
+    assert names == ["neg", "pos"]
+    assert sum(map(len, (ds[s] for s in ds))) == 200
+    for split in ds:
+        counts = np.bincount([i for ids in ds[split]["label"] for i in ids], minlength=2)
+        share = counts / len(ds[split])
+        assert np.all(np.abs(share - 0.5) < 0.12), (split, share)
