@@ -208,3 +208,28 @@ def test_multilabel_split_keeps_every_label_in_train():
         counts = np.bincount([i for ids in ds[split]["label"] for i in ids], minlength=2)
         share = counts / len(ds[split])
         assert np.all(np.abs(share - 0.5) < 0.12), (split, share)
+
+
+@pytest.mark.parametrize(
+    ("name", "problem_type"),
+    [
+        ("topics", "single_label_classification"),
+        ("multi_label", "multi_label_classification"),
+        ("regression", "regression"),
+        ("sentence_pairs", "single_label_classification"),
+    ],
+)
+def test_problem_yaml_configs_parse_with_the_topics_recipe(name, problem_type, tmp_path):
+    from conftest import REPO
+
+    from nlp_transfer.config import parse_config
+    from nlp_transfer.tasks import task_config_class
+
+    cls = task_config_class("topics")
+    argv = ["--config", str(REPO / "recipes" / "configs" / f"{name}.yaml")]
+    if name != "topics":
+        argv += ["--train_file", str(tmp_path / "data.csv")]
+    config = parse_config(cls, argv)
+    assert config.problem_type == problem_type
+    if name == "topics":
+        assert (config.dataset_name, config.max_seq_length) == ("20_newsgroups", 256)

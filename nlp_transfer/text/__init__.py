@@ -12,11 +12,12 @@ training loop and transfer plan.
 from .config import TextClassificationConfig
 from .predict import evaluate_saved_model, predict
 from .run import run_text_classification
-from .tasks import SentimentConfig, SpamConfig
+from .tasks import SentimentConfig, SpamConfig, TopicsConfig
 
 __all__ = [
     "SentimentConfig",
     "SpamConfig",
+    "TopicsConfig",
     "TextClassificationConfig",
     "evaluate_saved_model",
     "predict",
