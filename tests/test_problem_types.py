@@ -9,11 +9,12 @@ import random
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import FILLER, NEGATIVE, POSITIVE
 
 from nlp_transfer import TextClassificationConfig, run_text_classification
 from nlp_transfer.data.problems import load_problem_dataset
 from nlp_transfer.text.predict import predict
+
+from conftest import FILLER, NEGATIVE, POSITIVE
 
 TOPICS = {"pos": POSITIVE, "neg": NEGATIVE}
 
@@ -46,12 +47,12 @@ def generated_pair_frame(n: int = 120, seed: int = 0) -> pd.DataFrame:
     """Generated: a pair is 'same' when both sentences carry the same sentiment."""
     rng = random.Random(seed)
     rows = []
-    for i in range(n):
+    for _i in range(n):
         a, b = rng.choice(list(TOPICS)), rng.choice(list(TOPICS))
         rows.append(
             {
-                "premise": " ".join(rng.sample(FILLER, 3) + [rng.choice(TOPICS[a])]),
-                "hypothesis": " ".join(rng.sample(FILLER, 2) + [rng.choice(TOPICS[b])]),
+                "premise": " ".join([*rng.sample(FILLER, 3), rng.choice(TOPICS[a])]),
+                "hypothesis": " ".join([*rng.sample(FILLER, 2), rng.choice(TOPICS[b])]),
                 "relation": "same" if a == b else "different",
             }
         )
@@ -220,10 +221,10 @@ def test_multilabel_split_keeps_every_label_in_train():
     ],
 )
 def test_problem_yaml_configs_parse_with_the_topics_recipe(name, problem_type, tmp_path):
-    from conftest import REPO
-
     from nlp_transfer.config import parse_config
     from nlp_transfer.tasks import task_config_class
+
+    from conftest import REPO
 
     cls = task_config_class("topics")
     argv = ["--config", str(REPO / "recipes" / "configs" / f"{name}.yaml")]
@@ -233,3 +234,47 @@ def test_problem_yaml_configs_parse_with_the_topics_recipe(name, problem_type, t
     assert config.problem_type == problem_type
     if name == "topics":
         assert (config.dataset_name, config.max_seq_length) == ("20_newsgroups", 256)
+
+
+def test_cached_prefix_is_exact_for_sentence_pairs_with_multi_hot_labels(tiny_bert_dir):
+    """token_type_ids of pairs go through the frozen embeddings; the cache must match."""
+    import torch
+    from transformers import AutoTokenizer, DataCollatorWithPadding
+
+    from nlp_transfer.data.tokenize import tokenize_dataset
+    from nlp_transfer.models.text import build_text_classifier
+    from nlp_transfer.text.problem import model_ready_labels
+    from nlp_transfer.transfer.cache import (
+        CachedPrefixModel,
+        CachingCollator,
+        add_cache_index,
+        compute_prefix_cache,
+    )
+    from nlp_transfer.transfer.freeze import freeze_encoder_layers
+
+    frame = generated_pair_frame(24)
+    frame["tags"] = [["same"] if r == "same" else ["different", "x"] for r in frame["relation"]]
+    ds = load_problem_dataset(
+        frame, text_column="premise", text_pair_column="hypothesis", label_column="tags"
+    )
+    ds, _ = model_ready_labels(ds, "multi_label_classification")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    tokenized = tokenize_dataset(ds, tokenizer, 64)["train"]
+    assert any(1 in row for row in tokenized["token_type_ids"])  # the second text is typed 1
+    model, _ = build_text_classifier(str(tiny_bert_dir), label_names=["different", "same", "x"])
+    freeze_encoder_layers(model, 1)
+    collator = DataCollatorWithPadding(tokenizer)
+    cache = compute_prefix_cache(model, 1, tokenized, collator, batch_size=8, dtype=torch.float32)
+    rows = [add_cache_index(tokenized)[i] for i in range(8)]
+    cached = CachingCollator(collator, cache)(rows)
+    plain = collator([{k: v for k, v in r.items() if k != "cache_index"} for r in rows])
+    assert cached["labels"].shape == (8, 3) and cached["labels"].dtype == torch.float32
+    wrapped = CachedPrefixModel(model, 1)
+    model.eval()
+    with torch.no_grad():
+        wrapped.disable()
+        expected = model(**{k: v for k, v in plain.items() if k != "labels"}).logits
+        wrapped.enable()
+        got = wrapped(**{k: v for k, v in cached.items() if k != "labels"}).logits
+    wrapped.disable()
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)

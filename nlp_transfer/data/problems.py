@@ -297,56 +297,25 @@ def load_problem_dataset(
     """
     common = dict(text_column=text_column, label_column=label_column, seed=seed)
     common |= dict(validation_size=validation_size, test_size=test_size, empty_texts=empty_texts)
+    common |= dict(validation=validation, test=test, encoding=encoding)
     if _is_dataset_name(data) and text_pair_column is None:
         if problem_type not in (None, SINGLE_LABEL):
             raise ValueError(
                 f"--dataset_name {data!r}: built-in and Hub datasets are single-label; give "
                 f"{problem_type} data as files (--train_file)."
             )
-        return load_text_classification_dataset(
-            data,
-            validation=validation,
-            test=test,
-            encoding=encoding,
-            **common,
-            **single_label_kwargs,
-        )
-    tables = {"train": _table(data, "train", encoding)}
-    tables |= {
-        s: _table(v, s, encoding)
-        for s, v in (("validation", validation), ("test", test))
-        if v is not None
-    }
+        return load_text_classification_dataset(data, **common, **single_label_kwargs)
+    given = {"train": data, "validation": validation, "test": test}
+    tables = {s: _table(v, s, encoding) for s, v in given.items() if v is not None}
     raw = {s: _texts(t, label_column, "--label_column", s) for s, t in tables.items()}
     problem_type = infer_problem_type(raw["train"], problem_type, label_separator, label_column)
     if problem_type == SINGLE_LABEL and text_pair_column is None:
-        return load_text_classification_dataset(
-            data,
-            validation=validation,
-            test=test,
-            encoding=encoding,
-            **common,
-            **single_label_kwargs,
-        )
+        return load_text_classification_dataset(data, **common, **single_label_kwargs)
     columns = {"text": (text_column, "--text_column")}
     if text_pair_column is not None:
         columns["text_pair"] = (text_pair_column, "--text_pair_column")
-    kept = {}
-    for split, table in tables.items():
-        texts = {flag: _texts(table, col, flag, split) for col, flag in columns.values()}
-        rows = _keep_rows(texts, split, empty_texts)
-        kept[split] = {
-            key: [texts[flag][i] for i in rows] for key, (_, flag) in columns.items()
-        } | {"label": [raw[split][i] for i in rows]}
-    labels, feature = _encode_labels(
-        {s: v["label"] for s, v in kept.items()}, problem_type, label_separator, label_column
-    )
-    features = Features({key: Value("string") for key in columns} | {"label": feature})
-    built = {
-        s: Dataset.from_dict(v | {"label": labels[s]}, features=features) for s, v in kept.items()
-    }
-    if "validation" in built and "test" in built:
-        return DatasetDict({s: built[s] for s in ("train", "validation", "test")})
+    kept = _kept_rows(tables, columns, raw, empty_texts)
+    built = _build(kept, problem_type, label_separator, label_column)
     parts = _splits(
         built["train"],
         problem_type,
@@ -358,7 +327,31 @@ def load_problem_dataset(
     )
     return DatasetDict(
         {
-            s: built.get(s, parts[s]) if s != "train" else parts["train"]
+            s: built[s] if s in built and s != "train" else parts[s]
             for s in ("train", "validation", "test")
         }
     )
+
+
+def _build(kept: dict, problem_type: str, separator: str | None, column: str) -> dict:
+    """``{split: Dataset}`` with the texts and the encoded labels."""
+    labels, feature = _encode_labels(
+        {s: v["label"] for s, v in kept.items()}, problem_type, separator, column
+    )
+    texts = [key for key in next(iter(kept.values())) if key != "label"]
+    features = Features({key: Value("string") for key in texts} | {"label": feature})
+    return {
+        s: Dataset.from_dict(v | {"label": labels[s]}, features=features) for s, v in kept.items()
+    }
+
+
+def _kept_rows(tables: dict, columns: dict, raw: dict, empty_texts: str) -> dict[str, dict]:
+    """``{split: {"text": [...], ["text_pair": [...],] "label": [...]}}`` without empty texts."""
+    kept = {}
+    for split, table in tables.items():
+        texts = {flag: _texts(table, col, flag, split) for col, flag in columns.values()}
+        rows = _keep_rows(texts, split, empty_texts)
+        kept[split] = {
+            key: [texts[flag][i] for i in rows] for key, (_, flag) in columns.items()
+        } | {"label": [raw[split][i] for i in rows]}
+    return kept

@@ -17,8 +17,8 @@ from .tasks import SentimentConfig, SpamConfig, TopicsConfig
 __all__ = [
     "SentimentConfig",
     "SpamConfig",
-    "TopicsConfig",
     "TextClassificationConfig",
+    "TopicsConfig",
     "evaluate_saved_model",
     "predict",
     "run_text_classification",
