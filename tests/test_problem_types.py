@@ -154,6 +154,12 @@ def test_sentence_pairs_cli_with_frozen_prefix_cache(tiny_bert_dir, tmp_path):
     assert "accuracy" in metrics["baseline"]
     result = predict(out, [("the good movie", "a great plot"), ("a bad film", "so happy")])
     assert {r["label"] for r in result} <= {"different", "same"}
+    lines = tmp_path / "predictions.jsonl"
+    argv = ["predict", "--model_dir", str(out), "--output", str(lines)]
+    main([*argv, "--text", "the good movie", "--text_pair", "a great plot"])
+    (line,) = [json.loads(x) for x in lines.read_text().splitlines()]
+    assert line["text"] == ["the good movie", "a great plot"]
+    assert line["label"] == result[0]["label"]
     _check_onnx(out)
 
 

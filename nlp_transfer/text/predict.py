@@ -189,6 +189,16 @@ def evaluate_saved_model(
     from ..plots import write_report_plots
 
     model, tokenizer, threshold = load_classifier(model_dir)
+    problem_type = getattr(model.config, "problem_type", None)
+    if problem_type in ("multi_label_classification", "regression") or getattr(
+        model.config, "text_pair_column", None
+    ):
+        raise ValueError(
+            f"{model_dir} is a {problem_type} model"
+            + (" of sentence pairs" if getattr(model.config, "text_pair_column", None) else "")
+            + "; evaluate covers single-texts single-label models. Use predict() on the texts "
+            "and nlp_transfer.metrics_multilabel / metrics_regression on the results."
+        )
     table = read_table(data_file)
     for column, flag in ((text_column, "--text_column"), (label_column, "--label_column")):
         if column not in table.column_names:
