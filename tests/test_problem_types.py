@@ -284,3 +284,36 @@ def test_cached_prefix_is_exact_for_sentence_pairs_with_multi_hot_labels(tiny_be
         got = wrapped(**{k: v for k, v in cached.items() if k != "labels"}).logits
     wrapped.disable()
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_cli_multilabel_lists_and_recipe_regression_with_l2sp_and_frozen_layers(
+    tiny_bert_dir, tmp_path
+):
+    """The CLI infers multi-label from JSON lists; the topics recipe takes --problem_type
+    regression; freezing with caching, L2-SP and LR decay run for both."""
+    from topics import main as topics_main
+
+    from nlp_transfer.cli import main
+
+    frame = generated_multilabel_frame()
+    frame["tags"] = frame["tags"].str.split("|").apply(lambda t: [x for x in t if x])
+    frame.to_json(tmp_path / "tags.jsonl", orient="records", lines=True)
+    common = f"--model_name_or_path {tiny_bert_dir} --num_train_epochs 1 --max_seq_length 32 "
+    common += "--save_strategy no --run_baseline false --freeze_layers 1 --l2sp_alpha 0.01 "
+    common += "--layer_lr_decay 0.9 --learning_rate 1e-3"
+    out = tmp_path / "tags"
+    main(["train", *common.split(), "--train_file", str(tmp_path / "tags.jsonl"),
+          "--label_column", "tags", "--output_dir", str(out)])  # fmt: skip
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["problem_type"] == "multi_label_classification"
+    assert metrics["parameters"]["trainable"] < metrics["parameters"]["total"]
+    assert "eval_f1_micro" in metrics["validation"][0]
+
+    generated_regression_frame().to_csv(tmp_path / "scores.csv", index=False)
+    out = tmp_path / "scores"
+    result = topics_main([*common.split(), "--train_file", str(tmp_path / "scores.csv"),
+                          "--label_column", "score", "--problem_type", "regression",
+                          "--output_dir", str(out)])  # fmt: skip
+    assert result["metric_for_best_model"] == "loss"
+    assert result["test"]["mse"] == pytest.approx(result["test"]["loss"])
+    assert predict(out, ["good"])[0].keys() == {"score"}

@@ -13,6 +13,7 @@ The single-label path is the original one and does not pass through here.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,7 +30,7 @@ from ..metrics_regression import regression_metrics
 
 logger = get_logger(__name__)
 
-# metric_for_best_model when the user left the default ("accuracy")
+# metric_for_best_model when the user left the config's default
 DEFAULT_METRIC = {MULTI_LABEL: "f1_micro", REGRESSION: "loss"}
 
 
@@ -81,8 +82,12 @@ def check_problem_settings(config, problem_type: str) -> None:
 
 
 def best_model_metric(config, problem_type: str) -> str:
-    """``--metric_for_best_model``, or the problem type's default when the user left it."""
-    if problem_type != SINGLE_LABEL and config.metric_for_best_model == "accuracy":
+    """``--metric_for_best_model``, or the problem type's default when the user left it at the
+    config's (a recipe's) single-label default."""
+    default = next(
+        f.default for f in dataclasses.fields(config) if f.name == "metric_for_best_model"
+    )
+    if problem_type != SINGLE_LABEL and config.metric_for_best_model == default:
         return DEFAULT_METRIC[problem_type]
     return config.metric_for_best_model
 
