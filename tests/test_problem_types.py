@@ -185,6 +185,11 @@ def _check_onnx(out):
             {"label_column": "score", "problem_type": "regression"},
             "'score'",
         ),
+        (  # floats are regression only when asked
+            pd.DataFrame({"text": ["a b", "c d"] * 10, "score": [1.5, 2.0] * 10}),
+            {"label_column": "score"},
+            "--problem_type regression",
+        ),
         (
             pd.DataFrame({"text": ["a b", "c d"] * 10, "label": ["x", "y"] * 10}),
             {"text_pair_column": "second"},
