@@ -322,3 +322,21 @@ def test_cli_multilabel_lists_and_recipe_regression_with_l2sp_and_frozen_layers(
     assert result["metric_for_best_model"] == "loss"
     assert result["test"]["mse"] == pytest.approx(result["test"]["loss"])
     assert predict(out, ["good"])[0].keys() == {"score"}
+
+
+def test_multilabel_split_moves_a_rare_label_back_into_train():
+    frame = generated_multilabel_frame(60)
+    frame.loc[59, "tags"] = "pos|rare"  # seen once: it must be learnable
+    for seed in range(10):
+        ds = load_problem_dataset(frame, label_column="tags", label_separator="|", seed=seed)
+        rare = ds["train"].features["label"].feature.names.index("rare")
+        assert any(rare in ids for ids in ds["train"]["label"]), seed
+        assert sum(len(ds[s]) for s in ds) == 60
+
+
+def test_a_label_held_out_only_is_moved_back_to_train():
+    from nlp_transfer.data.problems import _keep_labels_in_train
+
+    labels = [[0], [0, 1], [1], [2], [0]]
+    train, held = _keep_labels_in_train(labels, np.array([0, 1, 2]), {"test": np.array([3, 4])})
+    assert train.tolist() == [0, 1, 2, 3] and held["test"].tolist() == [4]

@@ -222,10 +222,24 @@ def _splits(
         shares["validation"] = validation_size / (1 - (test_size if need_test else 0.0))
     for split, share in shares.items():
         keep, held = _one_split(dataset.select(rest), problem_type, share, seed)
-        out[split] = dataset.select(rest[held])
+        out[split] = rest[held]
         rest = rest[keep]
-    out["train"] = dataset.select(rest)
-    return out
+    if problem_type == MULTI_LABEL:
+        rest, out = _keep_labels_in_train(list(dataset["label"]), rest, out)
+    return {"train": dataset.select(rest)} | {s: dataset.select(i) for s, i in out.items()}
+
+
+def _keep_labels_in_train(labels: list[list[int]], train: np.ndarray, held: dict) -> tuple:
+    """Move one held-out row back to training for each label that training would lack (a
+    label seen once or twice can otherwise land only in validation or test)."""
+    seen = {i for row in train for i in labels[row]}
+    for split in list(held):
+        for row in list(held[split]):
+            if set(labels[row]) - seen:
+                seen |= set(labels[row])
+                train = np.sort(np.append(train, row))
+                held[split] = held[split][held[split] != row]
+    return train, held
 
 
 def _one_split(dataset: Dataset, problem_type: str, share: float, seed: int):
