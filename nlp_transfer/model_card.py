@@ -197,7 +197,7 @@ def build_model_card(
         best_epoch=metrics.get("best_epoch"),
         epochs=len(metrics.get("validation") or []),
         metric_for_best_model=metrics.get("metric_for_best_model"),
-        has_confusion_matrix=True,
+        has_confusion_matrix="confusion_matrix" in test,  # multi-label, regression: none
         hyperparameters=[(k, getattr(config, k)) for k in _HYPERPARAMETERS if hasattr(config, k)],
         train_runtime=f"{metrics.get('timings', {}).get('train_runtime_s', 0):.0f}",
         num_processes=environment.get("num_processes", 1),
