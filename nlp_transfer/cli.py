@@ -67,6 +67,11 @@ def _predict_lines(args: argparse.Namespace, image_model: bool) -> list[str]:
     from .text.predict import predict
 
     texts = args.text or _read_texts(args.file, args.text_column)
+    if args.text_pair_column or args.text_pair:  # sentence-pair models: (text, text_pair)
+        pairs = args.text_pair or _read_texts(args.file or "", args.text_pair_column)
+        if len(pairs) != len(texts):
+            raise SystemExit("error: give one --text_pair per --text.")
+        texts = list(zip(texts, pairs, strict=True))
     results = predict(args.model_dir, texts, batch_size=args.batch_size)
     return [
         json.dumps({"text": t, **r}, ensure_ascii=False)
@@ -130,6 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--image", action="append", help="An image file (repeatable).")
     source.add_argument("--image_dir", help="Every image file under this folder (image models).")
     p.add_argument("--text_column", default="text", help="Text column of --file (tables only).")
+    p.add_argument(
+        "--text_pair_column", help="Sentence-pair models: the second text's column of --file."
+    )
+    p.add_argument(
+        "--text_pair", action="append", help="Sentence-pair models: the second text of each --text."
+    )
     p.add_argument("--batch_size", type=int, default=64, help="Texts or images per forward pass.")
     p.add_argument("--output", help="Write JSON lines here instead of standard output.")
     e = sub.add_parser(

@@ -64,6 +64,8 @@ mixed precision {{ mixed_precision }}).
 """
 
 _HYPERPARAMETERS = (
+    "problem_type",
+    "text_pair_column",
     "learning_rate",
     "head_learning_rate",
     "num_train_epochs",
@@ -125,7 +127,7 @@ def build_model_card(
         best_epoch=metrics.get("best_epoch"),
         epochs=len(metrics.get("validation") or []),
         metric_for_best_model=metrics.get("metric_for_best_model"),
-        has_confusion_matrix=True,
+        has_confusion_matrix="confusion_matrix" in test,  # multi-label, regression: none
         hyperparameters=[(k, getattr(config, k)) for k in _HYPERPARAMETERS if hasattr(config, k)],
         **_environment_fields(metrics),
         usage=_usage(model_name, modality, strategy),

@@ -277,7 +277,7 @@ def test_classifier_truncates_at_the_saved_length(trained):
     assert one == classifier.predict(["great"])[0]
 
 
-def test_classifier_refuses_other_problem_types_clearly(trained, tmp_path):
+def test_classifier_decodes_the_saved_problem_type(trained, tmp_path):
     import shutil
 
     copy = tmp_path / "multi"
@@ -286,8 +286,11 @@ def test_classifier_refuses_other_problem_types_clearly(trained, tmp_path):
     (copy / "config.json").write_text(
         json.dumps(config | {"problem_type": "multi_label_classification"})
     )
-    with pytest.raises(NotImplementedError, match="multi_label_classification"):
-        TextClassifier.from_pretrained(copy)
+    classifier = TextClassifier.from_pretrained(copy)
+    (out,) = classifier.predict(["good film"])
+    assert set(out) == {"labels", "scores"}  # every label's sigmoid, names above threshold
+    assert all(0.0 <= v <= 1.0 for v in out["scores"].values())
+    assert out["labels"] == [k for k, v in out["scores"].items() if v >= 0.5]
 
 
 def test_cli_text_task_parses_auto_and_explicit_values():

@@ -122,7 +122,8 @@ def label_names(train_labels: list, column: str, label_feature: Any) -> list[str
             raise ValueError(
                 f"Label column {column!r} holds non-integer numbers (e.g. "
                 f"{next(v for v in train_labels if not float(v).is_integer())}); this looks like "
-                "a regression target. Bin the scores into classes first."
+                "a regression target: pass --problem_type regression, or bin the scores into "
+                "classes first."
             )
         return [str(v) for v in sorted({int(v) for v in train_labels})]
     if kinds == {str}:
@@ -130,7 +131,7 @@ def label_names(train_labels: list, column: str, label_feature: Any) -> list[str
     names = ", ".join(sorted(k.__name__ for k in kinds))
     raise ValueError(
         f"Label column {column!r} mixes value types ({names}); make every label a string or "
-        "every label an integer."
+        "every label an integer (lists of labels: --problem_type multi_label_classification)."
     )
 
 

@@ -49,13 +49,20 @@ def tokenize_dataset(
         )
         max_seq_length = model_max
 
+    # a sentence pair (a ``text_pair`` column) is encoded together, truncated longest first
+    pairs = "text_pair" in next(iter(dataset.values())).column_names
+
     def encode(batch: dict) -> dict:
         # One token over the limit tells which texts are cut; only those are encoded again.
-        encoded = tokenizer(batch["text"], truncation=True, max_length=max_seq_length + 1)
+        second = batch["text_pair"] if pairs else None
+        encoded = tokenizer(batch["text"], second, truncation=True, max_length=max_seq_length + 1)
         long = [i for i, ids in enumerate(encoded["input_ids"]) if len(ids) > max_seq_length]
         if long:
             again = tokenizer(
-                [batch["text"][i] for i in long], truncation=True, max_length=max_seq_length
+                [batch["text"][i] for i in long],
+                [second[i] for i in long] if pairs else None,
+                truncation=True,
+                max_length=max_seq_length,
             )
             for key in again:
                 for j, i in enumerate(long):
@@ -65,7 +72,8 @@ def tokenize_dataset(
             encoded["truncated"][i] = True
         return encoded
 
-    tokenized = dataset.map(encode, batched=True, remove_columns=["text"], desc="Tokenizing")
+    text_columns = ["text", "text_pair"] if pairs else ["text"]
+    tokenized = dataset.map(encode, batched=True, remove_columns=text_columns, desc="Tokenizing")
     hint = (
         f"raise --max_seq_length (up to the model's {model_max}) to keep more"
         if max_seq_length < model_max

@@ -13,13 +13,14 @@ from .classifier import TextClassifier
 from .config import TextClassificationConfig
 from .predict import evaluate_saved_model, predict
 from .run import run_text_classification
-from .tasks import SentimentConfig, SpamConfig
+from .tasks import SentimentConfig, SpamConfig, TopicsConfig
 
 __all__ = [
     "SentimentConfig",
     "SpamConfig",
     "TextClassificationConfig",
     "TextClassifier",
+    "TopicsConfig",
     "evaluate_saved_model",
     "predict",
     "run_text_classification",

@@ -18,12 +18,12 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..metrics import predict_labels, probabilities
-from .predict import load_classifier, predict_logits_for_texts
+from .predict import decode_predictions, load_classifier, predict_logits_for_texts
 
 # Truncation for models saved before max_seq_length travelled with them (capped by the
 # tokenizer's model_max_length): what prediction always used.
 FALLBACK_MAX_SEQ_LENGTH = 512
-SUPPORTED_PROBLEM_TYPES = (None, "single_label_classification")
+SINGLE_LABEL_TYPES = (None, "single_label_classification")
 
 
 class TextClassifier:
@@ -61,17 +61,8 @@ class TextClassifier:
 
         Raises:
             FileNotFoundError: ``model_dir`` has no ``config.json``.
-            NotImplementedError: The model's ``problem_type`` is not single-label
-                classification (multi-label and regression models are not supported yet).
         """
         model, tokenizer, threshold = load_classifier(model_dir, device)
-        problem_type = getattr(model.config, "problem_type", None)
-        if problem_type not in SUPPORTED_PROBLEM_TYPES:
-            raise NotImplementedError(
-                f"{model_dir}: problem_type {problem_type!r} is not supported by "
-                "TextClassifier yet (single-label classification only); load the model with "
-                "transformers.AutoModelForSequenceClassification and read its logits."
-            )
         max_len = getattr(model.config, "max_seq_length", None) or FALLBACK_MAX_SEQ_LENGTH
         return cls(model, tokenizer, threshold, max_len)
 
@@ -85,26 +76,46 @@ class TextClassifier:
             self.model, self.tokenizer, texts, batch_size, self.max_seq_length
         )
 
+    @property
+    def problem_type(self) -> str:
+        """``single_label_classification``, ``multi_label_classification`` or ``regression``."""
+        return getattr(self.model.config, "problem_type", None) or "single_label_classification"
+
     def predict_proba(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        """Class probabilities ``(n, num_labels)`` (softmax of the logits), rows sum to 1."""
-        return probabilities(self.predict_logits(texts, batch_size))
+        """Probabilities ``(n, num_labels)``: softmax of the logits (rows sum to 1), or each
+        label's sigmoid for a multi-label model.
+
+        Raises:
+            ValueError: A regression model (it has values, not probabilities).
+        """
+        logits = self.predict_logits(texts, batch_size)
+        if self.problem_type == "multi_label_classification":
+            return 1.0 / (1.0 + np.exp(-logits))
+        if self.problem_type == "regression":
+            raise ValueError("A regression model predicts values: use predict().")
+        return probabilities(logits)
 
     def predict(self, texts: Sequence[str] | str, batch_size: int = 64) -> list[dict] | dict:
-        """Classify texts, applying the saved decision threshold of a binary task.
+        """Predict for texts, applying what training saved (threshold(s), target scaling).
 
         Args:
-            texts: ``n`` texts; or one string (then one dict is returned).
+            texts: ``n`` texts, or ``(text, text_pair)`` tuples for a sentence-pair model; or
+                one string (then one dict is returned).
             batch_size: Texts per forward pass (memory, not results).
 
         Returns:
-            One dict per text: ``label`` (predicted name), ``score`` (its probability) and
-            ``scores`` (probability of every label).
+            One dict per text. Single-label: ``label`` (predicted name), ``score`` (its
+            probability) and ``scores`` (probability of every label). Multi-label: ``labels``
+            (names at or above their threshold) and ``scores``. Regression: ``score`` (the
+            predicted value, in the targets' units).
 
         Raises:
             ValueError: A text is not a string.
         """
         if isinstance(texts, str):
             return self.predict([texts], batch_size)[0]
+        if self.problem_type != "single_label_classification":
+            return decode_predictions(self.predict_logits(texts, batch_size), self.model.config)
         probs = self.predict_proba(texts, batch_size)
         preds = predict_labels(probs, self.threshold)
         return [

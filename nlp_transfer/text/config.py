@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from ..data.custom import EMPTY_TEXT_CHOICES
+from ..data.problems import PROBLEM_TYPES
 from ..data.samplers import SAMPLING_CHOICES
 from ..training.arguments import (
     EVALUATION,
@@ -75,7 +76,34 @@ class TextClassificationConfig(TransferConfig):
     )
     test_file: str | None = arg(None, "Test data; split off the training data if unset.", DATA)
     text_column: str = arg("text", "Column holding the text.", DATA)
-    label_column: str = arg("label", "Column holding the label (strings or integers).", DATA)
+    label_column: str = arg(
+        "label",
+        "Column holding the label (strings or integers), the labels (lists, or strings joined by "
+        "--label_separator) or the regression target (numbers).",
+        DATA,
+    )
+    text_pair_column: str | None = arg(
+        None,
+        "Column holding the second text of a sentence pair (NLI, paraphrase, question-answer "
+        "relevance): both are encoded together, truncated longest first.",
+        DATA,
+    )
+    problem_type: str | None = arg(
+        None,
+        "single_label_classification, multi_label_classification or regression; unset: "
+        "inferred from the label column (lists, or strings holding --label_separator, are "
+        "multi-label; regression is only ever asked for).",
+        DATA,
+    )
+    label_separator: str | None = arg(
+        None, "Multi-label: the separator of labels within a string, e.g. ','.", DATA
+    )
+    standardize_targets: bool = arg(
+        False,
+        "Regression: train on standardised targets (mean 0, std 1 on train); the saved model "
+        "predicts in the targets' units.",
+        DATA,
+    )
     validation_size: float = arg(
         0.1, "Fraction of the data split off for validation when there is no validation file.", DATA
     )
@@ -142,13 +170,14 @@ class TextClassificationConfig(TransferConfig):
     )
     decision_threshold: float = arg(
         0.5,
-        "Binary tasks: predict the positive class (label id 1) when its probability is >= this.",
+        "Binary tasks: predict the positive class (label id 1) when its probability is >= this; "
+        "multi-label: each label's threshold.",
         IMBALANCE,
     )
     tune_decision_threshold: bool = arg(
         False,
         "Binary tasks: choose the threshold that maximises the positive class's F1 on "
-        "validation; saved with the model.",
+        "validation (multi-label: one per label, each label's F1); saved with the model.",
         IMBALANCE,
     )
     # Outputs and sharing
@@ -187,6 +216,8 @@ class TextClassificationConfig(TransferConfig):
                 f"--decision_threshold must be in (0, 1), got {self.decision_threshold}."
             )
         check_choice(self, "empty_texts", EMPTY_TEXT_CHOICES)
+        if self.problem_type is not None:
+            check_choice(self, "problem_type", PROBLEM_TYPES)
         check_choice(self, "sampling", SAMPLING_CHOICES)
         check_choice(self, "pooling", POOLING_CHOICES)
         self._check_sources()

@@ -81,7 +81,8 @@ def export_text_onnx(
     model = model.float().eval()
     path = Path(output) if output else Path(model_dir) / "model.onnx"
     samples = ["a short one", "a somewhat longer example sentence to classify, with punctuation!"]
-    encoded = tokenizer(samples, padding=True, return_tensors="pt")
+    pairs = samples[::-1] if getattr(model.config, "text_pair_column", None) else None
+    encoded = tokenizer(samples, pairs, padding=True, return_tensors="pt")  # pairs: types 0 and 1
     names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in encoded]
     wrapper = _LogitsOnly(model).eval()
     batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")

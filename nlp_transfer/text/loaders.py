@@ -10,14 +10,15 @@ from datasets import ClassLabel, DatasetDict
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from ..data import load_text_classification_dataset
 from ..data.custom import DataSource, reading_options
+from ..data.problems import load_problem_dataset
 from ..data.tokenize import build_dataloaders, tokenize_dataset
 from ..metrics import classification_metrics
 from ..training.imbalance import class_weights_from_spec
 from ..transfer.cache import CachingCollator
 from ..transfer.prefix import build_prefix_caches
 from .config import TextClassificationConfig
+from .problem import label_names_of
 
 logger = get_logger(__name__)
 
@@ -51,10 +52,13 @@ def load_data(
         source = source["train"]
     if source is None and config.dataset_name is None and config.train_file is None:
         raise ValueError("Give the data: --dataset_name (built-in or Hub) or --train_file.")
-    dataset = load_text_classification_dataset(
+    dataset = load_problem_dataset(
         source if source is not None else config.dataset_name or config.train_file,
+        problem_type=config.problem_type,
         validation=validation,
         test=test,
+        text_pair_column=config.text_pair_column,
+        label_separator=config.label_separator,
         validation_size=config.validation_size,
         test_size=config.test_size,
         **reading_options(config),
@@ -65,7 +69,7 @@ def load_data(
         if cap is not None and cap < len(dataset[split]):
             dataset[split] = dataset[split].select(range(cap))
     sizes = ", ".join(f"{s} {len(d):,}" for s, d in dataset.items())
-    logger.info(f"Data: {sizes}; labels {dataset['train'].features['label'].names}")
+    logger.info(f"Data: {sizes}; labels {label_names_of(dataset)}")
     return dataset
 
 

@@ -66,19 +66,30 @@ def predict_logits_for_texts(
     Texts are batched in order of length (little padding) and the order is restored after.
     """
     texts = list(texts)
-    bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+    pairs = bool(texts) and all(isinstance(t, list | tuple) and len(t) == 2 for t in texts)
+    flat = [s for t in texts for s in t] if pairs else texts
+    bad = [i for i, t in enumerate(flat) if not isinstance(t, str)]
     if bad:
-        raise ValueError(f"Texts must be strings; item {bad[0]} is {type(texts[bad[0]]).__name__}.")
+        raise ValueError(
+            f"Texts must be strings (or (text, text_pair) tuples for a sentence-pair model); "
+            f"item {bad[0]} is {type(flat[bad[0]]).__name__}."
+        )
     max_len = min(
         max_seq_length, getattr(tokenizer, "model_max_length", max_seq_length) or max_seq_length
     )
-    encoded = tokenizer(texts, truncation=True, max_length=max_len)["input_ids"]
+    first, second = list(zip(*texts, strict=True)) if pairs else (texts, None)
+    encoded = tokenizer(list(first), second and list(second), truncation=True, max_length=max_len)
+    types = encoded.get("token_type_ids")
+    encoded = encoded["input_ids"]
     order = np.argsort([len(ids) for ids in encoded], kind="stable")
     out = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
     device = next(model.parameters()).device
     for start in range(0, len(texts), batch_size):
         idx = order[start : start + batch_size]
-        batch = tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, return_tensors="pt")
+        features = {"input_ids": [encoded[i] for i in idx]}
+        if types is not None and pairs:
+            features["token_type_ids"] = [types[i] for i in idx]
+        batch = tokenizer.pad(features, return_tensors="pt")
         batch = {k: v.to(device) for k, v in batch.items()}
         out[idx] = model(**batch).logits.float().cpu().numpy()
     return out
@@ -109,16 +120,38 @@ def predict(
 
     Returns:
         ``n`` dicts: ``label`` (predicted name), ``score`` (its probability) and ``scores``
-        (probability of every label).
+        (probability of every label); for multi-label and regression models, see
+        :meth:`~nlp_transfer.text.classifier.TextClassifier.predict`.
 
     Raises:
         FileNotFoundError: No saved model in ``model_dir``.
         ValueError: A text is not a string.
-        NotImplementedError: A multi-label or regression model.
     """
     from .classifier import TextClassifier  # it builds on this module
 
     return TextClassifier.from_pretrained(model_dir, device).predict(list(texts), batch_size)
+
+
+def decode_predictions(logits: np.ndarray, config) -> list[dict]:
+    """Multi-label and regression outputs as dicts.
+
+    Multi-label: ``labels`` (names whose sigmoid probability reaches the label's saved
+    threshold, ``config.label_thresholds``, default 0.5) and ``scores`` (every label's
+    probability). Regression: ``score``, the predicted value (in the targets' units: a
+    standardisation was folded into the head when saving).
+    """
+    if config.problem_type == "regression":
+        return [{"score": float(v)} for v in np.reshape(logits, (len(logits), -1))[:, 0]]
+    names = [config.id2label[i] for i in range(config.num_labels)]
+    thresholds = np.asarray(getattr(config, "label_thresholds", None) or [0.5] * len(names))
+    probs = 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
+    return [
+        {
+            "labels": [n for n, p, t in zip(names, row, thresholds, strict=True) if p >= t],
+            "scores": dict(zip(names, map(float, row), strict=True)),
+        }
+        for row in probs
+    ]
 
 
 def evaluate_saved_model(
@@ -153,6 +186,16 @@ def evaluate_saved_model(
     from ..plots import write_report_plots
 
     model, tokenizer, threshold = load_classifier(model_dir)
+    problem_type = getattr(model.config, "problem_type", None)
+    if problem_type in ("multi_label_classification", "regression") or getattr(
+        model.config, "text_pair_column", None
+    ):
+        raise ValueError(
+            f"{model_dir} is a {problem_type} model"
+            + (" of sentence pairs" if getattr(model.config, "text_pair_column", None) else "")
+            + "; evaluate covers single-texts single-label models. Use predict() on the texts "
+            "and nlp_transfer.metrics_multilabel / metrics_regression on the results."
+        )
     table = read_table(data_file)
     for column, flag in ((text_column, "--text_column"), (label_column, "--label_column")):
         if column not in table.column_names:

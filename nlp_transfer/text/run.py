@@ -27,8 +27,10 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from ..data.custom import DataSource
+from ..data.problems import MULTI_LABEL, REGRESSION, SINGLE_LABEL
 from ..hub import check_push_to_hub, push_to_hub
 from ..metrics import classification_metrics, cross_entropy, probabilities, select_threshold
+from ..model_card import write_model_card
 from ..models.text import DEFAULT_MODEL_NAME, build_text_classifier, resolve_model_path
 from ..training.imbalance import cross_entropy_loss
 from ..training.outputs import format_summary, run_metrics, save_run, write_report
@@ -36,11 +38,24 @@ from ..training.run import TrainOutcome, start_run, train_and_predict
 from ..transfer.adapters import save_adapter_outputs
 from ..transfer.cache import CachedPrefixModel
 from ..transfer.plan import TransferPlan, plan_transfer
-from .baseline import tfidf_logreg_baseline
+from .baseline import tfidf_logreg_baseline, tfidf_problem_baseline
 from .config import TextClassificationConfig
 from .defaults import resolve_auto_settings
 from .features import train_feature_extractor
 from .loaders import class_weights, is_prepared, load_data, metrics_fn, text_dataloaders
+from .problem import (
+    TargetScaling,
+    best_model_metric,
+    check_problem_settings,
+    format_problem_summary,
+    label_names_of,
+    model_ready_labels,
+    problem_loss,
+    problem_metrics_fn,
+    problem_test_report,
+    problem_type_of,
+    write_problem_plots,
+)
 
 logger = get_logger(__name__)
 
@@ -72,8 +87,19 @@ def train_text_classifier(
     Raises:
         ValueError: Bad ``--class_weights``.
     """
-    label_names = dataset["train"].features["label"].names
-    weights = class_weights(dataset, config)
+    problem = problem_type_of(dataset)
+    if problem == SINGLE_LABEL:
+        label_names = dataset["train"].features["label"].names
+        loss_fn = cross_entropy_loss(class_weights(dataset, config))
+        compute_metrics = metrics_fn(label_names, config)
+        predict_validation = config.tune_decision_threshold and len(label_names) == 2
+    else:
+        dataset, scaling = model_ready_labels(dataset, problem, config.standardize_targets)
+        loss_fn = problem_loss(problem, dataset, config.class_weights)
+        compute_metrics = problem_metrics_fn(
+            problem, list(model.config.id2label.values()), scaling, config.decision_threshold
+        )
+        predict_validation = config.tune_decision_threshold and problem == MULTI_LABEL
     cache_model = model if plan.cache_prefix else None
     loaders = text_dataloaders(dataset, tokenizer, accelerator, config, cache_model=cache_model)
     # from here on the frozen prefix does no work
@@ -83,12 +109,12 @@ def train_text_classifier(
         loaders,
         accelerator,
         config,
-        compute_metrics=metrics_fn(label_names, config),
-        loss_fn=cross_entropy_loss(weights),
+        compute_metrics=compute_metrics,
+        loss_fn=loss_fn,
         plan=plan,
         cached=cached,
         # only threshold tuning needs the final model's validation predictions
-        predict_validation=config.tune_decision_threshold and len(label_names) == 2,
+        predict_validation=predict_validation,
     )
 
 
@@ -150,13 +176,18 @@ def run_text_classification(
     if not is_prepared(dataset):  # None, a DataFrame, a Dataset: the config's columns
         with accelerator.main_process_first():
             dataset = load_data(config, dataset)
-    labels = dataset["train"].features["label"].names
+    problem = problem_type_of(dataset)
+    check_problem_settings(config, problem)
+    config = dataclasses.replace(config, metric_for_best_model=best_model_metric(config, problem))
+    labels = label_names_of(dataset)
     model, tokenizer = build_text_classifier(
         config.init_from or config.model_name_or_path,
         label_names=labels,
         trust_remote_code=config.trust_remote_code,
         new_head=config.init_from is not None,
     )
+    model.config.problem_type = problem  # pipeline() and predict() decode by it
+    model.config.text_pair_column = config.text_pair_column
     if config.init_from:
         logger.info(f"Weight transfer: encoder initialised from {config.init_from}, new head")
     config = resolve_auto_settings(
@@ -200,20 +231,14 @@ def finish_text_run(
 ) -> dict:
     """Test metrics, the TF-IDF baseline, ``metrics.json``, the saved model, plots, model card,
     the Hub upload and the printed summary."""
-    labels = dataset["train"].features["label"].names
-    threshold, tuning = choose_decision_threshold(config, outcome.validation, len(labels))
+    labels = label_names_of(dataset)
+    problem = problem_type_of(dataset)
     test_logits, test_labels = outcome.test
-    test_metrics = classification_metrics(test_labels, test_logits, labels, threshold)
-    test_metrics["loss"] = cross_entropy(test_logits, test_labels)
     unwrapped = accelerator.unwrap_model(outcome.model)
-    if threshold is not None:  # travels with the model (config.json); prediction uses it
-        unwrapped.config.decision_threshold = threshold
     unwrapped.config.max_seq_length = config.max_seq_length  # prediction truncates the same
-    baseline = None
-    if config.run_baseline and accelerator.is_main_process:
-        baseline = tfidf_logreg_baseline(
-            dataset, seed=config.seed, tune_decision_threshold=config.tune_decision_threshold
-        )
+    test_metrics, extra, baseline = _test_report(
+        config, outcome, dataset, unwrapped, accelerator.is_main_process
+    )
     metrics = run_metrics(
         outcome.fit,
         test_metrics,
@@ -225,8 +250,8 @@ def finish_text_run(
         accelerator=accelerator,
         start_time=start,
     )
-    metrics["decision_threshold"] = threshold
-    metrics["threshold_tuning"] = tuning
+    scaling = extra.pop("scaling", TargetScaling())
+    metrics |= extra
     metrics["transfer_strategy"] = plan.describe()
     model_path = config.init_from or resolve_model_path(config.model_name_or_path)[0]
     # the adapter to output_dir/adapter; the model merged for the usual layout (--peft)
@@ -240,11 +265,45 @@ def finish_text_run(
         tokenizer,
         resolved_model_path=model_path,
     )
-    if accelerator.is_main_process:
-        write_report(config, outcome, metrics, labels, threshold=threshold)
-        if config.push_to_hub:
-            repo_id = config.hub_model_id or Path(config.output_dir).name
-            logger.info(f"Pushed to the Hub: {push_to_hub(config.output_dir, repo_id)}")
-    accelerator.print(format_summary(metrics, task_name))
+    if accelerator.is_main_process and problem != SINGLE_LABEL:
+        write_problem_plots(config.output_dir, problem, test_labels, test_logits, labels, scaling)
+        write_model_card(config.output_dir, metrics, config, labels)
+    elif accelerator.is_main_process:
+        write_report(config, outcome, metrics, labels, threshold=metrics["decision_threshold"])
+    if accelerator.is_main_process and config.push_to_hub:
+        repo_id = config.hub_model_id or Path(config.output_dir).name
+        logger.info(f"Pushed to the Hub: {push_to_hub(config.output_dir, repo_id)}")
+    if problem == SINGLE_LABEL:
+        accelerator.print(format_summary(metrics, task_name))
+    else:
+        accelerator.print(format_problem_summary(metrics, task_name, problem))
     accelerator.end_training()
     return metrics
+
+
+def _test_report(config, outcome, dataset, model, main_process: bool):
+    """``(test metrics, metrics.json extras, baseline metrics or None)`` for the problem type;
+    the decision threshold(s) and target scaling travel with ``model``'s config."""
+    labels = label_names_of(dataset)
+    problem = problem_type_of(dataset)
+    test_logits, test_labels = outcome.test
+    baseline = None
+    if problem != SINGLE_LABEL:
+        scaling = TargetScaling()
+        if problem == REGRESSION and config.standardize_targets:
+            _, scaling = model_ready_labels(dataset, problem, standardize=True)
+        test_metrics, extra = problem_test_report(problem, config, outcome, dataset, scaling, model)
+        if config.run_baseline and main_process:
+            baseline = tfidf_problem_baseline(dataset, problem, seed=config.seed)
+        extra = extra | {"problem_type": problem, "scaling": scaling}
+        return test_metrics, extra, baseline
+    threshold, tuning = choose_decision_threshold(config, outcome.validation, len(labels))
+    test_metrics = classification_metrics(test_labels, test_logits, labels, threshold)
+    test_metrics["loss"] = cross_entropy(test_logits, test_labels)
+    if threshold is not None:  # travels with the model (config.json); prediction uses it
+        model.config.decision_threshold = threshold
+    if config.run_baseline and main_process:
+        baseline = tfidf_logreg_baseline(
+            dataset, seed=config.seed, tune_decision_threshold=config.tune_decision_threshold
+        )
+    return test_metrics, {"decision_threshold": threshold, "threshold_tuning": tuning}, baseline

@@ -83,5 +83,6 @@ def evaluate(
     """Evaluate a model: ``compute_metrics(labels, logits)`` plus the mean cross-entropy ``loss``."""
     logits, labels = predict_logits(model, dataloader, accelerator, desc)
     metrics = compute_metrics(labels, logits)
-    metrics["loss"] = cross_entropy(logits, labels)
+    if "loss" not in metrics:  # multi-label and regression metrics bring their own loss
+        metrics["loss"] = cross_entropy(logits, labels)
     return metrics
