@@ -100,27 +100,8 @@ BENCHMARKS = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="nlp-transfer",
-        description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub.add_parser(
-        "train",
-        help="Train a classifier: nlp-transfer train "
-        "[--task text|sentiment|spam|image|domain_adaptation] "
-        "[--config file.yaml] [flags] (see nlp-transfer train --task TASK --help).",
-        add_help=False,
-    )
-    sub.add_parser(
-        "search",
-        help="Hyperparameter search (Optuna): nlp-transfer search [--task TASK] "
-        "[--search_space FILE] [--n_trials N] [train flags] (see nlp_transfer.search).",
-        add_help=False,
-    )
+def _add_predict_parser(sub) -> None:
+    """``nlp-transfer predict``: its flags."""
     p = sub.add_parser(
         "predict", help="Classify texts or images with a saved model (prints JSON lines)."
     )
@@ -143,6 +124,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--batch_size", type=int, default=64, help="Texts or images per forward pass.")
     p.add_argument("--output", help="Write JSON lines here instead of standard output.")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nlp-transfer",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser(
+        "train",
+        help="Train a classifier: nlp-transfer train "
+        "[--task text|sentiment|spam|image|domain_adaptation] "
+        "[--config file.yaml] [flags] (see nlp-transfer train --task TASK --help).",
+        add_help=False,
+    )
+    sub.add_parser(
+        "search",
+        help="Hyperparameter search (Optuna): nlp-transfer search [--task TASK] "
+        "[--search_space FILE] [--n_trials N] [train flags] (see nlp_transfer.search).",
+        add_help=False,
+    )
+    _add_predict_parser(sub)
     e = sub.add_parser(
         "evaluate", help="Evaluate a saved model on a labelled file or image folder."
     )
