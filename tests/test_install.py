@@ -124,10 +124,9 @@ def test_readme_links_point_at_files_and_headings_that_exist():
 @pytest.mark.slow
 def test_readme_python_quickstart_runs_as_written(tiny_bert_dir, tmp_path, monkeypatch):
     code = readme_block("quickstart-python")
-    config_calls = len(re.findall(r"TextClassificationConfig\(", code))
-    assert config_calls == 1, "the quickstart builds one TextClassificationConfig"
-    code = code.replace("TextClassificationConfig(", "TextClassificationConfig(**_test_overrides, ")
-    data = re.search(r'train_file="([^"]+)"', code).group(1)
+    assert len(re.findall(r"nlp_transfer\.train\(", code)) == 1, "the quickstart calls train once"
+    code = code.replace("nlp_transfer.train(", "nlp_transfer.train(**_test_overrides, data=")
+    data = re.search(r'data="([^"]+)"', code).group(1)
     text_column = re.search(r'text_column="([^"]+)"', code).group(1)
     label_column = re.search(r'label_column="([^"]+)"', code).group(1)
     output_dir = re.search(r'output_dir="([^"]+)"', code).group(1)
@@ -141,8 +140,11 @@ def test_readme_python_quickstart_runs_as_written(tiny_bert_dir, tmp_path, monke
     }
     namespace = {"_test_overrides": overrides}
     exec(compile(code, "README.md:quickstart-python", "exec"), namespace)
-    assert namespace["metrics"]["test"]["accuracy"] >= 0.9
+    result = namespace["result"]
+    assert result.metrics["test"]["accuracy"] >= 0.9
     assert (tmp_path / output_dir / "model.safetensors").exists()
+    (prediction,) = result.model.predict(["A gorgeous, witty film."])
+    assert prediction["label"] in result.model.labels
 
 
 def _fresh_venv_with_wheel(tmp_path: Path) -> Path:
