@@ -31,7 +31,7 @@ domain-adaptation: $(STAMP)  ## movie reviews -> unlabelled product reviews: sou
 	$(BIN)/accelerate launch recipes/domain_adaptation.py --output_dir outputs/domain_adaptation-$(RUN_ID) $(ARGS)
 
 test: $(STAMP)  ## every test: fast tier + slow integration tests (what CI runs)
-	$(BIN)/python -m pytest -m "slow or not slow" $(ARGS)
+	$(BIN)/python -m pytest -m "slow or not slow" --durations=15 $(ARGS)
 
 test-fast: $(STAMP)  ## the fast, offline tier only (plain pytest)
 	$(BIN)/python -m pytest $(ARGS)
