@@ -1,7 +1,7 @@
 """Hyperparameter search with Optuna over any task's run: ``nlp-transfer search``.
 
     from nlp_transfer import search
-    study = search(config, "recipes/configs/search_space.yaml", n_trials=12)
+    study = search(config, "nlp_transfer/configs/search_space.yaml", n_trials=12)
 
 Each trial is one run of the task (the shared training loop) into
 ``output_dir/trials/trial_N`` with the trial's values replacing the config's. Optuna's TPE
@@ -27,26 +27,33 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from .config import save_config
 from .training.run import epoch_end_hook
 
+if TYPE_CHECKING:
+    import optuna
+
+    from .training.arguments import TrainingConfig
+
 logger = logging.getLogger(__name__)
 
-DEFAULT_SPACE = Path(__file__).resolve().parents[1] / "recipes" / "configs" / "search_space.yaml"
+# in the package (and the wheel): nlp_transfer/configs/search_space.yaml
+DEFAULT_SPACE = Path(__file__).resolve().parent / "configs" / "search_space.yaml"
 STUDY_NAME = "nlp_transfer_search"
 KINDS = ("float", "int", "categorical")
 # Settings that only mean something with one adapter method.
 ONLY_WITH_PEFT = {"lora_r": "lora", "lora_alpha": "lora", "lora_dropout": "lora"}
 
 
-def load_search_space(path: str | Path, config) -> dict[str, dict]:
+def load_search_space(path: str | Path, config: TrainingConfig) -> dict[str, dict]:
     """Read and check a search-space YAML file against ``config``'s fields.
 
     Args:
-        path: The YAML file (format in ``recipes/configs/search_space.yaml``).
+        path: The YAML file (format in ``nlp_transfer/configs/search_space.yaml``).
         config: The task config the trials start from.
 
     Returns:
@@ -195,20 +202,20 @@ def open_study(output_dir: Path, greater_is_better: bool, seed: int):
 
 
 def search(
-    config,
+    config: TrainingConfig,
     space_path: str | Path | None = None,
     n_trials: int = 20,
     *,
     run: Callable[[object], dict] | None = None,
     plots: bool = True,
-):
+) -> optuna.Study:
     """Search the hyperparameters of ``space_path`` for the task run of ``config``.
 
     Args:
         config: The task config trials start from; its ``output_dir`` holds the study, the
             trials and the results; its ``metric_for_best_model`` (validation) is the objective,
             maximised unless its name contains ``loss``.
-        space_path: Search-space YAML; None: ``recipes/configs/search_space.yaml``.
+        space_path: Search-space YAML; None: ``nlp_transfer/configs/search_space.yaml``.
         n_trials: Trials to finish (completed or pruned), counting those of an earlier,
             interrupted search in the same ``output_dir``.
         run: ``config -> metrics`` of one trial; None: the text classification run (or the
