@@ -126,7 +126,7 @@ def test_readme_python_quickstart_runs_as_written(tiny_bert_dir, tmp_path, monke
     code = readme_block("quickstart-python")
     assert len(re.findall(r"nlp_transfer\.train\(", code)) == 1, "the quickstart calls train once"
     code = code.replace("nlp_transfer.train(", "nlp_transfer.train(**_test_overrides, data=")
-    data = re.search(r'data="([^"]+)"', code).group(1)
+    data = re.search(r'data=\s*"([^"]+)"', code).group(1)
     text_column = re.search(r'text_column="([^"]+)"', code).group(1)
     label_column = re.search(r'label_column="([^"]+)"', code).group(1)
     output_dir = re.search(r'output_dir="([^"]+)"', code).group(1)
