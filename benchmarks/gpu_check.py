@@ -38,6 +38,8 @@ import sys
 import time
 from pathlib import Path
 
+from machine_info import matmul_flops_per_s
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 STEP_TIMEOUT_S = {"main_bf16": 200, "frozen_prefix": 120, "image": 120}
@@ -49,28 +51,8 @@ def measure_bf16_peak(device: str, size: int, repeats: int = 10) -> dict:
     Returns:
         ``{"flops_per_s", "matrix_size", "device", "dtype"}``; FLOPs are 2 * size**3 per product.
     """
-    import torch
-
-    a = torch.randn(size, size, device=device, dtype=torch.bfloat16)
-    b = torch.randn(size, size, device=device, dtype=torch.bfloat16)
-
-    def seconds() -> float:
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        a @ b
-        if device == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - start
-
-    seconds()  # warm-up (kernel selection)
-    best = min(seconds() for _ in range(repeats))
-    return {
-        "flops_per_s": 2 * size**3 / best,
-        "matrix_size": size,
-        "device": device,
-        "dtype": "bf16",
-    }
+    flops = matmul_flops_per_s(device, size, "bfloat16", repeats)
+    return {"flops_per_s": flops, "matrix_size": size, "device": device, "dtype": "bf16"}
 
 
 def _flags(values: dict[str, str | None]) -> list[str]:

@@ -76,3 +76,25 @@ def machine() -> dict:
             "accelerate": accelerate.__version__,
         },
     }
+
+
+def matmul_flops_per_s(device: str, size: int, dtype: str = "float32", repeats: int = 10) -> float:
+    """Best-of-``repeats`` FLOP/s of a ``size`` x ``size`` matmul in ``dtype`` on ``device``
+    (2 * size**3 FLOPs per product; one warm-up product first, for kernel selection): the peak
+    that MFU figures divide by, measured in the same run as the figures."""
+    import torch
+
+    a = torch.randn(size, size, device=device, dtype=getattr(torch, dtype))
+    b = torch.randn(size, size, device=device, dtype=getattr(torch, dtype))
+
+    def seconds() -> float:
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        a @ b
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    seconds()
+    return 2 * size**3 / min(seconds() for _ in range(repeats))

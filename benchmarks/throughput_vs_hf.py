@@ -40,6 +40,7 @@ import time
 from pathlib import Path
 
 import harness
+from machine_info import matmul_flops_per_s
 
 HERE = Path(__file__).resolve().parent
 SETTINGS = ("full", "freeze_4", "feature_extraction")
@@ -52,18 +53,7 @@ def measure_peak_flops(size: int = 2048, repeats: int = 10) -> float:
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    a = torch.randn(size, size, device=device)
-    b = torch.randn(size, size, device=device)
-    best = float("inf")
-    for _ in range(repeats):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        a @ b
-        if device == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best
+    return matmul_flops_per_s(device, size, "float32", repeats)
 
 
 def data_profile(args) -> dict:
