@@ -93,6 +93,12 @@ def format_summary(metrics: dict, title: str) -> str:
         f"total {t['total_runtime_s']:.0f} s | best epoch {metrics['best_epoch']} | "
         f"trainable params {metrics['parameters']['trainable']:,} / {metrics['parameters']['total']:,}"
     )
+    baseline = metrics.get("baseline") or {}
+    if baseline.get("train_samples", 0) < baseline.get("train_rows", 0):
+        lines.append(
+            f"the baseline was fitted on a sample of {baseline['train_samples']:,} of the "
+            f"{baseline['train_rows']:,} training rows (its cap)"
+        )
     lines.append(f"saved to {metrics['output_dir']} (metrics.json, plots/, config.yaml)")
     lines += advice(metrics)  # below the baseline, or still fitting: what to try
     return "\n".join(lines)
