@@ -196,3 +196,18 @@ def test_builtin_sentiment_score_regression_sets(name, rows):
     labels = np.concatenate([np.asarray(d["label"]) for d in ds.values()])
     assert len(labels) == rows
     assert -4.0 <= labels.min() < -2.5 and 2.5 < labels.max() <= 4.0
+
+
+@pytest.mark.slow
+def test_a_builtin_regression_set_loads_as_regression_by_name():
+    """``--dataset_name tweets_scores`` trains as regression; asking for another type is refused."""
+    from nlp_transfer.data.problems import load_problem_dataset
+    from nlp_transfer.text.problem import problem_type_of
+
+    for asked in (None, "regression"):
+        ds = load_problem_dataset("tweets_scores", problem_type=asked, seed=0)
+        assert problem_type_of(ds) == "regression"
+    with pytest.raises(ValueError, match="built-in regression data, not multi_label"):
+        load_problem_dataset("tweets_scores", problem_type="multi_label_classification")
+    with pytest.raises(ValueError, match="single_label_classification data, not regression"):
+        load_problem_dataset("sms_spam", problem_type="regression")

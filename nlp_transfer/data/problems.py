@@ -27,6 +27,7 @@ import pandas as pd
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 from datasets import Sequence as SequenceFeature
 
+from .builtin import BUILTIN_DATASETS
 from .custom import load_text_classification_dataset, read_table
 
 logger = logging.getLogger(__name__)
@@ -285,8 +286,8 @@ def load_problem_dataset(
     """Load labelled text of any problem type into ``train``/``validation``/``test``.
 
     Args:
-        data: Training data: a file, DataFrame or Dataset (built-in and Hub names: single-label
-            only, through the original loader).
+        data: Training data: a file, DataFrame or Dataset, or a built-in (of its own problem
+            type, e.g. regression for the ``*_scores`` sets) or Hub (single-label) dataset name.
         problem_type: ``single_label_classification``, ``multi_label_classification``,
             ``regression``, or None to infer it from the training labels.
         validation: Optional validation data; split off ``data`` when None.
@@ -313,10 +314,14 @@ def load_problem_dataset(
     common |= dict(validation_size=validation_size, test_size=test_size, empty_texts=empty_texts)
     common |= dict(validation=validation, test=test, encoding=encoding)
     if _is_dataset_name(data) and text_pair_column is None:
-        if problem_type not in (None, SINGLE_LABEL):
+        # a built-in knows its problem type (e.g. the *_scores sets are regression); Hub
+        # datasets load as single-label
+        native = BUILTIN_DATASETS[data].problem_type if data in BUILTIN_DATASETS else SINGLE_LABEL
+        if problem_type not in (None, native):
+            kind = "the built-in" if data in BUILTIN_DATASETS else "a Hub dataset, loaded as"
             raise ValueError(
-                f"--dataset_name {data!r}: built-in and Hub datasets are single-label; give "
-                f"{problem_type} data as files (--train_file)."
+                f"--dataset_name {data!r} is {kind} {native} data, not {problem_type}: drop "
+                f"--problem_type, or give {problem_type} data as files (--train_file)."
             )
         return load_text_classification_dataset(data, **common, **single_label_kwargs)
     given = {"train": data, "validation": validation, "test": test}
