@@ -138,6 +138,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--max_eval_samples", type=int, default=None)
     parser.add_argument("--num_train_epochs", type=int, default=2)
     parser.add_argument("--per_device_train_batch_size", type=int, default=32)
+    parser.add_argument(
+        "--name", default=None, help="Stem of the result files (default: frozen_vs_full[_DATASET])."
+    )
     harness.harness_arguments(parser, repeats=1)
     args = parser.parse_args(argv)
     names = list(BY_NAME) if args.strategies == "all" else args.strategies.split(",")
@@ -317,7 +320,7 @@ def plot(summary: list[dict], path: Path, title: str) -> None:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     info, machine = harness.run_info(script="frozen_vs_full.py"), harness.machine()
-    stem = "frozen_vs_full" + (
+    stem = args.name or "frozen_vs_full" + (
         "" if args.dataset_name == "rotten_tomatoes_sentences" else f"_{args.dataset_name}"
     )
     work = Path(tempfile.mkdtemp(prefix="frozen_vs_full-"))
