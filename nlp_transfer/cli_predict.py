@@ -184,6 +184,8 @@ def _predict_texts(args: argparse.Namespace) -> int:
     from .text.classifier import TextClassifier
     from .text.stream import open_text_rows
 
+    if args.file and args.text_pair:
+        raise SystemExit("error: --text_pair goes with --text; with --file, --text_pair_column.")
     if args.file:  # the columns are checked before the model loads (or is exported)
         open_text_rows(args.file, args.text_column, args.text_pair_column)
     elif args.text_pair_column:
