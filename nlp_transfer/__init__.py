@@ -43,6 +43,7 @@ _LAZY: dict[str, str] = {
     "load_text_classification_dataset": ".data:load_text_classification_dataset",
     "parse_config": ".config:parse_config",
     "predict": ".text.predict:predict",
+    "predict_file": ".text.batch:predict_file",
     "run_text_classification": ".text.run:run_text_classification",
     "search": ".search:search",
     "select_threshold": ".metrics:select_threshold",
@@ -69,6 +70,7 @@ __all__ = [
     "load_text_classification_dataset",
     "parse_config",
     "predict",
+    "predict_file",
     "run_text_classification",
     "search",
     "select_threshold",
@@ -88,6 +90,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time, __getattr__ below
     from .models.blocks import get_block_view
     from .models.text import build_text_classifier
     from .search import search
+    from .text.batch import predict_file
     from .text.classifier import TextClassifier
     from .text.config import TextClassificationConfig
     from .text.predict import evaluate_saved_model, predict

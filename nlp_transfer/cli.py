@@ -19,65 +19,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-
-def _read_texts(path: str, text_column: str) -> list[str]:
-    """One text per line for ``.txt``; a column of a CSV/TSV/JSONL/Parquet file otherwise."""
-    from .data.custom import read_table
-
-    if Path(path).suffix.lower() == ".txt":
-        return [
-            line for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()
-        ]
-    table = read_table(path)
-    if text_column not in table.column_names:
-        raise SystemExit(
-            f"error: {path} has no column {text_column!r} (columns: {', '.join(table.column_names)}); "
-            "pass --text_column."
-        )
-    return [str(t) for t in table[text_column]]
-
-
-def _image_paths(args: argparse.Namespace) -> list[str]:
-    """``--image``, every image under ``--image_dir``, or one path per line of a ``--file``."""
-    from torchvision.datasets.folder import IMG_EXTENSIONS
-
-    if args.image:
-        return args.image
-    if args.image_dir:
-        root = Path(args.image_dir)
-        if not root.is_dir():
-            raise SystemExit(f"error: --image_dir {root}: no such directory.")
-        return [str(p) for p in sorted(root.rglob("*")) if p.suffix.lower() in IMG_EXTENSIONS]
-    if args.file and Path(args.file).suffix.lower() == ".txt":
-        lines = Path(args.file).read_text(encoding="utf-8").splitlines()
-        return [line.strip() for line in lines if line.strip()]
-    raise SystemExit("error: an image model takes --image, --image_dir or a .txt --file of paths.")
-
-
-def _predict_lines(args: argparse.Namespace, image_model: bool) -> list[str]:
-    """``predict``: one JSON line per text or image."""
-    if image_model:
-        from .vision.predict import predict_images
-
-        paths = _image_paths(args)
-        results = predict_images(args.model_dir, paths, batch_size=args.batch_size)
-        return [json.dumps(r, ensure_ascii=False) for r in results]
-    if args.image or args.image_dir:
-        raise SystemExit(f"error: {args.model_dir} is a text model: pass --text or --file.")
-    from .text.predict import predict
-
-    texts = args.text or _read_texts(args.file, args.text_column)
-    if args.text_pair_column or args.text_pair:  # sentence-pair models: (text, text_pair)
-        pairs = args.text_pair or _read_texts(args.file or "", args.text_pair_column)
-        if len(pairs) != len(texts):
-            raise SystemExit("error: give one --text_pair per --text.")
-        texts = list(zip(texts, pairs, strict=True))
-    results = predict(args.model_dir, texts, batch_size=args.batch_size)
-    return [
-        json.dumps({"text": t, **r}, ensure_ascii=False)
-        for t, r in zip(texts, results, strict=True)
-    ]
-
+from .cli_predict import add_evaluate_parser, add_predict_parser, evaluate_main, predict_main
 
 DESCRIPTION = """\
 Transfer learning for text (and image) classification. Train on your own data:
@@ -96,34 +38,9 @@ BENCHMARKS = {
     "domain_adaptation": "benchmarks/domain_adaptation.py",
     "few_shot_setfit": "benchmarks/few_shot_setfit.py",
     "frozen_vs_full": "benchmarks/frozen_vs_full.py",
+    "inference": "benchmarks/inference.py",
     "throughput_vs_hf": "benchmarks/throughput_vs_hf.py",
 }
-
-
-def _add_predict_parser(sub) -> None:
-    """``nlp-transfer predict``: its flags."""
-    p = sub.add_parser(
-        "predict", help="Classify texts or images with a saved model (prints JSON lines)."
-    )
-    p.add_argument("--model_dir", required=True, help="A run's output_dir.")
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--text", action="append", help="A text to classify (repeatable).")
-    source.add_argument(
-        "--file",
-        help=".txt (one text, or for an image model one image path, per line) or "
-        ".csv/.tsv/.jsonl/.parquet.",
-    )
-    source.add_argument("--image", action="append", help="An image file (repeatable).")
-    source.add_argument("--image_dir", help="Every image file under this folder (image models).")
-    p.add_argument("--text_column", default="text", help="Text column of --file (tables only).")
-    p.add_argument(
-        "--text_pair_column", help="Sentence-pair models: the second text's column of --file."
-    )
-    p.add_argument(
-        "--text_pair", action="append", help="Sentence-pair models: the second text of each --text."
-    )
-    p.add_argument("--batch_size", type=int, default=64, help="Texts or images per forward pass.")
-    p.add_argument("--output", help="Write JSON lines here instead of standard output.")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -147,20 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
         "[--search_space FILE] [--n_trials N] [train flags] (see nlp_transfer.search).",
         add_help=False,
     )
-    _add_predict_parser(sub)
-    e = sub.add_parser(
-        "evaluate", help="Evaluate a saved model on a labelled file or image folder."
-    )
-    e.add_argument("--model_dir", required=True, help="A run's output_dir.")
-    labelled = e.add_mutually_exclusive_group(required=True)
-    labelled.add_argument("--file", help="Labelled .csv/.tsv/.jsonl/.parquet file (text models).")
-    labelled.add_argument(
-        "--image_dir", help="Labelled ImageFolder, <dir>/<class>/*.png (image models)."
-    )
-    e.add_argument("--text_column", default="text", help="Column holding the text.")
-    e.add_argument("--label_column", default="label", help="Column holding the label.")
-    e.add_argument("--batch_size", type=int, default=64, help="Texts per forward pass.")
-    e.add_argument("--output_dir", help="Write metrics.json and plots/ here.")
+    add_predict_parser(sub)
+    add_evaluate_parser(sub)
     x = sub.add_parser(
         "export",
         help="Export a saved model to ONNX (dynamic batch and sequence axes), checked against PyTorch.",
@@ -356,43 +261,9 @@ def _dispatch(argv: list[str]) -> int:
         report = export_onnx(args.model_dir, args.output, opset=args.opset, check=not args.no_check)
         print(json.dumps(report, indent=2))
         return 0
-    if args.batch_size <= 0:
-        raise SystemExit("error: --batch_size must be positive.")
-    from .vision.models import is_image_model
-
-    image_model = is_image_model(args.model_dir)
     if args.command == "predict":
-        lines = _predict_lines(args, image_model)
-        if args.output:
-            Path(args.output).write_text("\n".join(lines) + "\n", encoding="utf-8")
-        else:
-            print("\n".join(lines))
-        return 0
-    if image_model != (args.image_dir is not None):
-        raise SystemExit(
-            f"error: {args.model_dir} is {'an image' if image_model else 'a text'} model: "
-            f"pass {'--image_dir' if image_model else '--file'}."
-        )
-    if image_model:
-        from .vision.predict import evaluate_image_folder
-
-        metrics = evaluate_image_folder(
-            args.model_dir, args.image_dir, batch_size=args.batch_size, output_dir=args.output_dir
-        )
-    else:
-        from .text.predict import evaluate_saved_model
-
-        metrics = evaluate_saved_model(
-            args.model_dir,
-            args.file,
-            text_column=args.text_column,
-            label_column=args.label_column,
-            batch_size=args.batch_size,
-            output_dir=args.output_dir,
-        )
-    summary = {k: v for k, v in metrics.items() if isinstance(v, int | float) or v is None}
-    print(json.dumps(summary, indent=2))
-    return 0
+        return predict_main(args)
+    return evaluate_main(args)
 
 
 if __name__ == "__main__":

@@ -211,3 +211,31 @@ def test_flops_count_only_what_runs_where_it_runs():
     assert full == throughput_vs_hf.flops("hf_trainer", "full", 1, profile)
     fe = throughput_vs_hf.flops("nlp_transfer", "feature_extraction", 3, profile)
     assert fe == {"training": 0, "total": 1200 * 2 * 60}
+
+
+def test_inference_reads_our_log_line_and_compares_each_repeat_with_torch(tmp_path):
+    inference = bench_module("inference")
+
+    log = "Exporting...\nPredicted 1,008 rows in 6.40 s (157.5 rows/s, torch) -> out.jsonl\n"
+    assert inference.predict_phase({}, log) == {"predict": 6.40}
+    assert inference.predict_phase({}, "no such line") == {}
+    gold = ["pos", "neg", "pos", "neg"]
+    outputs = {"torch": ["pos", "neg", "neg", "neg"], "int8": ["pos", "neg", "neg", "pos"]}
+    for name, labels in outputs.items():
+        (tmp_path / f"{name}.jsonl").write_text("".join(f'{{"label": "{x}"}}\n' for x in labels))
+    records = [
+        {"arm": arm, "repeat": r, "wall_s": wall, "phases": {"predict": s}, "loaded": False}
+        | {"peak_rss_mib": 100.0, "output": str(tmp_path / f"{arm}.jsonl")}
+        for arm, r, s, wall in (
+            ("torch", 0, 4.0, 10.0),
+            ("int8", 0, 1.0, 8.0),
+            ("torch", 1, 2.0, 9.0),
+            ("int8", 1, 1.0, 9.0),
+        )
+    ]
+    torch_row, int8_row = inference.summarise(records, ["torch", "int8"], gold)
+    assert int8_row["speedup_predict_vs_torch"]["values"] == [4.0, 2.0]  # per repeat
+    assert int8_row["texts_per_s_predict"]["median"] == 4.0
+    assert torch_row["accuracy"] == 0.75 and int8_row["accuracy"] == 0.5
+    assert torch_row["label_agreement_vs_torch"] == 1.0
+    assert int8_row["label_agreement_vs_torch"] == 0.75

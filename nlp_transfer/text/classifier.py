@@ -7,7 +7,9 @@
 
 It applies what training saved with the model (``config.json``): the truncation length
 (``max_seq_length``), the decision threshold of a binary task (``decision_threshold``) and the
-problem type. :func:`nlp_transfer.predict` is a one-call wrapper over it.
+problem type. :func:`nlp_transfer.predict` is a one-call wrapper over it. The model runs in
+PyTorch, or exported to ONNX in onnxruntime (``backend="onnxruntime"``, optionally quantized to
+int8: :mod:`nlp_transfer.text.onnx_backend`); both decode their logits here, the same way.
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ class TextClassifier:
     """A loaded text classifier with its tokenizer, truncation length and decision threshold.
 
     Attributes:
-        model: The ``torch`` model, in eval mode, on its device.
+        model: The ``torch`` model, in eval mode, on its device (an onnxruntime
+            ``InferenceSession`` for the onnxruntime backend).
+        config: The saved ``config.json`` (labels, problem type, thresholds).
         tokenizer: Its tokenizer.
         threshold: Binary tasks: predict label id 1 when its probability is >= this; None for
             multi-class tasks (argmax).
@@ -38,33 +42,49 @@ class TextClassifier:
         labels: Label names by id.
     """
 
-    def __init__(self, model, tokenizer, threshold: float | None, max_seq_length: int):
+    backend = "torch"
+
+    def __init__(self, model, tokenizer, threshold: float | None, max_seq_length: int, config=None):
         self.model = model
+        self.config = config if config is not None else model.config
         self.tokenizer = tokenizer
         self.threshold = threshold
         self.max_seq_length = max_seq_length
-        config = model.config
-        self.labels = [config.id2label[i] for i in range(config.num_labels)]
+        self.labels = [self.config.id2label[i] for i in range(self.config.num_labels)]
 
     @classmethod
     def from_pretrained(
-        cls, model_dir: str | os.PathLike, device: str | None = None
+        cls,
+        model_dir: str | os.PathLike,
+        device: str | None = None,
+        *,
+        backend: str = "torch",
+        quantize: str | None = None,
     ) -> TextClassifier:
         """Load a run's ``output_dir`` (or any local sequence-classification model).
 
         Args:
             model_dir: The directory holding ``config.json``, the weights and the tokenizer.
-            device: ``"cpu"``, ``"cuda"``...; default CUDA when available, else CPU.
+            device: ``"cpu"``, ``"cuda"``...; default CUDA when available, else CPU (torch).
+            backend: ``"torch"``, or ``"onnxruntime"``: ``model_dir/model.onnx``, exported
+                once when missing or older than the weights
+                (:func:`~nlp_transfer.text.onnx_backend.load_onnx_classifier`).
+            quantize: ``"int8"`` (onnxruntime only): dynamic int8 quantization of the weights,
+                ``model_dir/model.int8.onnx``, made once.
 
         Returns:
-            The classifier.
+            The classifier; its predictions have the same form whatever the backend.
 
         Raises:
             FileNotFoundError: ``model_dir`` has no ``config.json``.
+            ValueError: An unknown backend, or ``quantize`` without onnxruntime.
         """
+        if backend != "torch" or quantize is not None:
+            from .onnx_backend import load_onnx_classifier  # it builds on this class
+
+            return load_onnx_classifier(model_dir, backend, quantize, device)
         model, tokenizer, threshold = load_classifier(model_dir, device)
-        max_len = getattr(model.config, "max_seq_length", None) or FALLBACK_MAX_SEQ_LENGTH
-        return cls(model, tokenizer, threshold, max_len)
+        return cls(model, tokenizer, threshold, saved_max_seq_length(model.config))
 
     def predict_logits(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """Logits ``(n, num_labels)`` of ``texts``, in input order (float32).
@@ -79,7 +99,7 @@ class TextClassifier:
     @property
     def problem_type(self) -> str:
         """``single_label_classification``, ``multi_label_classification`` or ``regression``."""
-        return getattr(self.model.config, "problem_type", None) or "single_label_classification"
+        return getattr(self.config, "problem_type", None) or "single_label_classification"
 
     def predict_proba(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """Probabilities ``(n, num_labels)``: softmax of the logits (rows sum to 1), or each
@@ -114,9 +134,13 @@ class TextClassifier:
         """
         if isinstance(texts, str):
             return self.predict([texts], batch_size)[0]
+        return self.decode(self.predict_logits(texts, batch_size))
+
+    def decode(self, logits: np.ndarray) -> list[dict]:
+        """The dicts :meth:`predict` returns, from logits ``(n, num_labels)`` of any backend."""
         if self.problem_type != "single_label_classification":
-            return decode_predictions(self.predict_logits(texts, batch_size), self.model.config)
-        probs = self.predict_proba(texts, batch_size)
+            return decode_predictions(logits, self.config)
+        probs = probabilities(logits)
         preds = predict_labels(probs, self.threshold)
         return [
             {
@@ -129,6 +153,13 @@ class TextClassifier:
 
     def __repr__(self) -> str:
         threshold = "" if self.threshold is None else f", threshold={self.threshold:.4f}"
+        backend = "" if self.backend == "torch" else f", backend={self.backend!r}"
         return (
-            f"TextClassifier(labels={self.labels}, max_seq_length={self.max_seq_length}{threshold})"
+            f"{type(self).__name__}(labels={self.labels}, max_seq_length={self.max_seq_length}"
+            f"{threshold}{backend})"
         )
+
+
+def saved_max_seq_length(config) -> int:
+    """The training run's truncation length saved in ``config.json``, or the fallback (512)."""
+    return getattr(config, "max_seq_length", None) or FALLBACK_MAX_SEQ_LENGTH

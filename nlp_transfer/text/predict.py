@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +11,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 
 from ..data.custom import read_table
-from ..metrics import classification_metrics, cross_entropy
+from ..metrics import classification_metrics, cross_entropy, predict_labels, probabilities
 from ..transfer.adapters import is_adapter_dir, load_adapter_classifier
 from ..transfer.features import is_feature_classifier, load_feature_classifier
 
@@ -47,10 +47,77 @@ def load_classifier(model_dir: str | os.PathLike, device: str | None = None):
     else:
         model = AutoModelForSequenceClassification.from_pretrained(path, local_files_only=True)
     model.to(device or ("cuda" if torch.cuda.is_available() else "cpu")).eval()
-    threshold = (
-        getattr(model.config, "decision_threshold", 0.5) if model.config.num_labels == 2 else None
+    return model, tokenizer, decision_threshold(model.config)
+
+
+def decision_threshold(config) -> float | None:
+    """A binary model's decision threshold: ``config.decision_threshold`` saved by training,
+    0.5 for other binary models; None for multi-class ones (argmax)."""
+    return getattr(config, "decision_threshold", 0.5) if config.num_labels == 2 else None
+
+
+def check_texts(texts: Sequence) -> bool:
+    """Whether ``texts`` are ``(text, text_pair)`` pairs; raise unless every item is a string.
+
+    Raises:
+        ValueError: An item (or half of a pair) is not a string.
+    """
+    pairs = bool(texts) and all(isinstance(t, list | tuple) and len(t) == 2 for t in texts)
+    flat = [s for t in texts for s in t] if pairs else texts
+    bad = [i for i, t in enumerate(flat) if not isinstance(t, str)]
+    if bad:
+        raise ValueError(
+            f"Texts must be strings (or (text, text_pair) tuples for a sentence-pair model); "
+            f"item {bad[0]} is {type(flat[bad[0]]).__name__}."
+        )
+    return pairs
+
+
+def sorted_batch_logits(
+    tokenizer,
+    texts: Sequence,
+    run_batch: Callable[[dict], np.ndarray],
+    num_labels: int,
+    batch_size: int = 64,
+    max_seq_length: int = 512,
+    tensors: str = "pt",
+) -> np.ndarray:
+    """Logits ``(n, num_labels)`` of raw texts, by any backend, in input order.
+
+    The texts are tokenized once, batched in order of length (little padding) and the order is
+    restored after; ``run_batch`` runs the model on one padded batch.
+
+    Args:
+        tokenizer: The model's tokenizer.
+        texts: ``n`` strings, or ``(text, text_pair)`` tuples.
+        run_batch: Padded batch (``input_ids``, ``attention_mask`` and, for pairs,
+            ``token_type_ids``; each ``(batch, seq_len)``) -> logits ``(batch, num_labels)``.
+        num_labels: Columns of the logits.
+        batch_size: Texts per call of ``run_batch``.
+        max_seq_length: Truncation, in tokens (capped by the tokenizer's ``model_max_length``).
+        tensors: What the batch holds: ``"pt"`` (torch) or ``"np"`` (numpy) tensors.
+
+    Raises:
+        ValueError: A text is not a string.
+    """
+    texts = list(texts)
+    pairs = check_texts(texts)
+    max_len = min(
+        max_seq_length, getattr(tokenizer, "model_max_length", max_seq_length) or max_seq_length
     )
-    return model, tokenizer, threshold
+    first, second = list(zip(*texts, strict=True)) if pairs else (texts, None)
+    encoded = tokenizer(list(first), second and list(second), truncation=True, max_length=max_len)
+    types = encoded.get("token_type_ids")
+    encoded = encoded["input_ids"]
+    order = np.argsort([len(ids) for ids in encoded], kind="stable")
+    out = np.zeros((len(texts), num_labels), dtype=np.float32)
+    for start in range(0, len(texts), batch_size):
+        idx = order[start : start + batch_size]
+        features = {"input_ids": [encoded[i] for i in idx]}
+        if types is not None and pairs:
+            features["token_type_ids"] = [types[i] for i in idx]
+        out[idx] = run_batch(tokenizer.pad(features, return_tensors=tensors))
+    return out
 
 
 @torch.no_grad()
@@ -61,38 +128,20 @@ def predict_logits_for_texts(
     batch_size: int = 64,
     max_seq_length: int = 512,
 ) -> np.ndarray:
-    """Logits ``(n, C)`` for raw texts, in input order.
+    """Logits ``(n, C)`` of a torch model for raw texts, in input order.
 
-    Texts are batched in order of length (little padding) and the order is restored after.
+    Texts are batched in order of length (little padding) and the order is restored after
+    (:func:`sorted_batch_logits`).
     """
-    texts = list(texts)
-    pairs = bool(texts) and all(isinstance(t, list | tuple) and len(t) == 2 for t in texts)
-    flat = [s for t in texts for s in t] if pairs else texts
-    bad = [i for i, t in enumerate(flat) if not isinstance(t, str)]
-    if bad:
-        raise ValueError(
-            f"Texts must be strings (or (text, text_pair) tuples for a sentence-pair model); "
-            f"item {bad[0]} is {type(flat[bad[0]]).__name__}."
-        )
-    max_len = min(
-        max_seq_length, getattr(tokenizer, "model_max_length", max_seq_length) or max_seq_length
-    )
-    first, second = list(zip(*texts, strict=True)) if pairs else (texts, None)
-    encoded = tokenizer(list(first), second and list(second), truncation=True, max_length=max_len)
-    types = encoded.get("token_type_ids")
-    encoded = encoded["input_ids"]
-    order = np.argsort([len(ids) for ids in encoded], kind="stable")
-    out = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
     device = next(model.parameters()).device
-    for start in range(0, len(texts), batch_size):
-        idx = order[start : start + batch_size]
-        features = {"input_ids": [encoded[i] for i in idx]}
-        if types is not None and pairs:
-            features["token_type_ids"] = [types[i] for i in idx]
-        batch = tokenizer.pad(features, return_tensors="pt")
+
+    def run_batch(batch) -> np.ndarray:
         batch = {k: v.to(device) for k, v in batch.items()}
-        out[idx] = model(**batch).logits.float().cpu().numpy()
-    return out
+        return model(**batch).logits.float().cpu().numpy()
+
+    return sorted_batch_logits(
+        tokenizer, texts, run_batch, model.config.num_labels, batch_size, max_seq_length
+    )
 
 
 def predict(
@@ -162,10 +211,14 @@ def evaluate_saved_model(
     label_column: str = "label",
     batch_size: int = 64,
     output_dir: str | os.PathLike | None = None,
+    backend: str = "torch",
+    quantize: str | None = None,
 ) -> dict:
     """Evaluate a saved model on a labelled file; optionally write the report and plots.
 
-    Labels may be the model's label names or its label ids.
+    Labels may be the model's label names or its label ids. With another backend than torch
+    (``onnxruntime``, optionally ``quantize="int8"``), the PyTorch model is evaluated on the same
+    texts too, and the differences are reported beside the metrics.
 
     Args:
         model_dir: A run's ``output_dir``.
@@ -174,35 +227,75 @@ def evaluate_saved_model(
         label_column: Column holding the label.
         batch_size: Texts per forward pass.
         output_dir: If given, ``metrics.json`` and ``plots/`` are written there.
+        backend: ``"torch"`` or ``"onnxruntime"`` (see
+            :meth:`~nlp_transfer.text.classifier.TextClassifier.from_pretrained`).
+        quantize: ``"int8"`` with onnxruntime: the dynamically quantized model.
 
     Returns:
-        :func:`~nlp_transfer.metrics.classification_metrics` plus ``loss``.
+        :func:`~nlp_transfer.metrics.classification_metrics` plus ``loss`` and ``backend``;
+        for a backend other than torch also ``torch_accuracy``, ``accuracy_diff_vs_torch``,
+        ``torch_<metric>`` and ``<metric>_diff_vs_torch`` for the run's
+        ``metric_for_best_model`` (from its ``metrics.json``; ``f1_macro`` without one),
+        ``label_agreement_vs_torch`` (fraction of equal predicted labels) and
+        ``max_abs_logit_diff_vs_torch``.
 
     Raises:
-        ValueError: A missing column, or a label the model does not know.
+        ValueError: A missing column, a label the model does not know, or a model type
+            evaluate does not cover.
     """
     import json
 
     from ..plots import write_report_plots
+    from .classifier import TextClassifier  # it builds on this module
 
-    model, tokenizer, threshold = load_classifier(model_dir)
-    problem_type = getattr(model.config, "problem_type", None)
-    if problem_type in ("multi_label_classification", "regression") or getattr(
-        model.config, "text_pair_column", None
-    ):
+    classifier = TextClassifier.from_pretrained(model_dir, backend=backend, quantize=quantize)
+    _check_evaluable(model_dir, classifier.config)
+    texts, labels = _labelled_texts(data_file, text_column, label_column, classifier.labels)
+    logits = classifier.predict_logits(texts, batch_size)
+    metrics = _metrics(labels, logits, classifier)
+    metrics["backend"] = backend + (f"-{quantize}" if quantize else "")
+    if backend != "torch":
+        torch_classifier = TextClassifier.from_pretrained(model_dir)
+        torch_logits = torch_classifier.predict_logits(texts, batch_size)
+        reference = _metrics(labels, torch_logits, torch_classifier)
+        metrics |= _difference(metrics, reference, logits, torch_logits, main_metric(model_dir))
+    if output_dir is not None:
+        out = Path(output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+        write_report_plots(
+            out,
+            labels,
+            logits,
+            classifier.labels,
+            threshold=classifier.threshold,
+            split=Path(data_file).name,
+        )
+    return metrics
+
+
+def _check_evaluable(model_dir: str | os.PathLike, config) -> None:
+    problem_type = getattr(config, "problem_type", None)
+    pairs = getattr(config, "text_pair_column", None)
+    if problem_type in ("multi_label_classification", "regression") or pairs:
         raise ValueError(
             f"{model_dir} is a {problem_type} model"
-            + (" of sentence pairs" if getattr(model.config, "text_pair_column", None) else "")
+            + (" of sentence pairs" if pairs else "")
             + "; evaluate covers single-texts single-label models. Use predict() on the texts "
             "and nlp_transfer.metrics_multilabel / metrics_regression on the results."
         )
+
+
+def _labelled_texts(
+    data_file: str | os.PathLike, text_column: str, label_column: str, names: list[str]
+) -> tuple[list, np.ndarray]:
+    """The texts and label ids ``(n,)`` of a labelled file."""
     table = read_table(data_file)
     for column, flag in ((text_column, "--text_column"), (label_column, "--label_column")):
         if column not in table.column_names:
             raise ValueError(
                 f"{data_file} has no column {column!r} (columns: {', '.join(table.column_names)}); pass {flag}."
             )
-    names = [model.config.id2label[i] for i in range(model.config.num_labels)]
     ids = {name: i for i, name in enumerate(names)} | {str(i): i for i in range(len(names))}
     raw = [str(v) for v in table[label_column]]
     unknown = sorted(set(raw) - set(ids))
@@ -210,18 +303,41 @@ def evaluate_saved_model(
         raise ValueError(
             f"Label(s) {unknown[:5]} in {data_file} are unknown to the model (labels: {names})."
         )
-    labels = np.array([ids[v] for v in raw])
-    max_len = getattr(model.config, "max_seq_length", None) or 512  # the training run's length
-    logits = predict_logits_for_texts(
-        model, tokenizer, list(table[text_column]), batch_size, max_len
-    )
-    metrics = classification_metrics(labels, logits, names, threshold)
+    return list(table[text_column]), np.array([ids[v] for v in raw])
+
+
+def _metrics(labels: np.ndarray, logits: np.ndarray, classifier) -> dict:
+    metrics = classification_metrics(labels, logits, classifier.labels, classifier.threshold)
     metrics["loss"] = cross_entropy(logits, labels)
-    if output_dir is not None:
-        out = Path(output_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-        write_report_plots(
-            out, labels, logits, names, threshold=threshold, split=Path(data_file).name
-        )
     return metrics
+
+
+def main_metric(model_dir: str | os.PathLike) -> str:
+    """The run's ``metric_for_best_model`` (its ``metrics.json``), or ``f1_macro``."""
+    import json
+
+    path = Path(model_dir) / "metrics.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))["metric_for_best_model"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "f1_macro"
+
+
+def _difference(
+    metrics: dict, reference: dict, logits: np.ndarray, torch_logits: np.ndarray, main: str
+) -> dict:
+    """This backend's metrics minus PyTorch's on the same texts, and their agreement."""
+    out = {}
+    for name in dict.fromkeys(["accuracy", main]):
+        if isinstance(metrics.get(name), float | int) and isinstance(
+            reference.get(name), float | int
+        ):
+            out[f"torch_{name}"] = reference[name]
+            out[f"{name}_diff_vs_torch"] = metrics[name] - reference[name]
+    threshold = metrics.get("decision_threshold")
+    same = predict_labels(probabilities(logits), threshold) == predict_labels(
+        probabilities(torch_logits), threshold
+    )
+    out["label_agreement_vs_torch"] = float(np.mean(same)) if len(same) else None
+    out["max_abs_logit_diff_vs_torch"] = float(np.abs(logits - torch_logits).max(initial=0.0))
+    return out
