@@ -266,6 +266,18 @@ def _one_split(dataset: Dataset, problem_type: str, share: float, seed: int):
     return np.sort(order[held:]), np.sort(order[:held])
 
 
+def _check_named_problem_type(name: str, problem_type: str | None) -> None:
+    """A built-in knows its problem type (the ``*_scores`` sets are regression); Hub datasets
+    load as single-label. Raise when ``--problem_type`` asks for another."""
+    native = BUILTIN_DATASETS[name].problem_type if name in BUILTIN_DATASETS else SINGLE_LABEL
+    if problem_type not in (None, native):
+        kind = "the built-in" if name in BUILTIN_DATASETS else "a Hub dataset, loaded as"
+        raise ValueError(
+            f"--dataset_name {name!r} is {kind} {native} data, not {problem_type}: drop "
+            f"--problem_type, or give {problem_type} data as files (--train_file)."
+        )
+
+
 def load_problem_dataset(
     data,
     *,
@@ -314,15 +326,7 @@ def load_problem_dataset(
     common |= dict(validation_size=validation_size, test_size=test_size, empty_texts=empty_texts)
     common |= dict(validation=validation, test=test, encoding=encoding)
     if _is_dataset_name(data) and text_pair_column is None:
-        # a built-in knows its problem type (e.g. the *_scores sets are regression); Hub
-        # datasets load as single-label
-        native = BUILTIN_DATASETS[data].problem_type if data in BUILTIN_DATASETS else SINGLE_LABEL
-        if problem_type not in (None, native):
-            kind = "the built-in" if data in BUILTIN_DATASETS else "a Hub dataset, loaded as"
-            raise ValueError(
-                f"--dataset_name {data!r} is {kind} {native} data, not {problem_type}: drop "
-                f"--problem_type, or give {problem_type} data as files (--train_file)."
-            )
+        _check_named_problem_type(data, problem_type)
         return load_text_classification_dataset(data, **common, **single_label_kwargs)
     given = {"train": data, "validation": validation, "test": test}
     tables = {s: _table(v, s, encoding) for s, v in given.items() if v is not None}
