@@ -155,6 +155,7 @@ def _flags(folder, output_dir, *extra) -> list[str]:
     [
         ("fine-tuned", ["--dataloader_num_workers", "1"]),  # streamed through a worker process
         ("frozen prefix cached", ["--freeze_layers", "2"]),  # streamed, the cache on disk
+        ("feature extraction", ["--feature_extraction", "logistic_regression"]),
     ],
 )
 def test_a_streamed_run_gives_the_numbers_of_the_in_memory_run(
