@@ -239,3 +239,33 @@ def test_inference_reads_our_log_line_and_compares_each_repeat_with_torch(tmp_pa
     assert torch_row["accuracy"] == 0.75 and int8_row["accuracy"] == 0.5
     assert torch_row["label_agreement_vs_torch"] == 1.0
     assert int8_row["label_agreement_vs_torch"] == 0.75
+
+
+def test_image_streaming_folders_arms_and_summary(tmp_path):
+    streaming = bench_module("image_streaming")
+    large = streaming.write_generated_folder(tmp_path / "large", 6)
+    small = streaming.link_subset(large, tmp_path / "small", 4)
+    assert sorted(p.name for p in small.rglob("*.png")) == [f"gen_{i:06d}.png" for i in range(4)]
+    assert (small / "stripes_h" / "gen_000000.png").read_bytes() == (
+        large / "stripes_h" / "gen_000000.png"
+    ).read_bytes()
+    args = streaming.parse_args(["--num_images", "1000", "--small_num_images", "100"])
+    assert args.budget_gb == pytest.approx(0.8 * 100 * 3 * 64 * 64 / 1e9)  # both folders over it
+    arm = streaming.arm_for("streamed-100", small, 100, args.budget_gb, args, tmp_path)
+    assert f"--image_cache_memory_gb={args.budget_gb}" in arm.command
+    assert "--cache_frozen_prefix=no" in arm.command and arm.extra["mode"] == "streamed"
+    records = [
+        {"arm": f"{mode}-{n}", "mode": mode, "num_images": n, "decoded_gb": 0.0, "budget_gb": 1.0}
+        | {"wall_s": 1.0, "cpu_s": 1.0, "peak_rss_mib": rss, "phases": {}, "loaded": False}
+        | {"test_accuracy": 0.5, "test_loss": loss}
+        for mode, n, rss, loss in (
+            ("memory", 100, 1000.0, 0.7),
+            ("streamed", 100, 990.0, 0.7),
+            ("memory", 1000, 1500.0, 0.6),
+            ("streamed", 1000, 1000.0, 0.65),
+        )
+    ]
+    summary = streaming.summarise(records)
+    assert summary["peak_rss_growth_mib"] == {"memory": 500.0, "streamed": 10.0}
+    assert summary["same_numbers"] == {100: True, 1000: False}
+    assert "1,000: NO" in streaming.markdown(summary)

@@ -21,8 +21,8 @@ every family with an explicit block layout (each is tested); a discovered view i
 The cache is keyed by the frozen weights, ``k``, the tokenizer, ``max_seq_length``, the
 tokenized data and the storage dtype, so a disk cache is never reused for anything else. It is
 kept in memory, or in a memory-mapped file when it would take more than a quarter of the
-available RAM (``storage="auto"``), and under several processes on disk, computed by the main
-process and read by the others.
+available RAM (``storage="auto"``, :func:`~nlp_transfer.data.memory.memory_budget_bytes`), and
+under several processes on disk, computed by the main process and read by the others.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 from pathlib import Path
 
@@ -40,6 +39,7 @@ from datasets import Dataset
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ..data.memory import memory_budget_bytes
 from ..training.progress import progress_bar
 from .prefix_model import (
     PREFIX_INPUT,
@@ -63,6 +63,7 @@ __all__ = [
     "PrefixCache",
     "PrefixFeeder",
     "add_cache_index",
+    "allocate_values",
     "cache_key",
     "caching_unsupported_reason",
     "choose_storage",
@@ -187,7 +188,7 @@ def compute_prefix_cache(
     lengths = np.array([len(ids) for ids in dataset["input_ids"]], dtype=np.int64)
     offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    values = _allocate(int(offsets[-1]), model.config.hidden_size, dtype, path)
+    values = allocate_values((int(offsets[-1]), model.config.hidden_size), dtype, path)
     order = np.argsort(lengths, kind="stable")
     keep = [
         c for c in dataset.column_names if c in ("input_ids", "attention_mask", "token_type_ids")
@@ -227,17 +228,33 @@ def compute_prefix_cache(
     return PrefixCache(values, offsets)
 
 
-def _allocate(
-    tokens: int, hidden: int, dtype: torch.dtype, path: Path | None
+def allocate_values(
+    shape: tuple[int, ...], dtype: torch.dtype, path: Path | None
 ) -> torch.Tensor | np.ndarray:
-    """The cache's ``(tokens, hidden)`` storage: a tensor in memory, or a memory-mapped file."""
+    """A cache's storage: an empty tensor in memory, or a memory-mapped ``path/values.npy``.
+
+    Shared by the token cache (``(tokens, hidden)``) and the image cache
+    (``(images, C, h, w)``, :mod:`nlp_transfer.vision.prefix`).
+
+    Args:
+        shape: The values' shape.
+        dtype: ``float16`` or ``float32`` on disk; any dtype in memory.
+        path: A directory for the ``.npy`` file (created), or None for memory.
+
+    Returns:
+        A ``torch.Tensor``, or a writable ``numpy.memmap`` (a ``.npy`` file that
+        ``np.load(..., mmap_mode="r")`` opens again).
+
+    Raises:
+        ValueError: ``bfloat16`` on disk (numpy has no bfloat16).
+    """
     if path is None:
-        return torch.empty(tokens, hidden, dtype=dtype)
+        return torch.empty(shape, dtype=dtype)
     if dtype not in _NUMPY:
         raise ValueError("A disk cache stores float16 or float32 (numpy has no bfloat16).")
     path.mkdir(parents=True, exist_ok=True)
     return np.lib.format.open_memmap(
-        path / "values.npy", mode="w+", dtype=_NUMPY[dtype], shape=(tokens, hidden)
+        path / "values.npy", mode="w+", dtype=_NUMPY[dtype], shape=tuple(shape)
     )
 
 
@@ -260,18 +277,27 @@ def load_disk_cache(path: Path) -> PrefixCache | None:
     return PrefixCache(values, np.load(path / "offsets.npy"))
 
 
-def choose_storage(storage: str, estimated_bytes: int, num_processes: int = 1) -> str:
-    """``memory`` or ``disk`` for ``storage="auto"``: disk above a quarter of available RAM,
-    or when several processes share the cache."""
+def choose_storage(
+    storage: str, estimated_bytes: int, num_processes: int = 1, budget_bytes: int | None = None
+) -> str:
+    """``memory`` or ``disk`` for ``storage="auto"`` (other values are returned as they are).
+
+    Args:
+        storage: ``--cache_frozen_prefix``.
+        estimated_bytes: The cache's size.
+        num_processes: Processes that share the cache (more than one: on disk).
+        budget_bytes: Memory the cache may take; None: a quarter of the available RAM
+            (:func:`~nlp_transfer.data.memory.memory_budget_bytes`).
+
+    Returns:
+        ``disk`` above the budget or when several processes share the cache, else ``memory``.
+    """
     if storage != "auto":
         return storage
     if num_processes > 1:
         return "disk"
-    try:
-        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        available = 8 * 2**30
-    return "disk" if estimated_bytes > available / 4 else "memory"
+    budget = memory_budget_bytes() if budget_bytes is None else budget_bytes
+    return "disk" if estimated_bytes > budget else "memory"
 
 
 class CachingCollator:

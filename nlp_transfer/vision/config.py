@@ -18,7 +18,7 @@ from .folder import BAD_IMAGE_CHOICES
 from .models import ARCHITECTURES, SMALL_IMAGE_SIZE
 
 IMAGE_DATASETS = ("fashion_mnist_transfer", "fashion_mnist", "cifar10")
-IMAGE_CACHE_CHOICES = ("auto", "memory", "no")
+IMAGE_CACHE_CHOICES = ("auto", "memory", "disk", "no")
 STEM_MAXPOOL_CHOICES = ("auto", "true", "false")
 
 
@@ -75,6 +75,11 @@ class ImageClassificationConfig(TransferConfig):
         "Random crop (padding 1/8 of the size) and horizontal flip of training images; turns frozen-prefix caching off.",
         "Data",
     )
+    image_cache_memory_gb: float | None = arg(
+        None,
+        "Memory budget for the images, GB (10^9 bytes): folder images whose decoded size (images x 3 x image_size^2 bytes) fits are decoded once and kept in memory, else streamed from disk and decoded in the --dataloader_num_workers workers each epoch; the frozen-prefix cache (--cache_frozen_prefix auto) is memory-mapped on disk past what is left of it. Unset: a quarter of the RAM available when the run starts.",
+        "Data",
+    )
     max_train_samples: int | None = arg(
         None, "Keep only this many training images, drawn at random (quick runs).", "Data"
     )
@@ -129,8 +134,8 @@ class ImageClassificationConfig(TransferConfig):
     cache_frozen_prefix: str = arg(
         "auto",
         "With --freeze_layers k: compute the frozen stem and stages once per image and train only "
-        "the stages above: auto (on unless --augment, which changes the input every epoch), "
-        "memory, or no.",
+        "the stages above: auto (on unless --augment, which changes the input every epoch; in "
+        "memory, or memory-mapped on disk past --image_cache_memory_gb), memory, disk, or no.",
         TRANSFER,
     )
     # Optimisation: the image task's defaults
@@ -167,7 +172,9 @@ class ImageClassificationConfig(TransferConfig):
             self, "source_num_train_epochs", "transfer_samples_per_class",
             "transfer_validation_per_class",
         )  # fmt: skip
-        check_optional_positive(self, "image_size", "max_train_samples", "max_eval_samples")
+        check_optional_positive(
+            self, "image_size", "max_train_samples", "max_eval_samples", "image_cache_memory_gb"
+        )
         check_non_negative(self, "transfer_freeze_layers")
         if self.freeze_layers > 4:
             raise ValueError(
@@ -183,10 +190,10 @@ class ImageClassificationConfig(TransferConfig):
         check_choice(self, "architecture", tuple(ARCHITECTURES))
         check_choice(self, "bad_images", BAD_IMAGE_CHOICES)
         check_choice(self, "stem_maxpool", STEM_MAXPOOL_CHOICES)
-        if self.augment and self.cache_frozen_prefix == "memory":
+        if self.augment and self.cache_frozen_prefix in ("memory", "disk"):
             raise ValueError(
-                "--cache_frozen_prefix memory is exact only without --augment (augmentation "
-                "changes each image every epoch); use auto or no."
+                f"--cache_frozen_prefix {self.cache_frozen_prefix} is exact only without "
+                "--augment (augmentation changes each image every epoch); use auto or no."
             )
 
     def feature_extraction_clashes(self) -> dict[str, object]:

@@ -8,10 +8,14 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.model_selection import train_test_split
 
+from ..data.memory import format_gb, memory_budget_bytes
 from .datasets import FASHION_MNIST_LABELS, ImageDataset, load_cifar10, load_fashion_mnist
-from .folder import find_split_dirs, load_image_folder, native_image_size
+from .folder import decode_image_folder, find_split_dirs, native_image_size, scan_image_folder
+from .streaming import StreamedImageDataset, decoded_size_bytes
 
 logger = logging.getLogger(__name__)
+
+ImageSplit = ImageDataset | StreamedImageDataset  # decoded in memory, or decoded when read
 
 
 @dataclass
@@ -19,24 +23,32 @@ class ImageData:
     """The splits of an image run.
 
     Attributes:
-        splits: ``train``, ``validation`` and ``test`` :class:`ImageDataset`.
+        splits: ``train``, ``validation`` and ``test``: :class:`ImageDataset` (decoded, in
+            memory) or, when streamed, :class:`StreamedImageDataset` (decoded when read).
         label_names: Class names by label id.
         description: One line naming the data (logs, model cards).
+        streamed: Whether the images are streamed from disk (over the memory budget).
     """
 
-    splits: dict[str, ImageDataset]
+    splits: dict[str, ImageSplit]
     label_names: list[str]
     description: str
+    streamed: bool = False
 
     @property
     def native_size(self) -> int:
-        """Side of the stored images, pixels."""
-        return int(self.splits["train"].images.shape[-1])
+        """Side of the stored (or streamed) images, pixels."""
+        return int(self.splits["train"].image_size)
+
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes of decoded images held in memory (0 when streamed)."""
+        return sum(d.images.nbytes for d in self.splits.values() if isinstance(d, ImageDataset))
 
 
 def split_off(
-    dataset: ImageDataset, size: float, seed: int, what: str, names: list[str]
-) -> tuple[ImageDataset, ImageDataset]:
+    dataset: ImageSplit, size: float, seed: int, what: str, names: list[str]
+) -> tuple[ImageSplit, ImageSplit]:
     """Split a stratified fraction ``size`` off ``dataset``: ``(rest, split)``.
 
     Raises:
@@ -60,7 +72,7 @@ def split_off(
     return dataset.subset(np.sort(rest)), dataset.subset(np.sort(part))
 
 
-def cap(dataset: ImageDataset, limit: int | None, seed: int) -> ImageDataset:
+def cap(dataset: ImageSplit, limit: int | None, seed: int) -> ImageSplit:
     """At most ``limit`` images, drawn at random with ``seed`` (kept in their order)."""
     if limit is None or limit >= len(dataset):
         return dataset
@@ -124,12 +136,21 @@ def load_image_data(
 def _folder_data(config, image_size: int | None, resize_size: int | None) -> ImageData:
     dirs = find_split_dirs(config.train_dir, config.validation_dir, config.test_dir)
     image_size = image_size or native_image_size(dirs["train"])
-    kwargs = {"image_size": image_size, "resize_size": resize_size, "bad_images": config.bad_images}
-    train, names = load_image_folder(dirs["train"], **kwargs)
-    splits = {"train": train}
+    paths, labels, names = scan_image_folder(dirs["train"], bad_images=config.bad_images)
+    scans = {"train": (dirs["train"], paths, labels)}
     for split in ("validation", "test"):
         if split in dirs:
-            splits[split], _ = load_image_folder(dirs[split], class_names=names, **kwargs)
+            paths, labels, _ = scan_image_folder(dirs[split], names, config.bad_images)
+            scans[split] = (dirs[split], paths, labels)
+    stream = _over_budget(config, sum(len(s[1]) for s in scans.values()), image_size)
+    splits = {}
+    for split, (root, paths, labels) in scans.items():
+        splits[split] = decode_image_folder(
+            root, paths, labels, names,
+            image_size=image_size, resize_size=resize_size, bad_images=config.bad_images,
+            require_every_class=split == "train", stream=stream,
+            num_workers=config.dataloader_num_workers,
+        )  # fmt: skip
     if "test" not in splits:
         splits["train"], splits["test"] = split_off(
             splits["train"], config.test_size, config.seed, "test", names
@@ -139,4 +160,25 @@ def _folder_data(config, image_size: int | None, resize_size: int | None) -> Ima
         splits["train"], splits["validation"] = split_off(
             splits["train"], size, config.seed, "validation", names
         )
-    return ImageData(splits, names, f"ImageFolder {dirs['train']}")
+    return ImageData(splits, names, f"ImageFolder {dirs['train']}", streamed=stream)
+
+
+def _over_budget(config, num_images: int, image_size: int) -> bool:
+    """Whether ``num_images`` decoded RGB images exceed ``--image_cache_memory_gb`` (then they
+    are streamed; the log says so)."""
+    size = decoded_size_bytes(num_images, image_size)
+    budget = memory_budget_bytes(config.image_cache_memory_gb)
+    if size <= budget:
+        return False
+    rule = (
+        " (unset: a quarter of the available RAM)" if config.image_cache_memory_gb is None else ""
+    )
+    workers = config.dataloader_num_workers
+    where = f"{workers} DataLoader worker(s)" if workers else "the main process"
+    logger.info(
+        f"Images streamed from disk: {num_images:,} images decoded at 3x{image_size}x{image_size} "
+        f"would take {format_gb(size)}, over the --image_cache_memory_gb budget of "
+        f"{format_gb(budget)}{rule}; each is checked once now, then decoded when a batch needs "
+        f"it, in {where} (--dataloader_num_workers)"
+    )
+    return True

@@ -72,6 +72,11 @@ class ImageDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
+    @property
+    def image_size(self) -> int:
+        """Side of the stored images, pixels."""
+        return int(self.images.shape[-1])
+
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         return {"pixel_values": self.images[i], "labels": self.labels[i]}
 

@@ -12,7 +12,6 @@ import time
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from torch.utils.data import DataLoader
 
 from ..metrics import classification_metrics
 from ..training.run import TrainOutcome
@@ -23,7 +22,7 @@ from ..transfer.plan import TransferPlan
 from .config import ImageClassificationConfig
 from .data import ImageData
 from .models import ResNetClassifier
-from .prefix import compute_block_outputs
+from .prefix import compute_block_outputs, plain_loader
 from .transforms import ImageCollator, image_dataloaders
 
 
@@ -34,16 +33,6 @@ def metrics_fn(label_names: list[str]):
         return classification_metrics(labels, logits, label_names)
 
     return compute_metrics
-
-
-def plain_loader(dataset, collator, config: ImageClassificationConfig) -> DataLoader:
-    """An unshuffled evaluation-size DataLoader (for computing frozen outputs once)."""
-    return DataLoader(
-        dataset,
-        batch_size=config.per_device_eval_batch_size,
-        collate_fn=collator,
-        num_workers=config.dataloader_num_workers,
-    )
 
 
 def linear_from_logistic_regression(estimator, num_labels: int) -> torch.nn.Linear:

@@ -4,7 +4,8 @@ Like ``torchvision.datasets.ImageFolder`` (class = sub-folder name, classes sort
 recursively), but every file is decoded once, up front: a file that is not an image, or an image
 that cannot be decoded, is reported by name, and either skipped with a count in the log
 (``--bad_images skip``, the default) or stops the run (``--bad_images error``), instead of
-crashing mid-epoch.
+crashing mid-epoch. The decoded images are kept in memory, or, past the memory budget, only
+checked and then streamed (:mod:`nlp_transfer.vision.streaming`).
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 from torchvision.datasets.folder import IMG_EXTENSIONS
-from torchvision.transforms.v2 import functional as TF
 from tqdm.auto import tqdm
 
 from .datasets import ImageDataset
+from .streaming import DECODE_ERRORS, StreamedImageDataset, decode_image, find_undecodable
 
 logger = logging.getLogger(__name__)
 
@@ -169,23 +170,6 @@ def native_image_size(root: Path, max_size: int = MAX_NATIVE_IMAGE_SIZE) -> int:
     return side
 
 
-def decode_image(path: Path, image_size: int, resize_size: int | None = None) -> torch.Tensor:
-    """Decode one file to a ``(3, image_size, image_size)`` uint8 RGB tensor.
-
-    EXIF orientation is applied, the shorter side is resized to ``resize_size`` (default
-    ``image_size``, bilinear with antialiasing) and the centre ``image_size`` square is kept,
-    as torchvision's classification presets do.
-
-    Raises:
-        OSError, ValueError, SyntaxError: The file cannot be decoded (PIL's errors).
-    """
-    with Image.open(path) as image:
-        image.load()
-        rgb = ImageOps.exif_transpose(image).convert("RGB")
-    resized = TF.resize(rgb, [resize_size or image_size], antialias=True)
-    return TF.pil_to_tensor(TF.center_crop(resized, [image_size, image_size]))
-
-
 def load_image_folder(
     root: Path,
     *,
@@ -194,7 +178,9 @@ def load_image_folder(
     class_names: list[str] | None = None,
     bad_images: str = "skip",
     disable_progress: bool = False,
-) -> tuple[ImageDataset, list[str]]:
+    stream: bool = False,
+    num_workers: int = 0,
+) -> tuple[ImageDataset | StreamedImageDataset, list[str]]:
     """Decode every image of an ImageFolder split (see :func:`scan_image_folder`).
 
     Args:
@@ -205,6 +191,9 @@ def load_image_folder(
         bad_images: ``skip`` (count and names logged) or ``error`` for files that are not
             images or cannot be decoded.
         disable_progress: Hide the progress bar.
+        stream: Keep only paths and labels (:class:`StreamedImageDataset`); see
+            :func:`decode_image_folder`.
+        num_workers: DataLoader workers that check streamed images.
 
     Returns:
         ``(dataset, class_names)``; the dataset keeps each image's path.
@@ -214,43 +203,109 @@ def load_image_folder(
             ``bad_images="error"``; a class with no usable image.
     """
     paths, labels, names = scan_image_folder(root, class_names, bad_images)
-    images, kept, failed = [], [], []
-    for path, label in tqdm(
-        list(zip(paths, labels, strict=True)),
-        desc=f"Decoding {root.name}",
-        leave=False,
-        disable=disable_progress,
-    ):
-        try:
-            images.append(decode_image(path, image_size, resize_size))
-        except (
-            OSError,
-            ValueError,
-            SyntaxError,
-            UnidentifiedImageError,
-            Image.DecompressionBombError,
-        ) as err:
-            if bad_images == "error":
-                raise ValueError(
-                    f"Cannot decode image {path}: {err}. Delete or re-export the file, or pass "
-                    "--bad_images skip to skip undecodable images (with a count in the log)."
-                ) from err
-            failed.append((path, err))
-            continue
-        kept.append(label)
+    dataset = decode_image_folder(
+        root, paths, labels, names,
+        image_size=image_size, resize_size=resize_size, bad_images=bad_images,
+        require_every_class=class_names is None, disable_progress=disable_progress,
+        stream=stream, num_workers=num_workers,
+    )  # fmt: skip
+    return dataset, names
+
+
+def decode_image_folder(
+    root: Path,
+    paths: list[Path],
+    labels: list[int],
+    names: list[str],
+    *,
+    image_size: int,
+    resize_size: int | None = None,
+    bad_images: str = "skip",
+    require_every_class: bool = True,
+    disable_progress: bool = False,
+    stream: bool = False,
+    num_workers: int = 0,
+) -> ImageDataset | StreamedImageDataset:
+    """The images of a scanned split (:func:`scan_image_folder`), decoded up front or streamed.
+
+    Up front (``stream=False``): every image is decoded here and kept as uint8
+    (:class:`ImageDataset`). Streamed: every image is decoded once to check it, in
+    ``num_workers`` DataLoader workers, and dropped; the :class:`StreamedImageDataset` keeps
+    the paths and labels and decodes again when a batch is read. The same files are kept
+    either way, and the same pixels come out.
+
+    Args:
+        root: The split's folder (for messages).
+        paths: Its image files.
+        labels: Their label ids.
+        names: The class names.
+        image_size: Side of the square images, pixels.
+        resize_size: Shorter side before the centre crop; default ``image_size``.
+        bad_images: ``skip`` (count and names logged) or ``error``.
+        require_every_class: Every class must keep an image (the training split).
+        disable_progress: Hide the progress bar.
+        stream: Stream instead of keeping the decoded images.
+        num_workers: DataLoader workers that check streamed images.
+
+    Raises:
+        ValueError: An undecodable image under ``bad_images="error"``; a class with no usable
+            image (``require_every_class``); no usable image at all.
+    """
+    if stream:
+        images = None
+        failed = find_undecodable(
+            paths, image_size=image_size, resize_size=resize_size, num_workers=num_workers,
+            desc=f"Checking {root.name}", disable_progress=disable_progress,
+        )  # fmt: skip
+        if failed and bad_images == "error":
+            raise ValueError(_decode_error_message(*failed[0]))
+    else:
+        images, failed = _decode_all(
+            root, paths, image_size, resize_size, bad_images, disable_progress
+        )
+    bad = {p for p, _ in failed}
+    kept = [label for p, label in zip(paths, labels, strict=True) if p not in bad]
     if failed:
-        shown = "; ".join(f"{p} ({type(e).__name__}: {e})" for p, e in failed[:3])
+        shown = "; ".join(f"{p} ({e})" for p, e in failed[:3])
         logger.warning(
             f"Skipped {len(failed)} image(s) in {root} that cannot be decoded: {shown}"
             f"{'; ...' if len(failed) > 3 else ''}. Pass --bad_images error to stop on them instead."
         )
     counts = np.bincount(np.asarray(kept, dtype=np.int64), minlength=len(names))
     empty = [names[i] for i in np.flatnonzero(counts == 0)]
-    if class_names is None and empty:
+    if require_every_class and empty:
         raise ValueError(f"{root}: class folder(s) {empty} hold no usable image.")
-    if not images:
+    if not kept:
         raise ValueError(f"{root}: no usable image.")
-    bad = {f for f, _ in failed}
     good_paths = [str(p) for p in paths if p not in bad]
-    dataset = ImageDataset(torch.stack(images), torch.tensor(kept, dtype=torch.int64), good_paths)
-    return dataset, names
+    label_ids = torch.tensor(kept, dtype=torch.int64)
+    if images is None:
+        return StreamedImageDataset(good_paths, label_ids, image_size, resize_size)
+    return ImageDataset(torch.stack(images), label_ids, good_paths)
+
+
+def _decode_error_message(path: Path, error: object) -> str:
+    return (
+        f"Cannot decode image {path}: {error}. Delete or re-export the file, or pass "
+        "--bad_images skip to skip undecodable images (with a count in the log)."
+    )
+
+
+def _decode_all(
+    root: Path,
+    paths: list[Path],
+    image_size: int,
+    resize_size: int | None,
+    bad_images: str,
+    disable_progress: bool,
+) -> tuple[list[torch.Tensor], list[tuple[Path, str]]]:
+    """Decode every file in this process: ``(images, [(path, "ErrorType: message"), ...])``."""
+    images, failed = [], []
+    for path in tqdm(paths, desc=f"Decoding {root.name}", leave=False, disable=disable_progress):
+        try:
+            images.append(decode_image(path, image_size, resize_size))
+        except DECODE_ERRORS as err:
+            if bad_images == "error":
+                raise ValueError(_decode_error_message(path, err)) from err
+            failed.append((path, f"{type(err).__name__}: {err}"))
+    return images, failed

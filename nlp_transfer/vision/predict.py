@@ -12,9 +12,9 @@ import torch
 from PIL import UnidentifiedImageError
 
 from ..metrics import classification_metrics, cross_entropy, predict_labels, probabilities
-from .folder import decode_image as _decode
 from .folder import find_split_dirs, load_image_folder
 from .models import ResNetClassifier
+from .streaming import decode_image as _decode
 from .transforms import ImageCollator
 
 

@@ -22,18 +22,18 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
+from ..data.memory import GB, memory_budget_bytes
 from ..metrics import classification_metrics, cross_entropy
-from ..models.blocks import get_block_view
 from ..training.outputs import format_summary, run_metrics, save_run, write_report
 from ..training.run import TrainOutcome, start_run, train_and_predict
 from ..transfer.adapters import save_adapter_outputs
-from ..transfer.arguments import CACHE_DTYPES
+from ..transfer.cache import remove_disk_cache
 from ..transfer.plan import TransferPlan, plan_transfer
 from .config import ImageClassificationConfig
 from .data import ImageData, load_image_data
-from .features import metrics_fn, plain_loader, train_image_feature_head
+from .features import metrics_fn, train_image_feature_head
 from .models import ImageModelConfig, ResNetClassifier
-from .prefix import CachedPrefixResNet, TensorDictDataset, compute_block_outputs
+from .prefix import CachedPrefixResNet, cache_prefix_splits
 from .transforms import ImageCollator, channel_stats, image_dataloaders
 from .weights import InitialWeights, apply_initial_weights, load_initial_weights
 
@@ -61,7 +61,7 @@ def build_model(
     elif saved is not None:
         mean, std = saved.mean, saved.std
     else:
-        mean, std = channel_stats(data.splits["train"].images)
+        mean, std = channel_stats(data.splits["train"], num_workers=config.dataloader_num_workers)
     model_config = ImageModelConfig(
         architecture=config.architecture,
         label_names=list(data.label_names),
@@ -110,39 +110,27 @@ def train_image_classifier(
 ) -> TrainOutcome:
     """Fine-tune ``model`` (its plan applied) with the shared loop; cache the frozen prefix.
 
+    The cache is kept in memory when it fits in the ``--image_cache_memory_gb`` budget left by
+    the decoded images held in memory, else memory-mapped on disk and removed afterwards
+    (:func:`~nlp_transfer.vision.prefix.cache_prefix_splits`).
+
     Returns:
         A :class:`~nlp_transfer.training.run.TrainOutcome` with the test predictions.
     """
     mc = model.config
     collator = ImageCollator(mc.image_size, mc.mean, mc.std)
-    cached = None
+    cached, cache_dir = None, None
     if config.augment and config.freeze_layers and config.cache_frozen_prefix != "no":
         logger.info("Frozen-prefix caching is off: --augment changes each image every epoch")
     if plan.cache_prefix:
-        num_blocks = config.freeze_layers + 1  # the stem and k stages
         model.to(accelerator.device)
-        dtype = CACHE_DTYPES[config.cache_dtype]
-        start, splits = time.perf_counter(), {}
-        for split, dataset in data.splits.items():
-            x, y = compute_block_outputs(
-                model,
-                plain_loader(dataset, collator, config),
-                accelerator,
-                num_blocks=num_blocks,
-                dtype=dtype,
-                desc=f"Caching frozen blocks ({split})",
-            )
-            splits[split] = TensorDictDataset(prefix_features=x, labels=y)
-        size = sum(d.tensors["prefix_features"].nbytes for d in splits.values()) / 2**20
-        frozen = ", ".join(b.name for b in get_block_view(model).blocks[:num_blocks])
-        logger.info(
-            f"Frozen-prefix cache: {frozen} computed once for "
-            f"{' + '.join(f'{len(d):,}' for d in splits.values())} images ({size:.0f} MiB "
-            f"{str(dtype).removeprefix('torch.')}, in memory) in {time.perf_counter() - start:.1f} "
-            "s; training runs only the stages above"
+        # one budget for the run's data: the decoded images in memory first, then the cache
+        budget = memory_budget_bytes(config.image_cache_memory_gb) - data.memory_bytes
+        splits, cache_dir = cache_prefix_splits(
+            model, data.splits, collator, accelerator, config, budget_bytes=max(budget, 0)
         )
         collators = dict.fromkeys(splits)
-        cached = CachedPrefixResNet(model, num_blocks)
+        cached = CachedPrefixResNet(model, config.freeze_layers + 1)
     else:
         splits = data.splits
         train_collator = ImageCollator(mc.image_size, mc.mean, mc.std, augment=config.augment)
@@ -155,16 +143,20 @@ def train_image_classifier(
         seed=config.seed,
         num_workers=config.dataloader_num_workers,
     )
-    return train_and_predict(
-        model,
-        loaders,
-        accelerator,
-        config,
-        compute_metrics=metrics_fn(data.label_names),
-        loss_fn=F.cross_entropy,
-        plan=plan,
-        cached=cached,
-    )
+    try:
+        return train_and_predict(
+            model,
+            loaders,
+            accelerator,
+            config,
+            compute_metrics=metrics_fn(data.label_names),
+            loss_fn=F.cross_entropy,
+            plan=plan,
+            cached=cached,
+        )
+    finally:
+        if cache_dir is not None:
+            remove_disk_cache(cache_dir)
 
 
 def model_display_name(config: ImageClassificationConfig) -> str:
@@ -204,6 +196,9 @@ def run_image_classification(
     accelerator = start_run(config, task_name)
     weights = load_initial_weights(config.architecture, config.weights)
     set_seed(config.seed)
+    if config.image_cache_memory_gb is None:  # one budget for the images and the prefix cache
+        budget = max(round(memory_budget_bytes() / GB, 3), 0.001)
+        config = dataclasses.replace(config, image_cache_memory_gb=budget)  # in config.yaml
     if data is None:
         with accelerator.main_process_first():
             data = load_image_data(config, *_folder_sizes(config, weights))

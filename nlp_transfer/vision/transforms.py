@@ -1,7 +1,9 @@
 """Per-batch image preprocessing: to float, grey to RGB, resize, augment, normalise.
 
-Images are kept decoded as uint8 in memory (:class:`~nlp_transfer.vision.datasets.ImageDataset`);
-:class:`ImageCollator` turns a list of them into the model's input batch. Augmentation (random
+Images come decoded as uint8, from memory (:class:`~nlp_transfer.vision.datasets.ImageDataset`)
+or decoded when read (:class:`~nlp_transfer.vision.streaming.StreamedImageDataset`);
+:class:`ImageCollator` turns a list of them into the model's input batch (in the DataLoader's
+worker processes when there are any). Augmentation (random
 crop with padding, horizontal flip: the CIFAR recipe of He et al. 2016, section 4.2) uses
 torchvision's v2 transforms, one draw per image, from torch's global RNG (seeded by the run and
 saved in checkpoints).
@@ -14,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.transforms import v2
 
 from ..data.samplers import EpochShuffleSampler
@@ -22,22 +24,60 @@ from .datasets import ImageDataset
 
 
 def channel_stats(
-    images: torch.Tensor, max_images: int = 10_000
+    images: torch.Tensor | Dataset, max_images: int = 10_000, num_workers: int = 0
 ) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of uint8 images ``(n, C, H, W)``, on the [0, 1] scale.
+    """Per-channel mean and std of uint8 images, on the [0, 1] scale.
 
-    Grey statistics are repeated for the three RGB channels the model sees. At most
-    ``max_images`` (the first ones) are used.
+    Summed in float64 over batches of 256 images, so that neither the float copy of the
+    images nor the images themselves (when streamed) are ever held whole. Grey statistics are
+    repeated for the three RGB channels the model sees. At most ``max_images`` (the first
+    ones) are used.
+
+    Args:
+        images: ``(n, C, H, W)`` uint8, an :class:`ImageDataset`, or a dataset of
+            ``{"pixel_values": (C, H, W) uint8}`` items (a streamed split: decoded in
+            DataLoader workers).
+        max_images: Images used.
+        num_workers: DataLoader worker processes that decode a dataset's images.
 
     Returns:
-        ``(mean, std)``, 3 values each.
+        ``(mean, std)``, 3 values each, rounded to 4 decimals; the std is the sample standard
+        deviation over all pixels, at least 1e-3.
     """
-    sample = images[:max_images].float().div_(255)
-    mean = sample.mean(dim=(0, 2, 3))
-    std = sample.std(dim=(0, 2, 3)).clamp_min(1e-3)
+    count, total, squares = 0, 0.0, 0.0
+    for batch in _pixel_batches(images, max_images, num_workers):
+        x = batch.to(torch.float64).div_(255)
+        count += x.numel() // x.shape[1]
+        total = total + x.sum(dim=(0, 2, 3))
+        squares = squares + x.square().sum(dim=(0, 2, 3))
+    mean = total / count
+    std = ((squares - count * mean.square()) / max(count - 1, 1)).clamp_min(0).sqrt()
+    std = std.clamp_min(1e-3)
     if len(mean) == 1:
         mean, std = mean.repeat(3), std.repeat(3)
     return [round(float(m), 4) for m in mean], [round(float(s), 4) for s in std]
+
+
+def stack_pixels(features: list[dict]) -> torch.Tensor:
+    """A list of ``{"pixel_values": (C, H, W)}`` items -> ``(n, C, H, W)``."""
+    return torch.stack([f["pixel_values"] for f in features])
+
+
+def _pixel_batches(images, max_images: int, num_workers: int, batch_size: int = 256):
+    if isinstance(images, ImageDataset):
+        images = images.images  # in memory already: no DataLoader needed
+    if isinstance(images, torch.Tensor):
+        yield from images[:max_images].split(batch_size)
+        return
+    subset = Subset(images, range(min(len(images), max_images)))
+    # its own generator: drawing the workers' seed from the global RNG would change the training
+    yield from DataLoader(
+        subset,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        collate_fn=stack_pixels,
+        generator=torch.Generator(),
+    )
 
 
 class ImageCollator:
@@ -101,7 +141,7 @@ class ImageCollator:
 
 
 def image_dataloaders(
-    splits: dict[str, ImageDataset],
+    splits: dict[str, Dataset],
     collators: dict[str, object],
     *,
     per_device_train_batch_size: int,
