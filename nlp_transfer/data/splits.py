@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 from datasets import Dataset, DatasetDict
+
+from .columns import numpy_column
 
 
 def _split_off(dataset: Dataset, size: float, seed: int, what: str) -> tuple[Dataset, Dataset]:
@@ -10,11 +13,9 @@ def _split_off(dataset: Dataset, size: float, seed: int, what: str) -> tuple[Dat
     try:
         parts = dataset.train_test_split(test_size=size, stratify_by_column="label", seed=seed)
     except ValueError as err:
-        counts = {}
-        for label in dataset["label"]:
-            counts[label] = counts.get(label, 0) + 1
         names = dataset.features["label"].names
-        per_class = ", ".join(f"{names[k]}: {v}" for k, v in sorted(counts.items()))
+        counts = np.bincount(numpy_column(dataset, "label"), minlength=len(names))
+        per_class = ", ".join(f"{name}: {n}" for name, n in zip(names, counts, strict=True) if n)
         raise ValueError(
             f"Cannot split a stratified {what} set ({size:.0%}) off {len(dataset)} training rows "
             f"(rows per label: {per_class}): every label needs at least 2 rows, and the {what} "
@@ -37,7 +38,9 @@ def stratified_split(
 
     Stratification keeps each split's label proportions equal to the whole's (up to rounding);
     the result depends only on the data and ``seed``. Implemented with
-    ``datasets.Dataset.train_test_split(stratify_by_column="label")``.
+    ``datasets.Dataset.train_test_split(stratify_by_column="label")``: the splits are index
+    mappings over the same Arrow table (for a dataset read from a file, written beside its
+    cache files and reused by a later run with the same data and seed), not copies.
 
     Args:
         dataset: Rows with a ``label`` column of type ``ClassLabel``.
