@@ -215,3 +215,21 @@ def test_baseline_caps_before_reading_texts_and_scores_every_row_in_batches(monk
     assert batched["num_examples"] == whole["num_examples"] == len(ds["test"])
     for key in ("accuracy", "f1_macro", "C", "validation_accuracy"):
         assert batched[key] == whole[key]
+
+
+@pytest.mark.parametrize(("size", "seed"), [(0.1, 42), (0.25, 3)])
+def test_stratified_split_indices_are_those_of_train_test_split(size, seed):
+    """split_indices computes datasets' own stratified split from the label array (its
+    train_test_split reads the labels one row at a time): the same rows, in the same order."""
+    import numpy as np
+    from datasets import ClassLabel, Features, Value
+
+    from nlp_transfer.data.splits import split_indices
+
+    labels = np.random.default_rng(0).choice(3, size=500, p=[0.6, 0.3, 0.1])
+    features = Features({"row": Value("int64"), "label": ClassLabel(names=["a", "b", "c"])})
+    ds = Dataset.from_dict({"row": np.arange(500), "label": labels}, features=features)
+    theirs = ds.train_test_split(test_size=size, stratify_by_column="label", seed=seed)
+    kept, held = split_indices(labels, size, seed)
+    assert kept.tolist() == theirs["train"]["row"][:]
+    assert held.tolist() == theirs["test"]["row"][:]
