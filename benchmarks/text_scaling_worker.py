@@ -16,8 +16,8 @@ from __future__ import annotations
 import json
 import resource
 import sys
-import tempfile
 import time
+from pathlib import Path
 
 
 def _peak_rss_mib() -> float:
@@ -41,7 +41,7 @@ def main(spec: dict) -> dict:
         preprocessing_num_workers=spec.get("preprocessing_num_workers"),
         max_seq_length=spec.get("max_seq_length", 128),
         model_name_or_path=spec.get("model_name_or_path"),
-        output_dir=tempfile.mkdtemp(prefix="text_scaling-"),
+        output_dir=str(Path(spec["metrics_path"]).with_suffix(".out")),  # never written
         seed=spec.get("seed", 42),
     )
     dataset = load_data(config)
