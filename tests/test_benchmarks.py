@@ -269,3 +269,37 @@ def test_image_streaming_folders_arms_and_summary(tmp_path):
     assert summary["peak_rss_growth_mib"] == {"memory": 500.0, "streamed": 10.0}
     assert summary["same_numbers"] == {100: True, 1000: False}
     assert "1,000: NO" in streaming.markdown(summary)
+
+
+def test_text_scaling_arms_and_per_1000_ratios_against_the_smallest_size(tmp_path):
+    scaling = bench_module("text_scaling")
+    args = scaling.parse_args(["--sizes", "10,20", "--train_samples", "500", "--repeats", "2"])
+    arms = scaling.arms_for(10, tmp_path / "x.parquet", 1, args, tmp_path)
+    assert [a.name for a in arms] == [
+        "data_cold-10", "data_warm-10", "baseline-10", "train_full-10", "train_frozen-10"
+    ]  # fmt: skip
+    cold, warm = (json.loads(a.command[-1]) for a in arms[:2])
+    assert cold.pop("metrics_path") != warm.pop("metrics_path")
+    assert cold == warm and cold["cache_dir"] == str(tmp_path / "cache-10-r1")  # warm: cold's
+    train = arms[4].command
+    assert "--freeze_layers=4" in train and f"--cache_dir={tmp_path / 'cache-10-r1'}" in train
+    assert "--max_train_samples=500" in train and "--num_train_epochs=1" in train
+
+    def record(size, kind, repeat, training):
+        phases = {"training": training, "tokenize": 1.0, "load_and_check": 1.0}
+        return {"arm": f"{kind}-{size}", "size": size, "kind": kind, "repeat": repeat,
+                "wall_s": 1.0, "peak_rss_mib": 100.0, "phases": phases}  # fmt: skip
+
+    records = [
+        record(size, kind, repeat, training)
+        for repeat, scale in ((0, 1.0), (1, 2.0))  # the second repeat is twice as slow
+        for size, factor in ((10, 1.0), (20, 1.5))
+        for kind in ("data_cold", "data_warm", "baseline", "train_full", "train_frozen")
+        for training in [5.0 * factor * scale]
+    ]
+    figures = scaling.figures_of(records, args)
+    full = figures["20"]["train_full"]
+    assert full["train_s_per_1000"]["values"] == [15.0, 30.0]  # 7.5 s / 500 samples * 1000
+    assert full["per_1000_vs_smallest"]["values"] == [1.5, 1.5]  # paired within each repeat
+    assert figures["10"]["train_frozen"]["per_1000_vs_smallest"]["median"] == 1.0
+    assert "| 20 |" in scaling.markdown(figures, args)

@@ -8,6 +8,7 @@ import torch
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 from safetensors.torch import load_file
 
+from nlp_transfer.data.memory import memory_budget_bytes
 from nlp_transfer.transfer.cache import (
     CachedPrefixModel,
     CachingCollator,
@@ -121,6 +122,11 @@ def test_storage_choice():
     assert choose_storage("auto", 1000) == "memory"
     assert choose_storage("auto", 10**15) == "disk"  # more than a quarter of any RAM
     assert choose_storage("auto", 1000, num_processes=2) == "disk"  # shared by processes
+    # a memory budget (--prefix_cache_memory_gb): above it on disk, within it in memory
+    assert choose_storage("auto", 10**9 + 1, budget_bytes=memory_budget_bytes(1.0)) == "disk"
+    assert choose_storage("auto", 10**9, budget_bytes=memory_budget_bytes(1.0)) == "memory"
+    assert choose_storage("memory", 10**12, budget_bytes=0) == "memory"  # asked for: as asked
+    assert memory_budget_bytes() > 0
 
 
 def _run(tiny_bert_dir, data, out, *extra):

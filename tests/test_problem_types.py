@@ -338,5 +338,8 @@ def test_a_label_held_out_only_is_moved_back_to_train():
     from nlp_transfer.data.problems import _keep_labels_in_train
 
     labels = [[0], [0, 1], [1], [2], [0]]
-    train, held = _keep_labels_in_train(labels, np.array([0, 1, 2]), {"test": np.array([3, 4])})
+    y = np.zeros((5, 3), dtype=np.int64)
+    for row, ids in enumerate(labels):
+        y[row, ids] = 1
+    train, held = _keep_labels_in_train(y, np.array([0, 1, 2]), {"test": np.array([3, 4])})
     assert train.tolist() == [0, 1, 2, 3] and held["test"].tolist() == [4]

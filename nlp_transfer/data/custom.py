@@ -3,8 +3,9 @@
 Everything ends up as the same thing: a ``DatasetDict`` with ``train``/``validation``/``test``
 splits, a ``text`` string column and a ``label`` ``ClassLabel`` column whose names become the
 model's ``id2label``. Problems are reported by what the user can fix: the file, the column and
-the flag. The row checks (empty texts, missing labels, label names) are in
-:mod:`nlp_transfer.data.labels`.
+the flag. The checks (empty texts, missing labels, label names) run on whole Arrow columns
+(:mod:`nlp_transfer.data.standardize`); no split is ever turned into Python lists of its rows, so
+a file of millions of rows is read memory-mapped from ``datasets``' Arrow cache.
 """
 
 from __future__ import annotations
@@ -18,18 +19,12 @@ from typing import Any
 
 import datasets
 import pandas as pd
-from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+from datasets import Dataset, DatasetDict
 
 from ..hub import HUB_PROBE_TIMEOUT_S, hub_offline_requested, hub_reachable
 from .builtin import BUILTIN_DATASETS, load_builtin_dataset
-from .labels import (
-    check_labels,
-    check_texts,
-    empty_text_rows,
-    label_key,
-    label_names,
-)
 from .splits import stratified_split
+from .standardize import standardize_split
 
 FILE_FORMATS = {
     ".csv": "csv",
@@ -103,16 +98,23 @@ def check_encoding(path: str | os.PathLike, encoding: str = "utf-8") -> str:
     return codec
 
 
-def read_table(path: str | os.PathLike, encoding: str = "utf-8") -> Dataset:
+def read_table(
+    path: str | os.PathLike, encoding: str = "utf-8", cache_dir: str | os.PathLike | None = None
+) -> Dataset:
     """Read a CSV/TSV, JSON Lines (or JSON array) or Parquet file into a ``Dataset``.
 
-    Uses ``datasets.load_dataset`` with the matching packaged builder. Text formats are first
+    Uses ``datasets.load_dataset`` with the matching packaged builder: the file is converted
+    once to an Arrow file in ``datasets``' cache and memory-mapped from there (a later call on
+    the unchanged file reuses it), so the rows are not held in Python. Text formats are first
     checked to decode with ``encoding`` (:func:`check_encoding`), so a wrongly encoded file gets
     a message naming the line and ``--file_encoding`` rather than a parser's stack trace.
 
     Args:
         path: The file.
         encoding: Text encoding of CSV/TSV/JSON files (``--file_encoding``); ignored for Parquet.
+        cache_dir: Where ``datasets`` keeps its Arrow cache of the file (and of what is computed
+            from it: encoded labels, splits, tokens); None: its default (``HF_DATASETS_CACHE``,
+            ``~/.cache/huggingface/datasets``).
 
     Raises:
         FileNotFoundError: If the file does not exist.
@@ -134,7 +136,13 @@ def read_table(path: str | os.PathLike, encoding: str = "utf-8") -> Dataset:
         if codec != "utf-8":
             kwargs["encoding"] = codec
     try:
-        return datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
+        return datasets.load_dataset(
+            builder,
+            data_files=str(path),
+            split="train",
+            cache_dir=None if cache_dir is None else str(cache_dir),
+            **kwargs,
+        )
     except Exception as err:  # datasets/pyarrow raise many types; the user needs the file name
         raise ValueError(
             f"Could not read {path} as {builder.upper()}: {type(err).__name__}: {err}. "
@@ -143,22 +151,16 @@ def read_table(path: str | os.PathLike, encoding: str = "utf-8") -> Dataset:
         ) from err
 
 
-def _to_table(source: DataSource, what: str, encoding: str = "utf-8") -> Dataset | pd.DataFrame:
+def _to_table(
+    source: DataSource, what: str, encoding: str = "utf-8", cache_dir: str | None = None
+) -> Dataset | pd.DataFrame:
     if isinstance(source, Dataset | pd.DataFrame):
         return source
     if isinstance(source, str | os.PathLike):
-        return read_table(source, encoding)
+        return read_table(source, encoding, cache_dir)
     raise TypeError(
         f"{what}: expected a file path, pandas DataFrame or Dataset, got {type(source)}"
     )
-
-
-def _columns(table: Dataset | pd.DataFrame) -> list[str]:
-    return list(table.column_names if isinstance(table, Dataset) else table.columns)
-
-
-def _values(table: Dataset | pd.DataFrame, column: str) -> list:
-    return list(table[column]) if isinstance(table, Dataset) else table[column].tolist()
 
 
 def _standardize(
@@ -167,50 +169,14 @@ def _standardize(
     label_column: str,
     empty_texts: str = "drop",
 ) -> DatasetDict:
-    out = {}
-    names: list[str] = []
+    """Every split checked and encoded in Arrow (:func:`~.standardize.standardize_split`); the
+    label names are the training split's (``train`` comes first)."""
+    out, names = {}, None
     for split, table in tables.items():
-        columns = _columns(table)
-        for column, flag in ((text_column, "--text_column"), (label_column, "--label_column")):
-            if column not in columns:
-                raise ValueError(
-                    f"The {split} split has no column {column!r} (its columns: "
-                    f"{', '.join(map(repr, columns))}). Pass {flag} to name the right one."
-                )
-        if len(table) == 0:
-            raise ValueError(f"The {split} split is empty: it has columns but no rows.")
-        feature = table.features.get(label_column) if isinstance(table, Dataset) else None
-        texts, labels = _values(table, text_column), _values(table, label_column)
-        empty = set(empty_text_rows(texts, split, text_column, empty_texts))
-        if empty:
-            texts = [t for i, t in enumerate(texts) if i not in empty]
-            labels = [y for i, y in enumerate(labels) if i not in empty]
-        texts = check_texts(texts, split, text_column)
-        labels = check_labels(labels, split, label_column, feature)
-        keys = [label_key(v, feature) for v in labels]
-        if split == "train":
-            names = label_names(labels, label_column, feature)
-            if len(names) < 2:
-                raise ValueError(
-                    f"The training split has a single label ({names[0]!r}) in column "
-                    f"{label_column!r}; a classifier needs at least two."
-                )
-        unknown = sorted(set(keys) - set(names))
-        if unknown:
-            raise ValueError(
-                f"Label(s) {', '.join(map(repr, unknown))} appear in the {split} split but "
-                f"not in the training split (labels there: {', '.join(map(repr, names))}); "
-                "the model cannot learn them. Fix the label column or add training examples."
-            )
-        index = {name: i for i, name in enumerate(names)}
-        out[split] = (texts, [index[k] for k in keys])
-    features = Features({"text": Value("string"), "label": ClassLabel(names=names)})
-    return DatasetDict(
-        {
-            s: Dataset.from_dict({"text": t, "label": y}, features=features)
-            for s, (t, y) in out.items()
-        }
-    )
+        out[split], names = standardize_split(
+            table, split, text_column, label_column, empty_texts, names
+        )
+    return DatasetDict(out)
 
 
 def _load_hub(name: str, cache_dir: str | None) -> dict[str, Dataset]:
@@ -281,7 +247,8 @@ def load_text_classification_dataset(
         validation_size: Fraction of all rows split off for validation when not given.
         test_size: Fraction of all rows split off for test when not given.
         seed: Seed for the splits.
-        cache_dir: Cache directory for built-in and hub downloads.
+        cache_dir: Cache directory for built-in and hub downloads, and for ``datasets``' Arrow
+            cache of data files (None: ``datasets``' default for those).
         encoding: Text encoding of CSV/TSV/JSON files (``--file_encoding``).
         empty_texts: Rows whose text is missing, empty or whitespace only: ``"drop"`` them
             (the count is logged) or raise an ``"error"``.
@@ -326,14 +293,15 @@ def _read_tables(
     encoding: str,
 ) -> dict[str, Dataset | pd.DataFrame]:
     """The raw splits: a hub dataset's own, or ``data`` as ``train`` plus the ones given."""
+    cache = None if cache_dir is None else str(cache_dir)
     if isinstance(data, str) and not _is_file_like(data):
-        tables: dict[str, Dataset | pd.DataFrame] = _load_hub(data, cache_dir and str(cache_dir))
+        tables: dict[str, Dataset | pd.DataFrame] = _load_hub(data, cache)
     else:
-        tables = {"train": _to_table(data, "train data", encoding)}
+        tables = {"train": _to_table(data, "train data", encoding, cache)}
     if validation is not None:
-        tables["validation"] = _to_table(validation, "validation data", encoding)
+        tables["validation"] = _to_table(validation, "validation data", encoding, cache)
     if test is not None:
-        tables["test"] = _to_table(test, "test data", encoding)
+        tables["test"] = _to_table(test, "test data", encoding, cache)
     return tables
 
 

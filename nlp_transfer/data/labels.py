@@ -1,14 +1,16 @@
 """Row checks of labelled text: empty texts, non-string texts, missing labels, label names.
 
-Shared by :mod:`nlp_transfer.data.custom` (a user's train/validation/test data) and
-:mod:`nlp_transfer.adaptation.data` (a target domain's files). Every error names the split, the
-column and the flag that fixes it.
+These take Python lists (:mod:`nlp_transfer.adaptation.data` reads a target domain's files
+this way); a user's train/validation/test data is checked column by column in Arrow by
+:mod:`nlp_transfer.data.checks`, with the same messages (the ``*_error`` and ``report_*``
+functions here). Every error names the split, the column and the flag that fixes it.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from datasets import ClassLabel
@@ -21,8 +23,9 @@ def is_missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def _rows(indices: list[int]) -> str:
-    return ", ".join(map(str, indices[:5])) + (" ..." if len(indices) > 5 else "")
+def _rows(indices: Sequence[int]) -> str:
+    shown = ", ".join(str(int(i)) for i in indices[:5])
+    return shown + (" ..." if len(indices) > 5 else "")
 
 
 def empty_text_rows(texts: list, split: str, column: str, empty_texts: str) -> list[int]:
@@ -45,25 +48,36 @@ def empty_text_rows(texts: list, split: str, column: str, empty_texts: str) -> l
         for i, value in enumerate(texts)
         if is_missing(value) or (isinstance(value, str) and not value.strip())
     ]
-    if empty and empty_texts == "error":
+    report_empty_texts(empty, len(texts), split, column, empty_texts)
+    return empty
+
+
+def report_empty_texts(
+    empty: Sequence[int], total: int, split: str, column: str, empty_texts: str
+) -> None:
+    """Raise or warn about the rows ``empty`` (row numbers) of a split of ``total`` rows.
+
+    Raises:
+        ValueError: Under ``"error"`` when a text is empty, and whenever every text is.
+    """
+    if len(empty) and empty_texts == "error":
         raise ValueError(
             f"The {split} split has {len(empty)} row(s) with a missing, empty or whitespace-only "
             f"text in column {column!r} (rows {_rows(empty)}, counted from 0 after the header). "
             "Fill or remove them, pass --empty_texts drop to drop them, or point --text_column "
             "at the right column."
         )
-    if empty:
+    if len(empty):
         logger.warning(
-            f"Dropped {len(empty)} of {len(texts):,} row(s) of the {split} split whose text in "
+            f"Dropped {len(empty)} of {total:,} row(s) of the {split} split whose text in "
             f"column {column!r} is missing, empty or whitespace only (rows {_rows(empty)}); "
             "pass --empty_texts error to stop on them instead."
         )
-    if len(empty) == len(texts):
+    if len(empty) == total:
         raise ValueError(
             f"Every text of the {split} split in column {column!r} is missing or empty; point "
             "--text_column at the column that holds the text."
         )
-    return empty
 
 
 def check_texts(texts: list, split: str, column: str) -> list[str]:
@@ -97,13 +111,35 @@ def check_labels(labels: list, split: str, column: str, label_feature: Any) -> l
     if isinstance(label_feature, ClassLabel):
         missing += [i for i, v in enumerate(labels) if v == -1]
     if missing:
-        rows = ", ".join(map(str, missing[:5])) + (" ..." if len(missing) > 5 else "")
-        raise ValueError(
-            f"The {split} split has {len(missing)} row(s) with a missing label in column "
-            f"{column!r} (rows {rows}). Label them or drop them, or point --label_column at "
-            "the right column."
-        )
+        raise missing_labels_error(missing, split, column)
     return labels
+
+
+def missing_labels_error(rows: Sequence[int], split: str, column: str) -> ValueError:
+    """The error for rows (row numbers) without a label."""
+    return ValueError(
+        f"The {split} split has {len(rows)} row(s) with a missing label in column "
+        f"{column!r} (rows {_rows(rows)}). Label them or drop them, or point --label_column at "
+        "the right column."
+    )
+
+
+def regression_target_error(column: str, example: Any) -> ValueError:
+    """The error for a label column of non-integer numbers (``example`` is one of them)."""
+    return ValueError(
+        f"Label column {column!r} holds non-integer numbers (e.g. {example}); this looks like "
+        "a regression target: pass --problem_type regression, or bin the scores into "
+        "classes first."
+    )
+
+
+def mixed_types_error(column: str, kinds: set[type]) -> ValueError:
+    """The error for a label column whose values are of several (or unsupported) types."""
+    names = ", ".join(sorted(k.__name__ for k in kinds))
+    return ValueError(
+        f"Label column {column!r} mixes value types ({names}); make every label a string or "
+        "every label an integer (lists of labels: --problem_type multi_label_classification)."
+    )
 
 
 def label_names(train_labels: list, column: str, label_feature: Any) -> list[str]:
@@ -119,20 +155,12 @@ def label_names(train_labels: list, column: str, label_feature: Any) -> list[str
         kinds = {int}
     if kinds <= {int, float}:
         if any(not float(v).is_integer() for v in train_labels):
-            raise ValueError(
-                f"Label column {column!r} holds non-integer numbers (e.g. "
-                f"{next(v for v in train_labels if not float(v).is_integer())}); this looks like "
-                "a regression target: pass --problem_type regression, or bin the scores into "
-                "classes first."
-            )
+            example = next(v for v in train_labels if not float(v).is_integer())
+            raise regression_target_error(column, example)
         return [str(v) for v in sorted({int(v) for v in train_labels})]
     if kinds == {str}:
         return sorted(set(train_labels))
-    names = ", ".join(sorted(k.__name__ for k in kinds))
-    raise ValueError(
-        f"Label column {column!r} mixes value types ({names}); make every label a string or "
-        "every label an integer (lists of labels: --problem_type multi_label_classification)."
-    )
+    raise mixed_types_error(column, kinds)
 
 
 def label_key(value: Any, label_feature: Any) -> str:

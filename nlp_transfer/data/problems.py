@@ -13,42 +13,42 @@ same ids). Multi-label splits are made by iterative stratification (Sechidis, Ts
 Vlahavas 2011, "On the Stratification of Multi-Label Data"; the ``iterative-stratification``
 package's ``MultilabelStratifiedShuffleSplit``), which keeps each label's share similar in
 every split; regression splits are random (seeded).
+
+Files are read once into Arrow (``datasets``' cache, memory-mapped); the labels are checked and
+encoded column by column (:mod:`nlp_transfer.data.problem_labels`), and the splits select rows
+by index: no split is turned into Python lists of its rows.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import pandas as pd
-from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
-from datasets import Sequence as SequenceFeature
+from datasets import Dataset, DatasetDict
 
 from .builtin import BUILTIN_DATASETS
-from .custom import load_text_classification_dataset, read_table
+from .columns import arrow_column, checked_dataset, multi_hot, numpy_column
+from .custom import _to_table, load_text_classification_dataset
+from .problem_labels import (
+    MULTI_LABEL,
+    PROBLEM_TYPES,
+    REGRESSION,
+    SINGLE_LABEL,
+    encode_problem_splits,
+    infer_problem_type,
+)
 
 logger = logging.getLogger(__name__)
 
-SINGLE_LABEL = "single_label_classification"
-MULTI_LABEL = "multi_label_classification"
-REGRESSION = "regression"
-PROBLEM_TYPES = (SINGLE_LABEL, MULTI_LABEL, REGRESSION)
-
-
-def _is_missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
-def _table(source, what: str, encoding: str) -> pd.DataFrame:
-    if isinstance(source, pd.DataFrame):
-        return source.reset_index(drop=True)
-    if isinstance(source, Dataset):
-        return source.to_pandas()
-    return read_table(source, encoding).to_pandas()
-
+__all__ = [
+    "MULTI_LABEL",
+    "PROBLEM_TYPES",
+    "REGRESSION",
+    "SINGLE_LABEL",
+    "infer_problem_type",
+    "load_problem_dataset",
+]
 
 _FILE_SUFFIXES = {".csv", ".tsv", ".json", ".jsonl", ".parquet", ".txt"}
 
@@ -62,142 +62,13 @@ def _is_dataset_name(data) -> bool:
     )
 
 
-def infer_problem_type(
-    labels: list, requested: str | None, label_separator: str | None, column: str
-) -> str:
-    """The problem type: ``requested`` when given, else read from the training labels.
-
-    Lists (or strings holding ``label_separator``) mean multi-label; anything else is
-    single-label (floats then get the single-label loader's message: regression is only ever
-    asked for, with ``--problem_type regression``).
-
-    Raises:
-        ValueError: ``requested`` is not a known problem type.
-    """
-    if requested is not None:
-        if requested not in PROBLEM_TYPES:
-            raise ValueError(
-                f"--problem_type must be one of {', '.join(PROBLEM_TYPES)}, got {requested!r}."
-            )
-        return requested
-    if any(isinstance(v, list | tuple | np.ndarray) for v in labels):
-        return MULTI_LABEL
-    if label_separator and any(isinstance(v, str) and label_separator in v for v in labels):
-        return MULTI_LABEL
-    return SINGLE_LABEL
-
-
-def _label_set(value: Any, separator: str | None, split: str, row: int, column: str) -> list[str]:
-    if isinstance(value, list | tuple | np.ndarray):
-        return sorted({str(v).strip() for v in value if str(v).strip()})
-    if isinstance(value, str):
-        parts = value.split(separator) if separator else [value]
-        return sorted({p.strip() for p in parts if p.strip()})
-    if _is_missing(value):
-        return []
-    raise ValueError(
-        f"Row {row} of the {split} split holds {type(value).__name__} {value!r} in label column "
-        f"{column!r}; multi-label rows must be lists of labels or strings joined by "
-        "--label_separator (e.g. --label_separator ',')."
-    )
-
-
-def _target(value: Any, split: str, row: int, column: str) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = float("nan")
-    if isinstance(value, bool) or math.isnan(number) or math.isinf(number):
-        raise ValueError(
-            f"Row {row} of the {split} split holds {value!r} in label column {column!r}, which "
-            "is not a finite number; --problem_type regression needs a number in every row "
-            "(fix or drop the row, or point --label_column at the target column)."
-        )
-    return number
-
-
-def _encode_labels(
-    raw: dict[str, list], problem_type: str, separator: str | None, column: str
-) -> tuple[dict[str, list], Any]:
-    """``({split: encoded labels}, label feature)`` for multi-label or regression data."""
-    if problem_type == REGRESSION:
-        encoded = {s: [_target(v, s, i, column) for i, v in enumerate(r)] for s, r in raw.items()}
-        return encoded, Value("float32")
-    if problem_type == SINGLE_LABEL:  # with a pair column: the same ids as the original loader
-        return _single_labels(raw, column)
-    sets = {
-        s: [_label_set(v, separator, s, i, column) for i, v in enumerate(r)] for s, r in raw.items()
+def _read_splits(given: dict, columns: dict[str, str], encoding: str, cache_dir) -> dict:
+    """``{split: Dataset}`` of the splits given, with only ``columns`` (``{column: flag}``)."""
+    return {
+        s: checked_dataset(_to_table(v, f"{s} data", encoding, cache_dir), s, columns)
+        for s, v in given.items()
+        if v is not None
     }
-    names = sorted({name for labels in sets["train"] for name in labels})
-    if len(names) < 2:
-        raise ValueError(
-            f"The training split has {len(names)} distinct label(s) in column {column!r}; "
-            "a multi-label classifier needs at least two (check --label_separator)."
-        )
-    for split, rows in sets.items():
-        unknown = sorted({n for labels in rows for n in labels} - set(names))
-        if unknown:
-            raise ValueError(
-                f"Label(s) {unknown[:5]} in column {column!r} of the {split} split are not in "
-                "the training split, so the model cannot learn them; fix the label column "
-                "(--label_column, --label_separator) or add training examples."
-            )
-    ids = {name: i for i, name in enumerate(names)}
-    encoded = {s: [[ids[n] for n in labels] for labels in rows] for s, rows in sets.items()}
-    return encoded, SequenceFeature(ClassLabel(names=names))
-
-
-def _single_labels(raw: dict[str, list], column: str) -> tuple[dict[str, list], ClassLabel]:
-    missing = [(s, i) for s, r in raw.items() for i, v in enumerate(r) if _is_missing(v)]
-    if missing:
-        raise ValueError(
-            f"Row {missing[0][1]} of the {missing[0][0]} split has no label in column {column!r}; "
-            "label or drop it, or point --label_column at the right column."
-        )
-    integers = all(isinstance(v, int | np.integer) for r in raw.values() for v in r)
-    keys = {s: [str(int(v)) if integers else str(v) for v in r] for s, r in raw.items()}
-    names = sorted(set(keys["train"]), key=int if integers else None)
-    unknown = sorted({k for r in keys.values() for k in r} - set(names))
-    if unknown:
-        raise ValueError(
-            f"Label(s) {unknown[:5]} in column {column!r} are not in the training split; fix "
-            "--label_column or add training examples."
-        )
-    ids = {name: i for i, name in enumerate(names)}
-    return {s: [ids[k] for k in r] for s, r in keys.items()}, ClassLabel(names=names)
-
-
-def _texts(frame: pd.DataFrame, column: str, flag: str, split: str) -> list:
-    if column not in frame.columns:
-        raise ValueError(
-            f"The {split} data has no column {column!r} (columns: {', '.join(map(str, frame.columns))}); "
-            f"pass {flag}."
-        )
-    return frame[column].tolist()
-
-
-def _keep_rows(texts: dict[str, list], split: str, empty_texts: str) -> list[int]:
-    """Rows whose every text (``{flag: values}``) is a non-empty string; error or drop others."""
-    n = len(next(iter(texts.values())))
-    bad = {
-        i
-        for values in texts.values()
-        for i, v in enumerate(values)
-        if not isinstance(v, str) or not v.strip()
-    }
-    if bad and empty_texts == "error":
-        flags = " / ".join(texts)
-        raise ValueError(
-            f"The {split} split has {len(bad)} row(s) with a missing or empty text ({flags}), "
-            f"rows {sorted(bad)[:5]}; fill or drop them, or pass --empty_texts drop."
-        )
-    if bad:
-        logger.warning(f"Dropped {len(bad)} of {n:,} {split} row(s) with a missing or empty text.")
-    if len(bad) == n:
-        raise ValueError(
-            f"Every text of the {split} split is missing or empty; check {', '.join(texts)}."
-        )
-    return [i for i in range(n) if i not in bad]
 
 
 def _splits(
@@ -209,57 +80,72 @@ def _splits(
     need_validation: bool = True,
     need_test: bool = True,
 ) -> dict[str, Dataset]:
-    """Split off validation and test: iterative stratification (multi-label) or at random."""
+    """Split off validation and test: iterative stratification (multi-label), stratified
+    (single-label) or at random (regression); the splits select rows by index."""
     n = len(dataset)
     for flag, value in (("test", test_size), ("validation", validation_size)):
         if not 0.0 < value < 1.0:
             raise ValueError(f"--{flag}_size must be a fraction in (0, 1), got {value}.")
     if validation_size + test_size >= 1.0:
         raise ValueError("--validation_size + --test_size must leave rows for training.")
+    y = _split_targets(dataset, problem_type)
     rest = np.arange(n)
     out = {}
     shares = {"test": test_size} if need_test else {}
     if need_validation:
         shares["validation"] = validation_size / (1 - (test_size if need_test else 0.0))
     for split, share in shares.items():
-        keep, held = _one_split(dataset.select(rest), problem_type, share, seed)
+        keep, held = _one_split(y[rest] if y is not None else None, len(rest), share, seed)
         out[split] = rest[held]
         rest = rest[keep]
     if problem_type == MULTI_LABEL:
-        rest, out = _keep_labels_in_train(list(dataset["label"]), rest, out)
+        rest, out = _keep_labels_in_train(y, rest, out)
     return {"train": dataset.select(rest)} | {s: dataset.select(i) for s, i in out.items()}
 
 
-def _keep_labels_in_train(labels: list[list[int]], train: np.ndarray, held: dict) -> tuple:
+def _split_targets(dataset: Dataset, problem_type: str) -> np.ndarray | None:
+    """What a split is stratified by: label ids ``(n,)``, a multi-hot matrix ``(n, C)``, or
+    None (regression: at random)."""
+    if problem_type == MULTI_LABEL:
+        num = len(dataset.features["label"].feature.names)
+        return multi_hot(arrow_column(dataset, "label"), num)
+    if problem_type == SINGLE_LABEL:
+        return numpy_column(dataset, "label")
+    return None
+
+
+def _keep_labels_in_train(y: np.ndarray, train: np.ndarray, held: dict) -> tuple:
     """Move one held-out row back to training for each label that training would lack (a
-    label seen once or twice can otherwise land only in validation or test)."""
-    seen = {i for row in train for i in labels[row]}
+    label seen once or twice can otherwise land only in validation or test).
+
+    Args:
+        y: ``(n, C)`` multi-hot labels of every row.
+        train: Training row numbers.
+        held: ``{split: row numbers}``, visited in order, each split's rows in order.
+    """
+    seen = y[train].any(axis=0)
     for split in list(held):
-        for row in list(held[split]):
-            if set(labels[row]) - seen:
-                seen |= set(labels[row])
+        # only a row holding a label unseen now can move; later moves only shrink that set
+        candidates = held[split][y[held[split]][:, ~seen].any(axis=1)]
+        for row in candidates:
+            if (y[row].astype(bool) & ~seen).any():
+                seen |= y[row].astype(bool)
                 train = np.sort(np.append(train, row))
                 held[split] = held[split][held[split] != row]
     return train, held
 
 
-def _one_split(dataset: Dataset, problem_type: str, share: float, seed: int):
-    n = len(dataset)
-    if problem_type == MULTI_LABEL:
+def _one_split(y: np.ndarray | None, n: int, share: float, seed: int):
+    """``(kept, held)`` positions ``0..n-1``, each sorted."""
+    if y is not None and y.ndim == 2:
         from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
 
-        num = len(dataset.features["label"].feature.names)
-        y = np.zeros((n, num), dtype=np.int64)
-        for i, ids in enumerate(dataset["label"]):
-            y[i, ids] = 1
         splitter = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=share, random_state=seed)
         return next(splitter.split(np.zeros(n), y))
-    if problem_type == SINGLE_LABEL:
+    if y is not None:
         from sklearn.model_selection import train_test_split
 
-        keep, held = train_test_split(
-            np.arange(n), test_size=share, random_state=seed, stratify=dataset["label"]
-        )
+        keep, held = train_test_split(np.arange(n), test_size=share, random_state=seed, stratify=y)
         return np.sort(keep), np.sort(held)
     order = np.random.default_rng(seed).permutation(n)
     held = max(1, round(n * share))
@@ -328,17 +214,20 @@ def load_problem_dataset(
     if _is_dataset_name(data) and text_pair_column is None:
         _check_named_problem_type(data, problem_type)
         return load_text_classification_dataset(data, **common, **single_label_kwargs)
+    pair = {text_pair_column: "--text_pair_column"} if text_pair_column is not None else {}
+    columns = {text_column: "--text_column"} | pair | {label_column: "--label_column"}
     given = {"train": data, "validation": validation, "test": test}
-    tables = {s: _table(v, s, encoding) for s, v in given.items() if v is not None}
-    raw = {s: _texts(t, label_column, "--label_column", s) for s, t in tables.items()}
-    problem_type = infer_problem_type(raw["train"], problem_type, label_separator, label_column)
+    tables = _read_splits(given, columns, encoding, single_label_kwargs.get("cache_dir"))
+    problem_type = infer_problem_type(tables["train"], label_column, problem_type, label_separator)
     if problem_type == SINGLE_LABEL and text_pair_column is None:
-        return load_text_classification_dataset(data, **common, **single_label_kwargs)
-    columns = {"text": (text_column, "--text_column")}
+        common |= {"validation": tables.get("validation"), "test": tables.get("test")}
+        return load_text_classification_dataset(tables["train"], **common, **single_label_kwargs)
+    texts = {"text": (text_column, "--text_column")}
     if text_pair_column is not None:
-        columns["text_pair"] = (text_pair_column, "--text_pair_column")
-    kept = _kept_rows(tables, columns, raw, empty_texts)
-    built = _build(kept, problem_type, label_separator, label_column)
+        texts["text_pair"] = (text_pair_column, "--text_pair_column")
+    built = encode_problem_splits(
+        tables, problem_type, texts, label_column, label_separator, empty_texts
+    )
     parts = _splits(
         built["train"],
         problem_type,
@@ -354,27 +243,3 @@ def load_problem_dataset(
             for s in ("train", "validation", "test")
         }
     )
-
-
-def _build(kept: dict, problem_type: str, separator: str | None, column: str) -> dict:
-    """``{split: Dataset}`` with the texts and the encoded labels."""
-    labels, feature = _encode_labels(
-        {s: v["label"] for s, v in kept.items()}, problem_type, separator, column
-    )
-    texts = [key for key in next(iter(kept.values())) if key != "label"]
-    features = Features({key: Value("string") for key in texts} | {"label": feature})
-    return {
-        s: Dataset.from_dict(v | {"label": labels[s]}, features=features) for s, v in kept.items()
-    }
-
-
-def _kept_rows(tables: dict, columns: dict, raw: dict, empty_texts: str) -> dict[str, dict]:
-    """``{split: {"text": [...], ["text_pair": [...],] "label": [...]}}`` without empty texts."""
-    kept = {}
-    for split, table in tables.items():
-        texts = {flag: _texts(table, col, flag, split) for col, flag in columns.values()}
-        rows = _keep_rows(texts, split, empty_texts)
-        kept[split] = {
-            key: [texts[flag][i] for i in rows] for key, (_, flag) in columns.items()
-        } | {"label": [raw[split][i] for i in rows]}
-    return kept

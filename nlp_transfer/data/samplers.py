@@ -88,7 +88,7 @@ class LengthGroupedSampler(Sampler[int]):
     ) -> None:
         if batch_size <= 0 or megabatch_factor <= 0:
             raise ValueError("batch_size and megabatch_factor must be positive")
-        self.lengths = torch.as_tensor(list(lengths))
+        self.lengths = torch.as_tensor(np.asarray(lengths, dtype=np.int64))
         self.batch_size = batch_size
         self.seed = seed
         self.megabatch = batch_size * megabatch_factor
@@ -143,7 +143,7 @@ class ClassBalancedSampler(Sampler[int]):
             raise ValueError(
                 f"--sampling must be one of {', '.join(SAMPLING_CHOICES)}, got {mode!r}."
             )
-        labels_t = torch.as_tensor(list(labels))
+        labels_t = torch.as_tensor(np.asarray(labels, dtype=np.int64))
         self.by_class = [torch.nonzero(labels_t == c).flatten() for c in torch.unique(labels_t)]
         sizes = [len(ix) for ix in self.by_class]
         self.per_class = max(sizes) if mode == "oversample" else min(sizes)

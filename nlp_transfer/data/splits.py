@@ -2,26 +2,58 @@
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 from datasets import Dataset, DatasetDict
+from datasets.utils.stratify import stratified_shuffle_split_generate_indices
+
+from .columns import numpy_column
+
+
+def split_indices(labels: np.ndarray, size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(kept, held)`` row numbers: ``size`` (a fraction) of the rows held out, stratified.
+
+    The indices ``Dataset.train_test_split(test_size=size, stratify_by_column="label",
+    seed=seed)`` gives (its own index generator, ``datasets.utils.stratify``, with the same
+    sizes and random generator), computed from the labels as an array: ``train_test_split``
+    itself reads the label column through ``Dataset.with_format("numpy")[...]``, one row at a
+    time (about a minute for a million rows on one core). ``tests/test_text_scale.py`` checks
+    that both give the same splits.
+
+    Args:
+        labels: ``(n,)`` label ids.
+        size: Fraction held out, in (0, 1).
+        seed: Seed of the shuffle.
+
+    Raises:
+        ValueError: A label has fewer than 2 rows, or a side gets fewer rows than there are
+            labels.
+    """
+    n_held = math.ceil(size * len(labels))
+    generator = np.random.default_rng(seed)
+    indices = stratified_shuffle_split_generate_indices(
+        labels, len(labels) - n_held, n_held, rng=generator
+    )
+    return next(indices)
 
 
 def _split_off(dataset: Dataset, size: float, seed: int, what: str) -> tuple[Dataset, Dataset]:
-    """Split ``size`` (a fraction) off ``dataset``, stratified by ``label``."""
+    """Split ``size`` (a fraction) off ``dataset``, stratified by ``label`` (index mappings)."""
+    labels = numpy_column(dataset, "label")
     try:
-        parts = dataset.train_test_split(test_size=size, stratify_by_column="label", seed=seed)
+        kept, held = split_indices(labels, size, seed)
     except ValueError as err:
-        counts = {}
-        for label in dataset["label"]:
-            counts[label] = counts.get(label, 0) + 1
         names = dataset.features["label"].names
-        per_class = ", ".join(f"{names[k]}: {v}" for k, v in sorted(counts.items()))
+        counts = np.bincount(labels, minlength=len(names))
+        per_class = ", ".join(f"{name}: {n}" for name, n in zip(names, counts, strict=True) if n)
         raise ValueError(
             f"Cannot split a stratified {what} set ({size:.0%}) off {len(dataset)} training rows "
             f"(rows per label: {per_class}): every label needs at least 2 rows, and the {what} "
             f"set at least one row per label. Provide more data or pass --{what}_file. "
             f"({err})"
         ) from err
-    return parts["train"], parts["test"]
+    return dataset.select(kept), dataset.select(held)
 
 
 def stratified_split(
@@ -36,8 +68,9 @@ def stratified_split(
     """Split one labelled dataset into train/validation/test, stratified by ``label``.
 
     Stratification keeps each split's label proportions equal to the whole's (up to rounding);
-    the result depends only on the data and ``seed``. Implemented with
-    ``datasets.Dataset.train_test_split(stratify_by_column="label")``.
+    the result depends only on the data and ``seed``. The splits are those of
+    ``datasets.Dataset.train_test_split(stratify_by_column="label")`` (see
+    :func:`split_indices`), made as index mappings over the same Arrow table, not copies.
 
     Args:
         dataset: Rows with a ``label`` column of type ``ClassLabel``.

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 
+import pyarrow.compute as pc
 import torch
 from datasets import DatasetDict
 from torch.utils.data import DataLoader
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
+from .columns import arrow_column, numpy_column, sequence_lengths
 from .samplers import (
     ClassBalancedSampler,
     EpochShuffleSampler,
@@ -20,25 +22,39 @@ logger = logging.getLogger(__name__)
 
 
 def tokenize_dataset(
-    dataset: DatasetDict, tokenizer: PreTrainedTokenizerBase, max_seq_length: int = 128
+    dataset: DatasetDict,
+    tokenizer: PreTrainedTokenizerBase,
+    max_seq_length: int = 128,
+    num_proc: int | None = None,
 ) -> DatasetDict:
     """Tokenize the ``text`` column of every split, truncating to ``max_seq_length`` tokens.
 
     No padding here: batches are padded to their own longest sequence by the collator
     (dynamic padding), which on short sentences saves most of the compute.
 
+    One ``Dataset.map(batched=True, num_proc=num_proc)`` per split. For a split backed by
+    ``datasets``' cache files (read from a file), the tokens are written to a cache file beside
+    them, named by the split's fingerprint and this function's arguments (tokenizer included),
+    and a later run with the same data, tokenizer and ``max_seq_length`` loads them instead of
+    tokenizing again, whatever its ``num_proc``. An in-memory split (a DataFrame, a built-in
+    dataset) is tokenized in memory, every run.
+
     Args:
         dataset: Splits with a ``text`` column and (usually) ``label``.
         tokenizer: A Hugging Face tokenizer.
         max_seq_length: Maximum sequence length in tokens, special tokens included.
+        num_proc: Processes that tokenize (``--preprocessing_num_workers``); None or 1: this
+            process only.
 
     Returns:
         Splits with ``input_ids``, ``attention_mask`` (and ``token_type_ids`` where the model
         uses them) and ``labels`` (for splits that have a ``label`` column).
 
     Raises:
-        ValueError: If ``max_seq_length`` is not positive.
+        ValueError: If ``max_seq_length`` or ``num_proc`` is not positive.
     """
+    if num_proc is not None and num_proc <= 0:
+        raise ValueError(f"--preprocessing_num_workers must be positive, got {num_proc}.")
     if max_seq_length <= 0:
         raise ValueError(f"--max_seq_length must be positive, got {max_seq_length}.")
     model_max = getattr(tokenizer, "model_max_length", None) or 10**9
@@ -51,6 +67,29 @@ def tokenize_dataset(
 
     # a sentence pair (a ``text_pair`` column) is encoded together, truncated longest first
     pairs = "text_pair" in next(iter(dataset.values())).column_names
+    tokenized = dataset.map(
+        _encoder(tokenizer, max_seq_length, pairs),
+        batched=True,
+        num_proc=num_proc if num_proc and num_proc > 1 else None,
+        remove_columns=["text", "text_pair"] if pairs else ["text"],
+        desc="Tokenizing",
+    )
+    _warn_truncated(tokenized, max_seq_length, model_max)
+    tokenized = tokenized.remove_columns("truncated")
+    return DatasetDict(  # unlabelled splits (domain adaptation's target texts) stay unlabelled
+        {
+            split: ds.rename_column("label", "labels") if "label" in ds.column_names else ds
+            for split, ds in tokenized.items()
+        }
+    )
+
+
+def _encoder(tokenizer: PreTrainedTokenizerBase, max_seq_length: int, pairs: bool):
+    """The batched map function: tokens of ``text`` (and ``text_pair``), and ``truncated``.
+
+    A closure, so that ``datasets`` hashes its code (and the tokenizer) into the fingerprint
+    of the tokenized split: a change to either is never served from an old cache file.
+    """
 
     def encode(batch: dict) -> dict:
         # One token over the limit tells which texts are cut; only those are encoded again.
@@ -72,28 +111,24 @@ def tokenize_dataset(
             encoded["truncated"][i] = True
         return encoded
 
-    text_columns = ["text", "text_pair"] if pairs else ["text"]
-    tokenized = dataset.map(encode, batched=True, remove_columns=text_columns, desc="Tokenizing")
+    return encode
+
+
+def _warn_truncated(tokenized: DatasetDict, max_seq_length: int, model_max: int) -> None:
+    """Log how many texts of each split were cut at ``max_seq_length`` tokens."""
     hint = (
         f"raise --max_seq_length (up to the model's {model_max}) to keep more"
         if max_seq_length < model_max
         else "that is the model's maximum"
     )
     for split, ds in tokenized.items():
-        cut = sum(ds["truncated"])
+        cut = pc.sum(arrow_column(ds, "truncated")).as_py() or 0
         if cut:
             logger.warning(
                 f"Truncated {cut:,} of {len(ds):,} {split} text(s) ({cut / len(ds):.1%}) longer "
                 f"than --max_seq_length {max_seq_length} tokens; the model sees only their "
                 f"beginning ({hint})."
             )
-    tokenized = tokenized.remove_columns("truncated")
-    return DatasetDict(  # unlabelled splits (domain adaptation's target texts) stay unlabelled
-        {
-            split: ds.rename_column("label", "labels") if "label" in ds.column_names else ds
-            for split, ds in tokenized.items()
-        }
-    )
 
 
 def build_dataloaders(
@@ -141,14 +176,13 @@ def build_dataloaders(
         batch_size = per_device_train_batch_size if train else per_device_eval_batch_size
         sampler = None
         if not train:  # sorted by length: little padding; predict_logits restores the order
-            sampler = LengthSortedSampler([len(ids) for ids in ds["input_ids"]])
+            sampler = LengthSortedSampler(sequence_lengths(ds))
         if train:
             sampler = EpochShuffleSampler(len(ds), seed=seed)
             if sampling != "none":
-                sampler = ClassBalancedSampler(ds["labels"], sampling, seed=seed)
+                sampler = ClassBalancedSampler(numpy_column(ds, "labels"), sampling, seed=seed)
             elif group_by_length:
-                lengths = [len(ids) for ids in ds["input_ids"]]
-                sampler = LengthGroupedSampler(lengths, batch_size, seed=seed)
+                sampler = LengthGroupedSampler(sequence_lengths(ds), batch_size, seed=seed)
         loaders[split] = DataLoader(
             ds,
             batch_size=batch_size,

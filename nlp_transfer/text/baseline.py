@@ -3,7 +3,9 @@
 Both baselines share one grid search (:func:`_grid_search`): the TF-IDF features are fitted on
 the training rows once, the candidate regularisation strengths are fitted in parallel (one
 process per CPU core, through joblib), and the winner is chosen on validation. Training rows
-past :data:`BASELINE_MAX_TRAIN_SAMPLES` are left out (a seeded sample); the result says so.
+past :data:`BASELINE_MAX_TRAIN_SAMPLES` are left out (a seeded sample, drawn before any text
+is read); the result says so. Validation and test are scored in full, in batches of
+:data:`SCORE_BATCH_ROWS` rows.
 """
 
 from __future__ import annotations
@@ -11,10 +13,11 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import numpy as np
 import pandas as pd
-from datasets import DatasetDict
+from datasets import Dataset, DatasetDict
 from joblib import Parallel, delayed
 from sklearn.base import clone
 from sklearn.compose import ColumnTransformer
@@ -22,6 +25,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.multiclass import OneVsRestClassifier
 
+from ..data.columns import arrow_column, multi_hot, numpy_column
 from ..data.problems import MULTI_LABEL
 from ..metrics import classification_metrics, select_threshold
 from ..metrics_multilabel import multilabel_metrics
@@ -32,13 +36,18 @@ from ..metrics_regression import regression_metrics
 BASELINE_MAX_TRAIN_SAMPLES = 100_000
 # Below this many training rows the grid is fitted in this process.
 PARALLEL_MIN_ROWS = 5_000
+# Rows of validation or test featurised and scored at once: every row is scored, one batch of
+# texts and features in memory at a time.
+SCORE_BATCH_ROWS = 20_000
 
 
-def _inputs(dataset: DatasetDict, split: str):
-    """The texts of ``split``: a list, or a two-column DataFrame for sentence pairs."""
-    if "text_pair" in dataset[split].column_names:
-        return pd.DataFrame({c: dataset[split][c] for c in ("text", "text_pair")})
-    return list(dataset[split]["text"])
+def _inputs(split: Dataset | dict):
+    """The texts of a split (or of a batch of one): a list, or a two-column DataFrame for
+    sentence pairs."""
+    columns = split.column_names if isinstance(split, Dataset) else list(split)
+    if "text_pair" in columns:
+        return pd.DataFrame({c: split[c][:] for c in ("text", "text_pair")})
+    return split["text"][:]
 
 
 def _vectorizer(dataset: DatasetDict):
@@ -51,7 +60,11 @@ def _vectorizer(dataset: DatasetDict):
 
 
 def _capped(dataset: DatasetDict, max_train_samples: int | None, seed: int):
-    """``(dataset, rows used)``: the training split cut to a seeded sample when it is larger."""
+    """``(dataset, rows used)``: the training split cut to a seeded sample when it is larger.
+
+    The sample is an index mapping over the same Arrow table: no text of the whole split is
+    read before the cut.
+    """
     rows = len(dataset["train"])
     if max_train_samples is None or rows <= max_train_samples:
         return dataset, rows
@@ -60,33 +73,67 @@ def _capped(dataset: DatasetDict, max_train_samples: int | None, seed: int):
     return capped, max_train_samples
 
 
+def _in_batches(vectorizer, split: Dataset, functions: Sequence[Callable]) -> list[np.ndarray]:
+    """Each ``function(features)`` over a split, :data:`SCORE_BATCH_ROWS` rows at a time.
+
+    Only one batch's texts and TF-IDF features are in memory at once; the outputs (a
+    prediction or a row of probabilities per example) are concatenated in row order.
+    """
+    outputs: list[list[np.ndarray]] = [[] for _ in functions]
+    columns = [c for c in ("text", "text_pair") if c in split.column_names]
+    for batch in split.select_columns(columns).iter(batch_size=SCORE_BATCH_ROWS):
+        x = vectorizer.transform(_inputs(batch))
+        for out, function in zip(outputs, functions, strict=True):
+            out.append(np.asarray(function(x)))
+    return [np.concatenate(out) for out in outputs]
+
+
+def _labels(dataset: DatasetDict, split: str) -> np.ndarray:
+    """A split's labels as an array: ids ``(n,)``, targets ``(n,)`` or multi-hot ``(n, C)``."""
+    feature = dataset[split].features["label"]
+    if hasattr(feature, "feature"):  # lists of label ids
+        return multi_hot(arrow_column(dataset[split], "label"), len(feature.feature.names))
+    values = numpy_column(dataset[split], "label")
+    return values.astype(np.float64) if values.dtype.kind == "f" else values
+
+
 def _grid_search(
     dataset: DatasetDict,
-    split: str,
-    targets: Callable[[str], object],
     model: Callable[[float], object],
     grid: Sequence[float],
-    validation_score: Callable[[object, object, object], float],
-) -> tuple[float, float, object, dict]:
+    output: Callable[[object, object], np.ndarray],
+    validation_score: Callable[[np.ndarray], float],
+) -> tuple[float, float, object, object, np.ndarray]:
     """Fit TF-IDF once, then one model per grid value in parallel; keep the best on validation.
 
+    The training split is already capped (:func:`_capped`); validation is scored in batches
+    (:func:`_in_batches`), every grid value on each batch's features.
+
+    Args:
+        dataset: The splits.
+        model: Grid value -> unfitted estimator.
+        grid: The values tried.
+        output: ``(fitted, features) -> validation outputs`` (predictions or probabilities).
+        validation_score: Outputs on the whole validation split -> score (higher is better).
+
     Returns:
-        ``(validation score, grid value, fitted model, features per split)``; the features are
-        ``{"validation": ..., split: ...}`` for scoring the winner.
+        ``(validation score, grid value, fitted model, fitted vectorizer, its validation
+        outputs)`` of the best.
     """
     vectorizer = _vectorizer(dataset)
-    x_train = vectorizer.fit_transform(_inputs(dataset, "train"))
-    features = {s: vectorizer.transform(_inputs(dataset, s)) for s in ("validation", split)}
-    y_train = targets("train")
+    x_train = vectorizer.fit_transform(_inputs(dataset["train"]))
+    y_train = _labels(dataset, "train")
     # process start-up (~1 s) outweighs the fits on small data: one process there
     parallel = x_train.shape[0] >= PARALLEL_MIN_ROWS
     jobs = max(1, min(len(grid), os.cpu_count() or 1)) if parallel else 1
     fitted = Parallel(n_jobs=jobs)(
         delayed(clone(model(value)).fit)(x_train, y_train) for value in grid
     )
-    scores = [validation_score(f, features["validation"], targets("validation")) for f in fitted]
+    del x_train
+    outputs = _in_batches(vectorizer, dataset["validation"], [partial(output, f) for f in fitted])
+    scores = [validation_score(out) for out in outputs]
     best = int(np.argmax(scores))  # the first of equal scores, as the loop before did
-    return scores[best], grid[best], fitted[best], features
+    return scores[best], grid[best], fitted[best], vectorizer, outputs[best]
 
 
 def tfidf_logreg_baseline(
@@ -122,24 +169,25 @@ def tfidf_logreg_baseline(
     start = time.perf_counter()
     total_rows = len(dataset["train"])
     dataset, rows = _capped(dataset, max_train_samples, seed)
-    labels = {s: list(dataset[s]["label"]) for s in ("train", "validation", split)}
-    accuracy, c, pipeline, features = _grid_search(
+    y_validation = _labels(dataset, "validation")
+    accuracy, c, pipeline, vectorizer, _ = _grid_search(
         dataset,
-        split,
-        labels.__getitem__,
         lambda c: LogisticRegression(C=c, max_iter=2000, random_state=seed),
         c_grid,
-        lambda fitted, x, y: fitted.score(x, y),
+        lambda fitted, x: fitted.predict(x),
+        lambda predicted: float(np.mean(predicted == y_validation)),
     )
     names = dataset["train"].features["label"].names
     threshold = None
     if tune_decision_threshold and len(names) == 2:
-        val_scores = pipeline.predict_proba(features["validation"])[:, 1]
-        threshold, _ = select_threshold(np.asarray(labels["validation"]), val_scores)
-    scores = pipeline.predict_proba(features[split])
+        (val_scores,) = _in_batches(
+            vectorizer, dataset["validation"], [lambda x: pipeline.predict_proba(x)[:, 1]]
+        )
+        threshold, _ = select_threshold(y_validation, val_scores)
+    (scores,) = _in_batches(vectorizer, dataset[split], [pipeline.predict_proba])
     # log-probabilities as logits: softmax gives the probabilities back
     metrics = classification_metrics(
-        labels[split], np.log(np.clip(scores, 1e-12, 1)), names, threshold
+        _labels(dataset, split), np.log(np.clip(scores, 1e-12, 1)), names, threshold
     )
     metrics.update(
         C=c,
@@ -181,35 +229,38 @@ def tfidf_problem_baseline(
     start = time.perf_counter()
     total_rows = len(dataset["train"])
     dataset, rows = _capped(dataset, max_train_samples, seed)
+    y_validation, y_test = _labels(dataset, "validation"), _labels(dataset, split)
     if problem_type == MULTI_LABEL:
         names = dataset["train"].features["label"].feature.names
-        y = {s: _multi_hot(dataset[s]["label"], len(names)) for s in ("train", "validation", split)}
         grid, param, key, sign = (0.25, 1.0, 4.0, 16.0), "C", "f1_micro", 1
 
         def model(c):
             return OneVsRestClassifier(LogisticRegression(C=c, max_iter=2000, random_state=seed))
 
-        def score(fitted, x, y_true):
-            probs = np.clip(fitted.predict_proba(x), 1e-12, 1 - 1e-12)
+        def output(fitted, x):
+            return fitted.predict_proba(x)
+
+        def score(y_true, probs):
+            probs = np.clip(probs, 1e-12, 1 - 1e-12)
             return multilabel_metrics(y_true, np.log(probs / (1 - probs)), names)
 
     else:
-        y = {
-            s: np.asarray(dataset[s]["label"], dtype=np.float64)
-            for s in ("train", "validation", split)
-        }
         grid, param, key, sign = (0.1, 1.0, 10.0), "alpha", "mse", -1
 
         def model(alpha):
             return Ridge(alpha=alpha)
 
-        def score(fitted, x, y_true):
-            return regression_metrics(y_true, fitted.predict(x))
+        def output(fitted, x):
+            return fitted.predict(x)
 
-    validation, value, fitted, features = _grid_search(
-        dataset, split, y.__getitem__, model, grid, lambda f, x, t: sign * score(f, x, t)[key]
+        def score(y_true, predicted):
+            return regression_metrics(y_true, predicted)
+
+    validation, value, fitted, vectorizer, _ = _grid_search(
+        dataset, model, grid, output, lambda out: sign * score(y_validation, out)[key]
     )
-    metrics = score(fitted, features[split], y[split])
+    (test_outputs,) = _in_batches(vectorizer, dataset[split], [partial(output, fitted)])
+    metrics = score(y_test, test_outputs)
     metrics.update(
         {param: value, "validation_score": sign * validation},
         train_samples=rows,
@@ -217,10 +268,3 @@ def tfidf_problem_baseline(
         fit_runtime_s=time.perf_counter() - start,
     )
     return metrics
-
-
-def _multi_hot(rows, num: int) -> np.ndarray:
-    y = np.zeros((len(rows), num), dtype=np.int64)
-    for i, ids in enumerate(rows):
-        y[i, ids] = 1
-    return y

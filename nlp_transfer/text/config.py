@@ -127,10 +127,17 @@ class TextClassificationConfig(TransferConfig):
     max_eval_samples: int | None = arg(
         None, "Keep only this many validation and test examples (quick runs).", DATA
     )
+    preprocessing_num_workers: int | None = arg(
+        None,
+        "Processes that tokenize the data (datasets' map num_proc); unset: this process only. "
+        "Tokens of a data file are cached beside its Arrow cache and reused by the next run.",
+        DATA,
+    )
     cache_dir: str | None = arg(
         None,
-        "Where built-in datasets are downloaded (default: $NLP_TRANSFER_CACHE or "
-        "~/.cache/nlp_transfer).",
+        "Where built-in datasets are downloaded and the frozen-prefix cache goes on disk "
+        "(default: $NLP_TRANSFER_CACHE or ~/.cache/nlp_transfer); when set, also datasets' Arrow "
+        "cache of your data files (default there: $HF_DATASETS_CACHE).",
         DATA,
     )
     # Model
@@ -141,6 +148,12 @@ class TextClassificationConfig(TransferConfig):
     )
     max_seq_length: int = arg(128, "Truncate texts to this many tokens.", MODEL)
     trust_remote_code: bool = arg(False, "Allow custom model code from the Hub.", MODEL)
+    prefix_cache_memory_gb: float | None = arg(
+        None,
+        "With --cache_frozen_prefix auto: keep the frozen-prefix cache in memory up to this many "
+        "GB, memory-map it from --cache_dir above; unset: a quarter of the available RAM.",
+        TRANSFER,
+    )
     pooling: str = arg(
         "mean",
         "Feature extraction pooling: mean (what sentence-transformers models such as "
@@ -210,7 +223,13 @@ class TextClassificationConfig(TransferConfig):
     def validate(self) -> None:
         super().validate()
         check_positive(self, "max_seq_length")
-        check_optional_positive(self, "max_train_samples", "max_eval_samples")
+        check_optional_positive(
+            self, "max_train_samples", "max_eval_samples", "preprocessing_num_workers"
+        )
+        if self.prefix_cache_memory_gb is not None and self.prefix_cache_memory_gb < 0:
+            raise ValueError(
+                f"--prefix_cache_memory_gb must be >= 0, got {self.prefix_cache_memory_gb}."
+            )
         if not 0 < self.decision_threshold < 1:
             raise ValueError(
                 f"--decision_threshold must be in (0, 1), got {self.decision_threshold}."

@@ -18,6 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
+from ..data.columns import sequence_lengths
 from ..data.samplers import ClassBalancedSampler, EpochShuffleSampler
 from ..data.tokenize import tokenize_dataset
 from ..training.imbalance import cross_entropy_loss
@@ -51,13 +52,15 @@ def encode_splits(
         ``({split: (features, labels)}, {split: seconds})``.
     """
     with accelerator.main_process_first():
-        tokenized = tokenize_dataset(dataset, tokenizer, config.max_seq_length)
+        tokenized = tokenize_dataset(
+            dataset, tokenizer, config.max_seq_length, config.preprocessing_num_workers
+        )
     mixed = accelerator.mixed_precision != "no"
     collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if mixed else None)
     features, seconds = {}, {}
     for split, ds in tokenized.items():
         start = time.perf_counter()
-        order = np.argsort([len(ids) for ids in ds["input_ids"]], kind="stable")
+        order = np.argsort(sequence_lengths(ds), kind="stable")
         loader = accelerator.prepare(
             DataLoader(
                 ds.select(order),

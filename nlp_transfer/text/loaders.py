@@ -10,6 +10,7 @@ from datasets import ClassLabel, DatasetDict
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from ..data.columns import numpy_column
 from ..data.custom import DataSource, reading_options
 from ..data.problems import load_problem_dataset
 from ..data.tokenize import build_dataloaders, tokenize_dataset
@@ -97,7 +98,7 @@ def class_weights(dataset: DatasetDict, config: TextClassificationConfig) -> tor
     """
     label_names = dataset["train"].features["label"].names
     weights = class_weights_from_spec(
-        config.class_weights, list(dataset["train"]["label"]), label_names
+        config.class_weights, numpy_column(dataset["train"], "label"), label_names
     )
     if weights is not None:
         shown = [round(w, 4) for w in weights.tolist()]
@@ -131,18 +132,26 @@ def text_dataloaders(
         accelerator: The run's Accelerator.
         config: Batch sizes, ``group_by_length``, ``sampling``, ``max_seq_length``...
         cache_model: When the transfer plan caches the frozen prefix: the model whose lower
-            ``--freeze_layers`` layers are cached once; batches then carry their cached output.
+            ``--freeze_layers`` layers are cached once (in memory, or memory-mapped on disk
+            above ``--prefix_cache_memory_gb``); batches then carry their cached output.
         **overrides: Settings of :func:`~nlp_transfer.data.tokenize.build_dataloaders`.
 
     Returns:
         ``{split: DataLoader}`` (unprepared).
     """
     with accelerator.main_process_first():
-        tokenized = tokenize_dataset(dataset, tokenizer, config.max_seq_length)
+        tokenized = tokenize_dataset(
+            dataset, tokenizer, config.max_seq_length, config.preprocessing_num_workers
+        )
     wrap = None
     if cache_model is not None:
         tokenized, caches = build_prefix_caches(
-            cache_model, tokenizer, tokenized, accelerator, config
+            cache_model,
+            tokenizer,
+            tokenized,
+            accelerator,
+            config,
+            memory_budget_gb=config.prefix_cache_memory_gb,
         )
 
         def wrap(split, collator):

@@ -24,6 +24,7 @@ from datasets import ClassLabel, DatasetDict, Value
 from datasets import Sequence as SequenceFeature
 from torch import nn
 
+from ..data.columns import numpy_column
 from ..data.problems import MULTI_LABEL, REGRESSION, SINGLE_LABEL
 from ..metrics_multilabel import multilabel_metrics, select_label_thresholds
 from ..metrics_regression import regression_metrics
@@ -124,7 +125,7 @@ def model_ready_labels(
         features["label"] = SequenceFeature(Value("float32"), length=num)
         dataset = dataset.map(multi_hot, batched=True, features=features, desc="Multi-hot labels")
     elif problem_type == REGRESSION and standardize:
-        y = np.asarray(dataset["train"]["label"], dtype=np.float64)
+        y = numpy_column(dataset["train"], "label").astype(np.float64)
         scaling = TargetScaling(float(y.mean()), float(y.std()) or 1.0)
         logger.info(f"Targets standardised: mean {scaling.mean:.4g}, std {scaling.std:.4g}")
 
@@ -142,7 +143,7 @@ def problem_loss(problem_type: str, dataset: DatasetDict, class_weights: str = "
         return lambda logits, labels: F.mse_loss(logits.squeeze(-1), labels.float())
     pos_weight = None
     if class_weights == "balanced":
-        y = np.asarray(dataset["train"]["label"], dtype=np.float64)
+        y = numpy_column(dataset["train"], "label").astype(np.float64)
         positives = y.sum(axis=0)
         pos_weight = torch.tensor((len(y) - positives) / np.maximum(positives, 1.0)).float()
         logger.info(f"pos_weight per label: {[round(w, 3) for w in pos_weight.tolist()]}")

@@ -20,9 +20,11 @@ every family with an explicit block layout (each is tested); a discovered view i
 
 The cache is keyed by the frozen weights, ``k``, the tokenizer, ``max_seq_length``, the
 tokenized data and the storage dtype, so a disk cache is never reused for anything else. It is
-kept in memory, or in a memory-mapped file when it would take more than a quarter of the
-available RAM (``storage="auto"``, :func:`~nlp_transfer.data.memory.memory_budget_bytes`), and
-under several processes on disk, computed by the main process and read by the others.
+kept in memory, or in a memory-mapped file when it would take more than a memory budget
+(``storage="auto"``: ``--prefix_cache_memory_gb`` for text, by default a quarter of the
+available RAM, :func:`~nlp_transfer.data.memory.memory_budget_bytes`), and under several
+processes on disk, computed by the main process and read by the others. The values are the same
+either way (same dtype, same bytes); only where they live differs.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from datasets import Dataset
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ..data.columns import sequence_lengths
 from ..data.memory import memory_budget_bytes
 from ..training.progress import progress_bar
 from .prefix_model import (
@@ -185,7 +188,7 @@ def compute_prefix_cache(
     Returns:
         The :class:`PrefixCache`.
     """
-    lengths = np.array([len(ids) for ids in dataset["input_ids"]], dtype=np.int64)
+    lengths = sequence_lengths(dataset)
     offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
     values = allocate_values((int(offsets[-1]), model.config.hidden_size), dtype, path)
@@ -321,7 +324,7 @@ class CachingCollator:
 
 def add_cache_index(dataset: Dataset) -> Dataset:
     """The split with a ``cache_index`` column: each row's position, its key into the cache."""
-    return dataset.add_column(INDEX_COLUMN, list(range(len(dataset))))
+    return dataset.add_column(INDEX_COLUMN, np.arange(len(dataset), dtype=np.int64))
 
 
 def remove_disk_cache(path: Path) -> None:

@@ -15,7 +15,9 @@ from datasets import DatasetDict
 from torch import nn
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
+from ..data.columns import sequence_lengths
 from ..data.fetch import default_cache_dir
+from ..data.memory import memory_budget_bytes
 from .arguments import CACHE_DTYPES, FrozenPrefixConfig
 from .cache import (
     PrefixCache,
@@ -35,12 +37,17 @@ def build_prefix_caches(
     tokenized: DatasetDict,
     accelerator: Accelerator,
     config: FrozenPrefixConfig,
+    memory_budget_gb: float | None = None,
 ) -> tuple[DatasetDict, dict[str, PrefixCache]]:
     """Compute (or reuse from disk) the frozen-prefix cache of every split.
 
     Shared by every text task (classification, domain adaptation): ``config`` gives
     ``freeze_layers`` (k), ``cache_frozen_prefix``, ``cache_dtype``, ``cache_dir``,
-    ``max_seq_length`` and ``per_device_eval_batch_size``.
+    ``max_seq_length`` and ``per_device_eval_batch_size``. Under ``cache_frozen_prefix auto``
+    the cache is memory-mapped from ``cache_dir`` when its estimated size (tokens x hidden x
+    bytes per value) is above ``memory_budget_gb`` GB (10**9 bytes; None: a quarter of the
+    available RAM, :func:`~nlp_transfer.data.memory.memory_budget_bytes`), else kept in
+    memory; the values are the same either way.
 
     Returns:
         The splits with a ``cache_index`` column, and ``{split: PrefixCache}``.
@@ -48,9 +55,14 @@ def build_prefix_caches(
     k = config.freeze_layers
     dtype = CACHE_DTYPES[config.cache_dtype]
     collator = DataCollatorWithPadding(tokenizer)
-    tokens = sum(sum(len(ids) for ids in ds["input_ids"]) for ds in tokenized.values())
+    tokens = sum(int(sequence_lengths(ds).sum()) for ds in tokenized.values())
     estimate = tokens * model.config.hidden_size * torch.finfo(dtype).bits // 8
-    storage = choose_storage(config.cache_frozen_prefix, estimate, accelerator.num_processes)
+    storage = choose_storage(
+        config.cache_frozen_prefix,
+        estimate,
+        accelerator.num_processes,
+        None if memory_budget_gb is None else memory_budget_bytes(memory_budget_gb),
+    )
     if storage == "disk" and dtype == torch.bfloat16:
         dtype = torch.float16
     start = time.perf_counter()

@@ -1,0 +1,282 @@
+"""Labels of every problem type read and encoded in Arrow, column by column.
+
+:func:`infer_problem_type` reads the label column's Arrow type (lists, or strings holding the
+separator, are multi-label); :func:`encode_problem_splits` checks the texts and encodes the labels
+of every split as :mod:`nlp_transfer.data.problems` needs them: ``ClassLabel`` ids (sentence
+pairs), lists of ``ClassLabel`` ids (multi-label) or float targets (regression). No split is
+turned into Python lists of its rows; only a column Arrow could not type (``datasets.Json``:
+values of mixed types) is decoded, batch by batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from datasets import ClassLabel, Dataset, Value
+from datasets import Sequence as SequenceFeature
+
+from .checks import (
+    check_known_labels,
+    check_label_type,
+    check_missing_labels,
+    class_names_of,
+    empty_text_mask,
+    is_numeric,
+    is_text_type,
+    label_keys,
+    names_from_keys,
+    text_values,
+)
+from .columns import arrow_column, python_values
+from .standardize import assemble_split
+
+logger = logging.getLogger(__name__)
+
+SINGLE_LABEL = "single_label_classification"
+MULTI_LABEL = "multi_label_classification"
+REGRESSION = "regression"
+PROBLEM_TYPES = (SINGLE_LABEL, MULTI_LABEL, REGRESSION)
+
+
+def _is_list_type(kind: pa.DataType) -> bool:
+    return (
+        pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)
+    )
+
+
+def infer_problem_type(
+    dataset: Dataset, column: str, requested: str | None, label_separator: str | None
+) -> str:
+    """The problem type: ``requested`` when given, else read from the training labels.
+
+    Lists (or strings holding ``label_separator``) mean multi-label; anything else is
+    single-label (floats then get the single-label loader's message: regression is only ever
+    asked for, with ``--problem_type regression``).
+
+    Raises:
+        ValueError: ``requested`` is not a known problem type.
+    """
+    if requested is not None:
+        if requested not in PROBLEM_TYPES:
+            raise ValueError(
+                f"--problem_type must be one of {', '.join(PROBLEM_TYPES)}, got {requested!r}."
+            )
+        return requested
+    values = arrow_column(dataset, column)
+    if _is_list_type(values.type):
+        return MULTI_LABEL
+    if is_text_type(values.type):
+        joined = label_separator and pc.any(pc.match_substring(values, label_separator)).as_py()
+        return MULTI_LABEL if joined else SINGLE_LABEL
+    if pa.types.is_integer(values.type) or pa.types.is_floating(values.type):
+        return SINGLE_LABEL
+    for _, value in python_values(dataset, column):  # mixed types (datasets.Json)
+        if isinstance(value, list | tuple):
+            return MULTI_LABEL
+        if label_separator and isinstance(value, str) and label_separator in value:
+            return MULTI_LABEL
+    return SINGLE_LABEL
+
+
+def _kept_rows(table: Dataset, texts: dict[str, str], split: str, empty_texts: str) -> np.ndarray:
+    """``(n,)`` bool: rows whose every text (``{column: flag}``) is a non-empty string."""
+    bad = np.zeros(len(table), dtype=bool)
+    for column, flag in texts.items():
+        bad |= empty_text_mask(text_values(table, column, split, flag))
+    rows = np.flatnonzero(bad)
+    flags = " / ".join(texts.values())
+    if len(rows) and empty_texts == "error":
+        raise ValueError(
+            f"The {split} split has {len(rows)} row(s) with a missing or empty text ({flags}), "
+            f"rows {rows[:5].tolist()}; fill or drop them, or pass --empty_texts drop."
+        )
+    if len(rows):
+        logger.warning(
+            f"Dropped {len(rows)} of {len(bad):,} {split} row(s) with a missing or empty text."
+        )
+    if len(rows) == len(bad):
+        raise ValueError(f"Every text of the {split} split is missing or empty; check {flags}.")
+    return ~bad
+
+
+def _value_at(table: Dataset, column: str, row: int) -> Any:
+    return table.select([row])[column][0]
+
+
+def _regression_targets(table: Dataset, column: str, keep: np.ndarray, split: str) -> pa.Array:
+    """``(n,)`` float64 targets; raises on a kept row whose target is not a finite number."""
+    values = arrow_column(table, column)
+    targets = None
+    if pa.types.is_integer(values.type) or pa.types.is_floating(values.type):
+        targets = pc.cast(values, pa.float64())
+    elif pa.types.is_null(values.type):
+        targets = pa.nulls(len(values), pa.float64())
+    elif is_text_type(values.type):
+        try:
+            targets = pc.cast(pc.utf8_trim_whitespace(values), pa.float64())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            targets = None
+    if targets is None:  # strings that are not all numbers, booleans, mixed types
+        numbers = np.full(len(values), np.nan)
+        for row, value in python_values(table, column):
+            if not isinstance(value, bool):
+                with contextlib.suppress(TypeError, ValueError):
+                    numbers[row] = float(value)
+        targets = pa.array(numbers)
+    finite = pc.fill_null(pc.is_finite(targets), False).to_numpy(zero_copy_only=False)
+    bad = np.flatnonzero(~finite & keep)
+    if len(bad):
+        row = int(bad[0])
+        raise ValueError(
+            f"Row {row} of the {split} split holds {_value_at(table, column, row)!r} in label "
+            f"column {column!r}, which is not a finite number; --problem_type regression needs a "
+            "number in every row (fix or drop the row, or point --label_column at the target "
+            "column)."
+        )
+    return targets.combine_chunks() if isinstance(targets, pa.ChunkedArray) else targets
+
+
+def _label_set_error(table: Dataset, column: str, split: str, row: int) -> ValueError:
+    value = _value_at(table, column, row)
+    return ValueError(
+        f"Row {row} of the {split} split holds {type(value).__name__} {value!r} in label column "
+        f"{column!r}; multi-label rows must be lists of labels or strings joined by "
+        "--label_separator (e.g. --label_separator ',')."
+    )
+
+
+def _python_label_lists(table: Dataset, column: str, separator: str | None, split: str):
+    """Lists of label strings of a mixed-type column (lists, strings, empty cells), decoded."""
+    lists = []
+    for row, value in python_values(table, column):
+        if isinstance(value, list | tuple):
+            lists.append([str(v) for v in value])
+        elif isinstance(value, str):
+            lists.append(value.split(separator) if separator else [value])
+        elif value is None or (isinstance(value, float) and math.isnan(value)):
+            lists.append([])
+        else:
+            raise _label_set_error(table, column, split, row)
+    return pa.array(lists, pa.list_(pa.string()))
+
+
+def _label_lists(table: Dataset, column: str, separator: str | None, split: str) -> pa.Array:
+    """``(n,)`` lists of label strings, as given (not yet trimmed); empty for a missing cell."""
+    values = arrow_column(table, column).combine_chunks()
+    kind = values.type
+    if _is_list_type(kind):
+        return pc.cast(values, pa.list_(pa.string()))
+    if is_text_type(kind) and separator:
+        return pc.split_pattern(values, separator)
+    if is_text_type(kind):
+        offsets = pa.array(np.arange(len(values) + 1, dtype=np.int32))
+        return pa.ListArray.from_arrays(offsets, values.cast(pa.string()))
+    if pa.types.is_null(kind):
+        return pa.nulls(len(values), pa.list_(pa.string()))
+    if is_numeric(kind):
+        present = np.flatnonzero(~pc.is_null(values, nan_is_null=True).to_numpy(False))
+        if len(present):
+            raise _label_set_error(table, column, split, int(present[0]))
+        return pa.nulls(len(values), pa.list_(pa.string()))
+    return _python_label_lists(table, column, separator, split)
+
+
+def _label_pairs(lists: pa.Array, keep: np.ndarray) -> tuple[np.ndarray, pa.Array]:
+    """``(rows, names)``: one pair per label of a kept row, names trimmed, empty ones dropped."""
+    rows = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False)
+    names = pc.utf8_trim_whitespace(pc.list_flatten(lists))
+    present = pc.fill_null(pc.not_equal(names, ""), False).to_numpy(zero_copy_only=False)
+    present &= keep[rows]
+    return rows[present], pc.filter(names, pa.array(present))
+
+
+def _multi_label_ids(n: int, rows: np.ndarray, names: pa.Array, labels: list[str]) -> pa.Array:
+    """``(n,)`` lists of label ids, each sorted and without repeats."""
+    ids = pc.index_in(names, value_set=pa.array(labels, pa.string()))
+    ids = ids.to_numpy(zero_copy_only=False).astype(np.int64)
+    keys = np.unique(rows.astype(np.int64) * len(labels) + ids)
+    rows, ids = keys // len(labels), keys % len(labels)
+    offsets = np.zeros(n + 1, dtype=np.int32)
+    np.cumsum(np.bincount(rows, minlength=n), out=offsets[1:])
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(ids, pa.int64()))
+
+
+def _encode_multi_label(tables, keeps, separator, column) -> tuple[dict, Any]:
+    pairs = {
+        s: _label_pairs(_label_lists(t, column, separator, s), keeps[s]) for s, t in tables.items()
+    }
+    labels = sorted(pc.unique(pairs["train"][1]).to_pylist())
+    if len(labels) < 2:
+        raise ValueError(
+            f"The training split has {len(labels)} distinct label(s) in column {column!r}; "
+            "a multi-label classifier needs at least two (check --label_separator)."
+        )
+    for split, (_, names) in pairs.items():
+        unknown = sorted(set(pc.unique(names).to_pylist()) - set(labels))
+        if unknown:
+            raise ValueError(
+                f"Label(s) {unknown[:5]} in column {column!r} of the {split} split are not in "
+                "the training split, so the model cannot learn them; fix the label column "
+                "(--label_column, --label_separator) or add training examples."
+            )
+    encoded = {s: _multi_label_ids(len(tables[s]), *pairs[s], labels) for s in tables}
+    return encoded, SequenceFeature(ClassLabel(names=labels))
+
+
+def _encode_single_label(tables, keeps, column) -> tuple[dict, ClassLabel]:
+    """``ClassLabel`` ids as the single-label loader gives them (for sentence pairs)."""
+    names, encoded = None, {}
+    for split, table in tables.items():
+        feature = table.features.get(column)
+        check_label_type(table, column, feature)
+        values = arrow_column(table, column)
+        keys = label_keys(values, class_names_of(feature))
+        check_missing_labels(keys, keeps[split], split, column)
+        if names is None:
+            names = names_from_keys(
+                keys, keeps[split], is_numeric(values.type), class_names_of(feature)
+            )
+        check_known_labels(keys, keeps[split], names, split)
+        encoded[split] = pc.index_in(keys, value_set=pa.array(names, pa.string()))
+    return encoded, ClassLabel(names=names)
+
+
+def encode_problem_splits(
+    tables: dict[str, Dataset],
+    problem_type: str,
+    texts: dict[str, tuple[str, str]],
+    label_column: str,
+    separator: str | None,
+    empty_texts: str,
+) -> dict[str, Dataset]:
+    """``{split: Dataset}`` with the text columns and the encoded ``label``; empty texts dropped.
+
+    Args:
+        tables: The splits as read (``train`` first).
+        problem_type: One of :data:`PROBLEM_TYPES`.
+        texts: ``{new name: (column, flag)}``: ``text`` and, for pairs, ``text_pair``.
+        label_column: The label column (``--label_column``).
+        separator: Splits multi-label strings (``--label_separator``).
+        empty_texts: ``drop`` or ``error``.
+
+    Raises:
+        ValueError: A text that is not a string (or empty, under ``error``), a label missing,
+            unknown outside training, not a finite number (regression), or too few labels.
+    """
+    flags = {column: flag for column, flag in texts.values()}
+    keeps = {s: _kept_rows(t, flags, s, empty_texts) for s, t in tables.items()}
+    if problem_type == REGRESSION:
+        labels = {s: _regression_targets(t, label_column, keeps[s], s) for s, t in tables.items()}
+        feature: Any = Value("float32")
+    elif problem_type == MULTI_LABEL:
+        labels, feature = _encode_multi_label(tables, keeps, separator, label_column)
+    else:
+        labels, feature = _encode_single_label(tables, keeps, label_column)
+    names = {column: name for name, (column, _) in texts.items()}
+    return {s: assemble_split(t, names, keeps[s], labels[s], feature) for s, t in tables.items()}
