@@ -210,6 +210,7 @@ def run_baseline(args, seed: int) -> dict:
         parts[split] = (list(subset["text"]), list(subset["label"]))
     metrics = tfidf_logreg(parts["train"], parts["validation"], parts["test"], seed=seed)
     return {
+        "train_rows": len(parts["train"][0]),
         "arm": "tfidf_logreg",
         "strategy": "tfidf_logreg",
         "seed": seed,
@@ -351,8 +352,8 @@ def main(argv=None) -> dict:
     plot(
         summary,
         out / f"{stem}.png",
-        f"{args.dataset_name}: test accuracy vs end-to-end time ({args.max_train_samples:,} "
-        f"examples, {args.num_train_epochs} epochs, {len(args.seed_list)} seeds)",
+        f"{args.dataset_name}: test accuracy vs end-to-end time ({rows[0]['train_rows']:,} "
+        f"training examples, {args.num_train_epochs} epochs, {len(args.seed_list)} seed(s))",
     )
     print(md)
     print(f"wrote {paths[0]}, {paths[1]} and {stem}.png; logs in {log_dir}")
