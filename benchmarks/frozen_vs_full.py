@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -324,9 +323,7 @@ def main(argv=None) -> dict:
     stem = args.name or "frozen_vs_full" + (
         "" if args.dataset_name == "rotten_tomatoes_sentences" else f"_{args.dataset_name}"
     )
-    work = Path(tempfile.mkdtemp(prefix="frozen_vs_full-"))
-    log_dir = Path(args.log_dir) if args.log_dir else work / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
+    work, log_dir = harness.workspace(args, "frozen_vs_full")
     start = time.perf_counter()
     rows = [run_baseline(args, seed) for seed in args.seed_list]
     for i, seed in enumerate(args.seed_list):

@@ -24,6 +24,7 @@ import os
 import re
 import statistics
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -358,6 +359,15 @@ def harness_arguments(parser: argparse.ArgumentParser, repeats: int = 3) -> None
     )
     group.add_argument("--output_dir", default=str(RESULTS), help="Where the JSON and .md go.")
     group.add_argument("--log_dir", default=None, help="Per-arm logs (default: a temp dir).")
+
+
+def workspace(args: argparse.Namespace, prefix: str) -> tuple[Path, Path]:
+    """A fresh temporary directory for the arms' runs and the per-arm log directory
+    (``--log_dir``, else ``<work>/logs``), both created; returns ``(work, log_dir)``."""
+    work = Path(tempfile.mkdtemp(prefix=f"{prefix}-"))
+    log_dir = Path(args.log_dir) if args.log_dir else work / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    return work, log_dir
 
 
 def harness_kwargs(args: argparse.Namespace) -> dict:

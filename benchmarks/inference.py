@@ -37,7 +37,6 @@ import json
 import re
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -218,9 +217,7 @@ def main(argv=None) -> dict:
     source = Path(args.model_dir)
     config = json.loads((source / "config.json").read_text(encoding="utf-8"))
     info, machine = harness.run_info(script="inference.py"), harness.machine()
-    work = Path(tempfile.mkdtemp(prefix="inference-"))
-    log_dir = Path(args.log_dir) if args.log_dir else work / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
+    work, log_dir = harness.workspace(args, "inference")
     model = work / "model"
     skip = shutil.ignore_patterns("checkpoints", "plots", "*.onnx", "adapter")
     shutil.copytree(source, model, ignore=skip)

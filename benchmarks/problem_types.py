@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import random
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -224,9 +223,7 @@ def train_rows(name: str, args, data: dict) -> int:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     info, machine = harness.run_info(script="problem_types.py"), harness.machine()
-    work = Path(tempfile.mkdtemp(prefix="problem_types-"))
-    log_dir = Path(args.log_dir) if args.log_dir else work / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
+    work, log_dir = harness.workspace(args, "problem_types")
     sizes = {
         "train": args.max_train_samples,
         "validation": args.max_eval_samples // 2,

@@ -21,7 +21,6 @@ import argparse
 import json
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -132,9 +131,7 @@ def markdown(summary: dict, args, wall: dict) -> str:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     info, machine = harness.run_info(script="search_vs_default.py"), harness.machine()
-    work = Path(tempfile.mkdtemp(prefix="search_vs_default-"))
-    log_dir = Path(args.log_dir) if args.log_dir else work / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
+    work, log_dir = harness.workspace(args, "search_vs_default")
     cli = [sys.executable, "-m", "nlp_transfer.cli"]
     search_dir, default_dir = work / "search", work / "default"
     arms = {
