@@ -17,6 +17,7 @@ from nlp_transfer.text.defaults import (
     MIN_EPOCHS,
     auto_learning_rate,
     auto_num_train_epochs,
+    target_optimizer_steps,
 )
 from nlp_transfer.text.tasks import SentimentConfig, SpamConfig
 from nlp_transfer.training.advice import advice, still_rising
@@ -109,6 +110,17 @@ def test_epochs_are_sized_to_about_1000_steps_within_bounds():
     assert auto_num_train_epochs(8057, 32) == math.ceil(1000 / 252) == 4
     assert auto_num_train_epochs(50, 32) == MAX_EPOCHS
     assert auto_num_train_epochs(1_000_000, 32) == MIN_EPOCHS
+
+
+def test_many_classes_get_more_steps():
+    assert target_optimizer_steps(None) == target_optimizer_steps(2) == 1000
+    assert target_optimizer_steps(5) == 1000
+    assert target_optimizer_steps(10) == 1414
+    assert target_optimizer_steps(20) == 2000
+    # 20 Newsgroups, 4,000 posts at batch 32 = 125 steps/epoch: 8 epochs ended still rising;
+    # 20 classes now ask for 2,000 steps -> 16, capped at MAX_EPOCHS
+    assert auto_num_train_epochs(4000, 32) == 8
+    assert auto_num_train_epochs(4000, 32, target_optimizer_steps(20)) == MAX_EPOCHS
 
 
 def test_learning_rate_rule():
