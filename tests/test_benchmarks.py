@@ -241,6 +241,32 @@ def test_inference_reads_our_log_line_and_compares_each_repeat_with_torch(tmp_pa
     assert int8_row["label_agreement_vs_torch"] == 0.75
 
 
+def test_inference_compares_with_the_fastest_pipeline_and_states_the_goal(tmp_path):
+    inference = bench_module("inference")
+    gold = ["pos", "neg", "pos", "neg"]
+    outputs = {
+        "torch": ["pos", "neg", "pos", "neg"],
+        "onnxruntime_int8": ["pos", "neg", "pos", "pos"],
+        "pipeline_bs1": ["pos", "neg", "pos", "neg"],
+        "pipeline_bs64": ["pos", "neg", "pos", "neg"],
+    }
+    for name, labels in outputs.items():
+        (tmp_path / f"{name}.jsonl").write_text("".join(f'{{"label": "{x}"}}\n' for x in labels))
+    seconds = {"torch": 2.0, "onnxruntime_int8": 1.0, "pipeline_bs1": 8.0, "pipeline_bs64": 4.0}
+    records = [
+        {"arm": arm, "repeat": 0, "wall_s": 10.0, "phases": {"predict": s}, "loaded": False}
+        | {"peak_rss_mib": 100.0, "output": str(tmp_path / f"{arm}.jsonl")}
+        for arm, s in seconds.items()
+    ]
+    rows = inference.summarise(records, list(outputs), gold)
+    int8 = rows[1]
+    assert int8["best_pipeline"] == "pipeline_bs64"  # the faster batch size, not the default
+    assert int8["speedup_predict_vs_best_pipeline"]["values"] == [4.0]
+    assert int8["accuracy_diff_vs_torch"] == pytest.approx(-0.25)
+    text = inference.markdown(rows, [], 4)
+    assert "- onnxruntime_int8: 4.00x pipeline_bs64, accuracy -25.00 points: not met." in text
+
+
 def test_image_streaming_folders_arms_and_summary(tmp_path):
     streaming = bench_module("image_streaming")
     large = streaming.write_generated_folder(tmp_path / "large", 6)
