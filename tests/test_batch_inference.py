@@ -212,6 +212,27 @@ def test_onnxruntime_matches_torch_and_int8_mostly_agrees(model_dir, frame, tmp_
     agree = sum(q["label"] == t["label"] for q, t in zip(quantized, torch_results, strict=True))
     assert agree >= 0.9 * len(texts)
     assert all(set(q) == set(t) for q, t in zip(quantized, torch_results, strict=True))
+    # MatMul weights quantized per channel, the embedding tables left in float32
+    import onnx
+
+    from nlp_transfer.text.onnx_backend import INT8_SETTINGS
+
+    sidecar = model_dir / "model.int8.onnx.json"
+    assert json.loads(sidecar.read_text()) == INT8_SETTINGS
+    graph = onnx.load(str(int8.onnx_path)).graph
+    ops = {node.op_type for node in graph.node}
+    assert "MatMulInteger" in ops and "DynamicQuantizeLinear" in ops
+    gathered = {node.input[0] for node in graph.node if node.op_type == "Gather"}
+    tables = [t for t in graph.initializer if t.name in gathered and len(t.dims) == 2]
+    assert tables and all(t.data_type == onnx.TensorProto.FLOAT for t in tables)
+    per_channel = [t for t in graph.initializer if t.name.endswith("_scale") and len(t.dims) == 1]
+    assert any(t.dims[0] > 1 for t in per_channel)  # one scale per output channel
+    # a file quantized with other settings is made again
+    sidecar.write_text(json.dumps({"per_channel": False}))
+    made = int8.onnx_path.stat().st_mtime_ns
+    TextClassifier.from_pretrained(model_dir, backend="onnxruntime", quantize="int8")
+    assert int8.onnx_path.stat().st_mtime_ns != made
+    assert json.loads(sidecar.read_text()) == INT8_SETTINGS
     # The command line: same lines as torch's, from the ONNX model.
     source = _write(frame, tmp_path / "in.csv")
     assert _predict_cli(model_dir, source, tmp_path / "t.jsonl") == 0

@@ -63,9 +63,17 @@ def _flags(model_dir, train_file, output_dir, *extra) -> list[str]:
     ]
 
 
-def _python(args: list[str], cwd: Path, processes: int = 0, **env) -> subprocess.CompletedProcess:
-    """Run a script with python (processes=0) or under ``accelerate launch`` on CPU processes."""
-    if processes:
+def _python(
+    args: list[str], cwd: Path, processes: int = 0, config_file: Path | None = None, **env
+) -> subprocess.CompletedProcess:
+    """Run a script with python (processes=0) or under ``accelerate launch`` on CPU processes.
+
+    With ``config_file`` the processes come from that accelerate config instead of flags.
+    """
+    if config_file is not None:
+        launcher = [str(Path(sys.executable).with_name("accelerate")), "launch"]
+        launcher += ["--config_file", str(config_file)]
+    elif processes:
         launcher = [str(Path(sys.executable).with_name("accelerate")), "launch"]
         launcher += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
         launcher += ["--num_processes", str(processes)]
@@ -119,19 +127,32 @@ def toy_train(tmp_path) -> Path:
     return path
 
 
-def _interrupt_and_resume(model_dir, data, tmp_path, signum, processes, *extra):
-    """Reference run; a run stopped by `signum` after step 14 (of 30); its resumption."""
+def _uninterrupted(model_dir, data, output_dir, processes, *extra) -> Path:
+    """The reference: the same run without a crash and without checkpoints."""
+    recipe = str(REPO / "recipes" / "sentiment.py")
+    flags = _flags(model_dir, data, output_dir, "--save_strategy", "no", *extra)
+    _ok(_python([recipe, *flags], output_dir.parent, processes))
+    return output_dir
+
+
+@pytest.fixture(scope="module")
+def one_process_reference(tiny_bert_dir, tmp_path_factory) -> Path:
+    """One uninterrupted one-process run, shared by the SIGKILL and SIGTERM tests (same flags)."""
+    root = tmp_path_factory.mktemp("one_process_reference")
+    data = root / "toy.csv"
+    toy_sentiment_frame(200).to_csv(data, index=False)  # the same rows as `toy_train`
+    return _uninterrupted(tiny_bert_dir, data, root / "reference", 0)
+
+
+def _interrupt_and_resume(model_dir, data, tmp_path, signum, processes, *extra, reference=None):
+    """A run stopped by `signum` after step 14 (of 30); its resumption; the reference run
+    (made here unless given: an uninterrupted run of the same flags)."""
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER.format(recipes=str(REPO / "recipes")))
-    reference, crashed = tmp_path / "reference", tmp_path / "crashed"
+    crashed = tmp_path / "crashed"
     recipe = str(REPO / "recipes" / "sentiment.py")
-    _ok(
-        _python(
-            [recipe, *_flags(model_dir, data, reference, "--save_strategy", "no", *extra)],
-            tmp_path,
-            processes,
-        )
-    )
+    if reference is None:
+        reference = _uninterrupted(model_dir, data, tmp_path / "reference", processes, *extra)
     stopped = _python(
         [
             str(driver),
@@ -170,9 +191,11 @@ def _interrupt_and_resume(model_dir, data, tmp_path, signum, processes, *extra):
 
 
 @pytest.mark.slow
-def test_sigkill_mid_epoch_then_resume_equals_uninterrupted_run(tiny_bert_dir, toy_train, tmp_path):
+def test_sigkill_mid_epoch_then_resume_equals_uninterrupted_run(
+    tiny_bert_dir, toy_train, tmp_path, one_process_reference
+):
     reference, crashed, stopped, resumed = _interrupt_and_resume(
-        tiny_bert_dir, toy_train, tmp_path, signal.SIGKILL, 0
+        tiny_bert_dir, toy_train, tmp_path, signal.SIGKILL, 0, reference=one_process_reference
     )
     assert stopped.returncode == -signal.SIGKILL
     # SIGKILL after step 14: the newest checkpoint is step 12, two batches into epoch 2.
@@ -184,10 +207,10 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted_run(tiny_bert_dir, t
 
 @pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_at_that_step_and_resumes_exactly(
-    tiny_bert_dir, toy_train, tmp_path
+    tiny_bert_dir, toy_train, tmp_path, one_process_reference
 ):
     reference, crashed, stopped, resumed = _interrupt_and_resume(
-        tiny_bert_dir, toy_train, tmp_path, signal.SIGTERM, 0
+        tiny_bert_dir, toy_train, tmp_path, signal.SIGTERM, 0, reference=one_process_reference
     )
     assert stopped.returncode == 128 + signal.SIGTERM
     assert "Training interrupted by SIGTERM" in stopped.stderr
@@ -229,7 +252,11 @@ def tiny_bert_no_dropout(tiny_bert_dir, tmp_path_factory) -> Path:
 def test_one_process_batch_16_equals_two_processes_batch_8(
     tiny_bert_no_dropout, toy_train, tmp_path
 ):
-    """Same global batch and order (uniform shuffle), dropout off: the same weights and metrics."""
+    """Same global batch and order (uniform shuffle), dropout off: the same weights and metrics.
+
+    The two processes are launched through the shipped
+    ``recipes/accelerate_configs/multi_cpu.yaml``, so the template is tested too.
+    """
     recipe = str(REPO / "recipes" / "sentiment.py")
     common = ["--group_by_length", "false", "--num_train_epochs", "1", "--save_strategy", "no"]
     one, two = tmp_path / "one", tmp_path / "two"
@@ -248,7 +275,7 @@ def test_one_process_batch_16_equals_two_processes_batch_8(
                 ),
             ],
             tmp_path,
-            2,
+            config_file=REPO / "recipes" / "accelerate_configs" / "multi_cpu.yaml",
         )
     )
     a, b = load_file(str(one / "model.safetensors")), load_file(str(two / "model.safetensors"))
@@ -406,24 +433,3 @@ def test_accelerate_config_templates_parse(name):
         assert config.main_process_port == 29500
     if name == "fsdp":
         assert config.fsdp_config["fsdp_use_orig_params"] is True
-
-
-@pytest.mark.slow
-def test_multi_cpu_config_template_launches(tiny_bert_dir, toy_train, tmp_path):
-    accelerate = str(Path(sys.executable).with_name("accelerate"))
-    out = tmp_path / "multi_cpu"
-    config = REPO / "recipes" / "accelerate_configs" / "multi_cpu.yaml"
-    recipe = str(REPO / "recipes" / "sentiment.py")
-    cmd = [accelerate, "launch", "--config_file", str(config), recipe]
-    cmd += _flags(
-        tiny_bert_dir,
-        toy_train,
-        out,
-        "--num_train_epochs",
-        "1",
-        "--per_device_train_batch_size",
-        "8",
-    )
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=ENV, timeout=600)
-    _ok(proc)
-    assert json.loads((out / "metrics.json").read_text())["environment"]["num_processes"] == 2
