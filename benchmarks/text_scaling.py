@@ -158,7 +158,15 @@ def arms_for(size: int, path: Path, repeat: int, args, work: Path) -> list[harne
 
 
 def per_1000(record: dict, args) -> float | None:
-    """Seconds of training per 1,000 training samples (one epoch of ``--train_samples``)."""
+    """Seconds of training per 1,000 samples trained on.
+
+    From the run's own ``train_samples_per_second`` (samples it trained on, over its training
+    time): a file too small for ``--train_samples`` training rows trains on fewer (10,000 rows
+    leave 8,000), so the training time over ``--train_samples`` would flatter it.
+    """
+    rate = ((record.get("metrics") or {}).get("timings") or {}).get("train_samples_per_second")
+    if rate:
+        return 1000 / rate
     training = record["phases"].get("training")
     return None if training is None else training / args.train_samples * 1000
 

@@ -329,3 +329,12 @@ def test_text_scaling_arms_and_per_1000_ratios_against_the_smallest_size(tmp_pat
     assert full["per_1000_vs_smallest"]["values"] == [1.5, 1.5]  # paired within each repeat
     assert figures["10"]["train_frozen"]["per_1000_vs_smallest"]["median"] == 1.0
     assert "| 20 |" in scaling.markdown(figures, args)
+
+
+def test_text_scaling_per_1000_counts_the_samples_actually_trained():
+    scaling = bench_module("text_scaling")
+    args = scaling.parse_args(["--train_samples", "9600"])
+    # 10,000 rows leave 8,000 for training: 110 s over 8,000 samples, not over 9,600
+    small = {"phases": {"training": 110.0}, "metrics": {"timings": {"train_samples_per_second": 8000 / 110}}}  # fmt: skip
+    assert scaling.per_1000(small, args) == pytest.approx(13.75)
+    assert scaling.per_1000({"phases": {"training": 96.0}}, args) == pytest.approx(10.0)

@@ -24,7 +24,24 @@ SCAN_BATCH_ROWS = 10_000
 
 
 def arrow_column(dataset: Dataset, column: str) -> pa.ChunkedArray:
-    """The column as Arrow, in the dataset's row order (its indices mapping applied)."""
+    """The column as Arrow, in the dataset's row order (its indices mapping applied).
+
+    A split made by ``select`` is the whole table plus an indices mapping; its column is
+    gathered here with one Arrow ``take`` of that column. ``datasets``' own way,
+    ``with_format("arrow")[column]``, costs far more memory on such a split (measured on a
+    million sentences: about 475 MB for a label column that takes 7 MB).
+    """
+    indices = getattr(dataset, "_indices", None)  # datasets' indices mapping (None: no mapping)
+    indices = getattr(indices, "table", indices)  # datasets wraps Arrow tables
+    table = getattr(getattr(dataset, "data", None), "table", None)
+    if (
+        isinstance(indices, pa.Table)
+        and isinstance(table, pa.Table)
+        and column in table.column_names
+    ):
+        return table.column(column).take(indices.column(0))
+    if indices is None and isinstance(table, pa.Table) and column in table.column_names:
+        return table.column(column)
     values = dataset.with_format("arrow")[column]
     return values if isinstance(values, pa.ChunkedArray) else pa.chunked_array([values])
 
