@@ -35,8 +35,17 @@ def _save(fig, path: Path) -> Path:
 def plot_confusion_matrix(
     labels, preds, label_names: Sequence[str], path: Path, title: str
 ) -> Path:
-    """Counts and row-normalised (recall per true class) confusion matrices side by side."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.8))
+    """Counts and row-normalised (recall per true class) confusion matrices side by side.
+
+    The figure grows with the number of classes (about half an inch a class), the predicted
+    labels are written vertically when there are more than 4 classes or long names, and the
+    cell values get a smaller font (normalised ones two decimals) from 9 classes, none from 31.
+    """
+    n = len(label_names)
+    side = max(4.8, 0.5 * n + 2.5)
+    fig, axes = plt.subplots(1, 2, figsize=(max(11.0, 2 * side + 1), side))
+    many = n > 8
+    vertical = n > 4 or max((len(str(name)) for name in label_names), default=0) > 10
     for ax, normalize, name in (
         (axes[0], None, "counts"),
         (axes[1], "true", "normalised by true class"),
@@ -44,13 +53,16 @@ def plot_confusion_matrix(
         ConfusionMatrixDisplay.from_predictions(
             labels,
             preds,
-            labels=list(range(len(label_names))),
+            labels=list(range(n)),
             display_labels=list(label_names),
             normalize=normalize,
             cmap="Blues",
             colorbar=False,
             ax=ax,
-            values_format="d" if normalize is None else ".3f",
+            include_values=n <= 30,
+            values_format="d" if normalize is None else (".2f" if many else ".3f"),
+            xticks_rotation="vertical" if vertical else "horizontal",
+            text_kw={"fontsize": 8} if many else None,
         )
         ax.set_title(f"{title}: {name}")
     return _save(fig, path)

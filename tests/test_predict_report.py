@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -182,3 +183,19 @@ def test_evaluate_saved_model_on_a_labelled_file(trained_dir, tmp_path, capsys):
 def test_missing_model_dir_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="--model_dir"):
         predict(tmp_path, ["x"])
+
+
+def test_confusion_matrix_grows_with_the_classes(tmp_path):
+    """20 classes get a larger figure than 2, so the cells and names stay readable."""
+    from PIL import Image
+
+    from nlp_transfer.plots import plot_confusion_matrix
+
+    rng = np.random.default_rng(0)
+    sizes = {}
+    for n in (2, 20):
+        labels, preds = rng.integers(0, n, 200), rng.integers(0, n, 200)
+        names = [f"newsgroup.category.{i}" for i in range(n)]
+        path = plot_confusion_matrix(labels, preds, names, tmp_path / f"cm{n}.png", "test")
+        sizes[n] = Image.open(path).size
+    assert sizes[20][0] > 1.5 * sizes[2][0] and sizes[20][1] > 2 * sizes[2][1]
