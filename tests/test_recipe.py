@@ -135,20 +135,27 @@ def _launch(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_accelerate_launch_single_process(tiny_bert_dir, toy_csv, tmp_path):
+def test_accelerate_launch_single_process_with_bf16(tiny_bert_dir, toy_csv, tmp_path):
+    """One process under ``accelerate launch``; the recipe's --mixed_precision bf16 reaches
+    accelerate (one launch for both: each took 10 s)."""
     out = tmp_path / "launched"
     proc = _launch(
         [
             "--num_processes",
             "1",
             str(REPO / "recipes" / "sentiment.py"),
-            *_flags(tiny_bert_dir, toy_csv, out, "--freeze_layers", "1"),
+            *_flags(
+                tiny_bert_dir, toy_csv, out, "--freeze_layers", "1", "--mixed_precision", "bf16"
+            ),
         ],
         tmp_path,
     )
     assert f"trainable params: {TINY_TRAINABLE_FREEZE_1:,} / {TINY_TOTAL:,}" in proc.stderr
     assert "== sentiment: test results (20 examples) ==" in proc.stdout
     assert (out / "model.safetensors").exists()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["environment"]["mixed_precision"] == "bf16"
+    assert metrics["test"]["num_examples"] == 20
 
 
 @pytest.mark.slow
@@ -188,22 +195,3 @@ def test_two_cpu_processes_count_every_example_once(tiny_bert_dir, tmp_path):
     assert metrics["test"]["num_examples"] == 11
     assert sum(map(sum, metrics["test"]["confusion_matrix"])) == 11
     assert metrics["baseline"]["num_examples"] == 11
-
-
-@pytest.mark.slow
-def test_bf16_mixed_precision_is_passed_to_accelerate(tiny_bert_dir, toy_csv, tmp_path):
-    out = tmp_path / "bf16"
-    _launch(
-        [
-            "--num_processes",
-            "1",
-            str(REPO / "recipes" / "sentiment.py"),
-            *_flags(
-                tiny_bert_dir, toy_csv, out, "--mixed_precision", "bf16", "--num_train_epochs", "1"
-            ),
-        ],
-        tmp_path,
-    )
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["environment"]["mixed_precision"] == "bf16"
-    assert metrics["test"]["num_examples"] == 20
