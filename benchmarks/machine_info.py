@@ -11,17 +11,22 @@ from collections.abc import Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+EXCLUDE_RESULTS = ":(exclude)benchmarks/results"
 CPU_FLAGS_OF_INTEREST = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
 
 
 def git_sha() -> str | None:
-    """The repository's HEAD commit (with ``+dirty`` when the work tree has changes)."""
+    """The repository's HEAD commit (with ``+dirty`` when the work tree has changes).
+
+    Changes under ``benchmarks/results/`` do not count: they are other benchmarks' outputs
+    (a queue of runs writes them one after another), not code the result depends on.
+    """
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=REPO, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", EXCLUDE_RESULTS],
             capture_output=True,
             text=True,
             cwd=REPO,

@@ -338,3 +338,26 @@ def test_text_scaling_per_1000_counts_the_samples_actually_trained():
     small = {"phases": {"training": 110.0}, "metrics": {"timings": {"train_samples_per_second": 8000 / 110}}}  # fmt: skip
     assert scaling.per_1000(small, args) == pytest.approx(13.75)
     assert scaling.per_1000({"phases": {"training": 96.0}}, args) == pytest.approx(10.0)
+
+
+def test_git_sha_is_dirty_for_code_changes_not_for_other_results(tmp_path, monkeypatch):
+    import subprocess
+
+    machine_info = bench_module("machine_info")
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    (tmp_path / "code.py").write_text("a = 1\n")
+    (tmp_path / "benchmarks" / "results" / "x.md").write_text("old\n")
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    monkeypatch.setattr(machine_info, "REPO", tmp_path)
+    clean = machine_info.git_sha()
+    assert len(clean) == 40
+    (tmp_path / "benchmarks" / "results" / "x.md").write_text("written by another run\n")
+    assert machine_info.git_sha() == clean
+    (tmp_path / "code.py").write_text("a = 2\n")
+    assert machine_info.git_sha() == clean + "+dirty"
