@@ -35,13 +35,12 @@ def arrow_column(dataset: Dataset, column: str) -> pa.ChunkedArray:
     indices = getattr(indices, "table", indices)  # datasets wraps Arrow tables
     table = getattr(getattr(dataset, "data", None), "table", None)
     if (
-        isinstance(indices, pa.Table)
-        and isinstance(table, pa.Table)
+        isinstance(table, pa.Table)
         and column in table.column_names
+        and (indices is None or isinstance(indices, pa.Table))
     ):
-        return table.column(column).take(indices.column(0))
-    if indices is None and isinstance(table, pa.Table) and column in table.column_names:
-        return table.column(column)
+        values = table.column(column)
+        return values if indices is None else values.take(indices.column(0))
     values = dataset.with_format("arrow")[column]
     return values if isinstance(values, pa.ChunkedArray) else pa.chunked_array([values])
 

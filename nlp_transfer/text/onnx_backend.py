@@ -9,9 +9,10 @@ on first use, or again when the weights are newer than the file. ``quantize="int
 the usual choice for transformer encoders on CPUs). Only the ``MatMul`` weights are quantized,
 per output channel (:data:`INT8_SETTINGS`); the embedding tables stay float32. On the sentiment
 model this kept 98.3% of PyTorch's labels against 96.2% for onnxruntime's defaults (per-tensor
-scales, embeddings quantized too) at the same speed (``benchmarks/results/inference.md``). Tokenization, length-sorted batching and the
-decoding of logits into labels and scores (threshold, problem type, truncation length from the
-saved ``config.json``) are the torch backend's, so the outputs have the same form.
+scales, embeddings quantized too) at the same speed (``benchmarks/results/inference.md``).
+Tokenization, length-sorted batching and the decoding of logits into labels and scores
+(threshold, problem type, truncation length from the saved ``config.json``) are the torch
+backend's, so the outputs have the same form.
 """
 
 from __future__ import annotations
