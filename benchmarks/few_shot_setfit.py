@@ -1,4 +1,4 @@
-"""Few-shot: SetFit against our full fine-tuning, our feature extraction and TF-IDF, 8-64 shots.
+"""Few-shot: SetFit against our full fine-tuning, LoRA, feature extraction and TF-IDF, 8-64 shots.
 
     python benchmarks/few_shot_setfit.py                     # the full run (2 datasets x 4 k x 5 seeds)
     python benchmarks/few_shot_setfit.py --datasets rotten_tomatoes_sentences --shots 8 \\
@@ -12,6 +12,8 @@ same examples and body:
 
 - ``ours_full``: ``nlp-transfer train --task text``, full fine-tuning (lr 5e-5, batch 16,
   20 epochs, 10% warm-up; fixed in advance, not tuned: there are no spare labels to tune on);
+- ``ours_lora``: ``--peft lora`` (r=16, alpha 32, on the attention projections; lr 5e-4, the
+  rate ``benchmarks/results/adapters_vs_full.md`` uses; epochs and batch as ``ours_full``);
 - ``ours_fe_logreg``: ``--feature_extraction logistic_regression`` (mean-pooled frozen
   features, scikit-learn ``LogisticRegression`` C=1);
 - ``tfidf_logreg``: TF-IDF 1-2 grams + logistic regression (C picked on the training examples).
@@ -40,7 +42,7 @@ import harness
 from tfidf import tfidf_logreg
 
 DATASETS = {"rotten_tomatoes_sentences": None, "sms_spam": "spam"}  # name -> positive label
-METHODS = ("setfit", "ours_full", "ours_fe_logreg", "tfidf_logreg")
+METHODS = ("setfit", "ours_full", "ours_lora", "ours_fe_logreg", "tfidf_logreg")
 
 
 def setfit_worker(spec: dict) -> None:
@@ -147,6 +149,14 @@ def arms_for(name: str, positive, k: int, seed: int, work: Path, args, data) -> 
             f"--num_train_epochs={args.ft_epochs}",
             f"--per_device_train_batch_size={args.ft_batch_size}",
         ],
+        "ours_lora": [
+            "--peft=lora",
+            "--lora_r=16",
+            "--lora_alpha=32",
+            f"--learning_rate={args.lora_learning_rate}",
+            f"--num_train_epochs={args.ft_epochs}",
+            f"--per_device_train_batch_size={args.ft_batch_size}",
+        ],
         "ours_fe_logreg": ["--feature_extraction=logistic_regression"],
     }
     for method, extra_flags in flags.items():
@@ -199,7 +209,9 @@ def run_all(args, work: Path) -> list[dict]:
                         "score": m["f1_positive"] if positive else m["accuracy"],
                     }
                 )  # fmt: skip
-                shown = ", ".join(f"{r['method']} {r['score']:.3f}" for r in records[-4:])
+                shown = ", ".join(
+                    f"{r['method']} {r['score']:.3f}" for r in records[-len(METHODS) :]
+                )
                 print(f"{name} k={k} seed={seed}: {shown}", flush=True)
     return records
 
@@ -263,6 +275,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--max_eval_samples", type=int, default=None, help="Cap the test split.")
     parser.add_argument("--ft_learning_rate", type=float, default=5e-5)
     parser.add_argument("--ft_epochs", type=int, default=20)
+    parser.add_argument(
+        "--lora_learning_rate",
+        type=float,
+        default=5e-4,
+        help="Peak learning rate of the LoRA arm (r=16, alpha 32; epochs and batch as ours_full).",
+    )
     parser.add_argument("--ft_batch_size", type=int, default=16)
     parser.add_argument(
         "--setfit_num_iterations", type=int, default=None, help="Unset: setfit's default."
