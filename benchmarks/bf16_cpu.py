@@ -25,6 +25,61 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def make_step(batch_size: int = 32, phases=None):
+    """A full fine-tuning step of the default model on the sentiment sentences, to time.
+
+    Returns ``step(i, bf16) -> (seconds, padded_tokens)``: batch ``i`` of a length-grouped order
+    (as training uses), forward (bf16 autocast when ``bf16``), cross-entropy, backward and a
+    fused AdamW step; tokenization is outside the timed part. ``phases(name)``, when given,
+    returns a context manager wrapped around each of ``forward``, ``backward`` and
+    ``optimizer`` (``torch.profiler.record_function`` in ``profile_step.py``).
+    """
+    import contextlib
+
+    import torch
+    import torch.nn.functional as F
+
+    from nlp_transfer import (
+        LengthGroupedSampler,
+        build_text_classifier,
+        load_text_classification_dataset,
+    )
+
+    phase = phases or (lambda name: contextlib.nullcontext())
+    train = load_text_classification_dataset("rotten_tomatoes_sentences", seed=42)["train"]
+    torch.manual_seed(0)
+    model, tokenizer = build_text_classifier(None, label_names=["negative", "positive"])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-5, weight_decay=0.01, fused=True)
+    model.train()
+    texts, labels = list(train["text"]), list(train["label"])
+    lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=128)["input_ids"]]
+    order = list(iter(LengthGroupedSampler(lengths, batch_size, seed=0)))
+
+    def step(i: int, bf16: bool) -> tuple[float, int]:
+        rows = order[i * batch_size : (i + 1) * batch_size]
+        batch = tokenizer(
+            [texts[r] for r in rows],
+            padding=True,
+            truncation=True,
+            max_length=128,
+            return_tensors="pt",
+        )
+        target = torch.tensor([labels[r] for r in rows])
+        start = time.perf_counter()
+        with phase("forward"):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                logits = model(**batch).logits
+            loss = F.cross_entropy(logits.float(), target)
+        with phase("backward"):
+            loss.backward()
+        with phase("optimizer"):
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        return time.perf_counter() - start, int(batch["input_ids"].numel())
+
+    return step
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=8, help="Timed steps per precision.")
@@ -35,41 +90,8 @@ def main(argv=None) -> dict:
 
     import harness
     import torch
-    import torch.nn.functional as F
 
-    from nlp_transfer import (
-        LengthGroupedSampler,
-        build_text_classifier,
-        load_text_classification_dataset,
-    )
-
-    train = load_text_classification_dataset("rotten_tomatoes_sentences", seed=42)["train"]
-    torch.manual_seed(0)
-    model, tokenizer = build_text_classifier(None, label_names=["negative", "positive"])
-    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-5, weight_decay=0.01, fused=True)
-    model.train()
-    texts, labels = list(train["text"]), list(train["label"])
-    lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=128)["input_ids"]]
-    order = list(iter(LengthGroupedSampler(lengths, args.per_device_train_batch_size, seed=0)))
-    size = args.per_device_train_batch_size
-
-    def step(i: int, bf16: bool) -> tuple[float, int]:
-        rows = order[i * size : (i + 1) * size]
-        batch = tokenizer(
-            [texts[r] for r in rows],
-            padding=True,
-            truncation=True,
-            max_length=128,
-            return_tensors="pt",
-        )
-        target = torch.tensor([labels[r] for r in rows])
-        start = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            logits = model(**batch).logits
-        F.cross_entropy(logits.float(), target).backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        return time.perf_counter() - start, int(batch["input_ids"].numel())
+    step, size = make_step(args.per_device_train_batch_size), args.per_device_train_batch_size
 
     step(0, False), step(0, True)  # warm-up
     times: dict[str, list[float]] = {"fp32": [], "bf16": []}

@@ -2,7 +2,7 @@
 
 Subcommands: ``train`` (any text task and strategy; ``--config`` YAML + flags, the same config
 dataclasses as the recipes), ``evaluate``, ``predict``, ``export`` (ONNX), ``datasets`` (list or
-fetch the built-in ones) and ``benchmark`` (the committed benchmark scripts). ``nlp-transfer
+fetch the built-in ones), ``cache`` (list or clear what is kept on disk) and ``benchmark`` (the committed benchmark scripts). ``nlp-transfer
 <subcommand> --help`` describes each. A user error (bad data, flag or path, a model that is not
 available offline) prints ``error: <message>`` and exits with status 1; ``--debug`` shows the
 traceback instead.
@@ -87,6 +87,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="Cache directory (default: $NLP_TRANSFER_CACHE or ~/.cache/nlp_transfer).",
     )
     d.add_argument("--json", action="store_true", help="Print JSON instead of a table.")
+    c = sub.add_parser(
+        "cache",
+        help="List or clear what nlp_transfer keeps on disk: frozen-prefix caches and downloads.",
+        description="List (default) or clear the cache directory's entries: frozen-prefix caches "
+        "written to disk (derived data, recomputed when needed) and the built-in datasets' "
+        "downloads. `clear` removes the prefix caches only, unless --all.",
+    )
+    c.add_argument("action", nargs="?", default="list", choices=["list", "clear"])
+    c.add_argument(
+        "--cache_dir",
+        help="Cache directory (default: $NLP_TRANSFER_CACHE or ~/.cache/nlp_transfer).",
+    )
+    c.add_argument(
+        "--all", action="store_true", help="clear: the downloads too, not only the prefix caches."
+    )
+    c.add_argument("--dry_run", action="store_true", help="clear: only list what would go.")
+    c.add_argument("--json", action="store_true", help="Print JSON instead of a table.")
     b = sub.add_parser(
         "benchmark",
         help="Run a committed benchmark script (from a source checkout); extra flags go to it.",
@@ -139,6 +156,45 @@ def train_parser(task: str, config_cls: type, tasks: Sequence[str]) -> argparse.
     return compact_help(
         parser, usage="nlp-transfer train [--task TASK] [--config FILE] [--FLAG VALUE ...]"
     )
+
+
+def cache_main(args: argparse.Namespace) -> int:
+    """``nlp-transfer cache [list|clear]``: the cache directory's entries, or remove them."""
+    from .data.disk_cache import cache_entries, clear_cache, entries_as_dicts, human_bytes
+    from .data.fetch import default_cache_dir
+
+    root = default_cache_dir(args.cache_dir)
+    if args.action == "clear":
+        kinds = ("prefix_cache", "downloads") if args.all else ("prefix_cache",)
+        removed = clear_cache(args.cache_dir, kinds, dry_run=args.dry_run)
+        if args.json:
+            print(json.dumps(entries_as_dicts(removed), indent=2))
+            return 0
+        verb = "would remove" if args.dry_run else "removed"
+        for entry in removed:
+            print(f"{verb} {entry.path} ({human_bytes(entry.bytes)})")
+        total = human_bytes(sum(e.bytes for e in removed))
+        print(f"{root}: {verb} {len(removed)} entr{'y' if len(removed) == 1 else 'ies'}, {total}")
+        return 0
+    entries = cache_entries(args.cache_dir)
+    if args.json:
+        print(json.dumps(entries_as_dicts(entries), indent=2))
+        return 0
+    if not entries:
+        print(f"{root}: empty")
+        return 0
+    print(f"{root}:")
+    for entry in entries:
+        print(
+            f"  {entry.kind}/{entry.name}  {human_bytes(entry.bytes)}  {entry.modified}  "
+            f"{entry.state}"
+        )
+    for kind in ("prefix_cache", "downloads"):
+        mine = [e for e in entries if e.kind == kind]
+        if mine:
+            print(f"{kind}: {len(mine)} entries, {human_bytes(sum(e.bytes for e in mine))}")
+    print("`nlp-transfer cache clear` removes the prefix caches (--all: the downloads too).")
+    return 0
 
 
 def datasets_main(args: argparse.Namespace) -> int:
@@ -255,6 +311,8 @@ def _dispatch(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.command == "datasets":
         return datasets_main(args)
+    if args.command == "cache":
+        return cache_main(args)
     if args.command == "export":
         from .export import export_onnx
 

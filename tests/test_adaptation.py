@@ -354,12 +354,16 @@ def test_two_cpu_processes_run_every_method(tiny_bert_dir, tmp_path):
         "no",
         str(REPO / "recipes" / "domain_adaptation.py"),
         *_recipe_flags(tiny_bert_dir, paths, out, "--per_device_eval_batch_size", "3"),
+        *("--cache_dir", str(tmp_path / "cache")),  # two processes share a disk prefix cache
+        *("--mixed_precision", "auto"),  # both processes must agree on the probe's choice
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["environment"]["num_processes"] == 2
+    assert "--mixed_precision auto: " in proc.stderr
+    assert metrics["environment"]["mixed_precision"] in ("no", "bf16")
     assert list(metrics["methods"]) == list(ADAPTATION)
     for m in metrics["methods"].values():
         assert m["target_test"]["num_examples"] == 20
@@ -367,6 +371,11 @@ def test_two_cpu_processes_run_every_method(tiny_bert_dir, tmp_path):
         assert m["validation"][0]["eval_num_examples"] == 7  # 10% of 64 source rows
     # 51 source training rows, 8 per batch and process: 4 joint batches per process
     assert len(metrics["methods"]["dann"]["alignment"]) == 1
+    # The shared prefix cache went to --cache_dir (not the user's own cache), complete.
+    from nlp_transfer.data.disk_cache import cache_entries
+
+    caches = [e for e in cache_entries(tmp_path / "cache") if e.kind == "prefix_cache"]
+    assert caches and all(e.state == "complete" for e in caches)
 
 
 def _pooled_features(model_dir: Path, texts: list[str]) -> torch.Tensor:

@@ -361,3 +361,25 @@ def test_git_sha_is_dirty_for_code_changes_not_for_other_results(tmp_path, monke
     assert machine_info.git_sha() == clean
     (tmp_path / "code.py").write_text("a = 2\n")
     assert machine_info.git_sha() == clean + "+dirty"
+
+
+def test_profile_groups_operators_and_reads_phases():
+    profile_step = bench_module("profile_step")
+
+    assert profile_step.group_of("aten::addmm") == "matrix products"
+    assert profile_step.group_of("aten::_softmax_backward_data") == "attention"
+    assert profile_step.group_of("aten::native_layer_norm_backward") == "layer norm"
+    assert profile_step.group_of("aten::_fused_adamw_") == "optimizer (fused AdamW)"
+    assert profile_step.group_of("aten::mul_") == "element-wise"
+    assert profile_step.group_of("aten::t") == "other"
+    events = [
+        {"name": "forward", "self_cpu_s": 0.1, "cpu_s": 3.0, "count": 2},
+        {"name": "backward", "self_cpu_s": 0.1, "cpu_s": 5.0, "count": 2},
+        {"name": "aten::addmm", "self_cpu_s": 4.0, "cpu_s": 4.0, "count": 20},
+        {"name": "aten::mm", "self_cpu_s": 2.0, "cpu_s": 2.0, "count": 20},
+        {"name": "aten::gelu", "self_cpu_s": 0.5, "cpu_s": 0.5, "count": 10},
+    ]
+    summary = profile_step.summarise(events, step_s=9.0)
+    assert summary["phases"] == {"forward": 3.0, "backward": 5.0, "optimizer": 0.0}
+    assert summary["groups"] == {"matrix products": 6.0, "activations (GELU, tanh)": 0.5}
+    assert [e["name"] for e in summary["top"]] == ["aten::addmm", "aten::mm", "aten::gelu"]

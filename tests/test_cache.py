@@ -104,6 +104,28 @@ def test_cache_key_changes_with_weights_k_data_and_dtype(tiny):
     assert base == cache_key(model, 1, tokenizer, 64, tokenized, torch.float16)
 
 
+def test_cache_key_changes_with_non_weight_config_and_library_versions(tiny, monkeypatch):
+    import transformers
+
+    model, tokenizer, tokenized, _ = tiny
+    base = cache_key(model, 1, tokenizer, 64, tokenized, torch.float16)
+    eps = model.config.layer_norm_eps
+    monkeypatch.setattr(model.config, "layer_norm_eps", eps * 10)  # same weights, other outputs
+    assert base != cache_key(model, 1, tokenizer, 64, tokenized, torch.float16)
+    monkeypatch.setattr(model.config, "layer_norm_eps", eps)
+    monkeypatch.setattr(model.config, "hidden_act", "relu")
+    assert base != cache_key(model, 1, tokenizer, 64, tokenized, torch.float16)
+    monkeypatch.undo()
+    assert base == cache_key(model, 1, tokenizer, 64, tokenized, torch.float16)
+    monkeypatch.setattr(transformers, "__version__", "0.0.1")
+    assert base != cache_key(model, 1, tokenizer, 64, tokenized, torch.float16)
+    monkeypatch.undo()
+    # Labels and the head's settings do not reach the prefix: a new task reuses the cache.
+    monkeypatch.setattr(model.config, "id2label", {0: "bad", 1: "good"})
+    monkeypatch.setattr(model.config, "label2id", {"bad": 0, "good": 1})
+    assert base == cache_key(model, 1, tokenizer, 64, tokenized, torch.float16)
+
+
 def test_disk_cache_round_trip_and_incomplete_cache_ignored(tiny, tmp_path):
     model, _, tokenized, collator = tiny
     memory = compute_prefix_cache(model, 1, tokenized, collator, dtype=torch.float16)
@@ -278,3 +300,37 @@ def test_cached_run_matches_uncached_run_under_each_transfer_strategy(
     assert a.keys() == b.keys()
     for name in a:
         torch.testing.assert_close(b[name], a[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_cache_command_lists_and_clears_prefix_caches_but_keeps_downloads(tmp_path, capsys):
+    import json
+
+    from nlp_transfer.cli import main
+
+    root = tmp_path / "cache"
+    done, cut, left = (root / "prefix_cache" / n for n in ("train-abc", "test-abc", "images-x1"))
+    for folder in (done, cut, left):
+        folder.mkdir(parents=True)
+        np.save(folder / "values.npy", np.zeros((4, 8), dtype=np.float16))
+    (done / "complete.json").write_text("{}")
+    (root / "downloads").mkdir()
+    (root / "downloads" / "data-1.0.whl").write_bytes(b"x" * 1000)
+
+    assert main(["cache", "--cache_dir", str(root), "--json"]) == 0
+    listed = {e["name"]: e for e in json.loads(capsys.readouterr().out)}
+    assert listed["train-abc"]["state"] == "complete"
+    assert listed["test-abc"]["state"] == "incomplete"  # cut short: never read
+    assert listed["images-x1"]["state"] == "left by a killed run"
+    assert listed["data-1.0.whl"] == listed["data-1.0.whl"] | {"kind": "downloads", "bytes": 1000}
+    assert listed["train-abc"]["bytes"] == (done / "values.npy").stat().st_size + 2
+
+    assert main(["cache", "clear", "--cache_dir", str(root), "--dry_run"]) == 0
+    assert "would remove 3 entries" in capsys.readouterr().out and done.exists()
+    assert main(["cache", "clear", "--cache_dir", str(root)]) == 0
+    assert "removed 3 entries" in capsys.readouterr().out
+    assert not any((root / "prefix_cache").iterdir())
+    assert (root / "downloads" / "data-1.0.whl").exists()  # not without --all
+    assert main(["cache", "clear", "--all", "--cache_dir", str(root)]) == 0
+    assert not (root / "downloads" / "data-1.0.whl").exists()
+    assert main(["cache", "--cache_dir", str(root)]) == 0
+    assert capsys.readouterr().out.strip().endswith("empty")

@@ -42,14 +42,19 @@ def _env() -> dict[str, str]:
 
 
 def _recipe_flags(model_dir: Path, data: Path, output_dir: Path, *extra: str) -> list[str]:
-    """Tiny, learnable and quick: 160 training rows, global batch 16, 5 epochs at 3e-3."""
+    """Tiny, learnable and quick: 160 training rows, global batch 16, 5 epochs at 3e-3.
+
+    Validation (13 rows) and test (21 rows) do not divide into the 2 x 4 evaluation batches, so
+    every run here also checks that each example is counted once across processes.
+    """
     return [
         RECIPE,
         *("--model_name_or_path", str(model_dir), "--train_file", str(data)),
+        *("--validation_file", str(data.with_name("validation.csv"))),
+        *("--test_file", str(data.with_name("test.csv")), "--per_device_eval_batch_size", "4"),
         *("--text_column", "sentence", "--label_column", "sentiment"),
         *("--output_dir", str(output_dir), "--learning_rate", "3e-3"),
-        *("--num_train_epochs", "5", "--per_device_train_batch_size", "8"),
-        *("--run_baseline", "false", *extra),
+        *("--num_train_epochs", "5", "--per_device_train_batch_size", "8", *extra),
     ]
 
 
@@ -64,7 +69,9 @@ def _check(proc: subprocess.CompletedProcess | subprocess.Popen, out: str, err: 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("multinode_data") / "toy.csv"
-    toy_sentiment_frame(200).to_csv(path, index=False)
+    toy_sentiment_frame(160).to_csv(path, index=False)
+    toy_sentiment_frame(13, 1).to_csv(path.with_name("validation.csv"), index=False)
+    toy_sentiment_frame(21, 2).to_csv(path.with_name("test.csv"), index=False)
     return path
 
 
@@ -83,6 +90,18 @@ def single_machine(tiny_bert_dir, data, tmp_path_factory) -> Path:
     )
     _check(proc, proc.stdout, proc.stderr)
     return out
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_count_every_example_once(single_machine):
+    """Uneven splits (13 validation, 21 test rows, eval batch 4 per process) under 2 processes."""
+    metrics = json.loads((single_machine / "metrics.json").read_text())
+    assert metrics["environment"]["num_processes"] == 2
+    assert [h["eval_num_examples"] for h in metrics["validation"]] == [13] * 5
+    assert sum(map(sum, metrics["validation"][-1]["eval_confusion_matrix"])) == 13
+    assert metrics["test"]["num_examples"] == 21
+    assert sum(map(sum, metrics["test"]["confusion_matrix"])) == 21
+    assert metrics["baseline"]["num_examples"] == 21  # the TF-IDF baseline, on the main process
 
 
 @pytest.mark.slow
@@ -118,7 +137,7 @@ def test_two_machines_give_the_single_machine_result(single_machine, tiny_bert_d
     want = json.loads((single_machine / "metrics.json").read_text())
     got = json.loads((out / "metrics.json").read_text())
     assert got["environment"]["num_processes"] == want["environment"]["num_processes"] == 2
-    assert got["test"]["num_examples"] == 20
+    assert got["test"]["num_examples"] == 21
     assert got["test"]["accuracy"] >= 0.8, "the toy task is learnt (chance is 0.5)"
     assert got["test"]["accuracy"] == want["test"]["accuracy"]
     assert got["test"]["confusion_matrix"] == want["test"]["confusion_matrix"]

@@ -161,6 +161,37 @@ def test_bf16_on_a_cpu_without_native_bf16_warns(monkeypatch, capsys):
         AcceleratorState._reset_state(reset_partial_state=True)
 
 
+def test_mixed_precision_auto_takes_bf16_only_where_native_and_faster(monkeypatch, capsys):
+    from accelerate.state import AcceleratorState
+
+    from nlp_transfer.training import setup
+
+    def never(device):
+        raise AssertionError("probed a device without native bf16")
+
+    assert setup.resolve_mixed_precision("cpu", native_bf16=False, probe=never)[0] == "no"
+    choice, why = setup.resolve_mixed_precision("cpu", True, probe=lambda d: (1.0, 0.5))
+    assert choice == "bf16" and "0.50x" in why
+    choice, why = setup.resolve_mixed_precision("cpu", True, probe=lambda d: (1.0, 0.95))
+    assert choice == "no" and "0.95x" in why
+    fp32_s, bf16_s = setup.probe_bf16_speed("cpu", tokens=16, hidden=8, repeats=1)
+    assert fp32_s > 0 and bf16_s > 0
+
+    # Through the run's Accelerator: the resolved precision is what training uses, and logged.
+    monkeypatch.setattr(setup, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(setup, "probe_bf16_speed", lambda d: (1.0, 0.4))
+    AcceleratorState._reset_state(reset_partial_state=True)
+    try:
+        assert setup.build_accelerator("auto", use_cpu=True).mixed_precision == "bf16"
+        assert "--mixed_precision auto: bf16" in capsys.readouterr().err
+        monkeypatch.setattr(setup, "cpu_has_native_bf16", lambda: False)
+        AcceleratorState._reset_state(reset_partial_state=True)
+        assert setup.build_accelerator("auto", use_cpu=True).mixed_precision == "no"
+        assert "has no native bf16" in capsys.readouterr().err
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+
+
 def test_epoch_end_callback_sees_every_epoch_and_its_exception_stops_training(
     tiny_bert_dir, tmp_path
 ):

@@ -18,7 +18,7 @@ from typing import ClassVar
 
 from .checkpoint import SAVE_STRATEGIES
 
-MIXED_PRECISION_CHOICES = ("no", "fp16", "bf16")
+MIXED_PRECISION_CHOICES = ("no", "fp16", "bf16", "auto")
 TRACKERS = ("tensorboard", "wandb", "mlflow")
 
 # --help sections, in the order they are listed (a task's own sections come first).
@@ -131,7 +131,10 @@ class TrainingConfig:
     gradient_accumulation_steps: int = arg(1, "Batches per optimizer step.", OPTIMISATION)
     max_grad_norm: float = arg(1.0, "Gradient clipping norm; 0 disables clipping.", OPTIMISATION)
     mixed_precision: str | None = arg(
-        None, "no | fp16 | bf16; unset: Accelerate's launch config, else no.", OPTIMISATION
+        None,
+        "no | fp16 | bf16 | auto (bf16 where the CPU or GPU has native bf16 and a short probe "
+        "shows it faster, else no); unset: Accelerate's launch config, else no.",
+        OPTIMISATION,
     )
     seed: int = arg(42, "Seed for splits, initialisation and shuffling.", OPTIMISATION)
     # Evaluation and outputs

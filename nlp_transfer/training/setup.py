@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import datasets
 import torch
 import transformers
-from accelerate import Accelerator
-from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
+from accelerate import Accelerator, PartialState
+from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration, gather_object
 
 from .progress import stderr_is_terminal
+
+# `--mixed_precision auto` picks bf16 only when the probe's bf16 step takes at most this
+# fraction of its float32 step (the probe is matmul-heavy; a whole training step gains less).
+BF16_MAX_PROBE_RATIO = 0.8
 
 # tracker -> (module to import, pip extra that installs it)
 _TRACKER_PACKAGES = {
@@ -53,7 +58,9 @@ def build_accelerator(
     each process gets its share of the cores (:func:`configure_cpu_threads`).
 
     Args:
-        mixed_precision: ``"no"``, ``"fp16"`` or ``"bf16"``; None defers to the launch config.
+        mixed_precision: ``"no"``, ``"fp16"``, ``"bf16"`` or ``"auto"`` (bf16 where the device
+            computes it natively and a short probe shows it faster, else float32: see
+            :func:`resolve_mixed_precision`); None defers to the launch config.
         gradient_accumulation_steps: Batches per optimizer step.
         use_cpu: Force the CPU even when a GPU is present.
         find_unused_parameters: Tell DDP that some parameters may get no gradient in a step
@@ -71,6 +78,15 @@ def build_accelerator(
     for tracker in log_with or []:
         require_tracker(tracker)
     cpu = use_cpu or not torch.cuda.is_available()
+    auto_reason = None
+    if mixed_precision == "auto":
+        mixed_precision, auto_reason = resolve_mixed_precision("cpu" if cpu else "cuda")
+        state = PartialState(cpu=cpu)
+        if state.num_processes > 1:  # every process must train in the same precision
+            choices = gather_object([mixed_precision])
+            if len(set(choices)) > 1:
+                mixed_precision = "no"
+                auto_reason = f"the processes' probes disagreed ({', '.join(choices)})"
     accelerator = Accelerator(
         mixed_precision=mixed_precision,
         gradient_accumulation_steps=gradient_accumulation_steps,
@@ -86,17 +102,100 @@ def build_accelerator(
         else None,
     )
     setup_logging(accelerator)
+    if auto_reason is not None:
+        logging.getLogger(__name__).info(
+            f"--mixed_precision auto: {'bf16' if mixed_precision == 'bf16' else 'float32 (no)'}, "
+            f"because {auto_reason}."
+        )
     if accelerator.device.type == "cpu":
         configure_cpu_threads(int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes)))
         if accelerator.mixed_precision == "bf16" and cpu_has_native_bf16() is False:
             logging.getLogger(__name__).warning(
                 "--mixed_precision bf16 on this CPU, which has no native bfloat16 arithmetic "
                 "(neither AVX512-BF16 nor AMX-BF16): PyTorch emulates it, and a training step of "
-                "the default model ran 24x slower than in float32 on such a CPU (AMD EPYC, AVX2; "
-                "benchmarks/bf16_cpu.py). Use --mixed_precision no here; bf16 pays off on GPUs "
-                "and on CPUs with AMX."
+                "the default model ran about 18x slower than in float32 on such a CPU (AMD EPYC, "
+                "AVX2; benchmarks/bf16_cpu.py). Use --mixed_precision no (or auto) here; bf16 "
+                "pays off on GPUs and on CPUs with AVX512-BF16 or AMX."
             )
     return accelerator
+
+
+def probe_bf16_speed(
+    device: str, tokens: int = 1024, hidden: int = 384, repeats: int = 5
+) -> tuple[float, float]:
+    """Time a transformer feed-forward block's forward and backward in float32 and in bf16.
+
+    The block is ``Linear(hidden, 4 * hidden)``, GELU, ``Linear(4 * hidden, hidden)`` (the
+    shape of all-MiniLM-L6-v2's, the default model) on ``tokens`` x ``hidden`` inputs; bf16 runs
+    under ``torch.autocast``, as Accelerate's ``mixed_precision="bf16"`` does. About 0.1 s on a
+    2-core CPU.
+
+    Args:
+        device: ``"cpu"`` or ``"cuda"``.
+        tokens: Rows of the input (tokens in a batch).
+        hidden: Hidden size.
+        repeats: Timed repeats per precision, after one warm-up; the fastest counts.
+
+    Returns:
+        ``(float32_seconds, bf16_seconds)``: the fastest forward + backward of each.
+    """
+    import time
+
+    generator = torch.Generator().manual_seed(0)
+    block = torch.nn.Sequential(
+        torch.nn.Linear(hidden, 4 * hidden), torch.nn.GELU(), torch.nn.Linear(4 * hidden, hidden)
+    ).to(device)
+    x = torch.randn(tokens, hidden, generator=generator).to(device)
+
+    def run(dtype: torch.dtype | None) -> float:
+        best = float("inf")
+        for i in range(repeats + 1):
+            start = time.perf_counter()
+            with torch.autocast(device, dtype=dtype or torch.float32, enabled=dtype is not None):
+                out = block(x)
+            out.float().sum().backward()
+            if device == "cuda":
+                torch.cuda.synchronize()
+            if i:  # the first run warms up
+                best = min(best, time.perf_counter() - start)
+        return best
+
+    return run(None), run(torch.bfloat16)
+
+
+def resolve_mixed_precision(
+    device: str,
+    native_bf16: bool | None = None,
+    probe: Callable[[str], tuple[float, float]] | None = None,
+) -> tuple[str, str]:
+    """What ``--mixed_precision auto`` means on this device: ``"bf16"`` or ``"no"`` (float32).
+
+    bf16 is chosen only where the hardware computes it natively (a CPU with AVX512-BF16 or
+    AMX-BF16; a GPU for which ``torch.cuda.is_bf16_supported()``) *and* a short probe
+    (:func:`probe_bf16_speed`) runs at most ``BF16_MAX_PROBE_RATIO`` of float32's time. On a CPU
+    without native bf16, PyTorch emulates it and a training step is about 18x slower
+    (``benchmarks/bf16_cpu.py``); there, and wherever the probe shows no gain, float32.
+
+    Args:
+        device: ``"cpu"`` or ``"cuda"``.
+        native_bf16: Whether the device computes bf16 natively; None looks it up.
+        probe: ``probe(device) -> (float32_seconds, bf16_seconds)``; None:
+            :func:`probe_bf16_speed`.
+
+    Returns:
+        ``(mixed_precision, reason)``: ``"bf16"`` or ``"no"``, and why, for the log.
+    """
+    if native_bf16 is None:
+        native_bf16 = torch.cuda.is_bf16_supported() if device == "cuda" else cpu_has_native_bf16()
+    if not native_bf16:
+        what = "this GPU" if device == "cuda" else "this CPU (neither AVX512-BF16 nor AMX-BF16)"
+        return "no", f"{what} has no native bf16"
+    fp32_s, bf16_s = (probe or probe_bf16_speed)(device)
+    ratio = bf16_s / fp32_s
+    timing = f"a probe's bf16 step took {ratio:.2f}x the float32 step's time"
+    if ratio <= BF16_MAX_PROBE_RATIO:
+        return "bf16", f"the {device.upper()} has native bf16 and {timing}"
+    return "no", f"{timing} (bf16 needs at most {BF16_MAX_PROBE_RATIO}x)"
 
 
 def cpu_has_native_bf16() -> bool | None:

@@ -18,8 +18,10 @@ the cache. The weights are untouched, so the model saves and loads as usual. Thi
 every family with an explicit block layout (each is tested); a discovered view is refused (see
 :func:`caching_unsupported_reason`).
 
-The cache is keyed by the frozen weights, ``k``, the tokenizer, ``max_seq_length``, the
-tokenized data and the storage dtype, so a disk cache is never reused for anything else. It is
+The cache is keyed by the frozen weights, the model's non-weight config, ``k``, the tokenizer,
+``max_seq_length``, the tokenized data, the storage dtype and the library versions
+(:func:`cache_key`), so a disk cache is never reused for anything else; ``nlp-transfer cache``
+lists and clears the disk caches. It is
 kept in memory, or in a memory-mapped file when it would take more than a memory budget
 (``storage="auto"``: ``--prefix_cache_memory_gb`` for text, by default a quarter of the
 available RAM, :func:`~nlp_transfer.data.memory.memory_budget_bytes`), and under several
@@ -71,6 +73,7 @@ __all__ = [
     "caching_unsupported_reason",
     "choose_storage",
     "compute_prefix_cache",
+    "config_fingerprint",
     "load_disk_cache",
     "remove_disk_cache",
 ]
@@ -126,6 +129,32 @@ class PrefixCache:
         return out
 
 
+# Config fields that cannot change the frozen prefix's output: the labels, the head, names.
+_KEY_IGNORED_CONFIG = frozenset(
+    {
+        "_name_or_path", "architectures", "id2label", "label2id", "num_labels", "problem_type",
+        "finetuning_task", "classifier_dropout", "summary_type", "summary_use_proj",
+        "summary_activation", "summary_proj_to_labels", "summary_first_dropout",
+        "transformers_version", "output_attentions", "output_hidden_states", "return_dict",
+    }
+)  # fmt: skip
+
+
+def config_fingerprint(model: nn.Module) -> str:
+    """The model's non-weight settings that shape its hidden states, as stable JSON.
+
+    Everything in ``model.config`` (activation, layer-norm epsilon, position embeddings, dtype
+    ...) except the labels and the head's settings (``_KEY_IGNORED_CONFIG``), plus the attention
+    implementation transformers chose (``eager``, ``sdpa``...), which differs in rounding.
+    """
+    config = getattr(model, "config", None)
+    if config is None:
+        return ""
+    settings = {k: v for k, v in config.to_dict().items() if k not in _KEY_IGNORED_CONFIG}
+    settings["attn_implementation"] = getattr(config, "_attn_implementation", None)
+    return json.dumps(settings, sort_keys=True, default=str)
+
+
 def cache_key(
     model: nn.Module,
     k: int,
@@ -134,7 +163,21 @@ def cache_key(
     dataset: Dataset,
     dtype: torch.dtype,
 ) -> str:
-    """A hex digest that changes with anything that changes the cached values."""
+    """A hex digest that changes with anything that changes the cached values.
+
+    Hashed: the frozen prefix's weights (names and bytes), the model's non-weight config
+    (:func:`config_fingerprint`), ``k``, the tokenizer (class, name, vocabulary size),
+    ``max_seq_length``, the tokenized data's fingerprint, the storage dtype, and the versions of
+    torch, transformers and nlp_transfer (kernels and the cache format change between them).
+    The labels and the classifier head are not hashed: a new head reuses the cache.
+
+    Returns:
+        24 hex digits (the directory name's suffix under ``<cache_dir>/prefix_cache``).
+    """
+    import transformers
+
+    from .. import __version__
+
     digest = hashlib.sha256()
     for module in _prefix_modules(model, k):
         for name, tensor in sorted(module.state_dict().items()):
@@ -142,6 +185,7 @@ def cache_key(
             digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
     parts = [
         type(model).__name__,
+        config_fingerprint(model),
         str(k),
         type(tokenizer).__name__,
         str(getattr(tokenizer, "name_or_path", "")),
@@ -149,6 +193,8 @@ def cache_key(
         str(max_seq_length),
         str(getattr(dataset, "_fingerprint", "")) or str(len(dataset)),
         str(dtype),
+        f"torch {torch.__version__}, transformers {transformers.__version__}, "
+        f"nlp_transfer {__version__}",
     ]
     digest.update("|".join(parts).encode())
     return digest.hexdigest()[:24]
