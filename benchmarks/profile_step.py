@@ -153,8 +153,9 @@ def main(argv=None) -> dict:
     before = harness.check_load()
 
     from bf16_cpu import make_step
+    from torch.profiler import record_function
 
-    step = make_step(args.per_device_train_batch_size)
+    step = make_step(args.per_device_train_batch_size, phases=record_function)
     results = {name: profile(step, args.steps, name == "bf16") for name in ("fp32", "bf16")}
     settings = {"steps": args.steps, "batch_size": args.per_device_train_batch_size}
     document = harness.result_document(
