@@ -30,8 +30,8 @@ image: $(STAMP)  ## the vision recipe: Fashion-MNIST source -> target transfer w
 domain-adaptation: $(STAMP)  ## movie reviews -> unlabelled product reviews: source-only, DANN, CORAL, MMD, oracle
 	$(BIN)/accelerate launch recipes/domain_adaptation.py --output_dir outputs/domain_adaptation-$(RUN_ID) $(ARGS)
 
-test: $(STAMP)  ## every test: fast tier + slow integration tests (what CI runs)
-	$(BIN)/python -m pytest -m "slow or not slow" --durations=15 $(ARGS)
+test: $(STAMP)  ## every test: fast tier + slow integration tests (what CI runs), one worker per core (at most 4)
+	$(BIN)/python -m pytest -m "slow or not slow" -n auto --maxprocesses 4 --dist loadscope --durations=15 $(ARGS)
 
 test-fast: $(STAMP)  ## the fast, offline tier only (plain pytest)
 	$(BIN)/python -m pytest $(ARGS)

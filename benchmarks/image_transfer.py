@@ -6,99 +6,63 @@
 Each seed is one run of ``recipes/image_classification.py`` (defaults: ResNet-18 trained from
 scratch on classes 0-4, then three runs on classes 5-9 with 100 labelled images per class: from
 scratch, transferred with the lower stages frozen, transferred and fully fine-tuned), in a fresh
-subprocess, timed from start to end. Writes ``benchmarks/results/image_transfer.{json,md}``:
-run info (date, git commit, command, machine, versions), the per-seed tables, and mean, spread
-and per-seed margins of the transferred runs over the from-scratch run.
+subprocess run by the shared harness (``harness.py``): timed from process start to metrics
+written, wall and CPU seconds and peak RSS, the machine's load before it recorded (and the run
+refused with ``--refuse_when_loaded``); the seeds are the repeats. Writes
+``<output_dir>/<name>.{json,md}``: run info and machine from the shared helper (commit, CPU
+flags, threads, versions), the per-seed tables, and mean, spread and per-seed margins of the
+transferred runs over the from-scratch run.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
-import platform
-import resource
 import statistics
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
+import harness
+
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results"
 RUNS = ("from scratch", "transferred, lower stages frozen", "transferred, fully fine-tuned")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", default="0,1,2", help="Comma list of seeds.")
-    parser.add_argument("--output_dir", default=str(RESULTS), help="Where the JSON/MD go.")
+    parser.add_argument("--seeds", default="0,1,2", help="Comma list of seeds (the repeats).")
     parser.add_argument("--name", default="image_transfer", help="Stem of the result files.")
     parser.add_argument("recipe_flags", nargs="*", help="Flags for the recipe (after --).")
+    harness.harness_arguments(parser, repeats=1)
     args = parser.parse_args(argv)
     args.seed_list = [int(s) for s in args.seeds.split(",") if s.strip()]
     return args
 
 
-def run_seed(seed: int, flags: list[str], work: Path) -> dict:
-    """One recipe run in a subprocess; its experiment metrics plus the wall time."""
+def arm_for(seed: int, flags: list[str], work: Path) -> harness.Arm:
+    """One recipe run (its own process) of ``seed``."""
     out = work / f"seed-{seed}"
     cmd = [sys.executable, str(REPO / "recipes" / "image_classification.py"), "--seed", str(seed)]
-    cmd += ["--output_dir", str(out), *flags]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
-    start, before = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
-    with open(work / f"seed-{seed}.log", "w") as log:
-        code = subprocess.call(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    if code != 0:
-        raise SystemExit(f"seed {seed} failed (exit {code}); see {work / f'seed-{seed}.log'}")
-    result = json.loads((out / "metrics.json").read_text())
-    result["wall_time_s"] = wall
+    return harness.Arm(
+        f"image_transfer-seed{seed}",
+        [*cmd, "--output_dir", str(out), *flags],
+        metrics_path=out / "metrics.json",
+        env={"PYTHONPATH": str(REPO)},
+        extra={"seed": seed, "output_dir": str(out)},
+    )
+
+
+def run_seed(seed: int, flags: list[str], work: Path, log_dir: Path, args) -> dict:
+    """One recipe run through the harness; its experiment metrics plus the harness figures."""
+    record = harness.run_arm(
+        arm_for(seed, flags, work), log_dir, seed, **harness.harness_kwargs(args)
+    )
+    result = record.pop("metrics")
     # CPU seconds of the run (all threads): about cores x wall time when it had the CPU to
     # itself; far less means it waited (other processes, or was paused), inflating wall time.
-    result["cpu_time_s"] = cpu
+    result |= {"wall_time_s": record["wall_s"], "cpu_time_s": record["cpu_s"]}
+    result["harness"] = record
     return result
-
-
-def run_info(args, settings: dict) -> dict:
-    import accelerate
-    import numpy
-    import torch
-    import torchvision
-
-    cpu = platform.processor()
-    with contextlib.suppress(OSError, StopIteration):
-        cpu = next(
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        )
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO
-    ).stdout.strip()
-    return {
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "command": "python benchmarks/image_transfer.py " + " ".join(sys.argv[1:]),
-        "git_commit": commit or None,
-        "machine": {
-            "cpu": cpu,
-            "cpu_count": os.cpu_count(),
-            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-        },
-        "versions": {
-            "torch": torch.__version__,
-            "torchvision": torchvision.__version__,
-            "accelerate": accelerate.__version__,
-            "numpy": numpy.__version__,
-        },
-        "settings": settings,
-    }
 
 
 def summarise(results: list[dict]) -> dict:
@@ -128,14 +92,10 @@ def summarise(results: list[dict]) -> dict:
     }
 
 
-def markdown(summary: dict, info: dict, results: list[dict]) -> str:
-    m = info["machine"]
-    s = info["settings"]
+def markdown(summary: dict, settings: dict, results: list[dict], cores: int) -> str:
+    s = settings
     lines = [
         "# Fashion-MNIST source -> target transfer (image recipe default)\n",
-        f"`{info['command']}` at commit `{info['git_commit']}`, {info['date']}; {m['cpu']}, "
-        f"{m['cpu_count']} cores; torch {info['versions']['torch']}, torchvision "
-        f"{info['versions']['torchvision']}.\n",
         f"Source: {s['architecture']} from scratch on classes 0-4 ({results[0]['source']['train_examples']:,} "
         f"images, {s['source_num_train_epochs']} epoch{'' if s['source_num_train_epochs'] == 1 else 's'}). Target: classes 5-9, "
         f"{s['transfer_samples_per_class']} labelled training images per class (+ "
@@ -169,41 +129,37 @@ def markdown(summary: dict, info: dict, results: list[dict]) -> str:
         + ", ".join(f"{v / 60:.1f}" for v in wall["values"])
         + " min (CPU time "
         + ", ".join(f"{v / 60:.1f}" for v in summary["cpu_time_s"]["values"])
-        + f" min over {m['cpu_count']} cores).",
+        + f" min over {cores} cores).",
     ]
     return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    work = Path(tempfile.mkdtemp(prefix="image-transfer-"))
-    info = run_info(args, {})  # date and commit at the start
+    info, machine = harness.run_info(script="image_transfer.py"), harness.machine()
+    work, log_dir = harness.workspace(args, "image_transfer")
     results = []
     for seed in args.seed_list:
-        result = run_seed(seed, args.recipe_flags, work)
+        result = run_seed(seed, args.recipe_flags, work, log_dir, args)
         results.append(result)
         print(
             f"seed {seed}: {json.dumps(result['margins'])}, {result['wall_time_s']:.0f} s",
             flush=True,
         )
-    settings = {
-        k: v
-        for k, v in __import__("yaml")
-        .safe_load((work / f"seed-{args.seed_list[0]}" / "config.yaml").read_text())
-        .items()
-        if k not in ("seed", "output_dir")
-    }
-    info["settings"] = settings
+    import yaml
+
+    config = yaml.safe_load((work / f"seed-{args.seed_list[0]}" / "config.yaml").read_text())
+    settings = {k: v for k, v in config.items() if k not in ("seed", "output_dir")}
     summary = summarise(results)
-    out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    payload = {"run": info, "summary": summary, "seeds": results}
-    (out / f"{args.name}.json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    text = markdown(summary, info, results)
-    (out / f"{args.name}.md").write_text(text, encoding="utf-8")
+    records = [r.pop("harness") for r in results]
+    document = harness.result_document(
+        info, machine, settings, summary=summary, seeds=results, records=records
+    )
+    text = markdown(summary, settings, results, machine["cores"])
+    paths = harness.write_result(args.name, document, text, Path(args.output_dir))
     print(text)
-    print(f"Wrote {out / args.name}.json and .md (runs and logs in {work})")
-    return payload
+    print(f"wrote {paths[0]} and {paths[1]} (runs and logs in {work})")
+    return document
 
 
 if __name__ == "__main__":
