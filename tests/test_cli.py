@@ -70,7 +70,10 @@ def test_which_errors_are_the_users():
     assert error_message(KeyError(message)) == message  # no quotes around it
 
 
-def test_train_help_is_short_lists_task_and_real_defaults(capsys):
+def test_train_help_is_short_lists_task_and_real_defaults(capsys, monkeypatch):
+    from nlp_transfer.cli_help import HELP_WIDTH
+
+    monkeypatch.setenv("COLUMNS", str(HELP_WIDTH))  # pytest-xdist workers set COLUMNS=80
     with pytest.raises(SystemExit, match="0"):
         main(["train", "--help"])
     out = capsys.readouterr().out

@@ -174,9 +174,14 @@ def cache_key(
     Returns:
         24 hex digits (the directory name's suffix under ``<cache_dir>/prefix_cache``).
     """
+    from importlib.metadata import PackageNotFoundError, version
+
     import transformers
 
-    from .. import __version__
+    try:
+        ours = version("nlp-transfer")
+    except PackageNotFoundError:  # a source tree on sys.path, not installed
+        ours = "source"
 
     digest = hashlib.sha256()
     for module in _prefix_modules(model, k):
@@ -193,8 +198,7 @@ def cache_key(
         str(max_seq_length),
         str(getattr(dataset, "_fingerprint", "")) or str(len(dataset)),
         str(dtype),
-        f"torch {torch.__version__}, transformers {transformers.__version__}, "
-        f"nlp_transfer {__version__}",
+        f"torch {torch.__version__}, transformers {transformers.__version__}, nlp_transfer {ours}",
     ]
     digest.update("|".join(parts).encode())
     return digest.hexdigest()[:24]
