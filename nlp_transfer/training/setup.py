@@ -80,8 +80,9 @@ def build_accelerator(
     cpu = use_cpu or not torch.cuda.is_available()
     auto_reason = None
     if mixed_precision == "auto":
-        mixed_precision, auto_reason = resolve_mixed_precision("cpu" if cpu else "cuda")
+        # The process state first: it binds each process to its own GPU, which the probe then uses.
         state = PartialState(cpu=cpu)
+        mixed_precision, auto_reason = resolve_mixed_precision("cpu" if cpu else "cuda")
         if state.num_processes > 1:  # every process must train in the same precision
             choices = gather_object([mixed_precision])
             if len(set(choices)) > 1:
