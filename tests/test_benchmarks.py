@@ -178,6 +178,30 @@ def test_coral_weight_is_chosen_by_mean_accuracy_on_the_sweep_smaller_on_ties():
         domain_adaptation.choose_coral_weight([{"settings": {}, "methods": {"dann": {}}}])
 
 
+def test_frozen_vs_full_figure_redraws_a_result_with_labels_apart(tmp_path):
+    frozen_vs_full = bench_module("frozen_vs_full")
+
+    # The committed run: 13 strategies, six of them within 45-55 s and 0.73-0.81 accuracy.
+    result = tmp_path / "frozen_vs_full.json"
+    result.write_bytes((BENCHMARKS / "results" / "frozen_vs_full.json").read_bytes())
+    path, boxes = frozen_vs_full.replot(result)
+    assert path == tmp_path / "frozen_vs_full.png"
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = json.loads(result.read_text())["summary"]
+    assert len(boxes) == len([s for s in summary if s["strategy"] != "tfidf_logreg"])
+    overlaps = [
+        (i, j)
+        for i, a in enumerate(boxes)
+        for j, b in enumerate(boxes[:i])
+        if a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+    ]
+    assert not overlaps
+    bad = tmp_path / "other.json"
+    bad.write_text(json.dumps({"settings": {}, "summary": []}))
+    with pytest.raises(SystemExit, match="not a frozen_vs_full result"):
+        frozen_vs_full.replot(bad)
+
+
 def test_few_shot_sampling_is_k_per_class_seeded_and_checked():
     few_shot_setfit = bench_module("few_shot_setfit")
 
