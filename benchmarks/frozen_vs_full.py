@@ -25,6 +25,7 @@ figure of an earlier result file without running anything.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -377,8 +378,6 @@ def replot(result_json: Path) -> tuple[Path, list[tuple[float, float, float, flo
         SystemExit: when the file is missing, is not a frozen_vs_full result, or predates the
             per-run ``train_rows`` field.
     """
-    import json
-
     try:
         document = json.loads(result_json.read_text())
         settings, summary = document["settings"], document["summary"]
