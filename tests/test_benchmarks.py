@@ -407,3 +407,135 @@ def test_profile_groups_operators_and_reads_phases():
     assert summary["phases"] == {"forward": 3.0, "backward": 5.0, "optimizer": 0.0}
     assert summary["groups"] == {"matrix products": 6.0, "activations (GELU, tanh)": 0.5}
     assert [e["name"] for e in summary["top"]] == ["aten::addmm", "aten::mm", "aten::gelu"]
+
+
+# --- regenerate.py: which committed results a code change makes stale -------------------------
+
+regenerate = bench_module("regenerate")
+
+
+def _git(repo: Path, *args: str) -> str:
+    import subprocess
+
+    done = subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout.strip()
+
+
+def _commit(repo: Path, path: str, text: str) -> str:
+    (repo / path).parent.mkdir(parents=True, exist_ok=True)
+    (repo / path).write_text(text)
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-q", "-m", f"change {path}")
+    return _git(repo, "rev-parse", "HEAD")
+
+
+def _result(repo: Path, sha: str, name: str = "bench") -> regenerate.Result:
+    results = repo / "benchmarks" / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    info = {
+        "git_sha": sha,
+        "command": f"python benchmarks/{name}.py --settle_s 3",
+        "wall_time_s": 90,
+    }
+    (results / f"{name}.json").write_text(json.dumps({"run_info": info}))
+    [result] = [r for r in regenerate.find_results(results) if r.name == name]
+    return result
+
+
+def test_regenerate_calls_a_result_stale_only_when_the_code_it_measures_changed(tmp_path):
+    _git(tmp_path, "init", "-q")
+    _commit(tmp_path, "nlp_transfer/core.py", "x = 1\n")
+    _commit(tmp_path, "benchmarks/bench.py", "print(1)\n")
+    sha = _commit(tmp_path, "benchmarks/other.py", "print(2)\n")
+    result = _result(tmp_path, sha)
+    assert result.minutes == 1.5
+    # Docs, another benchmark's script and results are not what this result measures.
+    _commit(tmp_path, "docs/index.md", "words\n")
+    _commit(tmp_path, "benchmarks/other.py", "print(3)\n")
+    _commit(tmp_path, "benchmarks/results/other.json", "{}")
+    assert regenerate.classify(result, tmp_path).state == "current"
+    # Its own script, or the library, is.
+    _commit(tmp_path, "benchmarks/bench.py", "print(4)\n")
+    assert regenerate.classify(result, tmp_path).state == "stale"
+    assert "benchmarks/bench.py" in result.reason
+    sha = _git(tmp_path, "rev-parse", "HEAD")
+    result = _result(tmp_path, sha)
+    assert regenerate.classify(result, tmp_path).state == "current"
+    _commit(tmp_path, "nlp_transfer/core.py", "x = 2\n")
+    assert regenerate.classify(result, tmp_path).state == "stale"
+    assert "1 file changed since: nlp_transfer/core.py" in result.reason
+    # Uncommitted changes at run time, or a commit this clone lacks: stale, and why.
+    sha = _git(tmp_path, "rev-parse", "HEAD")
+    assert "uncommitted" in regenerate.classify(_result(tmp_path, sha + "+dirty"), tmp_path).reason
+    missing = regenerate.classify(_result(tmp_path, "0" * 40), tmp_path)
+    assert (missing.state, missing.reason) == (
+        "stale",
+        f"commit {'0' * 7} is not in this repository",
+    )
+    (tmp_path / "benchmarks/results/old.json").write_text(json.dumps({"run": {}}))
+    [old] = [r for r in regenerate.find_results(tmp_path / "benchmarks/results") if r.name == "old"]
+    assert regenerate.classify(old, tmp_path).state == "no command"
+    # An uncommitted change to the code would mark every new result +dirty: reported.
+    assert regenerate.dirty_code(tmp_path) == []
+    (tmp_path / "benchmarks/other.py").write_text("print(5)\n")
+    assert regenerate.dirty_code(tmp_path) == [" M benchmarks/other.py"]
+
+
+def test_regenerate_plans_stale_results_in_order_within_the_time_budget():
+    def result(name, minutes, state="stale"):
+        return regenerate.Result(
+            Path(name), "python benchmarks/x.py", "a", None, minutes, state, root=Path()
+        )
+
+    results = [result("a", 30), result("b", 10, "current"), result("c", 60), result("d", 5)]
+    now, later = regenerate.plan(results, max_hours=1.0)
+    # "d" would fit after "a", but the order is kept: the next session starts with "c".
+    assert [r.path.name for r in now] == ["a"]
+    assert [r.path.name for r in later] == ["c", "d"]
+    now, later = regenerate.plan(results, max_hours=None)
+    assert ([r.path.name for r in now], later) == (["a", "c", "d"], [])
+    unknown = regenerate.Result(
+        Path("e"), "python benchmarks/x.py", "a", None, None, "stale", root=Path()
+    )
+    assert regenerate.plan([unknown], max_hours=0.1)[0] == []  # unknown: assumed 10 min
+
+
+def test_regenerate_replaces_this_machines_paths_in_a_recorded_command(tmp_path):
+    results = tmp_path / "benchmarks" / "results"
+    results.mkdir(parents=True)
+    record = (
+        "python benchmarks/inference.py --model_dir /elsewhere/model --settle_s 30 --log_dir=/x"
+    )
+    (results / "inference.json").write_text(json.dumps({"run_info": {"command": record}}))
+    (results / "bf16.json").write_text(
+        json.dumps({"run_info": {"command": "python benchmarks/bf16.py"}})
+    )
+    (results / "odd.json").write_text(json.dumps({"run_info": {"command": "bash run.sh"}}))
+    found = {r.name: r for r in regenerate.find_results(results)}
+    command = regenerate.command_for(found["inference"], tmp_path / "logs", tmp_path / "m")
+    assert command[0] == sys.executable
+    assert command[1:] == [
+        "benchmarks/inference.py",
+        "--settle_s",
+        "30",
+        "--log_dir",
+        str(tmp_path / "logs" / "inference"),
+        "--model_dir",
+        str(tmp_path / "m"),
+    ]
+    # A flag the script never took is not added.
+    assert regenerate.command_for(found["bf16"], tmp_path, tmp_path)[1:] == ["benchmarks/bf16.py"]
+    with pytest.raises(ValueError, match="regenerate it by hand"):
+        regenerate.command_for(found["odd"], tmp_path, tmp_path)
+
+
+def test_regenerate_names_the_results_to_choose_from_for_an_unknown_one(capsys):
+    assert regenerate.main(["--only", "frozen_vs_full,no_such_result", "--list"]) == 2
+    err = capsys.readouterr().err
+    assert "--only no_such_result: no such result" in err and "frozen_vs_full" in err
