@@ -539,3 +539,12 @@ def test_regenerate_names_the_results_to_choose_from_for_an_unknown_one(capsys):
     assert regenerate.main(["--only", "frozen_vs_full,no_such_result", "--list"]) == 2
     err = capsys.readouterr().err
     assert "--only no_such_result: no such result" in err and "frozen_vs_full" in err
+
+
+def test_every_committed_result_records_a_command_that_regenerate_can_run(tmp_path):
+    results = regenerate.find_results()
+    assert len(results) >= 15
+    for result in results:
+        assert result.command and result.git_sha, f"{result.name}: no command or commit recorded"
+        command = regenerate.command_for(result, tmp_path, tmp_path)  # raises when not runnable
+        assert (BENCHMARKS.parent / command[1]).is_file(), f"{result.name}: {command[1]} is gone"
