@@ -37,6 +37,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from machine_info import EXCLUDE_RESULTS
+
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
 # The code every result depends on (git pathspecs), besides its own script: the library, the
@@ -166,11 +168,11 @@ def classify(result: Result, repo: Path = REPO) -> Result:
 
 
 def dirty_code(repo: Path = REPO) -> list[str]:
-    """Uncommitted changes to the measured code (``git status --porcelain`` lines).
+    """Uncommitted changes that would mark a new result ``+dirty`` (``git status --porcelain``).
 
-    All of ``benchmarks/`` but the results counts here, as ``machine_info.git_sha`` counts it.
+    The same rule as ``machine_info.git_sha``: any tracked file but the results counts.
     """
-    paths = [*MEASURED_CODE, "benchmarks", ":(exclude)benchmarks/results"]
+    paths = [".", EXCLUDE_RESULTS]
     status = _git(repo, "status", "--porcelain", "--untracked-files=no", "--", *paths)
     return [line for line in status.stdout.splitlines() if line]
 
@@ -316,7 +318,7 @@ def main(argv=None) -> int:
     dirty = dirty_code()
     if dirty:
         print(
-            "error: the measured code has uncommitted changes; commit or stash them first, or "
+            "error: the work tree has uncommitted changes; commit or stash them first, or "
             "every result would be marked +dirty:\n  " + "\n  ".join(dirty),
             file=sys.stderr,
         )
