@@ -167,7 +167,7 @@ def classify(result: Result, repo: Path = REPO) -> Result:
     return result
 
 
-def dirty_code(repo: Path = REPO) -> list[str]:
+def uncommitted_changes(repo: Path = REPO) -> list[str]:
     """Uncommitted changes that would mark a new result ``+dirty`` (``git status --porcelain``).
 
     The same rule as ``machine_info.git_sha``: any tracked file but the results counts.
@@ -315,7 +315,7 @@ def main(argv=None) -> int:
         print("  " + shlex.join(command))
     if args.dry_run:
         return 0
-    dirty = dirty_code()
+    dirty = uncommitted_changes()
     if dirty:
         print(
             "error: the work tree has uncommitted changes; commit or stash them first, or "

@@ -482,13 +482,13 @@ def test_regenerate_calls_a_result_stale_only_when_the_code_it_measures_changed(
     [old] = [r for r in regenerate.find_results(tmp_path / "benchmarks/results") if r.name == "old"]
     assert regenerate.classify(old, tmp_path).state == "no command"
     # An uncommitted change to the code would mark every new result +dirty: reported.
-    assert regenerate.dirty_code(tmp_path) == []
+    assert regenerate.uncommitted_changes(tmp_path) == []
     (tmp_path / "benchmarks/other.py").write_text("print(5)\n")
-    assert regenerate.dirty_code(tmp_path) == [" M benchmarks/other.py"]
+    assert regenerate.uncommitted_changes(tmp_path) == [" M benchmarks/other.py"]
     # As machine_info.git_sha counts it: a docs change marks a result +dirty too; results do not.
     (tmp_path / "docs/index.md").write_text("more words\n")
     (tmp_path / "benchmarks/results/other.json").write_text("[]")
-    assert regenerate.dirty_code(tmp_path) == [" M benchmarks/other.py", " M docs/index.md"]
+    assert regenerate.uncommitted_changes(tmp_path) == [" M benchmarks/other.py", " M docs/index.md"]
 
 
 def test_regenerate_plans_stale_results_in_order_within_the_time_budget():
