@@ -8,6 +8,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUN_ID := $(shell date +%Y%m%d-%H%M%S)
+# The integration tests save real models (GBs of temp files over three runs): keep only the failed
+# tests' folders, not pytest's default of every test of the last three runs.
+KEEP_FAILED := -o tmp_path_retention_policy=failed
 
 .PHONY: setup sentiment spam image domain-adaptation test test-fast docs lint format clean
 
@@ -31,10 +34,10 @@ domain-adaptation: $(STAMP)  ## movie reviews -> unlabelled product reviews: sou
 	$(BIN)/accelerate launch recipes/domain_adaptation.py --output_dir outputs/domain_adaptation-$(RUN_ID) $(ARGS)
 
 test: $(STAMP)  ## every test: fast tier + slow integration tests (what CI runs), one worker per core (at most 4)
-	$(BIN)/python -m pytest -m "slow or not slow" -n auto --maxprocesses 4 --dist loadscope --durations=15 $(ARGS)
+	$(BIN)/python -m pytest -m "slow or not slow" -n auto --maxprocesses 4 --dist loadscope --durations=15 $(KEEP_FAILED) $(ARGS)
 
 test-fast: $(STAMP)  ## the fast, offline tier only (plain pytest)
-	$(BIN)/python -m pytest $(ARGS)
+	$(BIN)/python -m pytest $(KEEP_FAILED) $(ARGS)
 
 docs: $(STAMP)  ## build the documentation site into site/ (strict: a broken link or reference fails)
 	$(BIN)/mkdocs build --strict

@@ -23,6 +23,11 @@ under ``--logs``, and ``inference.py``'s ``--model_dir`` (a run of the main job)
 ``--model_dir`` here, or, when that is missing, by a run of ``recipes/sentiment.py`` on its
 defaults made first. The work tree must be clean (results aside), or the harness would mark
 every result ``+dirty``.
+
+Each benchmark runs with ``TMPDIR`` pointing at a scratch folder of its own: the arms' models,
+caches and default per-arm logs (several GB for ``few_shot_setfit`` or ``frozen_vs_full``) go
+there, and the folder is deleted when the benchmark succeeds, so a regeneration does not fill the
+disk. A failed benchmark's scratch folder is kept, and its path printed, to read its logs.
 """
 
 from __future__ import annotations
@@ -30,9 +35,12 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import shlex
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -249,6 +257,23 @@ def _ensure_model(model_dir: Path, log: Path) -> None:
         raise RuntimeError(f"recipes/sentiment.py failed (exit {done.returncode}); see {log}")
 
 
+def run_in_scratch(command: list[str], log: Path, name: str) -> tuple[int, Path | None]:
+    """Run ``command`` from the repository root, its output to ``log``, with ``TMPDIR`` set to a
+    new scratch folder; delete the folder when the command succeeds.
+
+    Returns:
+        The command's exit code, and the scratch folder when it was kept (a failure), else None.
+    """
+    scratch = Path(tempfile.mkdtemp(prefix=f"regenerate-{name}-"))
+    env = {**os.environ, "TMPDIR": str(scratch)}
+    with log.open("w", encoding="utf-8") as out:
+        done = subprocess.run(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env)
+    if done.returncode != 0:
+        return done.returncode, scratch
+    shutil.rmtree(scratch, ignore_errors=True)
+    return 0, None
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
@@ -342,14 +367,13 @@ def main(argv=None) -> int:
             flush=True,
         )
         start = time.perf_counter()
-        with log.open("w", encoding="utf-8") as out:
-            done = subprocess.run(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+        returncode, kept = run_in_scratch(command, log, result.name.replace("/", "_"))
         minutes = (time.perf_counter() - start) / 60
-        status = "done" if done.returncode == 0 else f"FAILED (exit {done.returncode})"
+        status = "done" if returncode == 0 else f"FAILED (exit {returncode}; scratch kept: {kept})"
         print(
             f"[{number}/{len(commands)}] {result.name}: {status} in {minutes:.0f} min", flush=True
         )
-        if done.returncode != 0:
+        if returncode != 0:
             failed.append(result.name)
     print(
         "\nCommit the rewritten files under benchmarks/results/ and update the docs that quote them."

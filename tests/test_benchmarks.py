@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -488,7 +489,10 @@ def test_regenerate_calls_a_result_stale_only_when_the_code_it_measures_changed(
     # As machine_info.git_sha counts it: a docs change marks a result +dirty too; results do not.
     (tmp_path / "docs/index.md").write_text("more words\n")
     (tmp_path / "benchmarks/results/other.json").write_text("[]")
-    assert regenerate.uncommitted_changes(tmp_path) == [" M benchmarks/other.py", " M docs/index.md"]
+    assert regenerate.uncommitted_changes(tmp_path) == [
+        " M benchmarks/other.py",
+        " M docs/index.md",
+    ]
 
 
 def test_regenerate_plans_stale_results_in_order_within_the_time_budget():
@@ -543,6 +547,28 @@ def test_regenerate_names_the_results_to_choose_from_for_an_unknown_one(capsys):
     assert regenerate.main(["--only", "frozen_vs_full,no_such_result", "--list"]) == 2
     err = capsys.readouterr().err
     assert "--only no_such_result: no such result" in err and "frozen_vs_full" in err
+
+
+def test_regenerate_deletes_a_benchmarks_scratch_on_success_and_keeps_it_on_failure(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # where the scratch folders themselves go
+    monkeypatch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR in this process
+    # The child writes a file into a temp folder of its own, as a benchmark's arms do, and says where.
+    write = (
+        "import pathlib, sys, tempfile; d = pathlib.Path(tempfile.mkdtemp()); "
+        "(d / 'model.bin').write_bytes(b'x' * 1000); print(d); sys.exit(int(sys.argv[1]))"
+    )
+    ok_log, bad_log = tmp_path / "ok.log", tmp_path / "bad.log"
+    assert regenerate.run_in_scratch([sys.executable, "-c", write, "0"], ok_log, "ok") == (0, None)
+    written = Path(ok_log.read_text().strip())
+    assert written.parent.name.startswith("regenerate-ok-")  # under the scratch, not the system tmp
+    assert not written.parent.exists()
+
+    code, kept = regenerate.run_in_scratch([sys.executable, "-c", write, "3"], bad_log, "bad")
+    assert code == 3 and kept is not None and kept.name.startswith("regenerate-bad-")
+    written = Path(bad_log.read_text().strip())
+    assert written.parent == kept and (written / "model.bin").stat().st_size == 1000
 
 
 def test_every_committed_result_records_a_command_that_regenerate_can_run(tmp_path):
