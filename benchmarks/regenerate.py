@@ -8,8 +8,8 @@
 Every result JSON under ``benchmarks/results/`` records the command that produced it and the
 commit it ran at (``run_info``, written by ``machine_info.run_info``). A result is **current**
 when none of the code it measures changed between that commit and ``HEAD``: the library
-(``nlp_transfer/``), the recipes, the benchmark scripts and harness (``benchmarks/*`` but the
-results and README), ``pyproject.toml`` and ``constraints.txt``. Otherwise it is **stale**:
+(``nlp_transfer/``), the recipes, ``pyproject.toml``, ``constraints.txt``, the benchmarks' shared
+helpers and peer workers (``MEASURED_CODE``) and the result's own script. Otherwise it is **stale**:
 a different commit's code produced it, or its commit had uncommitted changes (``+dirty``), or
 the commit is not in this repository.
 
