@@ -115,19 +115,19 @@ def build_parser() -> argparse.ArgumentParser:
 def train_main(argv: Sequence[str]) -> int:
     """``nlp-transfer train``: the recipes' run, with the task's defaults chosen by ``--task``."""
     from .config import parse_config
-    from .tasks import TASKS, run_task, task_config_class
+    from .tasks import DEFAULT_TASK, get_task, list_tasks
     from .training.checkpoint import exit_on_interrupt
 
     pre = argparse.ArgumentParser(prog="nlp-transfer train", add_help=False)
-    pre.add_argument("--task", default="text", choices=TASKS)
+    pre.add_argument("--task", default=DEFAULT_TASK, choices=list_tasks())
     known, rest = pre.parse_known_args(argv)
-    config_cls = task_config_class(known.task)
+    task = get_task(known.task)
     if "-h" in rest or "--help" in rest:
-        train_parser(known.task, config_cls, TASKS).print_help()
+        train_parser(known.task, task.config_class, list_tasks()).print_help()
         raise SystemExit(0)  # as argparse does for --help
-    config = parse_config(config_cls, rest, prog=f"nlp-transfer train --task {known.task}")
+    config = parse_config(task.config_class, rest, prog=f"nlp-transfer train --task {known.task}")
     with exit_on_interrupt():
-        run_task(known.task, config)
+        task.run(config, ())
     return 0
 
 

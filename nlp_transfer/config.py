@@ -16,8 +16,9 @@ from typing import TypeVar
 import yaml
 from transformers import HfArgumentParser
 
+from .args import section_of
 from .cli_help import compact_help
-from .training.arguments import MIXED_PRECISION_CHOICES, TRACKERS, parse_report_to, section_of
+from .training.arguments import MIXED_PRECISION_CHOICES, TRACKERS, parse_report_to
 
 __all__ = [
     "MIXED_PRECISION_CHOICES",

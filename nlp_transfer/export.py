@@ -1,27 +1,16 @@
 """ONNX export of a saved model, text or image: the entry point of ``nlp-transfer export``.
 
-The task packages do the work (:func:`nlp_transfer.text.export.export_text_onnx`,
-:func:`nlp_transfer.vision.export.export_image_onnx`); this module picks one by what the
-directory holds and checks that the optional ONNX packages are installed.
+The task that saved the model does the work (its ``export`` in the task registry, e.g.
+:func:`nlp_transfer.text.export.export_text_onnx`,
+:func:`nlp_transfer.vision.export.export_image_onnx`); this module finds it by what the directory
+holds.
 """
 
 from __future__ import annotations
 
 import os
 
-ONNX_EXTRA = "pip install 'nlp-transfer[onnx]' (onnx, onnxruntime, onnxscript)"
-
-
-def require_onnx(module: str) -> None:
-    """Import one of the ONNX packages, or fail with the install command.
-
-    Raises:
-        ImportError: ``module`` is not installed (the message names the extra to install).
-    """
-    try:
-        __import__(module)
-    except ImportError:
-        raise ImportError(f"ONNX export needs the {module} package: {ONNX_EXTRA}.") from None
+from .tasks import task_of_model_dir
 
 
 def export_onnx(
@@ -52,12 +41,7 @@ def export_onnx(
         ImportError: onnx/onnxruntime/onnxscript are not installed (the message says how).
         ValueError: The model cannot be exported as one graph, or the check failed.
     """
-    from .vision.models import is_image_model
-
-    if is_image_model(model_dir):
-        from .vision.export import export_image_onnx
-
-        return export_image_onnx(model_dir, output, opset=opset, check=check, atol=atol)
-    from .text.export import export_text_onnx
-
-    return export_text_onnx(model_dir, output, opset=opset, check=check, atol=atol)
+    task = task_of_model_dir(model_dir)
+    if task.export is None:
+        raise ValueError(f"{model_dir}: a {task.name} run saves no model that exports to ONNX.")
+    return task.export(model_dir, output, opset=opset, check=check, atol=atol)

@@ -154,7 +154,7 @@ def write_report_plots(
         labels: True label ids of ``split``, shape ``(n,)``.
         logits: Scores, shape ``(n, C)``.
         label_names: Class names by id.
-        history: Per-epoch records of :func:`~nlp_transfer.training.loop.fit` (adds
+        history: Per-epoch records of :class:`~nlp_transfer.training.trainer.Trainer` (adds
             ``training_curves.png``).
         metric: The selection metric shown beside the loss.
         threshold: Binary decision threshold used for predictions.

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 import yaml
 
 from .config import save_config
-from .training.run import epoch_end_hook
+from .training.callbacks import TrainerCallback
 
 if TYPE_CHECKING:
     import optuna
@@ -121,8 +121,28 @@ def suggest(trial, space: dict[str, dict]) -> dict:
     return values
 
 
+class OptunaPruningCallback(TrainerCallback):
+    """Reports every epoch's validation ``metric`` to an Optuna trial, and stops the trial's
+    training when Optuna prunes it (``optuna.TrialPruned``, which the study records as pruned).
+
+    Args:
+        trial: The ``optuna.Trial`` being run.
+        metric: The validation metric reported (``--metric_for_best_model``).
+    """
+
+    def __init__(self, trial: optuna.Trial, metric: str):
+        self.trial, self.metric = trial, metric
+
+    def on_evaluate(self, trainer, metrics: dict) -> None:
+        import optuna
+
+        epoch, value = trainer.state.epoch, float(metrics[self.metric])
+        self.trial.report(value, epoch)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned after epoch {epoch} ({self.metric} {value})")
+
+
 def _objective(config, space: dict, run: Callable, output_dir: Path) -> Callable:
-    import optuna
 
     metric = config.metric_for_best_model
 
@@ -137,13 +157,7 @@ def _objective(config, space: dict, run: Callable, output_dir: Path) -> Callable
         )
         trial_config.validate()
 
-        def prune(epoch: int, metrics: dict) -> None:
-            trial.report(float(metrics[metric]), epoch)
-            if trial.should_prune():
-                raise optuna.TrialPruned(f"pruned after epoch {epoch} ({metric} {metrics[metric]})")
-
-        with epoch_end_hook(prune):
-            result = run(trial_config)
+        result = run(trial_config, [OptunaPruningCallback(trial, metric)])
         if result.get("best_metric") is None:
             raise ValueError("nlp-transfer search needs a task whose run reports best_metric.")
         return float(result["best_metric"])
@@ -206,7 +220,7 @@ def search(
     space_path: str | Path | None = None,
     n_trials: int = 20,
     *,
-    run: Callable[[object], dict] | None = None,
+    run: Callable[[object, list], dict] | None = None,
     plots: bool = True,
 ) -> optuna.Study:
     """Search the hyperparameters of ``space_path`` for the task run of ``config``.
@@ -218,8 +232,8 @@ def search(
         space_path: Search-space YAML; None: ``nlp_transfer/configs/search_space.yaml``.
         n_trials: Trials to finish (completed or pruned), counting those of an earlier,
             interrupted search in the same ``output_dir``.
-        run: ``config -> metrics`` of one trial; None: the text classification run (or the
-            image run for an image config).
+        run: ``(config, callbacks) -> metrics`` of one trial, passing ``callbacks`` (the
+            pruning) to its Trainer; None: the run of ``config``'s task.
         plots: Write Optuna's matplotlib plots to ``output_dir/plots/``.
 
     Returns:
@@ -259,14 +273,11 @@ def search(
     return study
 
 
-def _default_run(config) -> Callable[[object], dict]:
-    if type(config).__name__ == "ImageClassificationConfig":
-        from .vision.run import run_image_classification
+def _default_run(config) -> Callable[[object, list], dict]:
+    from .tasks import task_of_config
 
-        return run_image_classification
-    from .text.run import run_text_classification
-
-    return run_text_classification
+    task = task_of_config(config)
+    return lambda c, callbacks: task.run(c, callbacks)
 
 
 def write_results(study, config, space: dict, output_dir: Path, plots: bool = True) -> dict:
@@ -346,20 +357,18 @@ def write_search_plots(study, plots_dir: Path) -> list[Path]:
 def search_main(argv: Sequence[str]) -> int:
     """``nlp-transfer search [--task TASK] [--search_space FILE] [--n_trials N] [task flags]``."""
     from .config import parse_config
-    from .tasks import TASKS, run_task, task_config_class
+    from .tasks import DEFAULT_TASK, get_task, list_tasks
     from .training.checkpoint import exit_on_interrupt
 
     pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument(
-        "--task", default="text", choices=sorted(t for t in TASKS if t != "domain_adaptation")
-    )
+    pre.add_argument("--task", default=DEFAULT_TASK, choices=list_tasks(searchable_only=True))
     pre.add_argument("--search_space", default=str(DEFAULT_SPACE))
     pre.add_argument("--n_trials", type=int, default=20)
     known, rest = pre.parse_known_args(argv)
     if known.n_trials < 1:
         raise SystemExit(f"error: --n_trials must be >= 1, got {known.n_trials}.")
     config = parse_config(
-        task_config_class(known.task),
+        get_task(known.task).config_class,
         rest,
         prog=f"nlp-transfer search --task {known.task} [--search_space FILE] [--n_trials N]",
     )
@@ -369,6 +378,6 @@ def search_main(argv: Sequence[str]) -> int:
             config,
             known.search_space,
             known.n_trials,
-            run=lambda c: run_task(known.task, c),
+            run=get_task(known.task).run,
         )
     return 0

@@ -18,13 +18,13 @@ import os
 from pathlib import Path
 
 import pytest
-
-from conftest import toy_sentiment_frame, write_image_folder
 from test_problem_types import (
     generated_multilabel_frame,
     generated_pair_frame,
     generated_regression_frame,
 )
+
+from conftest import toy_sentiment_frame, write_image_folder
 
 RECORD = os.environ.get("NLP_TRANSFER_RECORD_BEHAVIOUR") == "1"
 RECORDED = Path(__file__).parent / "data" / "behaviour.json"
@@ -177,9 +177,9 @@ def test_image_run_matches_the_recorded_behaviour(tmp_path):
 
 @pytest.mark.slow
 def test_domain_adaptation_matches_the_recorded_behaviour(tiny_bert_dir, tmp_path):
-    from nlp_transfer.cli import main
-
     from test_adaptation import _recipe_flags, _write_files
+
+    from nlp_transfer.cli import main
 
     paths = _write_files(tmp_path)
     flags = _recipe_flags(tiny_bert_dir, paths, tmp_path / "out", "--methods", "dann,coral")

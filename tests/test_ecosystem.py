@@ -174,7 +174,7 @@ def test_tensorboard_events_hold_loss_lr_and_epoch_metrics(trained):
 def test_missing_tracker_package_names_the_extra(monkeypatch):
     import builtins
 
-    from nlp_transfer.training.setup import require_tracker
+    from nlp_transfer.optional import require_tracker
 
     real_import = builtins.__import__
 

@@ -307,18 +307,18 @@ def test_classifier_decodes_the_saved_problem_type(trained, tmp_path):
 
 def test_cli_text_task_parses_auto_and_explicit_values():
     from nlp_transfer.config import parse_config
-    from nlp_transfer.tasks import task_config_class
+    from nlp_transfer.tasks import get_task
 
-    auto = parse_config(task_config_class("text"), ["--train_file", "x.csv"])
+    auto = parse_config(get_task("text").config_class, ["--train_file", "x.csv"])
     assert (auto.num_train_epochs, auto.learning_rate, auto.early_stopping_patience) == (
         None,
         None,
         2,
     )
     fixed = parse_config(
-        task_config_class("text"),
+        get_task("text").config_class,
         ["--num_train_epochs", "4", "--learning_rate", "2e-5", "--train_file", "x.csv"],
     )
     assert (fixed.num_train_epochs, fixed.learning_rate) == (4, 2e-5)
-    sentiment = parse_config(task_config_class("sentiment"), [])
+    sentiment = parse_config(get_task("sentiment").config_class, [])
     assert (sentiment.num_train_epochs, sentiment.learning_rate) == (2, 5e-5)

@@ -233,11 +233,11 @@ def test_multilabel_split_keeps_every_label_in_train():
 )
 def test_problem_yaml_configs_parse_with_the_topics_recipe(name, problem_type, tmp_path):
     from nlp_transfer.config import parse_config
-    from nlp_transfer.tasks import task_config_class
+    from nlp_transfer.tasks import get_task
 
     from conftest import REPO
 
-    cls = task_config_class("topics")
+    cls = get_task("topics").config_class
     argv = ["--config", str(REPO / "recipes" / "configs" / f"{name}.yaml")]
     if name != "topics":
         argv += ["--train_file", str(tmp_path / "data.csv")]

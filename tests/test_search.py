@@ -10,7 +10,7 @@ import yaml
 from nlp_transfer.search import load_search_space, search
 from nlp_transfer.text.config import TextClassificationConfig
 from nlp_transfer.text.run import run_text_classification
-from nlp_transfer.training.run import EPOCH_END_HOOK, epoch_end_hook
+from nlp_transfer.training.callbacks import TrainerCallback
 
 from conftest import toy_sentiment_frame
 
@@ -78,16 +78,13 @@ def test_killed_search_resumes_and_finishes_the_planned_trials(tiny_bert_dir, sm
     config = parse_config(TextClassificationConfig, _flags(tiny_bert_dir, small_csv, out))
     space = _space(tmp_path, {k: v for k, v in SPACE.items() if k != "lora_r"})
 
-    def killed_in_trial_1(trial_config):
-        prune = EPOCH_END_HOOK.get()
-
-        def kill(epoch, metrics):
-            prune(epoch, metrics)
-            if trial_config.output_dir.endswith("trial_1"):
+    class Kill(TrainerCallback):
+        def on_evaluate(self, trainer, metrics):
+            if trainer.args.output_dir.endswith("trial_1"):
                 raise KeyboardInterrupt  # Ctrl-C in the middle of trial 1
 
-        with epoch_end_hook(kill):
-            return run_text_classification(trial_config)
+    def killed_in_trial_1(trial_config, callbacks):
+        return run_text_classification(trial_config, callbacks=[*callbacks, Kill()])
 
     with pytest.raises(KeyboardInterrupt):
         search(config, space, n_trials=3, run=killed_in_trial_1, plots=False)

@@ -1,5 +1,5 @@
-"""The training loop: it learns a learnable task; schedule, optimizer, best-epoch restore,
-the epoch-end callback, progress and checkpoint logs."""
+"""The Trainer: it learns a learnable task; schedule, optimizer, best-epoch restore, callbacks
+(their events and order, errors on other processes), progress and checkpoint logs."""
 
 from __future__ import annotations
 
@@ -16,62 +16,68 @@ from nlp_transfer.data.samplers import LengthGroupedSampler
 from nlp_transfer.data.tokenize import build_dataloaders, tokenize_dataset
 from nlp_transfer.metrics import classification_metrics
 from nlp_transfer.models.text import build_text_classifier
-from nlp_transfer.training.loop import create_optimizer, create_scheduler, evaluate, fit
+from nlp_transfer.training.arguments import TrainingConfig
+from nlp_transfer.training.callbacks import TrainerCallback
+from nlp_transfer.training.evaluation import evaluate
+from nlp_transfer.training.schedule import create_scheduler
+from nlp_transfer.training.trainer import Trainer
 from nlp_transfer.transfer.freeze import freeze_encoder_layers
+from nlp_transfer.transfer.optim import create_optimizer
 
 from conftest import toy_sentiment_frame
 
 
-def _setup(tiny_bert_dir, epochs, freeze_layers=0, lr=3e-3):
+def _trainer(tiny_bert_dir, tmp_path, epochs, *, callbacks=(), metrics=None, **settings):
+    """A Trainer of the tiny BERT on the toy task (lr 3e-3, warm-up 10%, weight decay 0.01)."""
     set_seed(0)
     ds = load_text_classification_dataset(
         toy_sentiment_frame(240), text_column="sentence", label_column="sentiment"
     )
     model, tok = build_text_classifier(str(tiny_bert_dir), label_names=["neg", "pos"])
-    freeze_encoder_layers(model, freeze_layers)
     loaders = build_dataloaders(
         tokenize_dataset(ds, tok, 32),
         tok,
         per_device_train_batch_size=16,
         per_device_eval_batch_size=32,
     )
-    optimizer = create_optimizer(model, lr, 0.01)
-    scheduler = create_scheduler(
-        optimizer,
-        num_batches_per_epoch=len(loaders["train"]),
-        num_train_epochs=epochs,
-        warmup_ratio=0.1,
+    defaults = dict(learning_rate=3e-3, weight_decay=0.01, save_strategy="no")
+    args = TrainingConfig(
+        output_dir=str(tmp_path), num_train_epochs=epochs, **(defaults | settings)
     )
-    accelerator = Accelerator(cpu=True)
-    prepared = accelerator.prepare(
-        model, optimizer, scheduler, loaders["train"], loaders["validation"]
+    return Trainer(
+        model,
+        args,
+        accelerator=Accelerator(
+            cpu=True, gradient_accumulation_steps=args.gradient_accumulation_steps
+        ),
+        train_dataloader=loaders["train"],
+        eval_dataloader=loaders["validation"],
+        compute_metrics=metrics or metrics_fn,
+        callbacks=callbacks,
     )
-    return accelerator, prepared
 
 
 def metrics_fn(labels, logits):
     return classification_metrics(labels, logits, ["neg", "pos"])
 
 
-def test_fit_learns_a_learnable_task(tiny_bert_dir):
-    accelerator, (model, opt, sched, train, val) = _setup(tiny_bert_dir, epochs=6)
-    before = evaluate(model, val, accelerator, metrics_fn)
-    result = fit(
-        model, opt, sched, train, val, accelerator, num_train_epochs=6, compute_metrics=metrics_fn
-    )
+def test_trainer_learns_a_learnable_task(tiny_bert_dir, tmp_path):
+    trainer = _trainer(tiny_bert_dir, tmp_path, epochs=6)
+    before = trainer.evaluate()
+    result = trainer.train()
     losses = [h["train_loss"] for h in result.history]
     assert len(result.history) == 6
     assert losses[-1] < 0.5 * losses[0]
     assert result.history[-1]["eval_accuracy"] >= 0.9 > before["accuracy"]
     assert result.history[-1]["eval_num_examples"] == 24
-    assert result.global_step == 6 * len(train)
+    assert result.global_step == 6 * trainer.num_batches
     assert result.history[-1]["learning_rate"] == 0.0  # linear schedule ends at zero
     assert result.train_samples_per_second > 0
+    logits, labels = trainer.predict()
+    assert logits.shape == (24, 2) and labels.shape == (24,)
 
 
-def test_best_epoch_weights_are_restored(tiny_bert_dir):
-    accelerator, (model, opt, sched, train, val) = _setup(tiny_bert_dir, epochs=3)
-
+def test_best_epoch_weights_are_restored(tiny_bert_dir, tmp_path):
     # "loss" in the name -> lower is better; select on the *highest* validation loss
     # by flipping the sign via a custom metric, to force an early best epoch.
     def worst_first(labels, logits):
@@ -79,21 +85,60 @@ def test_best_epoch_weights_are_restored(tiny_bert_dir):
         m["neg_accuracy_loss"] = m["accuracy"]  # lower is better: prefers the least accurate epoch
         return m
 
-    result = fit(
-        model,
-        opt,
-        sched,
-        train,
-        val,
-        accelerator,
-        num_train_epochs=3,
-        compute_metrics=worst_first,
+    trainer = _trainer(
+        tiny_bert_dir,
+        tmp_path,
+        epochs=3,
+        metrics=worst_first,
         metric_for_best_model="neg_accuracy_loss",
     )
+    result = trainer.train()
     accuracies = [h["eval_accuracy"] for h in result.history]
     assert result.best_epoch == 1 + accuracies.index(min(accuracies))
-    after = evaluate(model, val, accelerator, metrics_fn)
+    after = evaluate(trainer.model, trainer.eval_dataloader, trainer.accelerator, metrics_fn)
     assert after["accuracy"] == accuracies[result.best_epoch - 1]
+
+
+class _Recorder(TrainerCallback):
+    """Records every event with the epoch and step it saw."""
+
+    def __init__(self):
+        self.events = []
+
+    def __getattribute__(self, name):
+        if name.startswith("on_"):
+            return lambda trainer, *args: self.events.append(
+                (name, trainer.state.epoch, trainer.state.global_step)
+            )
+        return super().__getattribute__(name)
+
+
+def test_callbacks_see_every_event_in_order_and_can_stop_training(tiny_bert_dir, tmp_path):
+    recorder = _Recorder()
+
+    class StopAfterEpoch1(TrainerCallback):
+        def on_evaluate(self, trainer, metrics):
+            assert 0.0 <= metrics["accuracy"] <= 1.0
+            trainer.control.should_training_stop = True
+
+    trainer = _trainer(
+        tiny_bert_dir,
+        tmp_path,
+        epochs=3,
+        callbacks=[recorder, StopAfterEpoch1()],
+        gradient_accumulation_steps=2,
+    )
+    result = trainer.train()
+    assert len(result.history) == 1  # stopped after epoch 1 by the control object
+    names = [name for name, *_ in recorder.events]
+    n = trainer.num_batches
+    assert names[:2] == ["on_train_begin", "on_epoch_begin"]
+    batch_events = [e for e in names if e in ("on_substep_end", "on_step_end")]
+    assert len(batch_events) == n and names.count("on_step_begin") == n
+    assert batch_events[:2] == ["on_substep_end", "on_step_end"]  # 2 batches per step
+    assert names[-3:] == ["on_evaluate", "on_epoch_end", "on_train_end"]
+    assert recorder.events[-2][1] == 2  # at on_epoch_end the state is at the next epoch
+    assert result.global_step == (n + 1) // 2
 
 
 def test_optimizer_holds_only_trainable_parameters(tiny_bert_dir):
@@ -192,67 +237,45 @@ def test_mixed_precision_auto_takes_bf16_only_where_native_and_faster(monkeypatc
         AcceleratorState._reset_state(reset_partial_state=True)
 
 
-def test_epoch_end_callback_sees_every_epoch_and_its_exception_stops_training(
-    tiny_bert_dir, tmp_path
-):
+def test_a_callback_exception_stops_training_before_that_epochs_checkpoint(tiny_bert_dir, tmp_path):
     import signal
-
-    from nlp_transfer.training.checkpoint import Checkpointer
 
     class Pruned(Exception):
         pass
 
     calls = []
 
-    def callback(epoch, metrics):
-        calls.append((epoch, metrics["accuracy"], metrics["loss"]))
-        if epoch == 2:
-            raise Pruned(f"pruned at epoch {epoch}")
+    class Prune(TrainerCallback):
+        def on_evaluate(self, trainer, metrics):
+            calls.append((trainer.state.epoch, metrics["accuracy"], metrics["loss"]))
+            if trainer.state.epoch == 2:
+                raise Pruned(f"pruned at epoch {trainer.state.epoch}")
 
-    accelerator, (model, opt, sched, train, val) = _setup(tiny_bert_dir, epochs=3)
-    checkpointer = Checkpointer(tmp_path, "epoch")
+    trainer = _trainer(
+        tiny_bert_dir, tmp_path, epochs=3, callbacks=[Prune()], save_strategy="epoch"
+    )
     handler_before = signal.getsignal(signal.SIGINT)
     with pytest.raises(Pruned, match="pruned at epoch 2"):
-        fit(
-            model,
-            opt,
-            sched,
-            train,
-            val,
-            accelerator,
-            num_train_epochs=3,
-            compute_metrics=metrics_fn,
-            checkpointer=checkpointer,
-            epoch_end_callback=callback,
-        )
+        trainer.train()
     assert [epoch for epoch, *_ in calls] == [1, 2]  # 1-based, nothing after the raise
     assert all(0.0 <= acc <= 1.0 and loss > 0 for _, acc, loss in calls)
     # Epoch 1's checkpoint was written; epoch 2's was not (the callback ran before it).
-    assert [p.name for p in checkpointer.checkpoints()] == [f"checkpoint-{len(train)}"]
+    checkpoints = trainer.checkpointer.checkpoints()
+    assert [p.name for p in checkpoints] == [f"checkpoint-{trainer.num_batches}"]
     assert signal.getsignal(signal.SIGINT) is handler_before  # the stop handlers are undone
 
 
 def _log_run(tiny_bert_dir, tmp_path, caplog, monkeypatch, capsys, terminal):
     from nlp_transfer.training import progress
-    from nlp_transfer.training.checkpoint import Checkpointer
 
     monkeypatch.setattr(progress, "stderr_is_terminal", lambda: terminal)
-    accelerator, (model, opt, sched, train, val) = _setup(tiny_bert_dir, epochs=2)
-    capsys.readouterr()  # set-up's output (model loading, tokenizing) is not fit's
-    caplog.set_level(logging.INFO)
-    fit(
-        model,
-        opt,
-        sched,
-        train,
-        val,
-        accelerator,
-        num_train_epochs=2,
-        compute_metrics=metrics_fn,
-        checkpointer=Checkpointer(tmp_path, "epoch"),
-        logging_steps=4,
+    trainer = _trainer(
+        tiny_bert_dir, tmp_path, 2, save_strategy="epoch", logging_steps=4, save_total_limit=None
     )
-    return len(train), caplog.records
+    capsys.readouterr()  # set-up's output (model loading, tokenizing) is not the training's
+    caplog.set_level(logging.INFO)
+    trainer.train()
+    return trainer.num_batches, caplog.records
 
 
 def test_without_a_terminal_progress_is_plain_log_lines_and_checkpoints_one_line(
@@ -292,17 +315,19 @@ def test_format_duration():
     assert [format_duration(s) for s in (9.4, 125, 3725)] == ["9s", "2m05s", "1h02m"]
 
 
-def test_epoch_end_callback_error_elsewhere_stops_this_process_too():
+def test_a_callback_error_on_another_process_stops_this_process_too():
     from types import SimpleNamespace
 
-    from nlp_transfer.training.epoch_end import EpochEndCallbackError, call_epoch_end_callback
+    from nlp_transfer.training.callbacks import CallbackError, CallbackHandler
 
     def other_process_raised(flags, op):  # this process: 0; the other one raised: + 1
         assert op == "sum"
         return flags + 1
 
     two = SimpleNamespace(num_processes=2, device="cpu", reduce=other_process_raised)
-    with pytest.raises(EpochEndCallbackError, match="another process after epoch 3"):
-        call_epoch_end_callback(lambda epoch, metrics: None, two, 3, {"accuracy": 0.5})
-    one = SimpleNamespace(num_processes=1, device="cpu")
-    call_epoch_end_callback(lambda epoch, metrics: None, one, 1, {"accuracy": 0.5})  # no error
+    trainer = SimpleNamespace(accelerator=two, state=SimpleNamespace(epoch=3))
+    handler = CallbackHandler([TrainerCallback()])
+    with pytest.raises(CallbackError, match="another process after epoch 3"):
+        handler.on_evaluate(trainer, {"accuracy": 0.5})
+    trainer.accelerator = SimpleNamespace(num_processes=1, device="cpu")
+    handler.on_evaluate(trainer, {"accuracy": 0.5})  # no error

@@ -67,7 +67,8 @@ def test_frozen_batchnorm_statistics_do_not_change_in_a_training_step():
 
     from nlp_transfer.data.samplers import EpochShuffleSampler
     from nlp_transfer.metrics import classification_metrics
-    from nlp_transfer.training.loop import create_optimizer, create_scheduler, fit
+    from nlp_transfer.training.arguments import TrainingConfig
+    from nlp_transfer.training.trainer import Trainer
 
     model = _model()
     freeze_encoder_layers(model, 2)
@@ -81,14 +82,14 @@ def test_frozen_batchnorm_statistics_do_not_change_in_a_training_step():
         {"pixel_values": torch.randn(3, 32, 32), "labels": torch.tensor(i % 3)} for i in range(8)
     ]
     loader = DataLoader(data, batch_size=4, sampler=EpochShuffleSampler(8, seed=0))
-    accelerator = Accelerator(cpu=True)
-    optimizer = create_optimizer(model, 1e-3)
-    scheduler = create_scheduler(optimizer, num_batches_per_epoch=2, num_train_epochs=1)
-    model, optimizer, scheduler, loader = accelerator.prepare(model, optimizer, scheduler, loader)
-    fit(
-        model, optimizer, scheduler, loader, loader, accelerator, num_train_epochs=1,
+    args = TrainingConfig(
+        output_dir="unused", learning_rate=1e-3, num_train_epochs=1, save_strategy="no"
+    )
+    Trainer(
+        model, args, accelerator=Accelerator(cpu=True), train_dataloader=loader,
+        eval_dataloader=loader,
         compute_metrics=lambda y, z: classification_metrics(y, z, ["a", "b", "c"]),
-    )  # fmt: skip
+    ).train()  # fmt: skip
     for m in frozen_bn:
         torch.testing.assert_close(m.running_mean, before[id(m)][0], atol=0, rtol=0)
         torch.testing.assert_close(m.running_var, before[id(m)][1], atol=0, rtol=0)

@@ -5,8 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..data.custom import EMPTY_TEXT_CHOICES
-from ..training.arguments import arg, check_choice, check_non_negative, check_positive
-from ..transfer.arguments import FrozenPrefixConfig
+from ..training.arguments import (
+    FrozenPrefixConfig,
+    arg,
+    check_choice,
+    check_non_negative,
+    check_positive,
+)
 from ..transfer.features import POOLING_CHOICES
 
 METHODS = ("source_only", "dann", "coral", "mmd")
@@ -24,7 +29,7 @@ class DomainAdaptationConfig(FrozenPrefixConfig):
     """Every setting of a domain-adaptation run (``recipes/domain_adaptation.py``).
 
     The training arguments, ``--freeze_layers`` and the prefix cache come from
-    :class:`~nlp_transfer.transfer.arguments.FrozenPrefixConfig`; these are the task's own
+    :class:`~nlp_transfer.training.arguments.FrozenPrefixConfig`; these are the task's own
     fields and defaults.
 
     Raises:

@@ -1,6 +1,6 @@
 """The adapted network: encoder -> pooled features -> label head, plus a domain-alignment loss.
 
-:class:`DomainAdaptationModel` is what :func:`~nlp_transfer.training.loop.fit` trains. Its
+:class:`DomainAdaptationModel` is what :class:`~nlp_transfer.training.trainer.Trainer` trains. Its
 forward takes a *joint* batch (a labelled source batch and an unlabelled target batch, see
 :mod:`nlp_transfer.adaptation.data`) and returns the source logits, so the loop's
 cross-entropy sees source labels only; on the way it computes the alignment loss between the
@@ -181,7 +181,7 @@ class DomainAdaptationModel(nn.Module):
     def alignment_loss(self) -> torch.Tensor:
         """The alignment loss of the last training batch (0 when there was none).
 
-        Pass this bound method to :func:`~nlp_transfer.training.loop.fit` as ``regularizer``.
+        Pass this bound method to :class:`~nlp_transfer.training.trainer.Trainer` as ``regularizer``.
         """
         if self._alignment is None:
             return torch.zeros((), device=self.head.net.weight.device)

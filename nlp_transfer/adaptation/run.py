@@ -7,7 +7,7 @@
 Steps: data (labelled source, unlabelled target, labelled target test) -> tokenize -> the
 frozen prefix cached once for every split -> for each method (source-only, DANN, CORAL, MMD)
 a fresh model from the same initialisation, trained by the shared loop
-(:func:`~nlp_transfer.training.loop.fit`) with the best epoch chosen on *source* validation
+(:class:`~nlp_transfer.training.trainer.Trainer`) with the best epoch chosen on *source* validation
 (no target label is used) -> the in-domain oracle (target labels, target validation) -> target
 test metrics and proxy A-distances -> ``metrics.json``, ``config.yaml``, a printed table.
 """
@@ -35,8 +35,9 @@ from ..data.samplers import LengthSortedSampler
 from ..data.tokenize import tokenize_dataset
 from ..metrics import classification_metrics
 from ..models.text import DEFAULT_MODEL_NAME, build_text_classifier
-from ..training.loop import predict_logits
+from ..training.evaluation import predict_logits
 from ..training.run import TrainOutcome, start_run, train_and_predict
+from ..training.trainer import Trainer
 from ..transfer.cache import CachingCollator, PrefixCache
 from ..transfer.freeze import count_parameters
 from ..transfer.plan import TransferPlan, plan_transfer
@@ -248,23 +249,20 @@ def train_method(
     epochs = run_config.num_train_epochs
     # this process's batches (prepared loaders are sharded): the schedule's progress p
     model.total_steps = math.ceil(len(train_dl) / accelerator.num_processes) * epochs
-    outcome = train_and_predict(
+    trainer = Trainer(
         model,
-        {
-            "train": train_dl,
-            # unprepared: the shared run prepares what it uses
-            "validation": eval_loader(
-                data, "target_validation" if oracle else "source_validation", config
-            ),
-            "test": eval_loader(data, "target_test", config),
-        },
-        accelerator,
         run_config,
+        accelerator=accelerator,
+        train_dataloader=train_dl,
+        eval_dataloader=eval_loader(
+            data, "target_validation" if oracle else "source_validation", config
+        ),
         compute_metrics=lambda y, z: classification_metrics(y, z, label_names),
         loss_fn=F.cross_entropy,
         plan=plan,
-        regularizer=model.alignment_loss if model.adapts else None,
+        regularizer=model.alignment_loss if model.adapts else None,  # the method's loss hook
     )
+    outcome = train_and_predict(trainer, eval_loader(data, "target_test", config))
     result = outcome.fit
     record = {
         "uses_target_labels": oracle,

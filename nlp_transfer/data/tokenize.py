@@ -147,7 +147,7 @@ def build_dataloaders(
     """One DataLoader per split; ``train`` shuffles, the others go longest first.
 
     Evaluation batches are sorted by length (:class:`LengthSortedSampler`), which removes most
-    padding; :func:`~nlp_transfer.training.loop.predict_logits` puts results back in dataset
+    padding; :func:`~nlp_transfer.training.evaluation.predict_logits` puts results back in dataset
     order.
 
     Args:

@@ -14,13 +14,14 @@ from ..training.arguments import (
     EVALUATION,
     OPTIMISATION,
     TRACKING,
+    TransferConfig,
     arg,
     check_choice,
     check_optional_positive,
     check_positive,
 )
-from ..transfer.arguments import TRANSFER, TransferConfig
 from ..transfer.features import POOLING_CHOICES
+from ..transfer.strategies.freeze import TRANSFER
 
 DATA = "Data"
 MODEL = "Model"
@@ -32,7 +33,7 @@ class TextClassificationConfig(TransferConfig):
     """Every setting of a text-classification run. Names follow ``transformers.TrainingArguments``.
 
     The training and transfer-strategy fields come from
-    :class:`~nlp_transfer.transfer.arguments.TransferConfig`; these are text's own.
+    :class:`~nlp_transfer.training.arguments.TransferConfig`; these are text's own.
 
     Raises:
         ValueError: A value out of range, or settings that do not combine (the message names

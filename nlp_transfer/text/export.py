@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..export import require_onnx
+from ..optional import require_onnx
 from ..transfer.features import FeatureExtractionClassifier
 from .predict import load_classifier
 

@@ -1,7 +1,7 @@
 """Feature extraction for text: pooled encoder features computed once, then a head fitted on them.
 
 The encoder runs once per example (eval mode, no gradients, batches sorted by length); the
-head is fitted by the shared :mod:`nlp_transfer.transfer.heads`. The saved model is a
+head is fitted by the shared :mod:`nlp_transfer.training.heads`. The saved model is a
 :class:`~nlp_transfer.transfer.features.FeatureExtractionClassifier` (encoder + head).
 """
 
@@ -21,6 +21,7 @@ from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 from ..data.columns import sequence_lengths
 from ..data.samplers import ClassBalancedSampler, EpochShuffleSampler
 from ..data.tokenize import tokenize_dataset
+from ..training.heads import Features, fit_sklearn_head, train_torch_head
 from ..training.imbalance import cross_entropy_loss
 from ..training.run import TrainOutcome
 from ..transfer.features import (
@@ -31,7 +32,6 @@ from ..transfer.features import (
     encoder_of,
     extract_features,
 )
-from ..transfer.heads import Features, fit_sklearn_head, train_torch_head
 from ..transfer.plan import TransferPlan
 from .config import TextClassificationConfig
 from .loaders import class_weights, metrics_fn

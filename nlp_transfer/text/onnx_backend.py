@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..export import require_onnx
+from ..optional import require_onnx
 from .classifier import TextClassifier, saved_max_seq_length
 from .predict import decision_threshold, sorted_batch_logits
 

@@ -8,7 +8,7 @@
 
 Steps: data (:mod:`.loaders`) -> model -> transfer plan
 (:func:`~nlp_transfer.transfer.plan.plan_transfer`) -> fine-tuning through the shared run
-(:func:`~nlp_transfer.training.run.train_and_predict`) or feature extraction
+(:class:`~nlp_transfer.training.trainer.Trainer`) or feature extraction
 (:mod:`.features`) -> test -> TF-IDF baseline -> outputs and report.
 """
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -32,9 +33,11 @@ from ..hub import check_push_to_hub, push_to_hub
 from ..metrics import classification_metrics, cross_entropy, probabilities, select_threshold
 from ..model_card import write_model_card
 from ..models.text import DEFAULT_MODEL_NAME, build_text_classifier, resolve_model_path
+from ..training.callbacks import TrainerCallback
 from ..training.imbalance import cross_entropy_loss
 from ..training.outputs import format_summary, run_metrics, save_run, write_report
 from ..training.run import TrainOutcome, start_run, train_and_predict
+from ..training.trainer import Trainer
 from ..transfer.adapters import save_adapter_outputs
 from ..transfer.cache import CachedPrefixModel
 from ..transfer.plan import TransferPlan, plan_transfer
@@ -67,9 +70,10 @@ def train_text_classifier(
     accelerator: Accelerator,
     config: TextClassificationConfig,
     plan: TransferPlan,
+    callbacks: Sequence[TrainerCallback] = (),
 ) -> TrainOutcome:
     """Tokenize, build dataloaders (caching the frozen prefix when the plan says so) and loss;
-    train with the shared run; predict.
+    train with the Trainer; predict.
 
     Args:
         model: Classifier with its transfer plan applied (frozen parameters set).
@@ -79,6 +83,7 @@ def train_text_classifier(
         config: Hyper-parameters (``learning_rate``, ``num_train_epochs``, batch sizes,
             ``class_weights``, ``sampling``, ``decision_threshold``...).
         plan: The run's transfer plan.
+        callbacks: Trainer callbacks added to the defaults (e.g. a search's pruning).
 
     Returns:
         A :class:`~nlp_transfer.training.run.TrainOutcome` with validation (when threshold
@@ -104,18 +109,20 @@ def train_text_classifier(
     loaders = text_dataloaders(dataset, tokenizer, accelerator, config, cache_model=cache_model)
     # from here on the frozen prefix does no work
     cached = CachedPrefixModel(model, config.freeze_layers) if plan.cache_prefix else None
-    return train_and_predict(
+    trainer = Trainer(
         model,
-        loaders,
-        accelerator,
         config,
+        accelerator=accelerator,
+        train_dataloader=loaders["train"],
+        eval_dataloader=loaders["validation"],
         compute_metrics=compute_metrics,
         loss_fn=loss_fn,
         plan=plan,
-        cached=cached,
-        # only threshold tuning needs the final model's validation predictions
-        predict_validation=predict_validation,
+        callbacks=callbacks,
+        prefix_cache=cached,
     )
+    # only threshold tuning needs the final model's validation predictions
+    return train_and_predict(trainer, loaders["test"], predict_validation=predict_validation)
 
 
 def choose_decision_threshold(
@@ -144,6 +151,7 @@ def run_text_classification(
     dataset: DatasetDict | DataSource | None = None,
     task_name: str = "text classification",
     estimator: object | None = None,
+    callbacks: Sequence[TrainerCallback] = (),
 ) -> dict:
     """Fine-tune, evaluate and save a text classifier as ``config`` says; what every text recipe runs.
 
@@ -159,6 +167,8 @@ def run_text_classification(
         task_name: Title of the printed summary.
         estimator: Feature extraction with this unfitted scikit-learn classifier (it needs
             ``predict_proba``) as the head, e.g. ``SVC(probability=True)``; saved with skops.
+        callbacks: Trainer callbacks added to the defaults (e.g. a search's pruning; a
+            feature-extraction head trains without them).
 
     Returns:
         The metrics written to ``output_dir/metrics.json``.
@@ -202,7 +212,9 @@ def run_text_classification(
         )
     else:
         model = plan.training_model(model)  # the peft wrapper for prompt tuning
-        outcome = train_text_classifier(model, tokenizer, dataset, accelerator, config, plan)
+        outcome = train_text_classifier(
+            model, tokenizer, dataset, accelerator, config, plan, callbacks
+        )
     return finish_text_run(config, accelerator, outcome, plan, dataset, tokenizer, start, task_name)
 
 

@@ -3,8 +3,9 @@
 :class:`TrainingConfig` holds what the one training loop needs whatever the task: optimisation,
 schedule, precision, evaluation and best-epoch selection, checkpoints, tracking, outputs and the
 seed, each validated once, here. A task's config (text, image, domain adaptation) subclasses it
-(through :class:`~nlp_transfer.transfer.arguments.TransferConfig` when it has transfer
-strategies) and adds only its own fields; a recipe's config subclasses that to change defaults.
+(through :class:`TransferConfig`, which adds the flags of every registered transfer strategy,
+or :class:`FrozenPrefixConfig`, freezing only) and adds only its own fields; a recipe's config
+subclasses that to change defaults.
 
 Every field is made by :func:`arg`: its default, the help string of its ``--flag`` and the
 ``--help`` section it is listed under.
@@ -13,9 +14,18 @@ Every field is made by :func:`arg`: its default, the help string of its ``--flag
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar
 
+from ..args import (
+    arg,
+    check_choice,
+    check_non_negative,
+    check_optional_positive,
+    check_positive,
+)
+from ..transfer.strategies import arguments_classes, check_strategies
+from ..transfer.strategies.freeze import FreezeArguments
 from .checkpoint import SAVE_STRATEGIES
 
 MIXED_PRECISION_CHOICES = ("no", "fp16", "bf16", "auto")
@@ -26,23 +36,6 @@ OPTIMISATION = "Optimisation"
 EVALUATION = "Evaluation and outputs"
 CHECKPOINTS = "Checkpoints and resuming"
 TRACKING = "Tracking and sharing"
-
-
-# help text -> --help section. Kept beside the fields, not in their metadata: HfArgumentParser
-# passes every metadata entry to argparse's add_argument, which takes no section.
-HELP_SECTIONS: dict[str, str] = {}
-
-
-def arg(default, help: str, group: str | None = None, **kwargs):
-    """A dataclass field with its ``--help`` text, listed under section ``group`` in ``--help``."""
-    if group:
-        HELP_SECTIONS[help] = group
-    return field(default=default, metadata={"help": help}, **kwargs)
-
-
-def section_of(dataclass_field) -> str | None:
-    """The ``--help`` section of a config field (None: the default section)."""
-    return HELP_SECTIONS.get(dataclass_field.metadata.get("help", ""))
 
 
 def parse_report_to(report_to: str) -> list[str]:
@@ -66,38 +59,6 @@ def parse_report_to(report_to: str) -> list[str]:
             f"none, all, or a comma list of {', '.join(TRACKERS)}."
         )
     return names
-
-
-def check_positive(config, *names: str) -> None:
-    """Raises ValueError naming the flag when one of ``names`` is None or <= 0."""
-    for name in names:
-        value = getattr(config, name)
-        if value is None or value <= 0:
-            raise ValueError(f"--{name} must be positive, got {value}.")
-
-
-def check_optional_positive(config, *names: str) -> None:
-    """Raises ValueError naming the flag when one of ``names`` is set and <= 0."""
-    for name in names:
-        value = getattr(config, name)
-        if value is not None and value <= 0:
-            raise ValueError(f"--{name} must be positive, got {value}.")
-
-
-def check_non_negative(config, *names: str) -> None:
-    """Raises ValueError naming the flag when one of ``names`` is < 0."""
-    for name in names:
-        if getattr(config, name) < 0:
-            raise ValueError(f"--{name} must be >= 0, got {getattr(config, name)}.")
-
-
-def check_choice(config, name: str, choices, optional: bool = False) -> None:
-    """Raises ValueError naming the flag and its choices when ``name``'s value is not one of them."""
-    value = getattr(config, name)
-    if optional and value is None:
-        return
-    if value not in choices:
-        raise ValueError(f"--{name} must be one of {', '.join(choices)}, got {value!r}.")
 
 
 @dataclass
@@ -237,3 +198,37 @@ class TrainingConfig:
     def field_names(cls) -> list[str]:
         """The names of every field (every ``--flag``)."""
         return [f.name for f in dataclasses.fields(cls)]
+
+
+@dataclass
+class FrozenPrefixConfig(FreezeArguments, TrainingConfig):
+    """Training arguments plus freezing the lower blocks, caching their output and the head's
+    learning rate (:mod:`~nlp_transfer.transfer.strategies.freeze`): what a task offers when it
+    has no other transfer strategy (domain adaptation).
+
+    Raises:
+        ValueError: A value out of range or not among a flag's choices; the message names the flag.
+    """
+
+    def validate(self) -> None:
+        super().validate()
+        check_strategies(self)
+
+
+@dataclass
+class TransferConfig(
+    *reversed([c for c in arguments_classes() if c not in FrozenPrefixConfig.__mro__]),
+    FrozenPrefixConfig,
+):
+    """Training arguments plus the flags of every registered transfer strategy
+    (:mod:`nlp_transfer.transfer.strategies`: freezing and its cache, feature extraction, peft
+    adapters, BitFit, layer-wise LR decay, L2-SP, gradual unfreezing).
+
+    Raises:
+        ValueError: A value out of range, or strategies that do not combine (the message names
+            the flags).
+    """
+
+    @property
+    def find_unused_parameters(self) -> bool:
+        return self.gradual_unfreezing

@@ -31,13 +31,15 @@ import signal
 import sys
 import threading
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from safetensors.torch import load_file, save_file
+
+from .state import ProcessState, TrainerState
 
 logger = get_logger(__name__)
 
@@ -65,66 +67,6 @@ def quiet_loggers(names: tuple[str, ...] = ACCELERATE_STATE_LOGGERS, level: int 
     finally:
         for lg, old in zip(loggers, previous, strict=True):
             lg.setLevel(old)
-
-
-@dataclass
-class TrainerState:
-    """Where training stands; saved as ``trainer_state.json``.
-
-    Epochs are 1-based, as in the logs and the history. After epoch k's validation the state
-    moves to ``epoch = k + 1, batches_done = 0``: a checkpoint written then is logged as "end of
-    epoch k" and resumes at the start of epoch k + 1.
-
-    Attributes:
-        epoch: 1-based epoch in progress; ``num_train_epochs + 1`` once training is complete.
-        batches_done: Training batches of ``epoch`` already processed (on each process).
-        epochs_completed: Epochs trained and validated (the records in ``history``); written
-            for readers of ``trainer_state.json``, never read back.
-        global_step: Optimizer steps taken.
-        history: Per-epoch records so far.
-        best_epoch: Best epoch so far (0: none yet).
-        best_metric: Its value of the selection metric.
-        epochs_without_improvement: Evaluations since the best one (early stopping).
-        stopped_early: Whether early stopping ended training.
-        train_runtime_s: Training wall time so far, seconds.
-        has_best_state: Whether ``best_model.safetensors`` holds the best weights.
-        num_processes: Processes of the run that wrote the checkpoint.
-        num_batches_per_epoch: Training batches per epoch on each process.
-    """
-
-    epoch: int = 1
-    batches_done: int = 0
-    epochs_completed: int = 0
-    global_step: int = 0
-    history: list[dict] = field(default_factory=list)
-    best_epoch: int = 0
-    best_metric: float | None = None
-    epochs_without_improvement: int = 0
-    stopped_early: bool = False
-    train_runtime_s: float = 0.0
-    has_best_state: bool = False
-    num_processes: int = 1
-    num_batches_per_epoch: int = 0
-
-    def position(self) -> str:
-        """Where training stands, in words: ``end of epoch 1`` or ``epoch 2, 5 batches into it``."""
-        if self.batches_done == 0 and self.epoch > 1:
-            return f"end of epoch {self.epoch - 1}"
-        return f"epoch {self.epoch}, {self.batches_done} batches into it"
-
-
-@dataclass
-class ProcessState:
-    """One process's share of the epoch in progress."""
-
-    loss_sum: torch.Tensor
-    loss_count: int
-    logits: list[torch.Tensor]
-    labels: list[torch.Tensor]
-
-    @classmethod
-    def empty(cls, device: torch.device | str = "cpu") -> ProcessState:
-        return cls(torch.zeros((), device=device), 0, [], [])
 
 
 class Checkpointer:
@@ -389,3 +331,41 @@ def exit_on_interrupt():
     except TrainingInterrupted as interrupted:
         print(f"\n{interrupted}", file=sys.stderr)
         raise SystemExit(128 + interrupted.signum) from None
+
+
+def step_flags(
+    loss: torch.Tensor, signals: StopSignals | None, accelerator: Accelerator
+) -> tuple[bool, bool]:
+    """``(loss not finite on some process, a stop signal reached some process)``.
+
+    One small all-reduce per batch under several processes, so that every process takes the
+    same decision at the same batch (a process that stopped alone would hang the others).
+    """
+    received = signals is not None and signals.received is not None
+    flags = torch.tensor(
+        [float(not torch.isfinite(loss.detach()).item()), float(received)],
+        device=accelerator.device,
+    )
+    if accelerator.num_processes > 1:
+        flags = accelerator.reduce(flags, "sum")
+    return bool(flags[0] > 0), bool(flags[1] > 0)
+
+
+def nonfinite_loss_message(
+    loss: torch.Tensor, state: TrainerState, checkpointer: Checkpointer
+) -> str:
+    """What to say when the loss became NaN or infinite: where, likely causes, the last good
+    checkpoint to resume from."""
+    last = checkpointer.last_saved or checkpointer.latest()
+    where = (
+        f"The last good checkpoint, {last}, is intact; resume from it with "
+        f"--resume_from_checkpoint {last} after changing what diverged."
+        if last is not None
+        else "No checkpoint was written (see --save_strategy)."
+    )
+    return (
+        f"The training loss is {loss.item()} at optimizer step {state.global_step + 1} (epoch "
+        f"{state.epoch}, batch {state.batches_done + 1}); training stopped before this update. "
+        f"Typical causes: a --learning_rate too high for this model, fp16 overflow "
+        f"(--mixed_precision bf16 or no), or bad inputs. {where}"
+    )

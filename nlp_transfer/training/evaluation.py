@@ -1,6 +1,6 @@
 """Forward passes without gradients: logits of a prepared DataLoader, and their metrics.
 
-Used after every epoch by :func:`~nlp_transfer.training.loop.fit` and for the final test
+Used after every epoch by :class:`~nlp_transfer.training.trainer.Trainer` and for the final test
 predictions. ``gather_for_metrics`` collects every process's results, each example once.
 """
 

@@ -13,7 +13,7 @@ from torch import nn
 from ..config import save_config
 from ..transfer.freeze import FreezeReport
 from .advice import advice
-from .loop import FitResult
+from .trainer import FitResult
 
 
 def save_run(

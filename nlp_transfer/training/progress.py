@@ -11,9 +11,16 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from accelerate.logging import get_logger
 from tqdm.auto import tqdm
+
+from .callbacks import TrainerCallback
+from .eta import TrainingEstimate
+
+if TYPE_CHECKING:
+    from .trainer import Trainer
 
 logger = get_logger(__name__)
 
@@ -143,3 +150,77 @@ class TrainingProgress:
     def close(self) -> None:
         """Close the bar."""
         self.bar.close()
+
+
+class ProgressCallback(TrainerCallback):
+    """The Trainer's progress for people: the bar or log lines (:class:`TrainingProgress`), the
+    first line's estimate of steps and time (:class:`~nlp_transfer.training.eta.TrainingEstimate`)
+    and one line per epoch (losses, main validation metrics, training and validation time).
+
+    Args:
+        logging_steps: Batches between updates of the bar's loss, or between log lines.
+        early_stopping: The run may stop sooner (the estimate says "at most").
+    """
+
+    def __init__(self, logging_steps: int, early_stopping: bool = False):
+        self.logging_steps, self.early_stopping = logging_steps, early_stopping
+        self.progress: TrainingProgress | None = None
+        self.estimate: TrainingEstimate | None = None
+        self._epoch_start, self._train_s = 0.0, 0.0
+
+    def on_train_begin(self, trainer: Trainer) -> None:
+        state, epochs = trainer.state, trainer.args.num_train_epochs
+        total = trainer.num_batches * epochs
+        done = min((state.epoch - 1) * trainer.num_batches + state.batches_done, total)
+        self.progress = TrainingProgress(
+            total_batches=total,
+            done_batches=done,
+            batches_per_epoch=trainer.num_batches,
+            num_epochs=epochs,
+            every=self.logging_steps,
+            enabled=trainer.accelerator.is_local_main_process,
+        )
+        self.estimate = TrainingEstimate(  # "N optimizer steps, about M min" after a few batches
+            total,
+            done,
+            epochs,
+            trainer.accelerator.gradient_accumulation_steps,
+            logger.info,
+            early_stopping=self.early_stopping,
+        )
+
+    def on_epoch_begin(self, trainer: Trainer) -> None:
+        self.progress.start_epoch()
+        self._epoch_start = time.perf_counter()
+
+    def on_step_end(self, trainer: Trainer) -> None:
+        state, process = trainer.state, trainer.process
+        self.progress.update(
+            epoch=state.epoch,
+            batch_in_epoch=state.batches_done,
+            global_step=state.global_step,
+            samples=len(process.labels[-1]) * trainer.accelerator.num_processes,
+            loss=lambda: process.loss_sum.item() / process.loss_count,
+        )
+        self.estimate.update()
+        if state.batches_done == trainer.num_batches:  # validation follows
+            self.progress.end_epoch()
+            self._train_s = time.perf_counter() - self._epoch_start
+
+    on_substep_end = on_step_end
+
+    def on_evaluate(self, trainer: Trainer, metrics: dict) -> None:
+        record, key = trainer.state.history[-1], trainer.args.metric_for_best_model
+        shown = dict.fromkeys(["loss", "accuracy", "f1_macro", key])
+        summary = " | ".join(
+            f"eval_{k} {metrics[k]:.4f}" for k in shown if metrics.get(k) is not None
+        )
+        logger.info(
+            f"epoch {record['epoch']}/{trainer.args.num_train_epochs}: train_loss "
+            f"{record['train_loss']:.4f} | {summary} | {self._train_s:.0f}s training + "
+            f"{record['epoch_runtime_s'] - self._train_s:.0f}s validation"
+        )
+
+    def on_train_end(self, trainer: Trainer) -> None:
+        if self.progress is not None:
+            self.progress.close()

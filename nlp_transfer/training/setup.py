@@ -13,34 +13,12 @@ import transformers
 from accelerate import Accelerator, PartialState
 from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration, gather_object
 
+from ..optional import require_tracker
 from .progress import stderr_is_terminal
 
 # `--mixed_precision auto` picks bf16 only when the probe's bf16 step takes at most this
 # fraction of its float32 step (the probe is matmul-heavy; a whole training step gains less).
 BF16_MAX_PROBE_RATIO = 0.8
-
-# tracker -> (module to import, pip extra that installs it)
-_TRACKER_PACKAGES = {
-    "tensorboard": ("tensorboard", "tensorboard"),
-    "wandb": ("wandb", "wandb"),
-    "mlflow": ("mlflow", "mlflow"),
-}
-
-
-def require_tracker(name: str) -> None:
-    """Import a tracker's package, or fail with the install command.
-
-    Raises:
-        ImportError: The package is not installed.
-    """
-    module, extra = _TRACKER_PACKAGES[name]
-    try:
-        __import__(module)
-    except ImportError:
-        raise ImportError(
-            f"--report_to {name} needs the {module} package: pip install 'nlp-transfer[{extra}]' "
-            f"(or pip install {module})."
-        ) from None
 
 
 def build_accelerator(

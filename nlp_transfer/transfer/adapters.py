@@ -115,7 +115,7 @@ def apply_adapter(model: nn.Module, config, view: BlockView) -> tuple[nn.Module,
 
     Args:
         model: The task model (block view supported), freshly built.
-        config: The run's :class:`~nlp_transfer.transfer.arguments.TransferConfig`.
+        config: The run's :class:`~nlp_transfer.training.arguments.TransferConfig`.
         view: ``model``'s block view, built before wrapping.
 
     Returns:

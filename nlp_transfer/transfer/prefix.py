@@ -18,7 +18,6 @@ from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 from ..data.columns import sequence_lengths
 from ..data.fetch import default_cache_dir
 from ..data.memory import memory_budget_bytes
-from .arguments import CACHE_DTYPES, FrozenPrefixConfig
 from .cache import (
     PrefixCache,
     add_cache_index,
@@ -27,6 +26,7 @@ from .cache import (
     compute_prefix_cache,
     load_disk_cache,
 )
+from .strategies.freeze import CACHE_DTYPES, FreezeArguments
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def build_prefix_caches(
     tokenizer: PreTrainedTokenizerBase,
     tokenized: DatasetDict,
     accelerator: Accelerator,
-    config: FrozenPrefixConfig,
+    config: FreezeArguments,
     memory_budget_gb: float | None = None,
 ) -> tuple[DatasetDict, dict[str, PrefixCache]]:
     """Compute (or reuse from disk) the frozen-prefix cache of every split.

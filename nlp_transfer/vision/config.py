@@ -7,13 +7,14 @@ from dataclasses import dataclass
 from ..training.arguments import (
     EVALUATION,
     OPTIMISATION,
+    TransferConfig,
     arg,
     check_choice,
     check_non_negative,
     check_optional_positive,
     check_positive,
 )
-from ..transfer.arguments import TRANSFER, TransferConfig
+from ..transfer.strategies.freeze import TRANSFER
 from .folder import BAD_IMAGE_CHOICES
 from .models import ARCHITECTURES, SMALL_IMAGE_SIZE
 
@@ -27,7 +28,7 @@ class ImageClassificationConfig(TransferConfig):
     """Every setting of an image-classification run. Names follow ``transformers.TrainingArguments``.
 
     The training and transfer-strategy fields come from
-    :class:`~nlp_transfer.transfer.arguments.TransferConfig`; these are the image task's own,
+    :class:`~nlp_transfer.training.arguments.TransferConfig`; these are the image task's own,
     and its defaults (a higher learning rate, a cosine schedule, 15 epochs).
 
     Raises:
@@ -190,14 +191,16 @@ class ImageClassificationConfig(TransferConfig):
         check_choice(self, "architecture", tuple(ARCHITECTURES))
         check_choice(self, "bad_images", BAD_IMAGE_CHOICES)
         check_choice(self, "stem_maxpool", STEM_MAXPOOL_CHOICES)
+        if self.augment and self.feature_extraction != "none":
+            raise ValueError(
+                "--feature_extraction freezes the whole encoder and computes its features once; "
+                "it does not combine with --augment."
+            )
         if self.augment and self.cache_frozen_prefix in ("memory", "disk"):
             raise ValueError(
                 f"--cache_frozen_prefix {self.cache_frozen_prefix} is exact only without "
                 "--augment (augmentation changes each image every epoch); use auto or no."
             )
-
-    def feature_extraction_clashes(self) -> dict[str, object]:
-        return super().feature_extraction_clashes() | {"--augment": self.augment}
 
     def resolved_stem_maxpool(self, image_size: int, saved: bool | None = None) -> bool:
         """``--stem_maxpool`` as a bool: explicit, else the saved model's, else by image size."""

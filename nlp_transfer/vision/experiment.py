@@ -23,6 +23,7 @@ import dataclasses
 import json
 import logging
 import time
+from collections.abc import Sequence
 
 import numpy as np
 from accelerate import PartialState
@@ -246,9 +247,19 @@ def _comparison(
     }
 
 
-def run_image_task(config: ImageClassificationConfig) -> dict:
+def run_image_task(config: ImageClassificationConfig, callbacks: Sequence = ()) -> dict:
     """What the image recipe and ``nlp-transfer train --task image`` run: the default
-    experiment for ``--dataset_name fashion_mnist_transfer``, else one image run."""
+    experiment for ``--dataset_name fashion_mnist_transfer``, else one image run (whose
+    Trainer gets ``callbacks``).
+
+    Raises:
+        ValueError: ``callbacks`` for the Fashion-MNIST experiment, which trains several models.
+    """
     if config.train_dir is None and config.dataset_name == "fashion_mnist_transfer":
+        if callbacks:
+            raise ValueError(
+                "The fashion_mnist_transfer experiment trains several models; pass --train_dir "
+                "(or another --dataset_name) to train one with callbacks (e.g. under search)."
+            )
         return run_fashion_mnist_transfer(config)
-    return run_image_classification(config)
+    return run_image_classification(config, callbacks=callbacks)

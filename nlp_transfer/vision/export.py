@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..export import require_onnx
+from ..optional import require_onnx
 from .models import ResNetClassifier
 
 

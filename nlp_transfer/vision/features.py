@@ -14,10 +14,10 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 
 from ..metrics import classification_metrics
+from ..training.heads import fit_sklearn_head, train_torch_head
 from ..training.run import TrainOutcome
 from ..transfer.features import FeatureDataset, FeatureHead, default_sklearn_head
 from ..transfer.freeze import count_parameters
-from ..transfer.heads import fit_sklearn_head, train_torch_head
 from ..transfer.plan import TransferPlan
 from .config import ImageClassificationConfig
 from .data import ImageData

@@ -31,8 +31,8 @@ from torch.utils.data import DataLoader, Dataset
 from ..data.fetch import default_cache_dir
 from ..models.blocks import get_block_view
 from ..training.progress import progress_bar
-from ..transfer.arguments import CACHE_DTYPES
 from ..transfer.cache import allocate_values, choose_storage
+from ..transfer.strategies.freeze import CACHE_DTYPES
 from .models import ResNetClassifier
 
 logger = logging.getLogger(__name__)

@@ -7,7 +7,7 @@
         output_dir="outputs/photos"))
 
 The same shared pieces as text: the block view and transfer strategies, the one training loop
-(:func:`~nlp_transfer.training.run.train_and_predict`), checkpoints, metrics, report plots,
+(:class:`~nlp_transfer.training.trainer.Trainer`), checkpoints, metrics, report plots,
 outputs and model cards.
 """
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch.nn.functional as F
@@ -24,8 +25,10 @@ from accelerate.utils import set_seed
 
 from ..data.memory import GB, memory_budget_bytes
 from ..metrics import classification_metrics, cross_entropy
+from ..training.callbacks import TrainerCallback
 from ..training.outputs import format_summary, run_metrics, save_run, write_report
 from ..training.run import TrainOutcome, start_run, train_and_predict
+from ..training.trainer import Trainer
 from ..transfer.adapters import save_adapter_outputs
 from ..transfer.cache import remove_disk_cache
 from ..transfer.plan import TransferPlan, plan_transfer
@@ -107,12 +110,16 @@ def train_image_classifier(
     accelerator: Accelerator,
     config: ImageClassificationConfig,
     plan: TransferPlan,
+    callbacks: Sequence[TrainerCallback] = (),
 ) -> TrainOutcome:
-    """Fine-tune ``model`` (its plan applied) with the shared loop; cache the frozen prefix.
+    """Fine-tune ``model`` (its plan applied) with the Trainer; cache the frozen prefix.
 
     The cache is kept in memory when it fits in the ``--image_cache_memory_gb`` budget left by
     the decoded images held in memory, else memory-mapped on disk and removed afterwards
     (:func:`~nlp_transfer.vision.prefix.cache_prefix_splits`).
+
+    Args:
+        callbacks: Trainer callbacks added to the defaults (e.g. a search's pruning).
 
     Returns:
         A :class:`~nlp_transfer.training.run.TrainOutcome` with the test predictions.
@@ -144,16 +151,19 @@ def train_image_classifier(
         num_workers=config.dataloader_num_workers,
     )
     try:
-        return train_and_predict(
+        trainer = Trainer(
             model,
-            loaders,
-            accelerator,
             config,
+            accelerator=accelerator,
+            train_dataloader=loaders["train"],
+            eval_dataloader=loaders["validation"],
             compute_metrics=metrics_fn(data.label_names),
             loss_fn=F.cross_entropy,
             plan=plan,
-            cached=cached,
+            callbacks=callbacks,
+            prefix_cache=cached,
         )
+        return train_and_predict(trainer, loaders["test"])
     finally:
         if cache_dir is not None:
             remove_disk_cache(cache_dir)
@@ -172,6 +182,7 @@ def run_image_classification(
     config: ImageClassificationConfig,
     data: ImageData | None = None,
     task_name: str = "image classification",
+    callbacks: Sequence[TrainerCallback] = (),
 ) -> dict:
     """Train, evaluate and save an image classifier as ``config`` says.
 
@@ -183,6 +194,7 @@ def run_image_classification(
         config: The run's settings.
         data: Ready splits (e.g. a subset made in Python); None loads what ``config`` names.
         task_name: Title of the printed summary.
+        callbacks: Trainer callbacks added to the defaults (e.g. a search's pruning).
 
     Returns:
         The metrics written to ``output_dir/metrics.json``.
@@ -209,7 +221,7 @@ def run_image_classification(
     if plan.feature_extraction != "none":
         outcome = train_image_feature_head(model, data, accelerator, config, plan)
     else:
-        outcome = train_image_classifier(model, data, accelerator, config, plan)
+        outcome = train_image_classifier(model, data, accelerator, config, plan, callbacks)
     return finish_image_run(config, accelerator, outcome, plan, data, start, task_name)
 
 

@@ -20,9 +20,10 @@ from accelerate import Accelerator
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..training.loop import FitResult, LossFn, MetricsFn
-from ..training.run import TrainOutcome, train_and_predict
-from .features import sklearn_logits
+from ..transfer.features import sklearn_logits
+from .evaluation import MetricsFn
+from .run import TrainOutcome, train_and_predict
+from .trainer import FitResult, LossFn, Trainer
 
 logger = logging.getLogger(__name__)
 
@@ -122,15 +123,16 @@ def train_torch_head(
     head_config = dataclasses.replace(
         config, learning_rate=learning_rate, head_learning_rate=None, save_strategy="no"
     )
-    outcome = train_and_predict(
+    trainer = Trainer(
         head,
-        loaders,
-        accelerator,
         head_config,
+        accelerator=accelerator,
+        train_dataloader=loaders["train"],
+        eval_dataloader=loaders["validation"],
         compute_metrics=compute_metrics,
         loss_fn=loss_fn,
-        predict_validation=True,
     )
+    outcome = train_and_predict(trainer, loaders["test"], predict_validation=True)
     n = num_train_examples or len(loaders["train"].dataset)
     outcome.fit.train_runtime_s += extract_s
     outcome.fit.train_samples_per_second = (
