@@ -48,15 +48,29 @@ _LAZY: dict[str, str] = {
     "search": ".search:search",
     "select_threshold": ".metrics:select_threshold",
     "train": ".api:train",
+    "Trainer": ".training.trainer:Trainer",
+    "TrainerCallback": ".training.callbacks:TrainerCallback",
+    "TrainerControl": ".training.callbacks:TrainerControl",
+    "Task": ".tasks:Task",
+    "register_task": ".tasks:register_task",
+    "list_tasks": ".tasks:list_tasks",
+    "TransferStrategy": ".transfer.strategies:TransferStrategy",
+    "register_strategy": ".transfer.strategies:register_strategy",
+    "list_strategies": ".transfer.strategies:list_strategies",
 }
 
 __all__ = [
     "ClassBalancedSampler",
     "FreezeReport",
     "LengthGroupedSampler",
+    "Task",
     "TextClassificationConfig",
     "TextClassifier",
     "TrainResult",
+    "Trainer",
+    "TrainerCallback",
+    "TrainerControl",
+    "TransferStrategy",
     "build_text_classifier",
     "class_weights_from_spec",
     "classification_metrics",
@@ -66,11 +80,15 @@ __all__ = [
     "freeze_lower_blocks",
     "get_block_view",
     "list_builtin_datasets",
+    "list_strategies",
+    "list_tasks",
     "load_builtin_dataset",
     "load_text_classification_dataset",
     "parse_config",
     "predict",
     "predict_file",
+    "register_strategy",
+    "register_task",
     "run_text_classification",
     "search",
     "select_threshold",
@@ -90,13 +108,17 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time, __getattr__ below
     from .models.blocks import get_block_view
     from .models.text import build_text_classifier
     from .search import search
+    from .tasks import Task, list_tasks, register_task
     from .text.batch import predict_file
     from .text.classifier import TextClassifier
     from .text.config import TextClassificationConfig
     from .text.predict import evaluate_saved_model, predict
     from .text.run import run_text_classification
+    from .training.callbacks import TrainerCallback, TrainerControl
     from .training.imbalance import class_weights_from_spec, cross_entropy_loss
+    from .training.trainer import Trainer
     from .transfer.freeze import FreezeReport, freeze_encoder_layers, freeze_lower_blocks
+    from .transfer.strategies import TransferStrategy, list_strategies, register_strategy
 
 
 def __getattr__(name: str):

@@ -15,7 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..metrics import cross_entropy
-from .progress import progress_bar
+from ..console import progress_bar
 
 MetricsFn = Callable[[np.ndarray, np.ndarray], dict]
 

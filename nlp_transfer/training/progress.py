@@ -8,14 +8,14 @@ the log with hundreds of lines, so the bar is off and a plain log line is writte
 
 from __future__ import annotations
 
-import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from accelerate.logging import get_logger
 from tqdm.auto import tqdm
 
+from ..console import stderr_is_terminal
 from .callbacks import TrainerCallback
 from .eta import TrainingEstimate
 
@@ -23,25 +23,6 @@ if TYPE_CHECKING:
     from .trainer import Trainer
 
 logger = get_logger(__name__)
-
-
-def stderr_is_terminal() -> bool:
-    """Whether standard error is an interactive terminal (where progress bars belong)."""
-    try:
-        return sys.stderr.isatty()
-    except (AttributeError, ValueError):  # replaced or closed stream
-        return False
-
-
-def progress_bar(iterable: Iterable, desc: str, enabled: bool = True) -> Iterable:
-    """``iterable`` wrapped in a transient tqdm bar, shown only when ``enabled`` and on a terminal.
-
-    Args:
-        iterable: What to iterate over (e.g. a DataLoader).
-        desc: The bar's label ("Validation", "Test").
-        enabled: False on processes that should stay silent (not the local main process).
-    """
-    return tqdm(iterable, desc=desc, leave=False, disable=not (enabled and stderr_is_terminal()))
 
 
 def format_duration(seconds: float) -> str:

@@ -43,9 +43,9 @@ from datasets import Dataset
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ..console import progress_bar
 from ..data.columns import sequence_lengths
 from ..data.memory import memory_budget_bytes
-from ..training.progress import progress_bar
 from .prefix_model import (
     PREFIX_INPUT,
     CachedPrefixModel,

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from transformers import AutoModel, PreTrainedModel
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from ..training.progress import progress_bar
+from ..console import progress_bar
 
 POOLING_CHOICES = ("mean", "cls")
 FEATURE_CONFIG = "feature_extraction.json"
