@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from .tasks import task_of_model_dir
+
 BACKEND_HELP = (
     "torch, or onnxruntime: run <model_dir>/model.onnx (exported on first use, checked against "
     "PyTorch) on the CPU; text models."
@@ -160,11 +162,9 @@ def _write_lines(lines: list[str], args: argparse.Namespace) -> None:
 
 def predict_main(args: argparse.Namespace) -> int:
     """``nlp-transfer predict``: JSON lines for ``--text``, ``--file`` or images."""
-    from .vision.models import is_image_model
-
     if args.batch_size <= 0 or args.chunk_size <= 0:
         raise SystemExit("error: --batch_size and --chunk_size must be positive.")
-    if is_image_model(args.model_dir):
+    if task_of_model_dir(args.model_dir).modality == "image":
         from .vision.predict import predict_images
 
         _torch_only(args)
@@ -218,11 +218,9 @@ def _predict_texts(args: argparse.Namespace) -> int:
 
 def evaluate_main(args: argparse.Namespace) -> int:
     """``nlp-transfer evaluate``: the metrics of a saved model on labelled data, as JSON."""
-    from .vision.models import is_image_model
-
     if args.batch_size <= 0:
         raise SystemExit("error: --batch_size must be positive.")
-    image_model = is_image_model(args.model_dir)
+    image_model = task_of_model_dir(args.model_dir).modality == "image"
     if image_model != (args.image_dir is not None):
         raise SystemExit(
             f"error: {args.model_dir} is {'an image' if image_model else 'a text'} model: "

@@ -14,8 +14,8 @@ from accelerate import Accelerator
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..metrics import cross_entropy
 from ..console import progress_bar
+from ..metrics import cross_entropy
 
 MetricsFn = Callable[[np.ndarray, np.ndarray], dict]
 
