@@ -28,9 +28,9 @@ from accelerate import Accelerator
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from ..console import progress_bar
 from ..data.fetch import default_cache_dir
 from ..models.blocks import get_block_view
-from ..training.progress import progress_bar
 from ..transfer.cache import allocate_values, choose_storage
 from ..transfer.strategies.freeze import CACHE_DTYPES
 from .models import ResNetClassifier

@@ -20,7 +20,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.v2 import functional as TF
 
-from ..training.progress import progress_bar
+from ..console import progress_bar
 
 # What PIL raises on a file that is not an image it can decode (truncated, corrupt, empty, a bomb)
 DECODE_ERRORS = (
