@@ -29,9 +29,9 @@ def main(spec: dict) -> dict:
     from accelerate import PartialState
 
     from nlp_transfer.data.columns import sequence_lengths
-    from nlp_transfer.data.tokenize import tokenize_dataset
     from nlp_transfer.text import TextClassificationConfig
     from nlp_transfer.text.loaders import load_data
+    from nlp_transfer.text.tokenize import tokenize_dataset
 
     PartialState(cpu=True)  # the library logs through accelerate
     imported = time.perf_counter()
@@ -54,7 +54,7 @@ def main(spec: dict) -> dict:
     if spec["phase"] == "data":
         from transformers import AutoTokenizer
 
-        from nlp_transfer.models.text import resolve_model_path
+        from nlp_transfer.text.model import resolve_model_path
 
         path, local_only = resolve_model_path(config.model_name_or_path)
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local_only)

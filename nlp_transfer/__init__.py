@@ -30,9 +30,9 @@ _LAZY: dict[str, str] = {
     "TextClassificationConfig": ".text.config:TextClassificationConfig",
     "TextClassifier": ".text.classifier:TextClassifier",
     "TrainResult": ".api:TrainResult",
-    "build_text_classifier": ".models.text:build_text_classifier",
+    "build_text_classifier": ".text.model:build_text_classifier",
     "class_weights_from_spec": ".training.imbalance:class_weights_from_spec",
-    "classification_metrics": ".metrics:classification_metrics",
+    "classification_metrics": ".metrics.classification:classification_metrics",
     "cross_entropy_loss": ".training.imbalance:cross_entropy_loss",
     "evaluate_saved_model": ".text.predict:evaluate_saved_model",
     "freeze_encoder_layers": ".transfer.freeze:freeze_encoder_layers",
@@ -41,12 +41,12 @@ _LAZY: dict[str, str] = {
     "list_builtin_datasets": ".data:list_builtin_datasets",
     "load_builtin_dataset": ".data:load_builtin_dataset",
     "load_text_classification_dataset": ".data:load_text_classification_dataset",
-    "parse_config": ".config:parse_config",
+    "parse_config": ".cli.config:parse_config",
     "predict": ".text.predict:predict",
     "predict_file": ".text.batch:predict_file",
     "run_text_classification": ".text.run:run_text_classification",
     "search": ".search:search",
-    "select_threshold": ".metrics:select_threshold",
+    "select_threshold": ".metrics.classification:select_threshold",
     "train": ".api:train",
     "Trainer": ".training.trainer:Trainer",
     "TrainerCallback": ".training.callbacks:TrainerCallback",
@@ -97,21 +97,21 @@ __all__ = [
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time, __getattr__ below
     from .api import TrainResult, train
-    from .config import parse_config
+    from .cli.config import parse_config
     from .data import (
         list_builtin_datasets,
         load_builtin_dataset,
         load_text_classification_dataset,
     )
     from .data.samplers import ClassBalancedSampler, LengthGroupedSampler
-    from .metrics import classification_metrics, select_threshold
+    from .metrics.classification import classification_metrics, select_threshold
     from .models.blocks import get_block_view
-    from .models.text import build_text_classifier
     from .search import search
     from .tasks import Task, list_tasks, register_task
     from .text.batch import predict_file
     from .text.classifier import TextClassifier
     from .text.config import TextClassificationConfig
+    from .text.model import build_text_classifier
     from .text.predict import evaluate_saved_model, predict
     from .text.run import run_text_classification
     from .training.callbacks import TrainerCallback, TrainerControl

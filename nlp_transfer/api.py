@@ -24,7 +24,7 @@ from pathlib import Path
 import yaml
 from datasets import DatasetDict
 
-from .data.custom import FILE_FORMATS, DataSource
+from .data.read import FILE_FORMATS, DataSource
 from .text.classifier import TextClassifier
 from .text.config import TextClassificationConfig
 

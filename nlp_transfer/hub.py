@@ -10,6 +10,8 @@ from urllib.parse import urlparse
 from huggingface_hub import constants
 
 HUB_PROBE_TIMEOUT_S = 3.0
+# The default encoder: its Hub id (offline, the packaged copy: nlp_transfer.text.model).
+DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 def hub_offline_requested() -> bool:

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from .config import save_config
+from .reporting.config_file import save_config
 from .training.callbacks import TrainerCallback
 
 if TYPE_CHECKING:
@@ -356,7 +356,7 @@ def write_search_plots(study, plots_dir: Path) -> list[Path]:
 
 def search_main(argv: Sequence[str]) -> int:
     """``nlp-transfer search [--task TASK] [--search_space FILE] [--n_trials N] [task flags]``."""
-    from .config import parse_config
+    from .cli.config import parse_config
     from .tasks import DEFAULT_TASK, get_task, list_tasks
     from .training.checkpoint import exit_on_interrupt
 

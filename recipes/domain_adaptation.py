@@ -15,7 +15,7 @@ the proxy A-distance of the features before and after alignment. The steps are
 from __future__ import annotations
 
 from nlp_transfer.adaptation import DomainAdaptationConfig, run_domain_adaptation
-from nlp_transfer.config import parse_config
+from nlp_transfer.cli.config import parse_config
 
 __all__ = ["DomainAdaptationConfig", "main"]
 

@@ -16,7 +16,7 @@ report and outputs as the text recipes.
 
 from __future__ import annotations
 
-from nlp_transfer.config import parse_config
+from nlp_transfer.cli.config import parse_config
 from nlp_transfer.training.checkpoint import exit_on_interrupt
 from nlp_transfer.vision.config import ImageClassificationConfig
 from nlp_transfer.vision.experiment import run_image_task

@@ -13,7 +13,7 @@ The steps (data -> model -> freezing -> train -> evaluate -> baseline -> save) a
 
 from __future__ import annotations
 
-from nlp_transfer.config import parse_config
+from nlp_transfer.cli.config import parse_config
 from nlp_transfer.text import SentimentConfig, run_text_classification
 from nlp_transfer.training.checkpoint import exit_on_interrupt
 

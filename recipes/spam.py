@@ -16,7 +16,7 @@ over-fitted in our measurement (tuned 0.014: test spam F1 0.955 vs 0.961 at 0.5,
 
 from __future__ import annotations
 
-from nlp_transfer.config import parse_config
+from nlp_transfer.cli.config import parse_config
 from nlp_transfer.text import SpamConfig, run_text_classification
 from nlp_transfer.training.checkpoint import exit_on_interrupt
 

@@ -17,7 +17,7 @@ Multi-label, regression and sentence-pair data run through the same recipe with
 
 from __future__ import annotations
 
-from nlp_transfer.config import parse_config
+from nlp_transfer.cli.config import parse_config
 from nlp_transfer.text import TopicsConfig, run_text_classification
 from nlp_transfer.training.checkpoint import exit_on_interrupt
 

@@ -288,7 +288,7 @@ def test_padding_collator_sees_no_target_labels():
             "t": Dataset.from_dict({"text": ["good q r", "bad x y z"], "label": [0, 0]}),
         }
     )
-    from nlp_transfer.data.tokenize import tokenize_dataset
+    from nlp_transfer.text.tokenize import tokenize_dataset
 
     tok = tokenize_dataset(ds, tokenizer, 16)
     pad = DataCollatorWithPadding(tokenizer)
@@ -305,7 +305,7 @@ def test_padding_collator_sees_no_target_labels():
 
 
 def test_cli_train_task_domain_adaptation(tiny_bert_dir, tmp_path, capsys):
-    from nlp_transfer.cli import main as cli_main
+    from nlp_transfer.cli.commands import main as cli_main
 
     with pytest.raises(SystemExit):
         cli_main(["train", "--task", "domain_adaptation", "--help"])

@@ -21,7 +21,7 @@ def _config(**kw) -> TextClassificationConfig:
 
 @pytest.fixture()
 def classifier(tiny_bert_dir):
-    from nlp_transfer.models.text import build_text_classifier
+    from nlp_transfer.text.model import build_text_classifier
 
     torch.manual_seed(0)
     model, _ = build_text_classifier(str(tiny_bert_dir), label_names=["neg", "pos"])
@@ -141,7 +141,7 @@ def _run(tiny_bert_dir, data, out, *extra):
 def test_lora_run_saves_adapter_and_merged_model_that_predict_alike(
     tiny_bert_dir, toy_csv, tmp_path
 ):
-    from nlp_transfer.text.predict import load_classifier, predict_logits_for_texts
+    from nlp_transfer.text.inference import load_classifier, predict_logits_for_texts
 
     out = tmp_path / "lora"
     metrics = _run(tiny_bert_dir, toy_csv, out, "--peft", "lora", "--lora_r", "4")

@@ -17,7 +17,7 @@ from conftest import write_image_folder
 
 
 def _text(tiny_bert_dir):
-    from nlp_transfer.models.text import build_text_classifier
+    from nlp_transfer.text.model import build_text_classifier
 
     torch.manual_seed(0)
     return build_text_classifier(str(tiny_bert_dir), label_names=["neg", "pos"])[0]
@@ -60,7 +60,7 @@ def test_gradual_unfreezing_switches_only_what_the_method_trains(tiny_bert_dir, 
 
 
 def test_lora_on_a_model_from_init_from(tiny_bert_dir, tmp_path):
-    from nlp_transfer.models.text import build_text_classifier
+    from nlp_transfer.text.model import build_text_classifier
 
     _text(tiny_bert_dir).save_pretrained(tmp_path / "previous")
     model, _ = build_text_classifier(

@@ -50,7 +50,7 @@ def test_training_rows_are_capped():
 
 
 def test_summary_says_when_the_baseline_was_capped():
-    from nlp_transfer.training.outputs import format_summary
+    from nlp_transfer.reporting.outputs import format_summary
 
     test = {"num_examples": 4, "accuracy": 0.5, "f1_macro": 0.5, "per_class": {"a": {}, "b": {}}}
     test |= {f"{m}_b": 0.5 for m in ("precision", "recall", "f1")}

@@ -8,7 +8,7 @@ import logging
 import pandas as pd
 import pytest
 
-from nlp_transfer.cli import main as cli_main
+from nlp_transfer.cli.commands import main as cli_main
 from nlp_transfer.text.predict import predict
 from nlp_transfer.text.stream import open_text_rows
 
@@ -201,13 +201,13 @@ def test_onnxruntime_matches_torch_and_int8_mostly_agrees(model_dir, frame, tmp_
     texts = frame["sentence"].tolist()
     torch_results = TextClassifier.from_pretrained(model_dir).predict(texts, batch_size=8)
     onnx = TextClassifier.from_pretrained(model_dir, backend="onnxruntime")
-    assert onnx.onnx_path == model_dir / "model.onnx" and onnx.max_seq_length == 24
-    exported = onnx.onnx_path.stat().st_mtime_ns
+    assert onnx.model.onnx_path == model_dir / "model.onnx" and onnx.max_seq_length == 24
+    exported = onnx.model.onnx_path.stat().st_mtime_ns
     got = onnx.predict(texts, batch_size=8)
     _assert_same_predictions(got, torch_results, atol=1e-4)
     int8 = TextClassifier.from_pretrained(model_dir, backend="onnxruntime", quantize="int8")
-    assert int8.onnx_path.name == "model.int8.onnx"
-    assert onnx.onnx_path.stat().st_mtime_ns == exported  # reused, not exported again
+    assert int8.model.onnx_path.name == "model.int8.onnx"
+    assert onnx.model.onnx_path.stat().st_mtime_ns == exported  # reused, not exported again
     quantized = int8.predict(texts, batch_size=8)
     agree = sum(q["label"] == t["label"] for q, t in zip(quantized, torch_results, strict=True))
     assert agree >= 0.9 * len(texts)
@@ -219,7 +219,7 @@ def test_onnxruntime_matches_torch_and_int8_mostly_agrees(model_dir, frame, tmp_
 
     sidecar = model_dir / "model.int8.onnx.json"
     assert json.loads(sidecar.read_text()) == INT8_SETTINGS
-    graph = onnx.load(str(int8.onnx_path)).graph
+    graph = onnx.load(str(int8.model.onnx_path)).graph
     ops = {node.op_type for node in graph.node}
     assert "MatMulInteger" in ops and "DynamicQuantizeLinear" in ops
     gathered = {node.input[0] for node in graph.node if node.op_type == "Gather"}
@@ -229,9 +229,9 @@ def test_onnxruntime_matches_torch_and_int8_mostly_agrees(model_dir, frame, tmp_
     assert any(t.dims[0] > 1 for t in per_channel)  # one scale per output channel
     # a file quantized with other settings is made again
     sidecar.write_text(json.dumps({"per_channel": False}))
-    made = int8.onnx_path.stat().st_mtime_ns
+    made = int8.model.onnx_path.stat().st_mtime_ns
     TextClassifier.from_pretrained(model_dir, backend="onnxruntime", quantize="int8")
-    assert int8.onnx_path.stat().st_mtime_ns != made
+    assert int8.model.onnx_path.stat().st_mtime_ns != made
     assert json.loads(sidecar.read_text()) == INT8_SETTINGS
     # The command line: same lines as torch's, from the ONNX model.
     source = _write(frame, tmp_path / "in.csv")

@@ -147,7 +147,7 @@ def _check_or_record(name: str, pinned: dict) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_text_run_matches_the_recorded_behaviour(name, tiny_bert_dir, tmp_path):
-    from nlp_transfer.cli import main
+    from nlp_transfer.cli.commands import main
 
     kind, flags = CASES[name]
     make_frame, columns = DATA[kind]
@@ -163,7 +163,7 @@ def test_text_run_matches_the_recorded_behaviour(name, tiny_bert_dir, tmp_path):
 
 @pytest.mark.slow
 def test_image_run_matches_the_recorded_behaviour(tmp_path):
-    from nlp_transfer.cli import main
+    from nlp_transfer.cli.commands import main
 
     data = write_image_folder(tmp_path / "images", per_class=12)
     out = tmp_path / "out"
@@ -179,7 +179,7 @@ def test_image_run_matches_the_recorded_behaviour(tmp_path):
 def test_domain_adaptation_matches_the_recorded_behaviour(tiny_bert_dir, tmp_path):
     from test_adaptation import _recipe_flags, _write_files
 
-    from nlp_transfer.cli import main
+    from nlp_transfer.cli.commands import main
 
     paths = _write_files(tmp_path)
     flags = _recipe_flags(tiny_bert_dir, paths, tmp_path / "out", "--methods", "dann,coral")

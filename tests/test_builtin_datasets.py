@@ -201,7 +201,7 @@ def test_builtin_sentiment_score_regression_sets(name, rows):
 @pytest.mark.slow
 def test_a_builtin_regression_set_loads_as_regression_by_name():
     """``--dataset_name tweets_scores`` trains as regression; asking for another type is refused."""
-    from nlp_transfer.data.problems import load_problem_dataset
+    from nlp_transfer.data.pipeline import load_problem_dataset
     from nlp_transfer.text.problem import problem_type_of
 
     for asked in (None, "regression"):

@@ -27,8 +27,8 @@ from conftest import toy_sentiment_frame
 def tiny(tiny_bert_dir):
     from transformers import AutoTokenizer, DataCollatorWithPadding
 
-    from nlp_transfer.data.tokenize import tokenize_dataset
-    from nlp_transfer.models.text import build_text_classifier
+    from nlp_transfer.text.model import build_text_classifier
+    from nlp_transfer.text.tokenize import tokenize_dataset
 
     model, _ = build_text_classifier(str(tiny_bert_dir), label_names=["neg", "pos"])
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
@@ -258,8 +258,8 @@ def test_feature_extraction_predictions_come_back_in_dataset_order(
         "logistic_regression",
     )
     from nlp_transfer.text import TextClassificationConfig
+    from nlp_transfer.text.inference import load_classifier, predict_logits_for_texts
     from nlp_transfer.text.loaders import load_data
-    from nlp_transfer.text.predict import load_classifier, predict_logits_for_texts
 
     config = TextClassificationConfig(
         train_file=str(toy_csv), text_column="sentence", label_column="sentiment"
@@ -305,7 +305,7 @@ def test_cached_run_matches_uncached_run_under_each_transfer_strategy(
 def test_cache_command_lists_and_clears_prefix_caches_but_keeps_downloads(tmp_path, capsys):
     import json
 
-    from nlp_transfer.cli import main
+    from nlp_transfer.cli.commands import main
 
     root = tmp_path / "cache"
     done, cut, left = (root / "prefix_cache" / n for n in ("train-abc", "test-abc", "images-x1"))

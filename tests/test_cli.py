@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 import nlp_transfer
-from nlp_transfer import cli
-from nlp_transfer.cli import error_message, is_user_error, main
+from nlp_transfer.cli import commands as cli
+from nlp_transfer.cli.commands import error_message, is_user_error, main
 
 HEAVY = ("torch", "transformers", "datasets", "accelerate", "sklearn", "pandas")
 
@@ -71,7 +71,7 @@ def test_which_errors_are_the_users():
 
 
 def test_train_help_is_short_lists_task_and_real_defaults(capsys, monkeypatch):
-    from nlp_transfer.cli_help import HELP_WIDTH
+    from nlp_transfer.cli.help import HELP_WIDTH
 
     monkeypatch.setenv("COLUMNS", str(HELP_WIDTH))  # pytest-xdist workers set COLUMNS=80
     with pytest.raises(SystemExit, match="0"):
@@ -98,7 +98,7 @@ def test_train_help_shows_the_defaults_of_the_task_given(capsys):
 
 def test_import_and_top_level_help_load_nothing_heavy():
     code = (
-        "import sys, contextlib, io, nlp_transfer, nlp_transfer.cli as cli\n"
+        "import sys, contextlib, io, nlp_transfer, nlp_transfer.cli.commands as cli\n"
         "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
         "    cli.main(['--help'])\n"
         f"print([m for m in {HEAVY!r} if m in sys.modules])\n"
@@ -130,8 +130,8 @@ def test_every_public_name_resolves_and_the_lazy_table_agrees():
 
 
 def test_compact_help_changes_the_display_only():
-    from nlp_transfer.cli_help import compact_help
-    from nlp_transfer.config import build_config_parser
+    from nlp_transfer.cli.config import build_config_parser
+    from nlp_transfer.cli.help import compact_help
     from nlp_transfer.text.tasks import SentimentConfig
 
     parser = compact_help(build_config_parser(SentimentConfig, prog="sentiment.py"))

@@ -228,10 +228,10 @@ def test_hub_dataset_offline_fails_within_seconds():
 
 
 def test_hub_dataset_unreachable_fails_without_retrying(monkeypatch):
-    import nlp_transfer.data.custom as custom
+    import nlp_transfer.data.read as read
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(custom, "hub_reachable", lambda: False)
+    monkeypatch.setattr(read, "hub_reachable", lambda: False)
     with pytest.raises(ValueError, match="cannot be reached"):
         load_text_classification_dataset("someone/some_dataset")
 
@@ -311,7 +311,7 @@ def test_long_texts_are_truncated_and_counted(tiny_bert_dir, caplog):
     from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
     from transformers import AutoTokenizer
 
-    from nlp_transfer.data.tokenize import tokenize_dataset
+    from nlp_transfer.text.tokenize import tokenize_dataset
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
     texts = [

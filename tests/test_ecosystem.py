@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from nlp_transfer.cli import main as cli_main
+from nlp_transfer.cli.commands import main as cli_main
 
 from conftest import REPO
 
@@ -130,7 +130,7 @@ def test_model_card_metadata_parses_and_matches_metrics(trained):
 
 
 def test_model_card_names_a_hub_base_model_and_its_licence():
-    from nlp_transfer.model_card import build_model_card
+    from nlp_transfer.reporting.model_card import build_model_card
     from nlp_transfer.text import TextClassificationConfig
 
     metrics = {

@@ -17,7 +17,7 @@ from datasets import Dataset
 from transformers import AutoModelForSequenceClassification
 
 from nlp_transfer.models.blocks import get_block_view
-from nlp_transfer.models.text import ensure_pad_token
+from nlp_transfer.text.model import ensure_pad_token
 from nlp_transfer.transfer.cache import (
     CachedPrefixModel,
     CachingCollator,
@@ -302,7 +302,7 @@ def test_decoder_gets_a_pad_token_and_pools_the_last_real_token(family):
 
 
 def test_build_text_classifier_gives_a_local_decoder_a_pad_token(tmp_path):
-    from nlp_transfer.models.text import build_text_classifier
+    from nlp_transfer.text.model import build_text_classifier
 
     config = _configs()["llama"]
     config.pad_token_id = None

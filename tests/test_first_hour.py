@@ -79,7 +79,7 @@ def test_still_rising_needs_two_epochs_a_real_rise_and_no_early_stop():
 
 
 def test_format_summary_prints_the_advice():
-    from nlp_transfer.training.outputs import format_summary
+    from nlp_transfer.reporting.outputs import format_summary
 
     metrics = _metrics([0.41, 0.59], [0.50, 0.55], baseline_val=0.66)
     per_class = {c: {} for c in "abcde"}
@@ -245,8 +245,8 @@ def test_train_on_a_csv_path_and_a_dataset_dict(tiny_bert_dir, tmp_path, toy_csv
 
 def _old_predict(model_dir, texts, batch_size=64):
     """predict() before TextClassifier (the code it replaced), for comparison."""
-    from nlp_transfer.metrics import predict_labels, probabilities
-    from nlp_transfer.text.predict import load_classifier, predict_logits_for_texts
+    from nlp_transfer.metrics.classification import predict_labels, probabilities
+    from nlp_transfer.text.inference import load_classifier, predict_logits_for_texts
 
     model, tokenizer, threshold = load_classifier(model_dir)
     probs = probabilities(predict_logits_for_texts(model, tokenizer, texts, batch_size))
@@ -306,7 +306,7 @@ def test_classifier_decodes_the_saved_problem_type(trained, tmp_path):
 
 
 def test_cli_text_task_parses_auto_and_explicit_values():
-    from nlp_transfer.config import parse_config
+    from nlp_transfer.cli.config import parse_config
     from nlp_transfer.tasks import get_task
 
     auto = parse_config(get_task("text").config_class, ["--train_file", "x.csv"])

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 from nlp_transfer.data import builtin
 from nlp_transfer.data.fetch import PackageFile, sha256_of
 from nlp_transfer.data.samplers import ClassBalancedSampler
-from nlp_transfer.metrics import classification_metrics, select_threshold
+from nlp_transfer.metrics.classification import classification_metrics, select_threshold
 from nlp_transfer.training.imbalance import class_weights_from_spec, cross_entropy_loss
 
 

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import yaml
 
-from nlp_transfer.config import parse_config, save_config
-from nlp_transfer.metrics import classification_metrics
+from nlp_transfer.cli.config import parse_config
+from nlp_transfer.metrics.classification import classification_metrics
+from nlp_transfer.reporting.config_file import save_config
 from nlp_transfer.text import TextClassificationConfig
 
 

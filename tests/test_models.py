@@ -9,7 +9,7 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from nlp_transfer.models.blocks import get_block_view
-from nlp_transfer.models.text import build_text_classifier
+from nlp_transfer.text.model import build_text_classifier
 from nlp_transfer.transfer.freeze import count_parameters, freeze_encoder_layers, set_train_mode
 
 from conftest import tiny_config
@@ -136,7 +136,7 @@ def test_hub_id_offline_fails_within_seconds():
 
 
 def test_hub_id_with_unreachable_hub_fails_without_retrying(monkeypatch):
-    import nlp_transfer.models.text as text
+    import nlp_transfer.text.model as text
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(text, "hub_reachable", lambda: False)

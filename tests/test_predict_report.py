@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nlp_transfer.cli import main as cli_main
+from nlp_transfer.cli.commands import main as cli_main
 from nlp_transfer.text.predict import evaluate_saved_model, predict
 
 from conftest import toy_sentiment_frame
@@ -189,7 +189,7 @@ def test_confusion_matrix_grows_with_the_classes(tmp_path):
     """20 classes get a larger figure than 2, so the cells and names stay readable."""
     from PIL import Image
 
-    from nlp_transfer.plots import plot_confusion_matrix
+    from nlp_transfer.reporting.plots import plot_confusion_matrix
 
     rng = np.random.default_rng(0)
     sizes = {}

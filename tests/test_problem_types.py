@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from nlp_transfer import TextClassificationConfig, run_text_classification
-from nlp_transfer.data.problems import load_problem_dataset
+from nlp_transfer.data.pipeline import load_problem_dataset
 from nlp_transfer.text.predict import predict
 
 from conftest import FILLER, NEGATIVE, POSITIVE
@@ -138,7 +138,7 @@ def test_regression_standardised_targets_are_undone_at_prediction(tiny_bert_dir,
 
 
 def test_sentence_pairs_cli_with_frozen_prefix_cache(tiny_bert_dir, tmp_path):
-    from nlp_transfer.cli import main
+    from nlp_transfer.cli.commands import main
 
     path = tmp_path / "pairs.csv"
     generated_pair_frame().to_csv(path, index=False)
@@ -232,7 +232,7 @@ def test_multilabel_split_keeps_every_label_in_train():
     ],
 )
 def test_problem_yaml_configs_parse_with_the_topics_recipe(name, problem_type, tmp_path):
-    from nlp_transfer.config import parse_config
+    from nlp_transfer.cli.config import parse_config
     from nlp_transfer.tasks import get_task
 
     from conftest import REPO
@@ -252,9 +252,9 @@ def test_cached_prefix_is_exact_for_sentence_pairs_with_multi_hot_labels(tiny_be
     import torch
     from transformers import AutoTokenizer, DataCollatorWithPadding
 
-    from nlp_transfer.data.tokenize import tokenize_dataset
-    from nlp_transfer.models.text import build_text_classifier
+    from nlp_transfer.text.model import build_text_classifier
     from nlp_transfer.text.problem import model_ready_labels
+    from nlp_transfer.text.tokenize import tokenize_dataset
     from nlp_transfer.transfer.cache import (
         CachedPrefixModel,
         CachingCollator,
@@ -298,7 +298,7 @@ def test_cli_multilabel_lists_and_recipe_regression_with_l2sp_and_frozen_layers(
     regression; freezing with caching, L2-SP and LR decay run for both."""
     from topics import main as topics_main
 
-    from nlp_transfer.cli import main
+    from nlp_transfer.cli.commands import main
 
     frame = generated_multilabel_frame()
     frame["tags"] = frame["tags"].str.split("|").apply(lambda t: [x for x in t if x])
@@ -335,7 +335,7 @@ def test_multilabel_split_moves_a_rare_label_back_into_train():
 
 
 def test_a_label_held_out_only_is_moved_back_to_train():
-    from nlp_transfer.data.problems import _keep_labels_in_train
+    from nlp_transfer.data.splits import keep_labels_in_train as _keep_labels_in_train
 
     labels = [[0], [0, 1], [1], [2], [0]]
     y = np.zeros((5, 3), dtype=np.int64)

@@ -48,8 +48,8 @@ def _space(tmp_path, space=SPACE):
 
 
 def test_cli_search_writes_trials_best_config_and_plots(tiny_bert_dir, small_csv, tmp_path):
-    from nlp_transfer.cli import main
-    from nlp_transfer.config import parse_config
+    from nlp_transfer.cli.commands import main
+    from nlp_transfer.cli.config import parse_config
 
     out = tmp_path / "search"
     argv = ["search", "--n_trials", "3", "--search_space", str(_space(tmp_path))]
@@ -72,7 +72,7 @@ def test_killed_search_resumes_and_finishes_the_planned_trials(tiny_bert_dir, sm
     import optuna
     from optuna.trial import TrialState
 
-    from nlp_transfer.config import parse_config
+    from nlp_transfer.cli.config import parse_config
 
     out = tmp_path / "search"
     config = parse_config(TextClassificationConfig, _flags(tiny_bert_dir, small_csv, out))

@@ -309,7 +309,7 @@ def test_feature_extraction_matches_sklearn_fitted_on_the_same_features(
     from sklearn.linear_model import LogisticRegression
     from transformers import AutoModel, AutoTokenizer
 
-    from nlp_transfer.text.predict import load_classifier, predict_logits_for_texts
+    from nlp_transfer.text.inference import load_classifier, predict_logits_for_texts
     from nlp_transfer.transfer.features import pool
 
     import sentiment
@@ -377,7 +377,7 @@ def test_init_from_keeps_the_source_encoder_and_makes_a_new_head(tiny_bert_dir, 
     frame.loc[frame.index % 3 == 0, "sentiment"] = "neutral"
     target_csv = tmp_path / "target.csv"
     frame.to_csv(target_csv, index=False)
-    from nlp_transfer.models.text import build_text_classifier
+    from nlp_transfer.text.model import build_text_classifier
 
     model, _ = build_text_classifier(
         str(source), label_names=["neg", "neutral", "pos"], new_head=True

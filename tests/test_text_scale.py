@@ -10,8 +10,8 @@ from datasets import Dataset, DatasetDict
 from safetensors.torch import load_file
 
 from nlp_transfer.data import load_text_classification_dataset
-from nlp_transfer.data.problems import load_problem_dataset
-from nlp_transfer.data.tokenize import tokenize_dataset
+from nlp_transfer.data.pipeline import load_problem_dataset
+from nlp_transfer.text.tokenize import tokenize_dataset
 
 from conftest import toy_sentiment_frame
 

@@ -13,9 +13,9 @@ from accelerate.utils import set_seed
 
 from nlp_transfer.data import load_text_classification_dataset
 from nlp_transfer.data.samplers import LengthGroupedSampler
-from nlp_transfer.data.tokenize import build_dataloaders, tokenize_dataset
-from nlp_transfer.metrics import classification_metrics
-from nlp_transfer.models.text import build_text_classifier
+from nlp_transfer.metrics.classification import classification_metrics
+from nlp_transfer.text.model import build_text_classifier
+from nlp_transfer.text.tokenize import build_dataloaders, tokenize_dataset
 from nlp_transfer.training.arguments import TrainingConfig
 from nlp_transfer.training.callbacks import TrainerCallback
 from nlp_transfer.training.evaluation import evaluate

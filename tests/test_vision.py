@@ -66,7 +66,7 @@ def test_frozen_batchnorm_statistics_do_not_change_in_a_training_step():
     from torch.utils.data import DataLoader
 
     from nlp_transfer.data.samplers import EpochShuffleSampler
-    from nlp_transfer.metrics import classification_metrics
+    from nlp_transfer.metrics.classification import classification_metrics
     from nlp_transfer.training.arguments import TrainingConfig
     from nlp_transfer.training.trainer import Trainer
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from nlp_transfer.cli import main as cli_main
+from nlp_transfer.cli.commands import main as cli_main
 
 from conftest import write_image_folder
 
@@ -224,7 +224,7 @@ def test_feature_extraction_saves_a_whole_model_that_predicts_alike(
     assert metrics["parameters"]["trainable"] == 512 * 2 + 2
     assert metrics["transfer_strategy"]["name"] == "feature_extraction"
     model, collator = load_image_classifier(target, "cpu")
-    from nlp_transfer.config import parse_config
+    from nlp_transfer.cli.config import parse_config
     from nlp_transfer.vision.config import ImageClassificationConfig
 
     test = load_image_data(parse_config(ImageClassificationConfig, flags), 32).splits["test"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..data.custom import EMPTY_TEXT_CHOICES
+from ..data.pipeline import EMPTY_TEXT_CHOICES
 from ..training.arguments import (
     FrozenPrefixConfig,
     arg,

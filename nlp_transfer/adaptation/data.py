@@ -23,8 +23,9 @@ import torch
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 from torch.utils.data import DataLoader, Sampler
 
-from ..data.custom import load_text_classification_dataset, read_table, reading_options
 from ..data.labels import check_labels, check_texts, empty_text_rows, label_key
+from ..data.pipeline import load_text_classification_dataset, reading_options
+from ..data.read import read_table
 from ..data.samplers import EpochShuffleSampler, LengthGroupedSampler
 from .model import TARGET_PREFIX
 

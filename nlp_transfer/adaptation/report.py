@@ -7,7 +7,7 @@ from pathlib import Path
 
 from accelerate import Accelerator
 
-from ..config import save_config
+from ..reporting.config_file import save_config
 
 
 def write_metrics(

@@ -32,16 +32,16 @@ from torch.utils.data import DataLoader
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
 from ..data.samplers import LengthSortedSampler
-from ..data.tokenize import tokenize_dataset
-from ..metrics import classification_metrics
-from ..models.text import DEFAULT_MODEL_NAME, build_text_classifier
+from ..hub import DEFAULT_MODEL_NAME
+from ..metrics.classification import classification_metrics
+from ..text.model import build_text_classifier
+from ..text.prefix import build_prefix_caches
+from ..text.tokenize import tokenize_dataset
 from ..training.evaluation import predict_logits
 from ..training.run import TrainOutcome, start_run, train_and_predict
-from ..training.trainer import Trainer
 from ..transfer.cache import CachingCollator, PrefixCache
 from ..transfer.freeze import count_parameters
 from ..transfer.plan import TransferPlan, plan_transfer
-from ..transfer.prefix import build_prefix_caches
 from .config import DomainAdaptationConfig
 from .data import DomainSplits, load_domains, paired_dataloader, training_sampler
 from .distance import proxy_a_distance
@@ -78,7 +78,7 @@ def prepare_data(
     The cache is shared by every method: they all start from the same pretrained weights, so
     the frozen layers' output is the same for all of them. ``model`` (built by
     :func:`build_model`) computes it, with
-    :func:`~nlp_transfer.transfer.prefix.build_prefix_caches` (which reads the same
+    :func:`~nlp_transfer.text.prefix.build_prefix_caches` (which reads the same
     settings, ``freeze_layers``, ``cache_frozen_prefix``, ``cache_dtype``... from ``config``).
     """
     named = {f"source_{s}": ds for s, ds in splits.source.items()}
@@ -249,20 +249,23 @@ def train_method(
     epochs = run_config.num_train_epochs
     # this process's batches (prepared loaders are sharded): the schedule's progress p
     model.total_steps = math.ceil(len(train_dl) / accelerator.num_processes) * epochs
-    trainer = Trainer(
-        model,
-        run_config,
-        accelerator=accelerator,
-        train_dataloader=train_dl,
-        eval_dataloader=eval_loader(
+    dataloaders = {
+        "train": train_dl,
+        "validation": eval_loader(
             data, "target_validation" if oracle else "source_validation", config
         ),
+        "test": eval_loader(data, "target_test", config),
+    }
+    outcome = train_and_predict(
+        model,
+        run_config,
+        dataloaders,
+        accelerator=accelerator,
         compute_metrics=lambda y, z: classification_metrics(y, z, label_names),
         loss_fn=F.cross_entropy,
         plan=plan,
         regularizer=model.alignment_loss if model.adapts else None,  # the method's loss hook
     )
-    outcome = train_and_predict(trainer, eval_loader(data, "target_test", config))
     result = outcome.fit
     record = {
         "uses_target_labels": oracle,

@@ -23,7 +23,7 @@ from .parsers import parse_hutto_ground_truth as _parse_hutto_ground_truth
 from .parsers import parse_hutto_scores
 from .parsers import parse_sms_spam as _parse_sms_spam
 from .pickled import NEWSGROUPS, parse_20newsgroups
-from .splits import stratified_split
+from .splits import split_missing
 
 # (texts, label ids); or {column: values}; or {split: {column: values}} for given splits.
 Parsed = tuple[list[str], list[int]] | dict[str, list] | dict[str, dict[str, list]]
@@ -274,27 +274,6 @@ def _columns(parsed: Parsed) -> dict[str, dict[str, list]]:
     return parsed  # type: ignore[return-value]
 
 
-def _split(
-    dataset: Dataset, problem_type: str, validation_size: float, test_size: float | None, seed: int
-) -> DatasetDict:
-    """Train/validation(/test): stratified by label for single-label data, random otherwise."""
-    if problem_type == "single_label_classification":
-        return stratified_split(
-            dataset,
-            validation_size=validation_size,
-            test_size=0.1 if test_size is None else test_size,
-            seed=seed,
-            need_test=test_size is not None,
-        )
-    parts = {}
-    if test_size is not None:
-        split = dataset.train_test_split(test_size=test_size, seed=seed)
-        dataset, parts["test"] = split["train"], split["test"]
-    remaining = 1.0 - (test_size or 0.0)
-    split = dataset.train_test_split(test_size=validation_size / remaining, seed=seed)
-    return DatasetDict({"train": split["train"], "validation": split["test"], **parts})
-
-
 def load_builtin_dataset(
     name: str,
     *,
@@ -345,7 +324,6 @@ def load_builtin_dataset(
         for split, columns in splits.items()
     }
     if "all" in data:
-        return _split(data["all"], spec.problem_type, validation_size, test_size, seed)
-    result = _split(data["train"], spec.problem_type, validation_size, None, seed)
-    result["test"] = data["test"]
-    return result
+        data = {"train": data.pop("all")}
+    sizes = dict(validation_size=validation_size, test_size=test_size, seed=seed)
+    return split_missing(data, spec.problem_type, **sizes)

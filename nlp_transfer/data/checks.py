@@ -1,4 +1,6 @@
-"""Checks and label encoding of a split, column by column in Arrow (no Python list of rows).
+"""Step 2 of the data pipeline (:mod:`nlp_transfer.data.pipeline`): check each split, column by
+column in Arrow (no Python list of rows): the named columns are there, the texts are strings
+(empty ones dropped or an error), the labels are present, of one type and known to training.
 
 The messages are those of :mod:`nlp_transfer.data.labels` (rows counted from 0 after the
 header); this module finds the rows with ``pyarrow.compute``. A column Arrow could not type
@@ -11,14 +13,16 @@ ids as numbers and the training file as strings.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 from datasets import ClassLabel, Dataset
 
-from .columns import arrow_column, first_value, missing_mask, value_kinds
+from .columns import arrow_column, dataframe_to_dataset, first_value, missing_mask, value_kinds
 from .labels import (
     missing_labels_error,
     mixed_types_error,
@@ -59,15 +63,25 @@ def empty_text_mask(texts: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return pc.or_kleene(pc.is_null(texts), blank).to_numpy(zero_copy_only=False)
 
 
-def check_empty_texts(texts, split: str, column: str, empty_texts: str) -> np.ndarray:
-    """``(n,)`` bool mask of the rows to keep; warns about the others, or raises.
+def kept_rows(table: Dataset, texts: dict[str, str], split: str, empty_texts: str) -> np.ndarray:
+    """``(n,)`` bool: the rows whose every text is a non-empty string; warns about the others
+    (they are dropped), or raises.
+
+    Args:
+        table: The split.
+        texts: ``{column: flag}`` of the text columns (``text``, and ``text_pair`` for pairs).
+        split: Its name, for messages.
+        empty_texts: ``drop`` or ``error`` (``--empty_texts``).
 
     Raises:
-        ValueError: Under ``--empty_texts error`` when a text is empty, and whenever every
-            text is.
+        ValueError: A text column holds something other than strings; under ``error`` a text is
+            missing or empty; every row is.
     """
-    empty = empty_text_mask(texts)
-    report_empty_texts(np.flatnonzero(empty), len(empty), split, column, empty_texts)
+    empty = np.zeros(len(table), dtype=bool)
+    for column, flag in texts.items():
+        empty |= empty_text_mask(text_values(table, column, split, flag))
+    flags = " / ".join(texts.values())
+    report_empty_texts(np.flatnonzero(empty), len(empty), split, list(texts), empty_texts, flags)
     return ~empty
 
 
@@ -160,3 +174,39 @@ def check_known_labels(keys, keep: np.ndarray, names: list[str], split: str) -> 
 def is_numeric(kind: pa.DataType) -> bool:
     """Whether labels of this Arrow type are numbers (their names sort numerically)."""
     return pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind)
+
+
+def check_columns(present: Sequence[str], rows: int, split: str, columns: dict[str, str]) -> None:
+    """Raise if a named column is not ``present`` (``columns``: ``{column: flag}``) or there are
+    no ``rows``.
+
+    Raises:
+        ValueError: The message names the split, the column, the columns there are and the flag.
+    """
+    present = [str(c) for c in present]
+    for column, flag in columns.items():
+        if column not in present:
+            raise ValueError(
+                f"The {split} split has no column {column!r} (its columns: "
+                f"{', '.join(map(repr, present))}). Pass {flag} to name the right one."
+            )
+    if rows == 0:
+        raise ValueError(f"The {split} split is empty: it has columns but no rows.")
+
+
+def checked_dataset(source: Dataset | pd.DataFrame, split: str, columns: dict[str, str]) -> Dataset:
+    """The named columns of a split as a ``Dataset`` (a DataFrame converted, only those columns).
+
+    Args:
+        source: The split, as read.
+        split: Its name, for messages.
+        columns: ``{column: flag}``: the columns to keep and the flags that name them.
+
+    Raises:
+        ValueError: A column is missing or the split has no rows (see :func:`check_columns`).
+    """
+    if isinstance(source, pd.DataFrame):
+        check_columns(list(source.columns), len(source), split, columns)
+        return dataframe_to_dataset(source, list(columns))
+    check_columns(source.column_names, len(source), split, columns)
+    return source.select_columns(list(dict.fromkeys(columns)))

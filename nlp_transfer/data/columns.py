@@ -107,24 +107,6 @@ def missing_mask(values: pa.ChunkedArray) -> np.ndarray:
     return missing.to_numpy(zero_copy_only=False)
 
 
-def check_columns(present: Sequence[str], rows: int, split: str, columns: dict[str, str]) -> None:
-    """Raise if a named column is not ``present`` (``columns``: ``{column: flag}``) or there are
-    no ``rows``.
-
-    Raises:
-        ValueError: The message names the split, the column, the columns there are and the flag.
-    """
-    present = [str(c) for c in present]
-    for column, flag in columns.items():
-        if column not in present:
-            raise ValueError(
-                f"The {split} split has no column {column!r} (its columns: "
-                f"{', '.join(map(repr, present))}). Pass {flag} to name the right one."
-            )
-    if rows == 0:
-        raise ValueError(f"The {split} split is empty: it has columns but no rows.")
-
-
 def dataframe_to_dataset(frame: pd.DataFrame, columns: Sequence[str] | None = None) -> Dataset:
     """A DataFrame (or the named columns of it) as an in-memory ``Dataset``.
 
@@ -147,21 +129,3 @@ def dataframe_to_dataset(frame: pd.DataFrame, columns: Sequence[str] | None = No
             values = frame[column].astype(object).where(frame[column].notna(), None)
             parts.append(Dataset.from_dict({column: values.tolist()}, on_mixed_types="use_json"))
     return concatenate_datasets(parts, axis=1)
-
-
-def checked_dataset(source: Dataset | pd.DataFrame, split: str, columns: dict[str, str]) -> Dataset:
-    """The named columns of a split as a ``Dataset`` (a DataFrame converted, only those columns).
-
-    Args:
-        source: The split, as read.
-        split: Its name, for messages.
-        columns: ``{column: flag}``: the columns to keep and the flags that name them.
-
-    Raises:
-        ValueError: A column is missing or the split has no rows (see :func:`check_columns`).
-    """
-    if isinstance(source, pd.DataFrame):
-        check_columns(list(source.columns), len(source), split, columns)
-        return dataframe_to_dataset(source, list(columns))
-    check_columns(source.column_names, len(source), split, columns)
-    return source.select_columns(list(dict.fromkeys(columns)))

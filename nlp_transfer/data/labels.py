@@ -53,30 +53,45 @@ def empty_text_rows(texts: list, split: str, column: str, empty_texts: str) -> l
 
 
 def report_empty_texts(
-    empty: Sequence[int], total: int, split: str, column: str, empty_texts: str
+    empty: Sequence[int],
+    total: int,
+    split: str,
+    column: str | Sequence[str],
+    empty_texts: str,
+    flag: str = "--text_column",
 ) -> None:
     """Raise or warn about the rows ``empty`` (row numbers) of a split of ``total`` rows.
+
+    Args:
+        empty: Row numbers whose text is missing, empty or whitespace only.
+        total: Rows of the split.
+        split: The split's name.
+        column: The text column, or the text columns of a pair (a row is empty when any is).
+        empty_texts: ``"drop"`` or ``"error"``.
+        flag: The flag(s) naming the column(s), for messages.
 
     Raises:
         ValueError: Under ``"error"`` when a text is empty, and whenever every text is.
     """
+    columns = [column] if isinstance(column, str) else list(column)
+    where = ("column " if len(columns) == 1 else "columns ") + " / ".join(map(repr, columns))
     if len(empty) and empty_texts == "error":
         raise ValueError(
             f"The {split} split has {len(empty)} row(s) with a missing, empty or whitespace-only "
-            f"text in column {column!r} (rows {_rows(empty)}, counted from 0 after the header). "
-            "Fill or remove them, pass --empty_texts drop to drop them, or point --text_column "
+            f"text in {where} (rows {_rows(empty)}, counted from 0 after the header). "
+            f"Fill or remove them, pass --empty_texts drop to drop them, or point {flag} "
             "at the right column."
         )
     if len(empty):
         logger.warning(
             f"Dropped {len(empty)} of {total:,} row(s) of the {split} split whose text in "
-            f"column {column!r} is missing, empty or whitespace only (rows {_rows(empty)}); "
+            f"{where} is missing, empty or whitespace only (rows {_rows(empty)}); "
             "pass --empty_texts error to stop on them instead."
         )
     if len(empty) == total:
         raise ValueError(
-            f"Every text of the {split} split in column {column!r} is missing or empty; point "
-            "--text_column at the column that holds the text."
+            f"Every text of the {split} split in {where} is missing or empty; point "
+            f"{flag} at the column that holds the text."
         )
 
 

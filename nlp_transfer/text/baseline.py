@@ -26,10 +26,10 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.multiclass import OneVsRestClassifier
 
 from ..data.columns import arrow_column, multi_hot, numpy_column
-from ..data.problems import MULTI_LABEL
-from ..metrics import classification_metrics, select_threshold
-from ..metrics_multilabel import multilabel_metrics
-from ..metrics_regression import regression_metrics
+from ..data.encode import MULTI_LABEL
+from ..metrics.classification import classification_metrics, select_threshold
+from ..metrics.multilabel import multilabel_metrics
+from ..metrics.regression import regression_metrics
 
 # Rows of the training split the baseline is fitted on, at most: TF-IDF + logistic regression
 # on 100,000 posts is already minutes on two cores, and gains little from more.
@@ -162,7 +162,7 @@ def tfidf_logreg_baseline(
             all.
 
     Returns:
-        :func:`~nlp_transfer.metrics.classification_metrics` of ``split``, plus ``C`` (chosen),
+        :func:`~nlp_transfer.metrics.classification.classification_metrics` of ``split``, plus ``C`` (chosen),
         ``validation_accuracy``, ``train_samples`` (rows fitted on), ``train_rows`` (rows in
         the split) and ``fit_runtime_s`` (seconds, features and grid included).
     """
@@ -209,9 +209,9 @@ def tfidf_problem_baseline(
     """TF-IDF baseline of a multi-label or regression task, fitted on ``train``.
 
     Multi-label: one-vs-rest logistic regression (``C`` chosen by validation micro-F1), scored
-    with :func:`~nlp_transfer.metrics_multilabel.multilabel_metrics` at 0.5. Regression: ridge
+    with :func:`~nlp_transfer.metrics.multilabel.multilabel_metrics` at 0.5. Regression: ridge
     regression (``alpha`` chosen by validation MSE), scored with
-    :func:`~nlp_transfer.metrics_regression.regression_metrics`. Pairs: each text's features
+    :func:`~nlp_transfer.metrics.regression.regression_metrics`. Pairs: each text's features
     side by side.
 
     Args:

@@ -19,12 +19,17 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..metrics import predict_labels, probabilities
-from .predict import decode_predictions, load_classifier, predict_logits_for_texts
+from ..metrics.classification import predict_labels, probabilities
+from .inference import (
+    decision_threshold,
+    decode_predictions,
+    load_classifier,
+    predict_logits_for_texts,
+    saved_max_seq_length,
+    sorted_batch_logits,
+)
+from .onnx_backend import OnnxModel, load_onnx_model
 
-# Truncation for models saved before max_seq_length travelled with them (capped by the
-# tokenizer's model_max_length): what prediction always used.
-FALLBACK_MAX_SEQ_LENGTH = 512
 SINGLE_LABEL_TYPES = (None, "single_label_classification")
 
 
@@ -32,8 +37,8 @@ class TextClassifier:
     """A loaded text classifier with its tokenizer, truncation length and decision threshold.
 
     Attributes:
-        model: The ``torch`` model, in eval mode, on its device (an onnxruntime
-            ``InferenceSession`` for the onnxruntime backend).
+        model: The ``torch`` model, in eval mode, on its device; for the onnxruntime backend an
+            :class:`~nlp_transfer.text.onnx_backend.OnnxModel` (its ``session``, ``onnx_path``).
         config: The saved ``config.json`` (labels, problem type, thresholds).
         tokenizer: Its tokenizer.
         threshold: Binary tasks: predict label id 1 when its probability is >= this; None for
@@ -41,8 +46,6 @@ class TextClassifier:
         max_seq_length: Texts are truncated to this many tokens (the training run's).
         labels: Label names by id.
     """
-
-    backend = "torch"
 
     def __init__(self, model, tokenizer, threshold: float | None, max_seq_length: int, config=None):
         self.model = model
@@ -68,7 +71,7 @@ class TextClassifier:
             device: ``"cpu"``, ``"cuda"``...; default CUDA when available, else CPU (torch).
             backend: ``"torch"``, or ``"onnxruntime"``: ``model_dir/model.onnx``, exported
                 once when missing or older than the weights
-                (:func:`~nlp_transfer.text.onnx_backend.load_onnx_classifier`).
+                (:func:`~nlp_transfer.text.onnx_backend.load_onnx_model`).
             quantize: ``"int8"`` (onnxruntime only): dynamic int8 quantization of the weights,
                 ``model_dir/model.int8.onnx``, made once.
 
@@ -80,9 +83,9 @@ class TextClassifier:
             ValueError: An unknown backend, or ``quantize`` without onnxruntime.
         """
         if backend != "torch" or quantize is not None:
-            from .onnx_backend import load_onnx_classifier  # it builds on this class
-
-            return load_onnx_classifier(model_dir, backend, quantize, device)
+            onnx_model, config, tokenizer = load_onnx_model(model_dir, backend, quantize, device)
+            threshold, max_seq_length = decision_threshold(config), saved_max_seq_length(config)
+            return cls(onnx_model, tokenizer, threshold, max_seq_length, config)
         model, tokenizer, threshold = load_classifier(model_dir, device)
         return cls(model, tokenizer, threshold, saved_max_seq_length(model.config))
 
@@ -92,9 +95,24 @@ class TextClassifier:
         Raises:
             ValueError: A text is not a string.
         """
+        if isinstance(self.model, OnnxModel):
+            return sorted_batch_logits(
+                self.tokenizer,
+                texts,
+                self.model.run_batch,
+                self.config.num_labels,
+                batch_size,
+                self.max_seq_length,
+                tensors="np",
+            )
         return predict_logits_for_texts(
             self.model, self.tokenizer, texts, batch_size, self.max_seq_length
         )
+
+    @property
+    def backend(self) -> str:
+        """``"torch"`` or ``"onnxruntime"``."""
+        return self.model.backend if isinstance(self.model, OnnxModel) else "torch"
 
     @property
     def problem_type(self) -> str:
@@ -158,8 +176,3 @@ class TextClassifier:
             f"{type(self).__name__}(labels={self.labels}, max_seq_length={self.max_seq_length}"
             f"{threshold}{backend})"
         )
-
-
-def saved_max_seq_length(config) -> int:
-    """The training run's truncation length saved in ``config.json``, or the fallback (512)."""
-    return getattr(config, "max_seq_length", None) or FALLBACK_MAX_SEQ_LENGTH

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from ..data.custom import EMPTY_TEXT_CHOICES
-from ..data.problems import PROBLEM_TYPES
+from ..data.encode import PROBLEM_TYPES
+from ..data.pipeline import EMPTY_TEXT_CHOICES
 from ..data.samplers import SAMPLING_CHOICES
 from ..training.arguments import (
     EVALUATION,

@@ -19,7 +19,7 @@ from torch import nn
 
 from ..optional import require_onnx
 from ..transfer.features import FeatureExtractionClassifier
-from .predict import load_classifier
+from .inference import load_classifier
 
 
 class _LogitsOnly(nn.Module):

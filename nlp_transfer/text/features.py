@@ -20,7 +20,6 @@ from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
 from ..data.columns import sequence_lengths
 from ..data.samplers import ClassBalancedSampler, EpochShuffleSampler
-from ..data.tokenize import tokenize_dataset
 from ..training.heads import Features, fit_sklearn_head, train_torch_head
 from ..training.imbalance import cross_entropy_loss
 from ..training.run import TrainOutcome
@@ -35,6 +34,7 @@ from ..transfer.features import (
 from ..transfer.plan import TransferPlan
 from .config import TextClassificationConfig
 from .loaders import class_weights, metrics_fn
+from .tokenize import tokenize_dataset
 
 logger = get_logger(__name__)
 

@@ -11,15 +11,15 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from ..data.columns import numpy_column
-from ..data.custom import DataSource, reading_options
-from ..data.problems import load_problem_dataset
-from ..data.tokenize import build_dataloaders, tokenize_dataset
-from ..metrics import classification_metrics
+from ..data.pipeline import load_problem_dataset, reading_options
+from ..data.read import DataSource
+from ..metrics.classification import classification_metrics
 from ..training.imbalance import class_weights_from_spec
 from ..transfer.cache import CachingCollator
-from ..transfer.prefix import build_prefix_caches
 from .config import TextClassificationConfig
+from .prefix import build_prefix_caches
 from .problem import label_names_of
+from .tokenize import build_dataloaders, tokenize_dataset
 
 logger = get_logger(__name__)
 
@@ -134,7 +134,7 @@ def text_dataloaders(
         cache_model: When the transfer plan caches the frozen prefix: the model whose lower
             ``--freeze_layers`` layers are cached once (in memory, or memory-mapped on disk
             above ``--prefix_cache_memory_gb``); batches then carry their cached output.
-        **overrides: Settings of :func:`~nlp_transfer.data.tokenize.build_dataloaders`.
+        **overrides: Settings of :func:`~nlp_transfer.text.tokenize.build_dataloaders`.
 
     Returns:
         ``{split: DataLoader}`` (unprepared).

@@ -1,4 +1,4 @@
-"""The onnxruntime backend of :class:`~nlp_transfer.text.classifier.TextClassifier`.
+"""The onnxruntime backend of :class:`~nlp_transfer.text.classifier.TextClassifier`: its model.
 
 ``TextClassifier.from_pretrained(model_dir, backend="onnxruntime")`` (``nlp-transfer predict
 --backend onnxruntime``) runs ``model_dir/model.onnx``: the model exported by
@@ -20,15 +20,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from ..optional import require_onnx
-from .classifier import TextClassifier, saved_max_seq_length
-from .predict import decision_threshold, sorted_batch_logits
 
 logger = logging.getLogger(__name__)
 
@@ -43,11 +41,12 @@ INT8_SETTINGS = {"weight_type": "QInt8", "per_channel": True, "op_types_to_quant
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
 
-class OnnxTextClassifier(TextClassifier):
-    """A :class:`TextClassifier` whose model is an onnxruntime session (CPU).
+class OnnxModel:
+    """An exported text classifier in an onnxruntime session (CPU): what
+    :class:`~nlp_transfer.text.classifier.TextClassifier` runs for ``backend="onnxruntime"``.
 
     Attributes:
-        model: The ``onnxruntime.InferenceSession``.
+        session: The ``onnxruntime.InferenceSession``.
         onnx_path: The ``.onnx`` file it runs.
         input_names: The graph's inputs (``input_ids``, ``attention_mask`` and, for BERT-like
             models, ``token_type_ids``).
@@ -55,30 +54,17 @@ class OnnxTextClassifier(TextClassifier):
 
     backend = "onnxruntime"
 
-    def __init__(self, session, config, tokenizer, onnx_path: Path):
-        super().__init__(
-            session, tokenizer, decision_threshold(config), saved_max_seq_length(config), config
-        )
+    def __init__(self, session, onnx_path: Path):
+        self.session = session
         self.onnx_path = Path(onnx_path)
         self.input_names = [i.name for i in session.get_inputs()]
 
-    def predict_logits(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        """Logits ``(n, num_labels)`` of ``texts`` from onnxruntime, in input order (float32).
+    def run_batch(self, batch) -> np.ndarray:
+        """Logits ``(batch, num_labels)`` of one padded batch of numpy arrays ``(batch, seq_len)``.
 
         Raises:
-            ValueError: A text is not a string.
+            ValueError: The graph takes an input the tokenizer does not make.
         """
-        return sorted_batch_logits(
-            self.tokenizer,
-            texts,
-            self._run_batch,
-            self.config.num_labels,
-            batch_size,
-            self.max_seq_length,
-            tensors="np",
-        )
-
-    def _run_batch(self, batch) -> np.ndarray:
         feeds = {}
         for name in self.input_names:
             if name in batch:
@@ -87,16 +73,16 @@ class OnnxTextClassifier(TextClassifier):
                 feeds[name] = np.zeros_like(np.asarray(batch["input_ids"], dtype=np.int64))
             else:
                 raise ValueError(f"{self.onnx_path} takes an input {name!r} the tokenizer lacks.")
-        (logits,) = self.model.run(["logits"], feeds)
+        (logits,) = self.session.run(["logits"], feeds)
         return logits
 
 
-def load_onnx_classifier(
+def load_onnx_model(
     model_dir: str | os.PathLike,
     backend: str = "onnxruntime",
     quantize: str | None = None,
     device: str | None = None,
-) -> OnnxTextClassifier:
+):
     """Load a saved text classifier into onnxruntime, exporting (and quantizing) it once.
 
     Args:
@@ -106,7 +92,8 @@ def load_onnx_classifier(
         device: None or ``"cpu"``: this backend runs on onnxruntime's CPU provider.
 
     Returns:
-        The classifier.
+        ``(model, config, tokenizer)``: the :class:`OnnxModel`, the saved ``config.json`` (labels,
+        thresholds, truncation length) and the tokenizer.
 
     Raises:
         ValueError: An unknown ``--backend``/``--quantize``, int8 without onnxruntime, another
@@ -129,7 +116,7 @@ def load_onnx_classifier(
     config = AutoConfig.from_pretrained(path, local_files_only=True)
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    return OnnxTextClassifier(session, config, tokenizer, onnx_path)
+    return OnnxModel(session, onnx_path), config, tokenizer
 
 
 def check_backend(backend: str, quantize: str | None) -> None:

@@ -25,9 +25,9 @@ from datasets import Sequence as SequenceFeature
 from torch import nn
 
 from ..data.columns import numpy_column
-from ..data.problems import MULTI_LABEL, REGRESSION, SINGLE_LABEL
-from ..metrics_multilabel import multilabel_metrics, select_label_thresholds
-from ..metrics_regression import regression_metrics
+from ..data.encode import MULTI_LABEL, REGRESSION, SINGLE_LABEL
+from ..metrics.multilabel import multilabel_metrics, select_label_thresholds
+from ..metrics.regression import regression_metrics
 
 logger = get_logger(__name__)
 
@@ -211,8 +211,8 @@ def write_problem_plots(output_dir, problem_type: str, labels, logits, names, sc
     """``plots/``: per-label PR curves (multi-label) or predicted vs true (regression)."""
     from pathlib import Path
 
-    from ..metrics_multilabel import sigmoid_probabilities
-    from ..plots_problems import plot_label_pr_curves, plot_predicted_vs_true
+    from ..metrics.multilabel import sigmoid_probabilities
+    from ..reporting.plots_problems import plot_label_pr_curves, plot_predicted_vs_true
 
     plots = Path(output_dir) / "plots"
     plots.mkdir(parents=True, exist_ok=True)

@@ -27,17 +27,20 @@ from datasets import DatasetDict
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from ..data.custom import DataSource
-from ..data.problems import MULTI_LABEL, REGRESSION, SINGLE_LABEL
-from ..hub import check_push_to_hub, push_to_hub
-from ..metrics import classification_metrics, cross_entropy, probabilities, select_threshold
-from ..model_card import write_model_card
-from ..models.text import DEFAULT_MODEL_NAME, build_text_classifier, resolve_model_path
+from ..data.encode import MULTI_LABEL, REGRESSION, SINGLE_LABEL
+from ..data.read import DataSource
+from ..hub import DEFAULT_MODEL_NAME, check_push_to_hub, push_to_hub
+from ..metrics.classification import (
+    classification_metrics,
+    cross_entropy,
+    probabilities,
+    select_threshold,
+)
+from ..reporting.model_card import write_model_card
+from ..reporting.outputs import format_summary, run_metrics, save_run, write_report
 from ..training.callbacks import TrainerCallback
 from ..training.imbalance import cross_entropy_loss
-from ..training.outputs import format_summary, run_metrics, save_run, write_report
 from ..training.run import TrainOutcome, start_run, train_and_predict
-from ..training.trainer import Trainer
 from ..transfer.adapters import save_adapter_outputs
 from ..transfer.cache import CachedPrefixModel
 from ..transfer.plan import TransferPlan, plan_transfer
@@ -46,6 +49,7 @@ from .config import TextClassificationConfig
 from .defaults import resolve_auto_settings
 from .features import train_feature_extractor
 from .loaders import class_weights, is_prepared, load_data, metrics_fn, text_dataloaders
+from .model import build_text_classifier, resolve_model_path
 from .problem import (
     TargetScaling,
     best_model_metric,
@@ -109,20 +113,19 @@ def train_text_classifier(
     loaders = text_dataloaders(dataset, tokenizer, accelerator, config, cache_model=cache_model)
     # from here on the frozen prefix does no work
     cached = CachedPrefixModel(model, config.freeze_layers) if plan.cache_prefix else None
-    trainer = Trainer(
+    return train_and_predict(
         model,
         config,
+        loaders,
         accelerator=accelerator,
-        train_dataloader=loaders["train"],
-        eval_dataloader=loaders["validation"],
         compute_metrics=compute_metrics,
         loss_fn=loss_fn,
         plan=plan,
         callbacks=callbacks,
         prefix_cache=cached,
+        # only threshold tuning needs the final model's validation predictions
+        predict_validation=predict_validation,
     )
-    # only threshold tuning needs the final model's validation predictions
-    return train_and_predict(trainer, loaders["test"], predict_validation=predict_validation)
 
 
 def choose_decision_threshold(

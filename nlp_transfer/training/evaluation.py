@@ -15,7 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..console import progress_bar
-from ..metrics import cross_entropy
+from ..metrics.classification import cross_entropy
 
 MetricsFn = Callable[[np.ndarray, np.ndarray], dict]
 

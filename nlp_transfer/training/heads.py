@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 from ..transfer.features import sklearn_logits
 from .evaluation import MetricsFn
 from .run import TrainOutcome, train_and_predict
-from .trainer import FitResult, LossFn, Trainer
+from .trainer import FitResult, LossFn
 
 logger = logging.getLogger(__name__)
 
@@ -123,16 +123,15 @@ def train_torch_head(
     head_config = dataclasses.replace(
         config, learning_rate=learning_rate, head_learning_rate=None, save_strategy="no"
     )
-    trainer = Trainer(
+    outcome = train_and_predict(
         head,
         head_config,
+        loaders,
         accelerator=accelerator,
-        train_dataloader=loaders["train"],
-        eval_dataloader=loaders["validation"],
         compute_metrics=compute_metrics,
         loss_fn=loss_fn,
+        predict_validation=True,
     )
-    outcome = train_and_predict(trainer, loaders["test"], predict_validation=True)
     n = num_train_examples or len(loaders["train"].dataset)
     outcome.fit.train_runtime_s += extract_s
     outcome.fit.train_samples_per_second = (

@@ -1,12 +1,13 @@
 """What every task does around the :class:`~nlp_transfer.training.trainer.Trainer`: the checks
 and Accelerator at the start of a run, and the final predictions of a trained model.
 
-Text, images and domain adaptation build their own data and model, make a ``Trainer``, then
-call :func:`train_and_predict`.
+Text, images and domain adaptation build their own data and model, then call
+:func:`train_and_predict`, which trains a ``Trainer`` and predicts with it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,23 +87,47 @@ def resume_path(config: TrainingConfig) -> Path | None:
 
 
 def train_and_predict(
-    trainer: Trainer,
-    test_dataloader: DataLoader,
+    model: nn.Module,
+    args: TrainingConfig,
+    dataloaders: Mapping[str, DataLoader],
+    *,
+    accelerator: Accelerator,
+    compute_metrics: Callable[[np.ndarray, np.ndarray], dict],
+    loss_fn: Callable,
     predict_validation: bool = False,
+    **trainer_options,
 ) -> TrainOutcome:
-    """Train (resuming from ``--resume_from_checkpoint`` if set), then predict the test split
-    (and the validation split) with the final model.
+    """Train a :class:`~nlp_transfer.training.trainer.Trainer` (resuming from
+    ``--resume_from_checkpoint`` if set), then predict the test split (and the validation split)
+    with the final model.
 
     Args:
-        trainer: The run's Trainer, not yet trained.
-        test_dataloader: Unprepared test batches.
+        model: The model to train.
+        args: The run's arguments.
+        dataloaders: Unprepared ``train``, ``validation`` (picks the best epoch) and ``test``
+            batches.
+        accelerator: The run's Accelerator.
+        compute_metrics: ``(labels, logits) -> metrics`` of a split.
+        loss_fn: ``(logits, labels) -> loss``.
         predict_validation: Also return the final model's validation predictions (threshold
             tuning needs them).
+        **trainer_options: The Trainer's other arguments (``plan``, ``regularizer``,
+            ``callbacks``, ``prefix_cache``).
 
     Returns:
         A :class:`TrainOutcome`.
     """
+    trainer = Trainer(
+        model,
+        args,
+        accelerator=accelerator,
+        train_dataloader=dataloaders["train"],
+        eval_dataloader=dataloaders["validation"],
+        compute_metrics=compute_metrics,
+        loss_fn=loss_fn,
+        **trainer_options,
+    )
     result = trainer.train(resume_from_checkpoint=resume_path(trainer.args))
     validation = trainer.predict(desc="Validation") if predict_validation else None
-    test = trainer.predict(test_dataloader, desc="Test")
+    test = trainer.predict(dataloaders["test"], desc="Test")
     return TrainOutcome(model=trainer.trained_model, fit=result, validation=validation, test=test)

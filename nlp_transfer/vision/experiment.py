@@ -28,7 +28,7 @@ from collections.abc import Sequence
 import numpy as np
 from accelerate import PartialState
 
-from ..config import save_config
+from ..reporting.config_file import save_config
 from ..training.setup import check_output_dir
 from .config import ImageClassificationConfig
 from .data import ImageData, cap

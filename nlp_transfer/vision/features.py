@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 
-from ..metrics import classification_metrics
+from ..metrics.classification import classification_metrics
 from ..training.heads import fit_sklearn_head, train_torch_head
 from ..training.run import TrainOutcome
 from ..transfer.features import FeatureDataset, FeatureHead, default_sklearn_head

@@ -11,7 +11,12 @@ import numpy as np
 import torch
 from PIL import UnidentifiedImageError
 
-from ..metrics import classification_metrics, cross_entropy, predict_labels, probabilities
+from ..metrics.classification import (
+    classification_metrics,
+    cross_entropy,
+    predict_labels,
+    probabilities,
+)
 from .folder import find_split_dirs, load_image_folder
 from .models import ResNetClassifier
 from .streaming import decode_image as _decode
@@ -126,12 +131,12 @@ def evaluate_image_folder(
         bad_images: ``skip`` or ``error`` for files that are not images or cannot be decoded.
 
     Returns:
-        :func:`~nlp_transfer.metrics.classification_metrics` plus ``loss``.
+        :func:`~nlp_transfer.metrics.classification.classification_metrics` plus ``loss``.
 
     Raises:
         ValueError: A class folder the model does not know, or bad files under ``error``.
     """
-    from ..plots import write_report_plots
+    from ..reporting.plots import write_report_plots
 
     model, collator = load_image_classifier(model_dir)
     c = model.config

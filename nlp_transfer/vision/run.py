@@ -24,11 +24,10 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 from ..data.memory import GB, memory_budget_bytes
-from ..metrics import classification_metrics, cross_entropy
+from ..metrics.classification import classification_metrics, cross_entropy
+from ..reporting.outputs import format_summary, run_metrics, save_run, write_report
 from ..training.callbacks import TrainerCallback
-from ..training.outputs import format_summary, run_metrics, save_run, write_report
 from ..training.run import TrainOutcome, start_run, train_and_predict
-from ..training.trainer import Trainer
 from ..transfer.adapters import save_adapter_outputs
 from ..transfer.cache import remove_disk_cache
 from ..transfer.plan import TransferPlan, plan_transfer
@@ -151,19 +150,17 @@ def train_image_classifier(
         num_workers=config.dataloader_num_workers,
     )
     try:
-        trainer = Trainer(
+        return train_and_predict(
             model,
             config,
+            loaders,
             accelerator=accelerator,
-            train_dataloader=loaders["train"],
-            eval_dataloader=loaders["validation"],
             compute_metrics=metrics_fn(data.label_names),
             loss_fn=F.cross_entropy,
             plan=plan,
             callbacks=callbacks,
             prefix_cache=cached,
         )
-        return train_and_predict(trainer, loaders["test"])
     finally:
         if cache_dir is not None:
             remove_disk_cache(cache_dir)

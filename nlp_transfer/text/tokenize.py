@@ -10,8 +10,8 @@ from datasets import DatasetDict
 from torch.utils.data import DataLoader
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
-from .columns import arrow_column, numpy_column, sequence_lengths
-from .samplers import (
+from ..data.columns import arrow_column, numpy_column, sequence_lengths
+from ..data.samplers import (
     ClassBalancedSampler,
     EpochShuffleSampler,
     LengthGroupedSampler,

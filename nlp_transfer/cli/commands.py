@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .cli_predict import add_evaluate_parser, add_predict_parser, evaluate_main, predict_main
+from .predict import add_evaluate_parser, add_predict_parser, evaluate_main, predict_main
 
 DESCRIPTION = """\
 Transfer learning for text (and image) classification. Train on your own data:
@@ -114,9 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def train_main(argv: Sequence[str]) -> int:
     """``nlp-transfer train``: the recipes' run, with the task's defaults chosen by ``--task``."""
+    from ..tasks import DEFAULT_TASK, get_task, list_tasks
+    from ..training.checkpoint import exit_on_interrupt
     from .config import parse_config
-    from .tasks import DEFAULT_TASK, get_task, list_tasks
-    from .training.checkpoint import exit_on_interrupt
 
     pre = argparse.ArgumentParser(prog="nlp-transfer train", add_help=False)
     pre.add_argument("--task", default=DEFAULT_TASK, choices=list_tasks())
@@ -133,8 +133,8 @@ def train_main(argv: Sequence[str]) -> int:
 
 def train_parser(task: str, config_cls: type, tasks: Sequence[str]) -> argparse.ArgumentParser:
     """The parser of ``nlp-transfer train --task TASK``, with short, grouped help."""
-    from .cli_help import compact_help
     from .config import build_config_parser
+    from .help import compact_help
 
     parser = build_config_parser(config_cls, prog="nlp-transfer train")
     parser.description = (
@@ -160,8 +160,8 @@ def train_parser(task: str, config_cls: type, tasks: Sequence[str]) -> argparse.
 
 def cache_main(args: argparse.Namespace) -> int:
     """``nlp-transfer cache [list|clear]``: the cache directory's entries, or remove them."""
-    from .data.disk_cache import cache_entries, clear_cache, entries_as_dicts, human_bytes
-    from .data.fetch import default_cache_dir
+    from ..data.disk_cache import cache_entries, clear_cache, entries_as_dicts, human_bytes
+    from ..data.fetch import default_cache_dir
 
     root = default_cache_dir(args.cache_dir)
     if args.action == "clear":
@@ -198,8 +198,8 @@ def cache_main(args: argparse.Namespace) -> int:
 
 
 def datasets_main(args: argparse.Namespace) -> int:
-    from .data.builtin import BUILTIN_DATASETS, load_builtin_dataset
-    from .data.fetch import default_cache_dir
+    from ..data.builtin import BUILTIN_DATASETS, load_builtin_dataset
+    from ..data.fetch import default_cache_dir
 
     if args.action == "fetch":
         if args.name not in BUILTIN_DATASETS:
@@ -286,7 +286,7 @@ def is_user_error(exc: BaseException) -> bool:
     ``FileExistsError`` and ``ConnectionError`` are ``OSError``\\ s) and the library's own error
     types (``DownloadError``, ``ChecksumError``...).
     """
-    return isinstance(exc, USER_ERRORS) or type(exc).__module__.startswith(f"{__package__}.")
+    return isinstance(exc, USER_ERRORS) or type(exc).__module__.startswith("nlp_transfer.")
 
 
 def error_message(exc: BaseException) -> str:
@@ -301,7 +301,7 @@ def _dispatch(argv: list[str]) -> int:
     if argv and argv[0] == "train":
         return train_main(argv[1:])
     if argv and argv[0] == "search":
-        from .search import search_main
+        from ..search import search_main
 
         return search_main(argv[1:])
     parser = build_parser()
@@ -314,7 +314,7 @@ def _dispatch(argv: list[str]) -> int:
     if args.command == "cache":
         return cache_main(args)
     if args.command == "export":
-        from .export import export_onnx
+        from ..export import export_onnx
 
         report = export_onnx(args.model_dir, args.output, opset=args.opset, check=not args.no_check)
         print(json.dumps(report, indent=2))
@@ -322,7 +322,3 @@ def _dispatch(argv: list[str]) -> int:
     if args.command == "predict":
         return predict_main(args)
     return evaluate_main(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

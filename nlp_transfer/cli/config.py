@@ -1,8 +1,11 @@
 """Parsing a run's config: a typed dataclass, Hugging Face names, a YAML file overridden by flags.
 
+The writing half (``config.yaml`` in an ``output_dir``) is
+:func:`nlp_transfer.reporting.config_file.save_config`.
+
 The config classes themselves live with what they configure: the shared training arguments in
 :mod:`nlp_transfer.training.arguments`, the transfer strategies in
-:mod:`nlp_transfer.transfer.arguments`, each task's own fields in its package.
+:mod:`nlp_transfer.transfer.strategies`, each task's own fields in its package.
 """
 
 from __future__ import annotations
@@ -16,9 +19,9 @@ from typing import TypeVar
 import yaml
 from transformers import HfArgumentParser
 
-from .args import section_of
-from .cli_help import compact_help
-from .training.arguments import MIXED_PRECISION_CHOICES, TRACKERS, parse_report_to
+from ..args import section_of
+from ..training.arguments import MIXED_PRECISION_CHOICES, TRACKERS, parse_report_to
+from .help import compact_help
 
 __all__ = [
     "MIXED_PRECISION_CHOICES",
@@ -26,7 +29,6 @@ __all__ = [
     "build_config_parser",
     "parse_config",
     "parse_report_to",
-    "save_config",
 ]
 
 # --help sections listed first, in this order; any other section follows in field order.
@@ -46,7 +48,7 @@ ConfigT = TypeVar("ConfigT")
 
 def build_config_parser(config_cls: type, prog: str | None = None) -> HfArgumentParser:
     """An ``HfArgumentParser`` for ``config_cls`` plus ``--config``, its ``--help`` grouped by topic
-    and compact (:func:`~nlp_transfer.cli_help.compact_help`: real defaults, one usage line).
+    and compact (:func:`~nlp_transfer.cli.help.compact_help`: real defaults, one usage line).
 
     Each field is listed under its section (see :func:`~nlp_transfer.training.arguments.arg`);
     sections follow :data:`GROUP_ORDER`.
@@ -120,9 +122,3 @@ def parse_config(
     namespace = vars(parser.parse_args(argv))
     namespace.pop("config")
     return config_cls(**namespace)
-
-
-def save_config(config, path: str | Path, **extra) -> None:
-    """Write the resolved config (plus ``extra`` resolved values) to a YAML file."""
-    values = dataclasses.asdict(config) | extra
-    Path(path).write_text(yaml.safe_dump(values, sort_keys=False), encoding="utf-8")

@@ -22,7 +22,7 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-from .metrics import predict_labels, probabilities
+from ..metrics.classification import predict_labels, probabilities
 
 
 def _save(fig, path: Path) -> Path:

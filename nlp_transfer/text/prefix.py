@@ -18,7 +18,7 @@ from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 from ..data.columns import sequence_lengths
 from ..data.fetch import default_cache_dir
 from ..data.memory import memory_budget_bytes
-from .cache import (
+from ..transfer.cache import (
     PrefixCache,
     add_cache_index,
     cache_key,
@@ -26,7 +26,7 @@ from .cache import (
     compute_prefix_cache,
     load_disk_cache,
 )
-from .strategies.freeze import CACHE_DTYPES, FreezeArguments
+from ..transfer.strategies.freeze import CACHE_DTYPES, FreezeArguments
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .tasks import task_of_model_dir
+from ..tasks import task_of_model_dir
 
 BACKEND_HELP = (
     "torch, or onnxruntime: run <model_dir>/model.onnx (exported on first use, checked against "
@@ -165,7 +165,7 @@ def predict_main(args: argparse.Namespace) -> int:
     if args.batch_size <= 0 or args.chunk_size <= 0:
         raise SystemExit("error: --batch_size and --chunk_size must be positive.")
     if task_of_model_dir(args.model_dir).modality == "image":
-        from .vision.predict import predict_images
+        from ..vision.predict import predict_images
 
         _torch_only(args)
         _check_output(args)
@@ -180,9 +180,9 @@ def predict_main(args: argparse.Namespace) -> int:
 
 def _predict_texts(args: argparse.Namespace) -> int:
     """A text model: ``--file`` streamed (resumable), or ``--text`` in memory."""
-    from .text.batch import predict_file, prediction_lines
-    from .text.classifier import TextClassifier
-    from .text.stream import open_text_rows
+    from ..text.batch import predict_file, prediction_lines
+    from ..text.classifier import TextClassifier
+    from ..text.stream import open_text_rows
 
     if args.file and args.text_pair:
         raise SystemExit("error: --text_pair goes with --text; with --file, --text_pair_column.")
@@ -227,14 +227,14 @@ def evaluate_main(args: argparse.Namespace) -> int:
             f"pass {'--image_dir' if image_model else '--file'}."
         )
     if image_model:
-        from .vision.predict import evaluate_image_folder
+        from ..vision.predict import evaluate_image_folder
 
         _torch_only(args)
         metrics = evaluate_image_folder(
             args.model_dir, args.image_dir, batch_size=args.batch_size, output_dir=args.output_dir
         )
     else:
-        from .text.predict import evaluate_saved_model
+        from ..text.predict import evaluate_saved_model
 
         with log_to_stderr():
             metrics = evaluate_saved_model(

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from .data.builtin import BUILTIN_DATASETS
-from .models.text import DEFAULT_MODEL_NAME
+from ..data.builtin import BUILTIN_DATASETS
+from ..hub import DEFAULT_MODEL_NAME
 
 # Licences of models we ship or know; others are left out rather than guessed.
 KNOWN_MODEL_LICENSES = {DEFAULT_MODEL_NAME: "apache-2.0"}
@@ -95,7 +95,7 @@ def build_model_card(
 
     Args:
         metrics: What the run wrote to ``metrics.json``.
-        config: The run's :class:`~nlp_transfer.config.TextClassificationConfig` or
+        config: The run's :class:`~nlp_transfer.cli.config.TextClassificationConfig` or
             :class:`~nlp_transfer.vision.config.ImageClassificationConfig`.
         label_names: Label names in id order.
         modality: ``text`` (a transformers model) or ``image`` (a torchvision ResNet saved by

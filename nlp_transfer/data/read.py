@@ -1,11 +1,9 @@
-"""Load a user's labelled text data (files, DataFrames, hub datasets, built-ins) and check it.
+"""Step 1 of the data pipeline (:mod:`nlp_transfer.data.pipeline`): read the user's splits.
 
-Everything ends up as the same thing: a ``DatasetDict`` with ``train``/``validation``/``test``
-splits, a ``text`` string column and a ``label`` ``ClassLabel`` column whose names become the
-model's ``id2label``. Problems are reported by what the user can fix: the file, the column and
-the flag. The checks (empty texts, missing labels, label names) run on whole Arrow columns
-(:mod:`nlp_transfer.data.standardize`); no split is ever turned into Python lists of its rows, so
-a file of millions of rows is read memory-mapped from ``datasets``' Arrow cache.
+Files (CSV/TSV, JSON Lines or JSON arrays, Parquet) are read by ``datasets``' packaged builders
+into its Arrow cache and memory-mapped from there; pandas DataFrames and ``datasets.Dataset``
+objects are taken as they are; any other name is a Hugging Face Hub dataset (which fails fast
+when the Hub cannot be reached). Nothing here looks at the columns: that is the checks' step.
 """
 
 from __future__ import annotations
@@ -13,18 +11,15 @@ from __future__ import annotations
 import codecs
 import logging
 import os
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import datasets
 import pandas as pd
-from datasets import Dataset, DatasetDict
+from datasets import Dataset
 
 from ..hub import HUB_PROBE_TIMEOUT_S, hub_offline_requested, hub_reachable
-from .builtin import BUILTIN_DATASETS, load_builtin_dataset
-from .splits import stratified_split
-from .standardize import standardize_split
+from .builtin import BUILTIN_DATASETS
 
 FILE_FORMATS = {
     ".csv": "csv",
@@ -34,7 +29,6 @@ FILE_FORMATS = {
     ".parquet": "parquet",
 }
 _VALIDATION_NAMES = ("validation", "valid", "dev")
-EMPTY_TEXT_CHOICES = ("drop", "error")
 _TEXT_FORMATS = ("csv", "json")
 
 logger = logging.getLogger(__name__)
@@ -42,9 +36,13 @@ logger = logging.getLogger(__name__)
 DataSource = str | os.PathLike | pd.DataFrame | Dataset
 
 
-def _is_file_like(source: str | os.PathLike) -> bool:
-    path = Path(source)
-    return path.suffix.lower() in FILE_FORMATS or path.exists()
+def is_dataset_name(data: object) -> bool:
+    """A built-in or Hub dataset name rather than a file path (no such file, no data suffix)."""
+    return (
+        isinstance(data, str)
+        and not Path(data).expanduser().exists()
+        and Path(data).suffix.lower() not in {*FILE_FORMATS, ".txt"}
+    )
 
 
 def check_encoding(path: str | os.PathLike, encoding: str = "utf-8") -> str:
@@ -151,7 +149,7 @@ def read_table(
         ) from err
 
 
-def _to_table(
+def to_table(
     source: DataSource, what: str, encoding: str = "utf-8", cache_dir: str | None = None
 ) -> Dataset | pd.DataFrame:
     if isinstance(source, Dataset | pd.DataFrame):
@@ -161,22 +159,6 @@ def _to_table(
     raise TypeError(
         f"{what}: expected a file path, pandas DataFrame or Dataset, got {type(source)}"
     )
-
-
-def _standardize(
-    tables: Mapping[str, Dataset | pd.DataFrame],
-    text_column: str,
-    label_column: str,
-    empty_texts: str = "drop",
-) -> DatasetDict:
-    """Every split checked and encoded in Arrow (:func:`~.standardize.standardize_split`); the
-    label names are the training split's (``train`` comes first)."""
-    out, names = {}, None
-    for split, table in tables.items():
-        out[split], names = standardize_split(
-            table, split, text_column, label_column, empty_texts, names
-        )
-    return DatasetDict(out)
 
 
 def _load_hub(name: str, cache_dir: str | None) -> dict[str, Dataset]:
@@ -209,132 +191,32 @@ def _load_hub(name: str, cache_dir: str | None) -> dict[str, Dataset]:
     return splits
 
 
-def load_text_classification_dataset(
-    data: DataSource,
-    *,
-    validation: DataSource | None = None,
-    test: DataSource | None = None,
-    text_column: str = "text",
-    label_column: str = "label",
-    validation_size: float = 0.1,
-    test_size: float = 0.1,
-    seed: int = 42,
-    cache_dir: str | os.PathLike | None = None,
-    encoding: str = "utf-8",
-    empty_texts: str = "drop",
-) -> DatasetDict:
-    """Load labelled text from any supported source into train/validation/test splits.
-
-    ``data`` may be a built-in dataset name (see ``list_builtin_datasets()``), a local file
-    (``.csv``, ``.tsv``, ``.jsonl``/``.json``, ``.parquet``), a pandas ``DataFrame``, a
-    ``datasets.Dataset``, or a Hugging Face Hub dataset name (needs the Hub; fails fast offline).
-    Splits not given are split off the training data, stratified by label and seeded.
-
-    String labels are mapped to ids in sorted order (``"neg"``, ``"pos"`` -> 0, 1); integer
-    labels keep their order with names ``"0"``, ``"1"``, ...; ``ClassLabel`` columns keep their
-    names. ``dataset["train"].features["label"].names`` is the ``id2label`` for the model.
-
-    Example:
-        >>> ds = load_text_classification_dataset("reviews.csv", text_column="review",
-        ...                                       label_column="sentiment")
-
-    Args:
-        data: Training data (or a built-in/hub dataset with its own splits).
-        validation: Optional validation data (file, DataFrame or Dataset).
-        test: Optional test data.
-        text_column: Column holding the text.
-        label_column: Column holding the label.
-        validation_size: Fraction of all rows split off for validation when not given.
-        test_size: Fraction of all rows split off for test when not given.
-        seed: Seed for the splits.
-        cache_dir: Cache directory for built-in and hub downloads, and for ``datasets``' Arrow
-            cache of data files (None: ``datasets``' default for those).
-        encoding: Text encoding of CSV/TSV/JSON files (``--file_encoding``).
-        empty_texts: Rows whose text is missing, empty or whitespace only: ``"drop"`` them
-            (the count is logged) or raise an ``"error"``.
-
-    Returns:
-        ``DatasetDict`` with ``train``, ``validation``, ``test``; columns ``text``, ``label``.
-
-    Raises:
-        FileNotFoundError: A data file does not exist.
-        ValueError: A column is missing, a split is empty, a text is not a string (or is
-            empty under ``empty_texts="error"``), a label is missing, labels mix types, the
-            training split has one class, a label appears only outside training, or the source
-            cannot be read or decoded.
-    """
-    _check_empty_texts_choice(empty_texts)
-    if isinstance(data, str) and data in BUILTIN_DATASETS and validation is None and test is None:
-        return load_builtin_dataset(
-            data,
-            cache_dir=cache_dir,
-            validation_size=validation_size,
-            test_size=test_size,
-            seed=seed,
-        )
-    tables = _read_tables(data, validation, test, cache_dir, encoding)
-    dataset = _standardize(tables, text_column, label_column, empty_texts)
-    return _split_missing(dataset, validation_size, test_size, seed)
-
-
-def _check_empty_texts_choice(empty_texts: str) -> None:
-    """Raise if ``--empty_texts`` is not one of :data:`EMPTY_TEXT_CHOICES`."""
-    if empty_texts not in EMPTY_TEXT_CHOICES:
-        raise ValueError(
-            f"--empty_texts must be one of {', '.join(EMPTY_TEXT_CHOICES)}, got {empty_texts!r}."
-        )
-
-
-def _read_tables(
+def read_splits(
     data: DataSource,
     validation: DataSource | None,
     test: DataSource | None,
     cache_dir: str | os.PathLike | None,
     encoding: str,
 ) -> dict[str, Dataset | pd.DataFrame]:
-    """The raw splits: a hub dataset's own, or ``data`` as ``train`` plus the ones given."""
+    """Step 1 of the pipeline: the raw splits, as read.
+
+    A Hub dataset's own splits (``train``, and ``validation``/``valid``/``dev`` and ``test`` when
+    it has them), or ``data`` as ``train``; then ``validation`` and ``test`` when given. Files are
+    read with :func:`read_table` (memory-mapped Arrow), DataFrames and Datasets are taken as they
+    are.
+
+    Raises:
+        FileNotFoundError: A data file does not exist.
+        ValueError: A file cannot be read or decoded, or a Hub dataset cannot be loaded.
+        TypeError: A source that is neither a path, a DataFrame nor a Dataset.
+    """
     cache = None if cache_dir is None else str(cache_dir)
-    if isinstance(data, str) and not _is_file_like(data):
+    if is_dataset_name(data):
         tables: dict[str, Dataset | pd.DataFrame] = _load_hub(data, cache)
     else:
-        tables = {"train": _to_table(data, "train data", encoding, cache)}
+        tables = {"train": to_table(data, "train data", encoding, cache)}
     if validation is not None:
-        tables["validation"] = _to_table(validation, "validation data", encoding, cache)
+        tables["validation"] = to_table(validation, "validation data", encoding, cache)
     if test is not None:
-        tables["test"] = _to_table(test, "test data", encoding, cache)
+        tables["test"] = to_table(test, "test data", encoding, cache)
     return tables
-
-
-def _split_missing(
-    dataset: DatasetDict, validation_size: float, test_size: float, seed: int
-) -> DatasetDict:
-    """Split the validation and/or test split off ``train`` where not given (stratified)."""
-    if "validation" in dataset and "test" in dataset:
-        return dataset
-    split = stratified_split(
-        dataset["train"],
-        validation_size=validation_size,
-        test_size=test_size,
-        seed=seed,
-        need_validation="validation" not in dataset,
-        need_test="test" not in dataset,
-    )
-    return DatasetDict(
-        {s: dataset[s] if s in dataset else split[s] for s in ("train", "validation", "test")}
-        | {"train": split["train"]}
-    )
-
-
-def reading_options(config) -> dict:
-    """The keyword arguments of :func:`load_text_classification_dataset` that a run's config
-    names the same way in every text task: columns, seed, download cache, encoding and
-    empty-text policy (``--text_column``, ``--label_column``, ``--seed``, ``--cache_dir``,
-    ``--file_encoding``, ``--empty_texts``)."""
-    return {
-        "text_column": config.text_column,
-        "label_column": config.label_column,
-        "seed": config.seed,
-        "cache_dir": config.cache_dir,
-        "encoding": config.file_encoding,
-        "empty_texts": config.empty_texts,
-    }

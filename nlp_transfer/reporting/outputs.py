@@ -10,10 +10,10 @@ from pathlib import Path
 from accelerate import Accelerator
 from torch import nn
 
-from ..config import save_config
+from ..training.advice import advice
+from ..training.trainer import FitResult
 from ..transfer.freeze import FreezeReport
-from .advice import advice
-from .trainer import FitResult
+from .config_file import save_config
 
 
 def save_run(
@@ -183,8 +183,8 @@ def write_report(
         threshold: The binary decision threshold in use (None: argmax).
         modality: ``text`` or ``image`` (the model card's template).
     """
-    from ..model_card import write_model_card
-    from ..plots import write_report_plots
+    from .model_card import write_model_card
+    from .plots import write_report_plots
 
     test_logits, test_labels = outcome.test
     write_report_plots(

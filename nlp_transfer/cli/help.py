@@ -84,7 +84,7 @@ def compact_help(
     listed beside their positive flag instead of with a copy of its help.
 
     Args:
-        parser: A parser, e.g. from :func:`~nlp_transfer.config.build_config_parser`.
+        parser: A parser, e.g. from :func:`~nlp_transfer.cli.config.build_config_parser`.
         usage: The usage line; None: ``PROG [--config FILE] [--FLAG VALUE ...]`` (without
             ``--config`` when the parser has none) instead of argparse's list of every flag.
 

@@ -16,7 +16,7 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
-from .metrics import select_threshold
+from .classification import select_threshold
 
 
 def sigmoid_probabilities(logits: np.ndarray) -> np.ndarray:
@@ -108,7 +108,7 @@ def multilabel_metrics(
 def select_label_thresholds(targets: np.ndarray, logits: np.ndarray) -> list[float]:
     """One threshold per label maximising that label's F1 on these (validation) data.
 
-    Each label's threshold comes from :func:`~nlp_transfer.metrics.select_threshold`; a label
+    Each label's threshold comes from :func:`~nlp_transfer.metrics.classification.select_threshold`; a label
     without a positive example keeps 0.5. Choose on validation, never on test.
 
     Returns:

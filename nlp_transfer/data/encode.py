@@ -1,11 +1,13 @@
-"""Labels of every problem type read and encoded in Arrow, column by column.
+"""Step 3 of the data pipeline (:mod:`nlp_transfer.data.pipeline`): the problem type, and the
+labels of every split encoded in Arrow, column by column.
 
 :func:`infer_problem_type` reads the label column's Arrow type (lists, or strings holding the
-separator, are multi-label); :func:`encode_problem_splits` checks the texts and encodes the labels
-of every split as :mod:`nlp_transfer.data.problems` needs them: ``ClassLabel`` ids (sentence
-pairs), lists of ``ClassLabel`` ids (multi-label) or float targets (regression). No split is
-turned into Python lists of its rows; only a column Arrow could not type (``datasets.Json``:
-values of mixed types) is decoded, batch by batch.
+separator, are multi-label); :func:`encode_labels` encodes the labels of every split:
+``ClassLabel`` ids (single-label), lists of ``ClassLabel`` ids (multi-label) or float targets
+(regression), the names always the training split's. No split is turned into Python lists of its
+rows; only a column Arrow could not type (``datasets.Json``: values of mixed types) is decoded,
+batch by batch. The text columns are not copied: a split read from a file stays memory-mapped
+from ``datasets``' Arrow cache, with the labels beside it as one Arrow column.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from datasets import ClassLabel, Dataset, Value
+from datasets import ClassLabel, Dataset, Features, Value
 from datasets import Sequence as SequenceFeature
 
 from .checks import (
@@ -26,15 +28,12 @@ from .checks import (
     check_label_type,
     check_missing_labels,
     class_names_of,
-    empty_text_mask,
     is_numeric,
     is_text_type,
     label_keys,
     names_from_keys,
-    text_values,
 )
 from .columns import arrow_column, python_values
-from .standardize import assemble_split
 
 logger = logging.getLogger(__name__)
 
@@ -82,27 +81,6 @@ def infer_problem_type(
         if label_separator and isinstance(value, str) and label_separator in value:
             return MULTI_LABEL
     return SINGLE_LABEL
-
-
-def _kept_rows(table: Dataset, texts: dict[str, str], split: str, empty_texts: str) -> np.ndarray:
-    """``(n,)`` bool: rows whose every text (``{column: flag}``) is a non-empty string."""
-    bad = np.zeros(len(table), dtype=bool)
-    for column, flag in texts.items():
-        bad |= empty_text_mask(text_values(table, column, split, flag))
-    rows = np.flatnonzero(bad)
-    flags = " / ".join(texts.values())
-    if len(rows) and empty_texts == "error":
-        raise ValueError(
-            f"The {split} split has {len(rows)} row(s) with a missing or empty text ({flags}), "
-            f"rows {rows[:5].tolist()}; fill or drop them, or pass --empty_texts drop."
-        )
-    if len(rows):
-        logger.warning(
-            f"Dropped {len(rows)} of {len(bad):,} {split} row(s) with a missing or empty text."
-        )
-    if len(rows) == len(bad):
-        raise ValueError(f"Every text of the {split} split is missing or empty; check {flags}.")
-    return ~bad
 
 
 def _value_at(table: Dataset, column: str, row: int) -> Any:
@@ -230,7 +208,8 @@ def _encode_multi_label(tables, keeps, separator, column) -> tuple[dict, Any]:
 
 
 def _encode_single_label(tables, keeps, column) -> tuple[dict, ClassLabel]:
-    """``ClassLabel`` ids as the single-label loader gives them (for sentence pairs)."""
+    """``ClassLabel`` ids; the names are the training split's (``train`` comes first): a
+    ``ClassLabel`` column's own, integers in numeric order, or strings sorted."""
     names, encoded = None, {}
     for split, table in tables.items():
         feature = table.features.get(column)
@@ -242,35 +221,44 @@ def _encode_single_label(tables, keeps, column) -> tuple[dict, ClassLabel]:
             names = names_from_keys(
                 keys, keeps[split], is_numeric(values.type), class_names_of(feature)
             )
+            if len(names) < 2:
+                raise ValueError(
+                    f"The training split has a single label ({names[0]!r}) in column "
+                    f"{column!r}; a classifier needs at least two."
+                )
         check_known_labels(keys, keeps[split], names, split)
         encoded[split] = pc.index_in(keys, value_set=pa.array(names, pa.string()))
     return encoded, ClassLabel(names=names)
 
 
-def encode_problem_splits(
+def encode_labels(
     tables: dict[str, Dataset],
+    keeps: dict[str, np.ndarray],
     problem_type: str,
-    texts: dict[str, tuple[str, str]],
+    texts: dict[str, str],
     label_column: str,
-    separator: str | None,
-    empty_texts: str,
+    separator: str | None = None,
 ) -> dict[str, Dataset]:
-    """``{split: Dataset}`` with the text columns and the encoded ``label``; empty texts dropped.
+    """Step 3 of the pipeline: ``{split: Dataset}`` with the text columns and the encoded
+    ``label``, the rows not kept (empty texts) dropped.
 
     Args:
-        tables: The splits as read (``train`` first).
+        tables: The checked splits (``train`` first: its labels name the classes).
+        keeps: ``{split: (n,) bool}``, the rows to keep (:func:`~.checks.kept_rows`).
         problem_type: One of :data:`PROBLEM_TYPES`.
-        texts: ``{new name: (column, flag)}``: ``text`` and, for pairs, ``text_pair``.
+        texts: ``{column: new name}``: the text column as ``text`` and, for pairs, the second
+            as ``text_pair``.
         label_column: The label column (``--label_column``).
         separator: Splits multi-label strings (``--label_separator``).
-        empty_texts: ``drop`` or ``error``.
+
+    Returns:
+        ``label`` as ``ClassLabel`` ids (single-label), lists of ``ClassLabel`` ids
+        (multi-label) or float32 targets (regression).
 
     Raises:
-        ValueError: A text that is not a string (or empty, under ``error``), a label missing,
-            unknown outside training, not a finite number (regression), or too few labels.
+        ValueError: A label missing, of mixed types, unknown outside training, not a finite
+            number (regression), or fewer than two labels in training.
     """
-    flags = {column: flag for column, flag in texts.values()}
-    keeps = {s: _kept_rows(t, flags, s, empty_texts) for s, t in tables.items()}
     if problem_type == REGRESSION:
         labels = {s: _regression_targets(t, label_column, keeps[s], s) for s, t in tables.items()}
         feature: Any = Value("float32")
@@ -278,5 +266,32 @@ def encode_problem_splits(
         labels, feature = _encode_multi_label(tables, keeps, separator, label_column)
     else:
         labels, feature = _encode_single_label(tables, keeps, label_column)
-    names = {column: name for name, (column, _) in texts.items()}
-    return {s: assemble_split(t, names, keeps[s], labels[s], feature) for s, t in tables.items()}
+    return {s: assemble_split(t, texts, keeps[s], labels[s], feature) for s, t in tables.items()}
+
+
+def assemble_split(
+    table: Dataset, texts: dict[str, str], keep: np.ndarray, label: pa.Array, feature: Any
+) -> Dataset:
+    """The split's kept rows as its text columns plus ``label``.
+
+    The text columns stay where they are (memory-mapped for a file; selecting rows makes an
+    index mapping, which ``add_column`` writes out once); ``label`` is added as an Arrow column.
+    Every step is a ``datasets`` transform, so the result's fingerprint follows from the input's
+    and the labels' values, and what is computed from it later (tokens) is cached by it.
+
+    Args:
+        table: The split as read.
+        texts: ``{column: new name}`` of the text columns, in order.
+        keep: ``(n,)`` bool, the rows to keep.
+        label: ``(n,)`` the encoded label of every row (those not kept are dropped here).
+        feature: The ``datasets`` feature of ``label`` (the column is cast to its Arrow type).
+    """
+    dataset = table.select_columns(list(texts))
+    dataset = dataset.rename_columns({old: new for old, new in texts.items() if old != new})
+    if not keep.all():
+        dataset = dataset.select(np.flatnonzero(keep))
+        label = pc.filter(label, pa.array(keep))
+    if isinstance(label, pa.ChunkedArray):
+        label = label.combine_chunks()
+    arrow_type = Features({"label": feature}).arrow_schema.field("label").type
+    return dataset.add_column("label", label.cast(arrow_type), feature=feature)
