@@ -41,6 +41,8 @@ SINGLE_LABEL = "single_label_classification"
 MULTI_LABEL = "multi_label_classification"
 REGRESSION = "regression"
 PROBLEM_TYPES = (SINGLE_LABEL, MULTI_LABEL, REGRESSION)
+# Tried in this order when multi-label strings come without --label_separator.
+LIKELY_SEPARATORS = (",", ";", "|")
 
 
 def _is_list_type(kind: pa.DataType) -> bool:
@@ -81,6 +83,42 @@ def infer_problem_type(
         if label_separator and isinstance(value, str) and label_separator in value:
             return MULTI_LABEL
     return SINGLE_LABEL
+
+
+def label_separator_for(
+    dataset: Dataset, column: str, problem_type: str, label_separator: str | None
+) -> str | None:
+    """The separator of multi-label strings: ``label_separator`` when given, else inferred.
+
+    With ``--problem_type multi_label_classification`` and string labels but no
+    ``--label_separator``, the likely separator (:data:`LIKELY_SEPARATORS`) found in the most
+    training labels is used and logged: without one, ``"a,b"`` would be a label of its own.
+    Single-label string labels that hold one are only warned about (a label may contain a
+    comma).
+
+    Returns:
+        The separator, or None (each string is one label).
+    """
+    values = arrow_column(dataset, column)
+    if label_separator is not None or not is_text_type(values.type):
+        return label_separator
+    present = pc.drop_null(values)
+    shares = {
+        sep: pc.sum(pc.match_substring(present, sep)).as_py() or 0 for sep in LIKELY_SEPARATORS
+    }
+    separator, count = max(shares.items(), key=lambda item: item[1])
+    if not count:
+        return None
+    share = f"{count:,} of {len(present):,} training labels hold {separator!r}"
+    if problem_type == MULTI_LABEL:
+        logger.info(f"--label_separator {separator!r} inferred for multi-label strings: {share}")
+        return separator
+    if problem_type == SINGLE_LABEL:
+        logger.warning(
+            f"{share}, so each such string is one class of its own; if they are several "
+            f"labels, pass --label_separator {separator!r} (multi-label)."
+        )
+    return None
 
 
 def _value_at(table: Dataset, column: str, row: int) -> Any:

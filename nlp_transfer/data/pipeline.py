@@ -25,7 +25,13 @@ from datasets import DatasetDict
 
 from .builtin import BUILTIN_DATASETS, load_builtin_dataset
 from .checks import checked_dataset, kept_rows
-from .encode import PROBLEM_TYPES, SINGLE_LABEL, encode_labels, infer_problem_type
+from .encode import (
+    PROBLEM_TYPES,
+    SINGLE_LABEL,
+    encode_labels,
+    infer_problem_type,
+    label_separator_for,
+)
 from .read import DataSource, read_splits
 from .splits import split_missing
 
@@ -111,6 +117,9 @@ def load_problem_dataset(
     keeps = {s: kept_rows(t, texts, s, empty_texts) for s, t in tables.items()}
     # 3. encode the labels (the problem type from the training labels unless given)
     problem_type = infer_problem_type(tables["train"], label_column, problem_type, label_separator)
+    label_separator = label_separator_for(
+        tables["train"], label_column, problem_type, label_separator
+    )
     encoded = encode_labels(tables, keeps, problem_type, names, label_column, label_separator)
     # 4. split off what was not given
     sizes = dict(validation_size=validation_size, test_size=test_size, seed=seed)

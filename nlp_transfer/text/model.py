@@ -9,6 +9,7 @@ from pathlib import Path
 
 from torch import nn
 from transformers import (
+    AutoConfig,
     AutoModelForSequenceClassification,
     AutoTokenizer,
     PreTrainedModel,
@@ -87,7 +88,9 @@ def build_text_classifier(
             classifier fine-tuned on another task; its encoder (and pretrained head parts such
             as BERT's pooler) are kept and the task layer is re-initialised for
             ``label_names``, whatever the source's label set (as Keras' ``set_weights`` from
-            a source model to a target model with a new output layer).
+            a source model to a target model with a new output layer). A classifier given
+            without it gets a new task layer too when its labels differ from ``label_names``
+            (:func:`head_change`), and keeps its head when they are the same.
 
     Returns:
         ``(model, tokenizer)``. The model outputs logits of shape ``(batch, num_labels)``.
@@ -98,6 +101,16 @@ def build_text_classifier(
             (raised within seconds), or the model cannot be loaded.
     """
     name_or_path, local_only = resolve_model_path(model_name_or_path)
+    head = source_head(name_or_path, local_only, trust_remote_code)
+    change = head_change(head, label_names)
+    if change is not None and not new_head:
+        new_head = True
+        logger.info(f"--model_name_or_path {model_name_or_path} is a classifier for {change}")
+    elif head is not None and not new_head:
+        logger.info(
+            f"--model_name_or_path {model_name_or_path} is a classifier for the same "
+            f"{len(label_names)} label(s): its head is kept and fine-tuned"
+        )
     id2label = dict(enumerate(label_names))
     label2id = {name: i for i, name in id2label.items()}
     verbosity = hf_logging.get_verbosity()
@@ -131,6 +144,57 @@ def build_text_classifier(
     finally:
         hf_logging.set_verbosity(verbosity)
     return model, tokenizer
+
+
+def source_head(
+    name_or_path: str, local_only: bool, trust_remote_code: bool = False
+) -> list[str] | None:
+    """The label names of a saved sequence classifier (id order), or None when ``name_or_path``
+    is not one (an encoder or a model for another head) or its config cannot be read."""
+    try:
+        config = AutoConfig.from_pretrained(
+            name_or_path, local_files_only=local_only, trust_remote_code=trust_remote_code
+        )
+    except (OSError, ValueError):
+        return None  # the model load that follows says what is wrong
+    architectures = getattr(config, "architectures", None) or []
+    if not any(a.endswith("ForSequenceClassification") for a in architectures):
+        return None
+    id2label = getattr(config, "id2label", None) or {}
+    return [
+        str(id2label.get(i, id2label.get(str(i), f"LABEL_{i}"))) for i in range(config.num_labels)
+    ]
+
+
+def head_change(source_labels: Sequence[str] | None, label_names: Sequence[str]) -> str | None:
+    """How a source classifier's labels differ from the task's, or None when its head fits.
+
+    The head fits when the number of labels is the same and the names are too (ignoring case),
+    or the source's are ``transformers``' defaults (``LABEL_0``, ``LABEL_1``...).
+
+    Returns:
+        e.g. ``"2 labels ['neg', 'pos'], not the 3 labels ['a', 'b', 'c'] of the data: its
+        encoder is kept and its head replaced by a new one"``; None for no source classifier or
+        a head that fits.
+    """
+    if source_labels is None:
+        return None
+    target = list(label_names)
+    default = [f"LABEL_{i}" for i in range(len(source_labels))]
+    same = [s.lower() for s in source_labels] == [t.lower() for t in target]
+    if len(source_labels) == len(target) and (same or list(source_labels) == default):
+        return None
+    return (
+        f"{len(source_labels)} label(s) {_shown(source_labels)}, not the {len(target)} label(s) "
+        f"{_shown(target)} of the data: its encoder is kept and its head replaced by a new one"
+    )
+
+
+def _shown(names: Sequence[str], most: int = 6) -> str:
+    names = list(names)
+    return str(names[:most])[:-1] + (
+        f", ... {len(names) - most} more]" if len(names) > most else "]"
+    )
 
 
 def ensure_pad_token(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:

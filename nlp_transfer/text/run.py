@@ -49,7 +49,7 @@ from .config import TextClassificationConfig
 from .defaults import resolve_auto_settings
 from .features import train_feature_extractor
 from .loaders import class_weights, is_prepared, load_data, metrics_fn, text_dataloaders
-from .model import build_text_classifier, resolve_model_path
+from .model import build_text_classifier, resolve_model_path, source_head
 from .problem import (
     TargetScaling,
     best_model_metric,
@@ -202,7 +202,12 @@ def run_text_classification(
     model.config.problem_type = problem  # pipeline() and predict() decode by it
     model.config.text_pair_column = config.text_pair_column
     if config.init_from:
-        logger.info(f"Weight transfer: encoder initialised from {config.init_from}, new head")
+        source = source_head(config.init_from, local_only=True) or []
+        logger.info(
+            f"Weight transfer: encoder initialised from {config.init_from} (a classifier for "
+            f"{len(source)} label(s) {source[:6]}), new head for the {len(labels)} label(s) "
+            f"{labels[:6]}"
+        )
     config = resolve_auto_settings(
         config, len(dataset["train"]), len(labels), model, num_processes=accelerator.num_processes
     )
