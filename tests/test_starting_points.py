@@ -119,3 +119,44 @@ def test_other_likely_separators(separator):
     frame["label"] = frame["label"].str.replace(",", separator)
     ds = load_problem_dataset(frame, problem_type="multi_label_classification")
     assert ds["train"].features["label"].feature.names == ["a", "b", "c"]
+
+
+def test_auto_max_seq_length_rules():
+    import numpy as np
+
+    from nlp_transfer.text.defaults import auto_max_seq_length
+
+    short = np.arange(10, 60)  # sentences: the old default stays
+    assert auto_max_seq_length(short, 512, on_cpu=True)[0] == 128
+    long = np.full(100, 300)
+    length, reason, capped = auto_max_seq_length(long, 512, on_cpu=False)
+    assert (length, capped) == (320, False)  # 300 rounded up to a multiple of 32
+    length, reason, capped = auto_max_seq_length(long, 512, on_cpu=True)
+    assert (length, capped) == (256, True) and "100% of the texts are cut" in reason
+    length, _, capped = auto_max_seq_length(np.full(10, 900), 512, on_cpu=False)
+    assert (length, capped) == (512, True)
+    assert auto_max_seq_length(short, 64, on_cpu=True)[:3:2] == (64, False)  # a tiny model
+
+
+def test_auto_max_seq_length_of_pairs_is_logged_and_saved(tiny_bert_dir, tmp_path, capsys):
+    """Unset, the length follows the training pairs (both texts counted); logged; saved."""
+    from nlp_transfer.cli import main
+
+    words = "good bad fine film plot acting " * 6
+    frame = pd.DataFrame(
+        {"a": [words[: 20 + i] for i in range(40)], "b": [words] * 40, "y": ["x", "z"] * 20}
+    )
+    frame.to_csv(tmp_path / "pairs.csv", index=False)
+    out = tmp_path / "out"
+    main(
+            ["train", "--train_file", str(tmp_path / "pairs.csv"), "--text_column", "a",
+             "--text_pair_column", "b", "--label_column", "y", "--model_name_or_path",
+             str(tiny_bert_dir), "--output_dir", str(out), "--num_train_epochs", "1",
+             "--run_baseline", "false", "--save_strategy", "no"]
+        )  # fmt: skip
+    assert (
+        "--max_seq_length auto: 64 (95% of 32 sampled training texts fit in"
+        in capsys.readouterr().err
+    )
+    assert AutoModelForSequenceClassification.from_pretrained(out).config.max_seq_length == 64
+    assert "max_seq_length: 64" in (out / "config.yaml").read_text()

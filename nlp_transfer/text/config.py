@@ -18,7 +18,6 @@ from ..training.arguments import (
     arg,
     check_choice,
     check_optional_positive,
-    check_positive,
 )
 from ..transfer.features import POOLING_CHOICES
 from ..transfer.strategies.freeze import TRANSFER
@@ -147,7 +146,12 @@ class TextClassificationConfig(TransferConfig):
         "Hub id or local directory of a BERT-family model; unset: the packaged all-MiniLM-L6-v2.",
         MODEL,
     )
-    max_seq_length: int = arg(128, "Truncate texts to this many tokens.", MODEL)
+    max_seq_length: int | None = arg(
+        None,
+        "Truncate texts to this many tokens; unset: sized to the training texts (95% of them "
+        "fit; at least 128, at most the model's maximum, and 256 on a CPU; logged).",
+        MODEL,
+    )
     trust_remote_code: bool = arg(False, "Allow custom model code from the Hub.", MODEL)
     prefix_cache_memory_gb: float | None = arg(
         None,
@@ -223,9 +227,12 @@ class TextClassificationConfig(TransferConfig):
 
     def validate(self) -> None:
         super().validate()
-        check_positive(self, "max_seq_length")
         check_optional_positive(
-            self, "max_train_samples", "max_eval_samples", "preprocessing_num_workers"
+            self,
+            "max_seq_length",
+            "max_train_samples",
+            "max_eval_samples",
+            "preprocessing_num_workers",
         )
         if self.prefix_cache_memory_gb is not None and self.prefix_cache_memory_gb < 0:
             raise ValueError(

@@ -1,4 +1,5 @@
-"""Training budget and learning rate chosen from the user's data ("auto" settings of a text run).
+"""Training budget, learning rate and truncation length chosen from the user's data ("auto"
+settings of a text run).
 
 :class:`~nlp_transfer.text.config.TextClassificationConfig` leaves ``--num_train_epochs`` and
 ``--learning_rate`` unset by default; :func:`resolve_auto_settings` turns them into numbers at
@@ -31,6 +32,13 @@ Hence:
   (>= :data:`MANY_CLASSES`), where fewer steps must move the new head further; halved for large
   encoders (hidden size >= 1024, known to diverge at high rates: Mosbach et al. 2021); 1e-3 when
   every encoder block is frozen (only the head trains, which wants a much larger rate).
+* ``max_seq_length`` (:func:`auto_max_seq_length`) covers :data:`SEQ_LENGTH_PERCENTILE`% of
+  the training texts (pairs: both texts together), measured on a sample of
+  :data:`SEQ_LENGTH_SAMPLE`, rounded up to a multiple of :data:`SEQ_LENGTH_MULTIPLE`; never below
+  :data:`MIN_AUTO_SEQ_LENGTH` (the old fixed default: sentence-level sets keep their length and,
+  with dynamic padding, their speed), never above the model's maximum, and on a CPU never above
+  :data:`MAX_AUTO_SEQ_LENGTH_CPU` (a step's time grows with the length; ``--max_seq_length``
+  given explicitly goes further).
 """
 
 from __future__ import annotations
@@ -38,7 +46,11 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import numpy as np
 from accelerate.logging import get_logger
+from datasets import Dataset
+from transformers import PreTrainedTokenizerBase
+from transformers import logging as hf_logging
 
 logger = get_logger(__name__)
 
@@ -50,6 +62,11 @@ SMALL_DATA = 5000
 MANY_CLASSES = 5
 LARGE_HIDDEN_SIZE = 1024
 HEAD_ONLY_LEARNING_RATE = 1e-3
+SEQ_LENGTH_PERCENTILE = 95
+SEQ_LENGTH_SAMPLE = 2000
+SEQ_LENGTH_MULTIPLE = 32
+MIN_AUTO_SEQ_LENGTH = 128
+MAX_AUTO_SEQ_LENGTH_CPU = 256
 
 
 def target_optimizer_steps(num_labels: int | None = None) -> int:
@@ -151,3 +168,79 @@ def resolve_auto_settings(
         changes["learning_rate"] = rate
         logger.info(f"--learning_rate auto: {rate:g} ({reason})")
     return dataclasses.replace(config, **changes) if changes else config
+
+
+def token_lengths(
+    split: Dataset,
+    tokenizer: PreTrainedTokenizerBase,
+    sample: int = SEQ_LENGTH_SAMPLE,
+    seed: int = 0,
+) -> np.ndarray:
+    """Token counts (special tokens included, untruncated) of up to ``sample`` rows of ``split``
+    (a seeded random sample): ``text``, or ``text`` + ``text_pair`` encoded together."""
+    rows = np.arange(len(split))
+    if len(rows) > sample:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, sample, replace=False))
+    part = split.select(rows)
+    second = list(part["text_pair"]) if "text_pair" in part.column_names else None
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # "longer than the model's maximum" is what is measured
+    try:
+        encoded = tokenizer(list(part["text"]), second, truncation=False)["input_ids"]
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    return np.array([len(ids) for ids in encoded])
+
+
+def auto_max_seq_length(lengths: np.ndarray, model_max: int, on_cpu: bool) -> tuple[int, str, bool]:
+    """The truncation length for texts of these token ``lengths``, why, and whether a cap bites.
+
+    Args:
+        lengths: Token counts of (a sample of) the training texts.
+        model_max: The model's maximum (the tokenizer's ``model_max_length``).
+        on_cpu: Training runs on a CPU (caps the length at :data:`MAX_AUTO_SEQ_LENGTH_CPU`).
+
+    Returns:
+        ``(max_seq_length, reason, capped)``; ``capped`` when the model's maximum or the CPU cap
+        leaves more than ``100 - SEQ_LENGTH_PERCENTILE``% of the texts cut.
+    """
+    need = int(np.percentile(lengths, SEQ_LENGTH_PERCENTILE)) if len(lengths) else 0
+    length = max(MIN_AUTO_SEQ_LENGTH, math.ceil(need / SEQ_LENGTH_MULTIPLE) * SEQ_LENGTH_MULTIPLE)
+    reason = f"{SEQ_LENGTH_PERCENTILE}% of {len(lengths):,} sampled training texts fit in {need}"
+    reason += " tokens"
+    cap, why = model_max, "the model's maximum"
+    if on_cpu and cap > MAX_AUTO_SEQ_LENGTH_CPU:
+        cap, why = MAX_AUTO_SEQ_LENGTH_CPU, "the cap on a CPU (a step's time grows with it)"
+    capped = need > cap
+    if capped:
+        longer = float(np.mean(lengths > cap))
+        reason += f"; {cap} is {why}, so {longer:.0%} of the texts are cut"
+    elif length == MIN_AUTO_SEQ_LENGTH and need < MIN_AUTO_SEQ_LENGTH:
+        reason += f"; {MIN_AUTO_SEQ_LENGTH} is the least"
+    if length > cap and not capped:
+        reason += f" (the model's maximum, {cap})" if cap == model_max else f" (capped at {cap})"
+    return min(length, cap), reason, capped
+
+
+def resolve_max_seq_length(
+    config, train: Dataset, tokenizer: PreTrainedTokenizerBase, on_cpu: bool
+):
+    """``config`` with an unset ``max_seq_length`` sized to the training texts; logged (a
+    warning when a cap leaves many texts cut).
+
+    Returns:
+        The same config when ``max_seq_length`` is set, else a copy with the chosen length.
+    """
+    if config.max_seq_length is not None:
+        return config
+    model_max = getattr(tokenizer, "model_max_length", None) or 512
+    model_max = min(model_max, 10**6)  # tokenizers without a limit report ~1e30
+    length, reason, capped = auto_max_seq_length(
+        token_lengths(train, tokenizer, seed=config.seed), model_max, on_cpu
+    )
+    message = f"--max_seq_length auto: {length} ({reason})"
+    if capped:
+        logger.warning(message + "; set --max_seq_length to keep more.")
+    else:
+        logger.info(message)
+    return dataclasses.replace(config, max_seq_length=length)

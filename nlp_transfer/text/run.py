@@ -46,7 +46,7 @@ from ..transfer.cache import CachedPrefixModel
 from ..transfer.plan import TransferPlan, plan_transfer
 from .baseline import tfidf_logreg_baseline, tfidf_problem_baseline
 from .config import TextClassificationConfig
-from .defaults import resolve_auto_settings
+from .defaults import resolve_auto_settings, resolve_max_seq_length
 from .features import train_feature_extractor
 from .loaders import class_weights, is_prepared, load_data, metrics_fn, text_dataloaders
 from .model import build_text_classifier, resolve_model_path, source_head
@@ -211,6 +211,8 @@ def run_text_classification(
     config = resolve_auto_settings(
         config, len(dataset["train"]), len(labels), model, num_processes=accelerator.num_processes
     )
+    on_cpu = accelerator.device.type == "cpu"
+    config = resolve_max_seq_length(config, dataset["train"], tokenizer, on_cpu)
     if estimator is not None and config.feature_extraction == "none":
         config = _with_estimator(config, estimator)
     plan = plan_transfer(model, config, details=_plan_details(config, estimator))

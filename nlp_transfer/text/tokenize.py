@@ -20,6 +20,9 @@ from ..data.samplers import (
 
 logger = logging.getLogger(__name__)
 
+# Above this share of a split cut at --max_seq_length, the truncation is a warning, not a note.
+TRUNCATION_WARNING_SHARE = 0.05
+
 
 def tokenize_dataset(
     dataset: DatasetDict,
@@ -115,7 +118,9 @@ def _encoder(tokenizer: PreTrainedTokenizerBase, max_seq_length: int, pairs: boo
 
 
 def _warn_truncated(tokenized: DatasetDict, max_seq_length: int, model_max: int) -> None:
-    """Log how many texts of each split were cut at ``max_seq_length`` tokens."""
+    """Log how many texts of each split were cut at ``max_seq_length`` tokens: a warning when
+    more than :data:`TRUNCATION_WARNING_SHARE` of a split is (the model misses the end of many
+    texts), else for information."""
     hint = (
         f"raise --max_seq_length (up to the model's {model_max}) to keep more"
         if max_seq_length < model_max
@@ -124,10 +129,12 @@ def _warn_truncated(tokenized: DatasetDict, max_seq_length: int, model_max: int)
     for split, ds in tokenized.items():
         cut = pc.sum(arrow_column(ds, "truncated")).as_py() or 0
         if cut:
-            logger.warning(
+            level = logging.WARNING if cut > TRUNCATION_WARNING_SHARE * len(ds) else logging.INFO
+            logger.log(
+                level,
                 f"Truncated {cut:,} of {len(ds):,} {split} text(s) ({cut / len(ds):.1%}) longer "
                 f"than --max_seq_length {max_seq_length} tokens; the model sees only their "
-                f"beginning ({hint})."
+                f"beginning ({hint}).",
             )
 
 
