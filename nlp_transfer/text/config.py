@@ -148,8 +148,7 @@ class TextClassificationConfig(TransferConfig):
     )
     max_seq_length: int | None = arg(
         None,
-        "Truncate texts to this many tokens; unset: sized to the training texts (95% of them "
-        "fit; at least 128, at most the model's maximum, and 256 on a CPU; logged).",
+        "Truncate texts to this many tokens; unset: sized to the training texts (logged).",
         MODEL,
     )
     trust_remote_code: bool = arg(False, "Allow custom model code from the Hub.", MODEL)
