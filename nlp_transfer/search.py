@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
+from .metrics import greater_is_better
 from .reporting.config_file import save_config
 from .training.callbacks import TrainerCallback
 
@@ -252,7 +253,7 @@ def search(
         )
     space = load_search_space(space_path or DEFAULT_SPACE, config)
     output_dir = Path(config.output_dir).expanduser()
-    study = open_study(output_dir, "loss" not in config.metric_for_best_model, config.seed)
+    study = open_study(output_dir, greater_is_better(config.metric_for_best_model), config.seed)
     finished = (TrialState.COMPLETE, TrialState.PRUNED)
     done = len(study.get_trials(deepcopy=False, states=finished))
     if done:

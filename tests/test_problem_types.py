@@ -319,7 +319,7 @@ def test_cli_multilabel_lists_and_recipe_regression_with_l2sp_and_frozen_layers(
     result = topics_main([*common.split(), "--train_file", str(tmp_path / "scores.csv"),
                           "--label_column", "score", "--problem_type", "regression",
                           "--output_dir", str(out)])  # fmt: skip
-    assert result["metric_for_best_model"] == "loss"
+    assert result["metric_for_best_model"] == "rmse"
     assert result["test"]["mse"] == pytest.approx(result["test"]["loss"])
     assert predict(out, ["good"])[0].keys() == {"score"}
 

@@ -98,10 +98,10 @@ class TextClassificationConfig(TransferConfig):
     label_separator: str | None = arg(
         None, "Multi-label: the separator of labels within a string, e.g. ','.", DATA
     )
-    standardize_targets: bool = arg(
-        False,
+    standardize_targets: bool | None = arg(
+        None,
         "Regression: train on standardised targets (mean 0, std 1 on train); the saved model "
-        "predicts in the targets' units.",
+        "predicts in the targets' units. Unset: on for regression.",
         DATA,
     )
     validation_size: float = arg(

@@ -32,7 +32,7 @@ from ..metrics.regression import regression_metrics
 logger = get_logger(__name__)
 
 # metric_for_best_model when the user left the config's default
-DEFAULT_METRIC = {MULTI_LABEL: "f1_micro", REGRESSION: "loss"}
+DEFAULT_METRIC = {MULTI_LABEL: "f1_micro", REGRESSION: "rmse"}
 
 
 def problem_type_of(dataset: DatasetDict) -> str:
@@ -62,7 +62,7 @@ def check_problem_settings(config, problem_type: str) -> None:
             ``balanced`` for multi-label) or ``--standardize_targets`` where they do not apply.
     """
     if problem_type == SINGLE_LABEL:
-        if config.standardize_targets:
+        if config.standardize_targets:  # None (unset) is on for regression only
             raise ValueError("--standardize_targets applies to --problem_type regression only.")
         return
     bad = []

@@ -191,7 +191,11 @@ def run_text_classification(
             dataset = load_data(config, dataset)
     problem = problem_type_of(dataset)
     check_problem_settings(config, problem)
-    config = dataclasses.replace(config, metric_for_best_model=best_model_metric(config, problem))
+    config = dataclasses.replace(
+        config,
+        metric_for_best_model=best_model_metric(config, problem),
+        standardize_targets=problem == REGRESSION and config.standardize_targets is not False,
+    )
     labels = label_names_of(dataset)
     model, tokenizer = build_text_classifier(
         config.init_from or config.model_name_or_path,

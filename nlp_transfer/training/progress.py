@@ -22,6 +22,10 @@ from .eta import TrainingEstimate
 if TYPE_CHECKING:
     from .trainer import Trainer
 
+# The validation metrics of the per-epoch log line, where the problem type has them: single-label,
+# multi-label, regression (in the targets' units).
+EPOCH_LOG_METRICS = ("loss", "accuracy", "f1_micro", "f1_macro", "pearson", "spearman", "mae")
+
 logger = get_logger(__name__)
 
 
@@ -192,7 +196,7 @@ class ProgressCallback(TrainerCallback):
 
     def on_evaluate(self, trainer: Trainer, metrics: dict) -> None:
         record, key = trainer.state.history[-1], trainer.args.metric_for_best_model
-        shown = dict.fromkeys(["loss", "accuracy", "f1_macro", key])
+        shown = dict.fromkeys([*EPOCH_LOG_METRICS, key])  # those the problem type has
         summary = " | ".join(
             f"eval_{k} {metrics[k]:.4f}" for k in shown if metrics.get(k) is not None
         )

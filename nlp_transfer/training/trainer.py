@@ -35,6 +35,7 @@ from accelerate.utils import gather_object
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ..metrics import greater_is_better
 from ..transfer.freeze import set_train_mode
 from ..transfer.optim import create_optimizer
 from ..transfer.plan import TransferPlan
@@ -323,9 +324,9 @@ class Trainer:
         ``load_best_model_at_end``, copy its weights (to CPU) unless it is the last epoch,
         whose weights the model holds at the end anyway."""
         state, args = self.state, self.args
-        greater_is_better = "loss" not in args.metric_for_best_model
+        greater = greater_is_better(args.metric_for_best_model)
         best = state.best_metric
-        if not (best is None or (value > best if greater_is_better else value < best)):
+        if not (best is None or (value > best if greater else value < best)):
             state.epochs_without_improvement += 1
             return
         state.best_epoch, state.best_metric = epoch, value

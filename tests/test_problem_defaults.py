@@ -1,0 +1,62 @@
+"""Defaults per problem type: regression learns whatever the targets' scale, and says how it does."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from nlp_transfer.metrics import greater_is_better
+
+
+@pytest.mark.parametrize(
+    ("metric", "greater"),
+    [("accuracy", True), ("f1_macro", True), ("pearson", True), ("eval_f1_spam", True),
+     ("loss", False), ("eval_loss", False), ("rmse", False), ("mae", False), ("mse", False),
+     ("hamming_loss", False)],
+)  # fmt: skip
+def test_greater_is_better(metric, greater):
+    assert greater_is_better(metric) is greater
+
+
+def test_regression_far_from_zero_learns_with_no_flags(tiny_bert_dir, tmp_path, capsys):
+    """Targets in the thousands: standardised by default, so the training loss starts near 1
+    (not millions), the epoch line shows Pearson, Spearman and MAE, the best epoch is chosen on
+    RMSE, and the saved model predicts in the targets' units."""
+    from nlp_transfer import TextClassifier
+    from nlp_transfer.cli import main
+
+    rng = np.random.default_rng(0)
+    good = rng.integers(0, 6, 120)
+    texts = [" ".join(["great"] * g + ["film"] * (6 - g)) for g in good]
+    frame = pd.DataFrame({"text": texts, "price": 3000.0 + 200.0 * good})
+    frame.to_csv(tmp_path / "prices.csv", index=False)
+    out = tmp_path / "out"
+    main(
+        ["train", "--train_file", str(tmp_path / "prices.csv"), "--label_column", "price",
+         "--problem_type", "regression", "--model_name_or_path", str(tiny_bert_dir),
+         "--output_dir", str(out), "--num_train_epochs", "3", "--learning_rate", "1e-3",
+         "--run_baseline", "false", "--save_strategy", "no"]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert "Targets standardised: mean" in err
+    assert "eval_pearson" in err and "eval_spearman" in err and "eval_mae" in err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["metric_for_best_model"] == "rmse"
+    assert metrics["validation"][0]["train_loss"] < 10  # standardised: not ~9e6
+    predictions = TextClassifier.from_pretrained(out).predict(texts[:20])
+    assert 2000 < np.mean([p["score"] for p in predictions]) < 5000  # the targets' units
+    assert "standardize_targets: true" in (out / "config.yaml").read_text()
+
+
+def test_standardize_targets_false_is_kept_and_other_types_refuse_true():
+    from nlp_transfer import TextClassificationConfig
+    from nlp_transfer.text.problem import check_problem_settings
+
+    check_problem_settings(TextClassificationConfig(), "single_label_classification")  # unset
+    with pytest.raises(ValueError, match="--standardize_targets"):
+        check_problem_settings(
+            TextClassificationConfig(standardize_targets=True), "single_label_classification"
+        )
