@@ -47,7 +47,8 @@ def run_info(argv: Sequence[str] | None = None, script: str | None = None) -> di
     }
 
 
-def _cpuinfo() -> tuple[str | None, set[str]]:
+def cpu_model_and_flags() -> tuple[str | None, set[str]]:
+    """This CPU's model name and instruction-set flags (``/proc/cpuinfo``; empty elsewhere)."""
     model, flags = None, set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -66,7 +67,7 @@ def machine() -> dict:
     import torch
     import transformers
 
-    model, flags = _cpuinfo()
+    model, flags = cpu_model_and_flags()
     return {
         "cpu": model,
         "cpu_flags": {flag: flag in flags for flag in CPU_FLAGS_OF_INTEREST},

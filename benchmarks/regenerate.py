@@ -11,7 +11,9 @@ when none of the code it measures changed between that commit and ``HEAD``: the 
 (``nlp_transfer/``), the recipes, ``pyproject.toml``, ``constraints.txt``, the benchmarks' shared
 helpers and peer workers (``MEASURED_CODE``) and the result's own script. Otherwise it is **stale**:
 a different commit's code produced it, or its commit had uncommitted changes (``+dirty``), or
-the commit is not in this repository.
+the commit is not in this repository, or it was made on another CPU (another model name or other
+instruction-set flags of ``machine_info.CPU_FLAGS_OF_INTEREST`` than this machine's: a speed or
+even an accuracy figure from another CPU does not describe this one).
 
 A run starts each stale result's recorded command again from the repository root, one at a time
 (never two benchmarks on the CPU at once), in the order of ``--list``, and stops starting new
@@ -45,7 +47,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from machine_info import EXCLUDE_RESULTS
+from machine_info import CPU_FLAGS_OF_INTEREST, EXCLUDE_RESULTS, cpu_model_and_flags
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
@@ -78,6 +80,7 @@ class Result:
     state: str = "unknown"
     reason: str = ""
     root: Path = RESULTS
+    cpu: dict | None = None  # {"cpu": model name, "cpu_flags": {flag: bool}} of the machine
 
     @property
     def name(self) -> str:
@@ -115,10 +118,42 @@ def find_results(results_dir: Path = RESULTS) -> list[Result]:
                 git_sha=info.get("git_sha"),
                 date=info.get("date"),
                 minutes=wall / 60 if wall is not None else None,
+                cpu=_cpu_of(document.get("machine") if isinstance(document, dict) else None),
                 root=results_dir,
             )
         )
     return found
+
+
+def _cpu_of(machine: object) -> dict | None:
+    """The CPU part of a result's ``machine`` record (model name, flags of interest), or None."""
+    if not isinstance(machine, dict) or "cpu" not in machine:
+        return None
+    flags = machine.get("cpu_flags") if isinstance(machine.get("cpu_flags"), dict) else {}
+    return {"cpu": machine["cpu"], "cpu_flags": {k: bool(v) for k, v in flags.items()}}
+
+
+def this_cpu() -> dict:
+    """This machine's CPU as results record it (``machine_info.machine()``'s CPU part)."""
+    model, flags = cpu_model_and_flags()
+    return {"cpu": model, "cpu_flags": {f: f in flags for f in CPU_FLAGS_OF_INTEREST}}
+
+
+def cpu_difference(recorded: dict | None, here: dict) -> str | None:
+    """How a result's CPU differs from this one, or None when it is the same (or unrecorded)."""
+    if recorded is None:
+        return None
+    if recorded["cpu"] != here["cpu"]:
+        return f"made on another CPU ({recorded['cpu']}; this one: {here['cpu']})"
+    differ = sorted(
+        f
+        for f in set(recorded["cpu_flags"]) & set(here["cpu_flags"])
+        if recorded["cpu_flags"][f] != here["cpu_flags"][f]
+    )
+    if differ:
+        shown = ", ".join(f"{f} {'on' if recorded['cpu_flags'][f] else 'off'}" for f in differ)
+        return f"made on a {recorded['cpu']} with other instruction sets ({shown} there)"
+    return None
 
 
 def _git(repo: Path, *args: str) -> subprocess.CompletedProcess:
@@ -148,13 +183,22 @@ def code_changes(sha: str, script: str | None = None, repo: Path = REPO) -> list
     return [line for line in diff.stdout.splitlines() if line]
 
 
-def classify(result: Result, repo: Path = REPO) -> Result:
-    """Set ``result.state`` to ``current``, ``stale`` or ``no command`` and say why."""
+def classify(result: Result, repo: Path = REPO, cpu: dict | None = None) -> Result:
+    """Set ``result.state`` to ``current``, ``stale`` or ``no command`` and say why.
+
+    Args:
+        result: A committed result.
+        repo: The repository (its commits decide which code changed).
+        cpu: This machine's CPU (:func:`this_cpu`); None: looked up.
+    """
     if not result.command:
         result.state, result.reason = "no command", "the file records no command (run_info)"
         return result
     sha = result.git_sha or ""
-    if not sha:
+    other_cpu = cpu_difference(result.cpu, cpu or this_cpu())
+    if other_cpu:
+        result.state, result.reason = "stale", other_cpu
+    elif not sha:
         result.state, result.reason = "stale", "no commit recorded"
     elif sha.endswith("+dirty"):
         result.state, result.reason = "stale", "ran with uncommitted changes"

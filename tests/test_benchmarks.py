@@ -578,3 +578,25 @@ def test_every_committed_result_records_a_command_that_regenerate_can_run(tmp_pa
         assert result.command and result.git_sha, f"{result.name}: no command or commit recorded"
         command = regenerate.command_for(result, tmp_path, tmp_path)  # raises when not runnable
         assert (BENCHMARKS.parent / command[1]).is_file(), f"{result.name}: {command[1]} is gone"
+
+
+def test_regenerate_calls_a_result_from_another_cpu_stale(tmp_path):
+    _git(tmp_path, "init", "-q")
+    sha = _commit(tmp_path, "nlp_transfer/core.py", "x = 1\n")
+    result = _result(tmp_path, sha)
+    here = {"cpu": "AMD EPYC", "cpu_flags": {"avx2": True, "avx512_bf16": True, "amx_bf16": False}}
+    assert regenerate.classify(result, tmp_path, cpu=here).state == "current"  # no CPU recorded
+    result.cpu = {"cpu": "AMD EPYC", "cpu_flags": dict(here["cpu_flags"])}
+    assert regenerate.classify(result, tmp_path, cpu=here).state == "current"
+    result.cpu["cpu_flags"]["avx512_bf16"] = False
+    assert regenerate.classify(result, tmp_path, cpu=here).state == "stale"
+    assert result.reason == "made on a AMD EPYC with other instruction sets (avx512_bf16 off there)"
+    result.cpu = {"cpu": "Intel Xeon", "cpu_flags": dict(here["cpu_flags"])}
+    assert regenerate.classify(result, tmp_path, cpu=here).reason.startswith("made on another CPU")
+    # find_results reads the CPU from the result's machine record
+    machine = {"cpu": "Intel Xeon", "cpu_flags": {"avx2": True}, "cores": 2}
+    path = tmp_path / "benchmarks" / "results" / "bench.json"
+    document = json.loads(path.read_text()) | {"machine": machine}
+    path.write_text(json.dumps(document))
+    [found] = regenerate.find_results(path.parent)
+    assert found.cpu == {"cpu": "Intel Xeon", "cpu_flags": {"avx2": True}}
