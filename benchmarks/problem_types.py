@@ -9,7 +9,7 @@ end), with the default model and the default settings of a user's own data, exce
 type's own flags and a cap on epochs (``--num_train_epochs``, a maximum: early stopping still
 ends a run once validation stops improving). The TF-IDF baseline of each problem type runs in
 the same process, on the same splits (one-vs-rest logistic regression for multi-label; ridge
-for regression; the two texts' features side by side for pairs).
+for regression; for pairs, each text's features, their product and cosine similarity).
 
 The data, and where it comes from:
 

@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 from datasets import Dataset, DatasetDict
 from joblib import Parallel, delayed
-from sklearn.base import clone
-from sklearn.compose import ColumnTransformer
+from scipy import sparse
+from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.multiclass import OneVsRestClassifier
@@ -50,13 +50,44 @@ def _inputs(split: Dataset | dict):
     return split["text"][:]
 
 
+class PairFeatures(TransformerMixin, BaseEstimator):
+    """TF-IDF features of a sentence pair that can express a relation between the two texts.
+
+    One ``TfidfVectorizer`` (word 1-2 grams) is fitted on both columns, so that the two texts
+    share a vocabulary; a pair ``(a, b)`` becomes ``[a, b, a * b, cos(a, b)]``: each text's
+    (L2-normalised) TF-IDF vector, their element-wise product (the terms they share, weighted)
+    and their cosine similarity, as in the feature sets of sentence-pair models (e.g. Conneau et
+    al. 2017, "Supervised Learning of Universal Sentence Representations from Natural Language
+    Inference Data", which adds ``|a - b|``). Each side alone cannot say whether ``b`` belongs
+    with ``a``: a linear model on side-by-side features stays at chance on such tasks.
+
+    Args:
+        ngram_range: The word n-grams of the vectorizer.
+    """
+
+    def __init__(self, ngram_range: tuple[int, int] = (1, 2)):
+        self.ngram_range = ngram_range
+
+    def fit(self, pairs: pd.DataFrame, y=None) -> PairFeatures:
+        """Fit the shared vocabulary on both columns (``text``, ``text_pair``) of ``pairs``."""
+        both = pd.concat([pairs["text"], pairs["text_pair"]], ignore_index=True)
+        self.vectorizer_ = TfidfVectorizer(ngram_range=self.ngram_range).fit(both)
+        return self
+
+    def transform(self, pairs: pd.DataFrame) -> sparse.csr_matrix:
+        """``(n, 3 * vocabulary + 1)`` sparse features of ``n`` pairs."""
+        a = self.vectorizer_.transform(pairs["text"])
+        b = self.vectorizer_.transform(pairs["text_pair"])
+        product = a.multiply(b).tocsr()
+        cosine = sparse.csr_matrix(np.asarray(product.sum(axis=1)))
+        return sparse.hstack([a, b, product, cosine], format="csr")
+
+
 def _vectorizer(dataset: DatasetDict):
-    """TF-IDF of word 1-2 grams; for pairs, each text's features side by side."""
+    """TF-IDF of word 1-2 grams; for pairs, :class:`PairFeatures`."""
     if "text_pair" not in dataset["train"].column_names:
         return TfidfVectorizer(ngram_range=(1, 2))
-    return ColumnTransformer(
-        [(c, TfidfVectorizer(ngram_range=(1, 2)), c) for c in ("text", "text_pair")]
-    )
+    return PairFeatures(ngram_range=(1, 2))
 
 
 def _capped(dataset: DatasetDict, max_train_samples: int | None, seed: int):
@@ -211,8 +242,8 @@ def tfidf_problem_baseline(
     Multi-label: one-vs-rest logistic regression (``C`` chosen by validation micro-F1), scored
     with :func:`~nlp_transfer.metrics.multilabel.multilabel_metrics` at 0.5. Regression: ridge
     regression (``alpha`` chosen by validation MSE), scored with
-    :func:`~nlp_transfer.metrics.regression.regression_metrics`. Pairs: each text's features
-    side by side.
+    :func:`~nlp_transfer.metrics.regression.regression_metrics`. Pairs: :class:`PairFeatures`
+    (each text, their element-wise product and cosine similarity).
 
     Args:
         dataset: Splits as loaded (multi-label ``label``: lists of ids; regression: floats).
