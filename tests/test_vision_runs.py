@@ -247,7 +247,7 @@ def test_real_fashion_mnist_and_a_short_transfer_experiment(tmp_path):
     assert np.bincount(splits["test"].labels.numpy()).tolist() == [1000] * 10
     out = tmp_path / "experiment"
     result = image_classification.main(
-        ["--output_dir", str(out), "--max_train_samples", "600", "--max_eval_samples", "200",
+        ["--output_dir", str(out), "--max_train_samples", "300", "--max_eval_samples", "100",
          "--source_num_train_epochs", "1", "--num_train_epochs", "2",
          "--transfer_samples_per_class", "10", "--transfer_validation_per_class", "4",
          "--save_strategy", "no"]
