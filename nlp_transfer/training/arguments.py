@@ -93,8 +93,8 @@ class TrainingConfig:
     max_grad_norm: float = arg(1.0, "Gradient clipping norm; 0 disables clipping.", OPTIMISATION)
     mixed_precision: str | None = arg(
         None,
-        "no | fp16 | bf16 | auto (bf16 where the CPU or GPU has native bf16 and a short probe "
-        "shows it faster, else no); unset: Accelerate's launch config, else no.",
+        "no | fp16 | bf16 | auto (bf16 where the CPU or GPU computes it natively, else no); "
+        "unset: Accelerate's launch config, else no.",
         OPTIMISATION,
     )
     seed: int = arg(42, "Seed for splits, initialisation and shuffling.", OPTIMISATION)

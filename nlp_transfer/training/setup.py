@@ -16,9 +16,11 @@ from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
 from ..optional import require_tracker
 from .progress import stderr_is_terminal
 
-# `--mixed_precision auto` picks bf16 only when the probe's bf16 step takes at most this
-# fraction of its float32 step (the probe is matmul-heavy; a whole training step gains less).
+# Where a CPU's bf16 support cannot be read from its flags, `--mixed_precision auto` probes: bf16
+# only when the median probe's bf16 step takes at most this fraction of its float32 step (the
+# probe is matmul-heavy; a whole training step gains less).
 BF16_MAX_PROBE_RATIO = 0.8
+BF16_PROBE_ROUNDS = 5
 
 
 def build_accelerator(
@@ -37,8 +39,8 @@ def build_accelerator(
 
     Args:
         mixed_precision: ``"no"``, ``"fp16"``, ``"bf16"`` or ``"auto"`` (bf16 where the device
-            computes it natively and a short probe shows it faster, else float32: see
-            :func:`resolve_mixed_precision`); None defers to the launch config.
+            computes it natively, else float32: see :func:`resolve_mixed_precision`); None
+            defers to the launch config.
         gradient_accumulation_steps: Batches per optimizer step.
         use_cpu: Force the CPU even when a GPU is present.
         find_unused_parameters: Tell DDP that some parameters may get no gradient in a step
@@ -149,15 +151,19 @@ def resolve_mixed_precision(
 ) -> tuple[str, str]:
     """What ``--mixed_precision auto`` means on this device: ``"bf16"`` or ``"no"`` (float32).
 
-    bf16 is chosen only where the hardware computes it natively (a CPU with AVX512-BF16 or
-    AMX-BF16; a GPU for which ``torch.cuda.is_bf16_supported()``) *and* a short probe
-    (:func:`probe_bf16_speed`) runs at most ``BF16_MAX_PROBE_RATIO`` of float32's time. On a CPU
-    without native bf16, PyTorch emulates it and a training step is about 18x slower
-    (``benchmarks/bf16_cpu.py``); there, and wherever the probe shows no gain, float32.
+    Decided by the hardware first: bf16 where it is computed natively (a CPU with AVX512-BF16 or
+    AMX-BF16 in its flags; a GPU for which ``torch.cuda.is_bf16_supported()``), float32 where it
+    is not (PyTorch emulates bf16 there, and a training step is about 18x slower:
+    ``benchmarks/bf16_cpu.py``). A bf16 step took 0.66x float32's time on an AVX512-BF16 CPU
+    (``benchmarks/results/bf16_cpu.json``). No timing is involved then, so a busy machine cannot
+    flip the choice. Only where the CPU's flags cannot be read (``native_bf16`` None) does a probe
+    decide: the median of :data:`BF16_PROBE_ROUNDS` probes (:func:`probe_bf16_speed`) must be at
+    most :data:`BF16_MAX_PROBE_RATIO` of float32's time.
 
     Args:
         device: ``"cpu"`` or ``"cuda"``.
-        native_bf16: Whether the device computes bf16 natively; None looks it up.
+        native_bf16: Whether the device computes bf16 natively; None looks it up (and probes
+            when even that is unknown).
         probe: ``probe(device) -> (float32_seconds, bf16_seconds)``; None:
             :func:`probe_bf16_speed`.
 
@@ -166,14 +172,23 @@ def resolve_mixed_precision(
     """
     if native_bf16 is None:
         native_bf16 = torch.cuda.is_bf16_supported() if device == "cuda" else cpu_has_native_bf16()
-    if not native_bf16:
+    if native_bf16 is True:
+        what = "this GPU" if device == "cuda" else "this CPU (AVX512-BF16 or AMX-BF16)"
+        return "bf16", f"{what} computes bf16 natively"
+    if native_bf16 is False:
         what = "this GPU" if device == "cuda" else "this CPU (neither AVX512-BF16 nor AMX-BF16)"
         return "no", f"{what} has no native bf16"
-    fp32_s, bf16_s = (probe or probe_bf16_speed)(device)
-    ratio = bf16_s / fp32_s
-    timing = f"a probe's bf16 step took {ratio:.2f}x the float32 step's time"
+    ratios = []
+    for _ in range(BF16_PROBE_ROUNDS):
+        fp32_s, bf16_s = (probe or probe_bf16_speed)(device)
+        ratios.append(bf16_s / fp32_s)
+    ratio = sorted(ratios)[len(ratios) // 2]
+    timing = (
+        f"its bf16 support is unknown and the median of {len(ratios)} probes' bf16 step took "
+        f"{ratio:.2f}x the float32 step's time"
+    )
     if ratio <= BF16_MAX_PROBE_RATIO:
-        return "bf16", f"the {device.upper()} has native bf16 and {timing}"
+        return "bf16", timing
     return "no", f"{timing} (bf16 needs at most {BF16_MAX_PROBE_RATIO}x)"
 
 
