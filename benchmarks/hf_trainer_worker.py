@@ -179,6 +179,7 @@ def main(spec: dict) -> dict:
             logging_strategy="no",
             disable_tqdm=True,
             use_cpu=not torch.cuda.is_available(),
+            bf16=bool(spec.get("bf16", False)),  # autocast, as Accelerate's bf16 (ours too)
         )
         callbacks = [_timing_callback(phases)]
         if frozen:
