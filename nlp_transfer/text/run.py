@@ -212,11 +212,7 @@ def run_text_classification(
             f"{len(source)} label(s) {source[:6]}), new head for the {len(labels)} label(s) "
             f"{labels[:6]}"
         )
-    config = resolve_auto_settings(
-        config, len(dataset["train"]), len(labels), model, num_processes=accelerator.num_processes
-    )
-    on_cpu = accelerator.device.type == "cpu"
-    config = resolve_max_seq_length(config, dataset["train"], tokenizer, on_cpu)
+    config = _data_sized(config, dataset, labels, model, tokenizer, accelerator)
     if estimator is not None and config.feature_extraction == "none":
         config = _with_estimator(config, estimator)
     plan = plan_transfer(model, config, details=_plan_details(config, estimator))
@@ -230,6 +226,16 @@ def run_text_classification(
             model, tokenizer, dataset, accelerator, config, plan, callbacks
         )
     return finish_text_run(config, accelerator, outcome, plan, dataset, tokenizer, start, task_name)
+
+
+def _data_sized(config, dataset, labels, model, tokenizer, accelerator: Accelerator):
+    """``config`` with its unset budget, learning rate and truncation length chosen from the
+    data (``text/defaults.py``; each logged with its reason)."""
+    config = resolve_auto_settings(
+        config, len(dataset["train"]), len(labels), model, num_processes=accelerator.num_processes
+    )
+    on_cpu = accelerator.device.type == "cpu"
+    return resolve_max_seq_length(config, dataset["train"], tokenizer, on_cpu)
 
 
 def _with_estimator(config: TextClassificationConfig, estimator: object):

@@ -9,9 +9,8 @@ It trains for whole epochs, validates after each and keeps the best epoch's weig
 on a CPU, one GPU, several GPUs or several CPU processes under ``accelerate launch``. The
 training step, :meth:`Trainer.training_step`, reads like accelerate's ``examples/nlp_example.py``.
 
-Everything else is a callback (:mod:`nlp_transfer.training.callbacks`): progress, the
-checkpoint schedule, early stopping, gradual unfreezing, tracker logging, a search's pruning.
-With checkpointing on, a resumed run continues at the batch where it stopped and, given the same
+Everything else is a callback (:mod:`nlp_transfer.training.callbacks`): progress, checkpoints,
+early stopping, gradual unfreezing, trackers, a search's pruning. With checkpointing on, a resumed run continues at the batch where it stopped and, given the same
 settings, ends with the same weights and metrics as an uninterrupted run: the data order is a
 function of the seed and epoch (the library's samplers), skipped batches are skipped by index
 (never loaded), and the RNG states of every process are restored. SIGINT/SIGTERM then write a
