@@ -118,6 +118,12 @@ def _compare(name: str, got: dict, want: dict) -> list[str]:
                 return
             for key in b:
                 walk(f"{path}.{key}", a[key], b[key])
+        elif isinstance(b, list):  # per-epoch records: each value within the tolerance
+            if not isinstance(a, list) or len(a) != len(b):
+                problems.append(f"{path}: {len(a or [])} items != recorded {len(b)}")
+                return
+            for i, (x, y) in enumerate(zip(a, b, strict=True)):
+                walk(f"{path}[{i}]", x, y)
         elif isinstance(b, float) or isinstance(a, float):
             if a is None or b is None or not math.isclose(a, b, rel_tol=TOLERANCE, abs_tol=1e-9):
                 problems.append(f"{path}: {a} != recorded {b}")
