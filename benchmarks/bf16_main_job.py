@@ -1,6 +1,7 @@
 """The main job in bf16 against float32, 3 seeds, ours and the Hugging Face ``Trainer`` alike.
 
     python benchmarks/bf16_main_job.py --settle_s 30      # 12 runs (~75 min on 2 cores)
+    python benchmarks/bf16_main_job.py --trainer_seeds 42 # the Trainer on one seed (~40 min)
     python benchmarks/bf16_main_job.py --seeds 42 --max_train_samples 256 --max_eval_samples 64 \\
         --no_trainer --output_dir /tmp/bf16                # smoke run
 
@@ -39,12 +40,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--max_train_samples", type=int, default=None)
     parser.add_argument("--max_eval_samples", type=int, default=None)
     parser.add_argument("--no_trainer", action="store_true", help="Only our arms.")
+    parser.add_argument(
+        "--trainer_seeds", default=None, help="Seeds of the Trainer's arms (default: --seeds)."
+    )
     harness.harness_arguments(parser, repeats=1)
     return parser.parse_args(argv)
 
 
 def arms(args, work: Path, seed: int) -> list[harness.Arm]:
-    """Ours in float32 and bf16, then (unless --no_trainer) the Trainer in both."""
+    """Ours in float32 and bf16, then (unless --no_trainer, or the seed is not one of
+    --trainer_seeds) the Trainer in both."""
     out = []
     caps = []
     if args.max_train_samples:
@@ -68,7 +73,8 @@ def arms(args, work: Path, seed: int) -> list[harness.Arm]:
                 extra={"framework": "nlp_transfer", "precision": precision, "seed": seed},
             )
         )
-    if args.no_trainer:
+    trainer_seeds = args.trainer_seeds or args.seeds
+    if args.no_trainer or seed not in {int(s) for s in trainer_seeds.split(",")}:
         return out
     for precision in PRECISIONS:
         metrics = work / f"hf-{precision}-{seed}.json"
