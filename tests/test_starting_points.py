@@ -132,7 +132,8 @@ def test_auto_max_seq_length_rules():
     length, reason, capped = auto_max_seq_length(long, 512, on_cpu=False)
     assert (length, capped) == (320, False)  # 300 rounded up to a multiple of 32
     length, reason, capped = auto_max_seq_length(long, 512, on_cpu=True)
-    assert (length, capped) == (256, True) and "100% of the texts are cut" in reason
+    assert (length, capped) == (128, True) and "100% of the texts are cut" in reason
+    assert "seq_length.md" in reason  # the measurement behind the CPU cap
     length, _, capped = auto_max_seq_length(np.full(10, 900), 512, on_cpu=False)
     assert (length, capped) == (512, True)
     assert auto_max_seq_length(short, 64, on_cpu=True)[:3:2] == (64, False)  # a tiny model
