@@ -95,7 +95,6 @@ def load_problem_dataset(
             mixed types, unknown outside training, not a finite number (regression), too few
             labels, or a source that cannot be read or decoded.
     """
-
     check_empty_texts_choice(empty_texts)
     if isinstance(data, str) and data in BUILTIN_DATASETS and validation is None and test is None:
         # a built-in comes checked, encoded and split the same way (data/builtin.py)
