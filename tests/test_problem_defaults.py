@@ -60,3 +60,64 @@ def test_standardize_targets_false_is_kept_and_other_types_refuse_true():
         check_problem_settings(
             TextClassificationConfig(standardize_targets=True), "single_label_classification"
         )
+
+
+@pytest.mark.parametrize(
+    ("problem", "given", "expected"),
+    [
+        ("multi_label_classification", {}, (True, "balanced", "average_precision")),
+        ("multi_label_classification", {"tune_decision_threshold": False}, (False, "balanced", "f1_micro")),
+        ("multi_label_classification", {"class_weights": "none"}, (True, "none", "average_precision")),
+        ("multi_label_classification", {"metric_for_best_model": "f1_macro"}, (True, "balanced", "f1_macro")),
+        ("single_label_classification", {}, (False, "none", "accuracy")),
+        ("regression", {}, (False, "none", "rmse")),
+    ],
+)  # fmt: skip
+def test_problem_defaults_fill_only_what_the_user_left_unset(problem, given, expected):
+    from nlp_transfer import TextClassificationConfig
+    from accelerate import PartialState
+
+    from nlp_transfer.text.problem import check_problem_settings, problem_defaults
+
+    PartialState()  # the logger of accelerate needs it
+    config = TextClassificationConfig(**given)
+    check_problem_settings(config, problem)
+    resolved = problem_defaults(config, problem)
+    got = (
+        resolved.tune_decision_threshold,
+        resolved.class_weights,
+        resolved.metric_for_best_model,
+    )
+    assert got == expected
+    assert resolved.standardize_targets is (problem == "regression")
+
+
+def test_tfidf_multilabel_baseline_tunes_thresholds_on_validation_only():
+    """Tuned on validation, the baseline's thresholds differ from 0.5 and recover labels that a
+    0.5 threshold misses (a rare label whose probabilities stay under 0.5)."""
+    from datasets import ClassLabel, Dataset, DatasetDict, Features, Sequence, Value
+
+    from nlp_transfer.text.baseline import tfidf_problem_baseline
+
+    rng = np.random.default_rng(0)
+
+    def split(n):
+        rows = []
+        for _ in range(n):
+            rare = rng.random() < 0.08
+            common = rng.random() < 0.5
+            zebra = rng.random() < (0.7 if rare else 0.03)  # a noisy cue of the rare label
+            words = ["filler"] * 8 + ["zebra"] * zebra + ["apple"] * common
+            rng.shuffle(words)
+            rows.append({"text": " ".join(words), "label": [0] * common + [1] * rare})
+        features = Features(
+            {"text": Value("string"), "label": Sequence(ClassLabel(names=["common", "rare"]))}
+        )
+        return Dataset.from_list(rows, features=features)
+
+    data = DatasetDict(train=split(200), validation=split(200), test=split(200))
+    plain = tfidf_problem_baseline(data, "multi_label_classification")
+    tuned = tfidf_problem_baseline(data, "multi_label_classification", tune_decision_threshold=True)
+    assert plain["thresholds"] == [0.5, 0.5]
+    assert tuned["thresholds"] != [0.5, 0.5]
+    assert tuned["per_label"]["rare"]["f1"] > plain["per_label"]["rare"]["f1"]

@@ -83,20 +83,20 @@ def test_multilabel_inferred_from_separator_trains_predicts_and_exports(tiny_ber
         path,
         label_column="tags",
         label_separator="|",
-        tune_decision_threshold=True,
-        class_weights="balanced",
-    )
+    )  # the multi-label defaults: thresholds tuned on validation, pos_weight, AP selection
     metrics = run_text_classification(config)
     test = metrics["test"]
     assert metrics["problem_type"] == "multi_label_classification"
-    assert metrics["metric_for_best_model"] == "f1_micro"
+    assert metrics["metric_for_best_model"] == "average_precision"
+    assert metrics["threshold_tuning"] == {"tuned_on": "validation", "per_label": True}
     for key in ("f1_micro", "f1_macro", "f1_samples", "subset_accuracy", "hamming_loss"):
         assert 0.0 <= test[key] <= 1.0
     assert set(test["per_label"]) == {"neg", "pos"}
     assert len(metrics["decision_threshold"]) == 2
     assert metrics["baseline"]["f1_micro"] > 0.5
     out = tmp_path / "out"
-    assert (out / "plots" / "pr_curves.png").exists()
+    for plot in ("pr_curves.png", "label_f1.png", "training_curves.png"):
+        assert (out / "plots" / plot).stat().st_size > 10_000
     saved = json.loads((out / "config.json").read_text())
     assert saved["problem_type"] == "multi_label_classification"
     assert len(saved["label_thresholds"]) == 2

@@ -28,7 +28,7 @@ from sklearn.multiclass import OneVsRestClassifier
 from ..data.columns import arrow_column, multi_hot, numpy_column
 from ..data.encode import MULTI_LABEL
 from ..metrics.classification import classification_metrics, select_threshold
-from ..metrics.multilabel import multilabel_metrics
+from ..metrics.multilabel import multilabel_metrics, select_label_thresholds
 from ..metrics.regression import regression_metrics
 
 # Rows of the training split the baseline is fitted on, at most: TF-IDF + logistic regression
@@ -236,11 +236,14 @@ def tfidf_problem_baseline(
     split: str = "test",
     seed: int = 42,
     max_train_samples: int | None = BASELINE_MAX_TRAIN_SAMPLES,
+    tune_decision_threshold: bool = False,
 ) -> dict:
     """TF-IDF baseline of a multi-label or regression task, fitted on ``train``.
 
     Multi-label: one-vs-rest logistic regression (``C`` chosen by validation micro-F1), scored
-    with :func:`~nlp_transfer.metrics.multilabel.multilabel_metrics` at 0.5. Regression: ridge
+    with :func:`~nlp_transfer.metrics.multilabel.multilabel_metrics` at 0.5, or, with
+    ``tune_decision_threshold``, at each label's threshold tuned on validation (as the
+    fine-tuned model's; ``C`` is then chosen by validation micro-F1 at tuned thresholds). Regression: ridge
     regression (``alpha`` chosen by validation MSE), scored with
     :func:`~nlp_transfer.metrics.regression.regression_metrics`. Pairs: :class:`PairFeatures`
     (each text, their element-wise product and cosine similarity).
@@ -252,9 +255,10 @@ def tfidf_problem_baseline(
         seed: Random state of the solver and of the training sample.
         max_train_samples: Fit on at most this many training rows (a seeded sample); None for
             all.
+        tune_decision_threshold: Multi-label: per-label thresholds tuned on validation.
 
     Returns:
-        The split's metrics plus ``C`` or ``alpha``, ``validation_score``, ``train_samples``
+        The split's metrics (``thresholds`` among them) plus ``C`` or ``alpha``, ``validation_score``, ``train_samples``
         (rows fitted on), ``train_rows`` (rows in the split) and ``fit_runtime_s``.
     """
     start = time.perf_counter()
@@ -263,35 +267,26 @@ def tfidf_problem_baseline(
     y_validation, y_test = _labels(dataset, "validation"), _labels(dataset, split)
     if problem_type == MULTI_LABEL:
         names = dataset["train"].features["label"].feature.names
-        grid, param, key, sign = (0.25, 1.0, 4.0, 16.0), "C", "f1_micro", 1
-
-        def model(c):
-            return OneVsRestClassifier(LogisticRegression(C=c, max_iter=2000, random_state=seed))
-
-        def output(fitted, x):
-            return fitted.predict_proba(x)
-
-        def score(y_true, probs):
-            probs = np.clip(probs, 1e-12, 1 - 1e-12)
-            return multilabel_metrics(y_true, np.log(probs / (1 - probs)), names)
-
+        spec = _multilabel_spec(names, y_validation, seed, tune_decision_threshold)
     else:
-        grid, param, key, sign = (0.1, 1.0, 10.0), "alpha", "mse", -1
+        spec = _RidgeSpec()
+    grid, param, key, sign = spec.grid, spec.param, spec.key, spec.sign
+    model, output, score, validation_thresholds = (
+        spec.model,
+        spec.output,
+        spec.score,
+        spec.thresholds,
+    )
 
-        def model(alpha):
-            return Ridge(alpha=alpha)
-
-        def output(fitted, x):
-            return fitted.predict(x)
-
-        def score(y_true, predicted):
-            return regression_metrics(y_true, predicted)
-
-    validation, value, fitted, vectorizer, _ = _grid_search(
-        dataset, model, grid, output, lambda out: sign * score(y_validation, out)[key]
+    validation, value, fitted, vectorizer, val_outputs = _grid_search(
+        dataset,
+        model,
+        grid,
+        output,
+        lambda out: sign * score(y_validation, out, validation_thresholds(out))[key],
     )
     (test_outputs,) = _in_batches(vectorizer, dataset[split], [partial(output, fitted)])
-    metrics = score(y_test, test_outputs)
+    metrics = score(y_test, test_outputs, validation_thresholds(val_outputs))
     metrics.update(
         {param: value, "validation_score": sign * validation},
         train_samples=rows,
@@ -299,3 +294,55 @@ def tfidf_problem_baseline(
         fit_runtime_s=time.perf_counter() - start,
     )
     return metrics
+
+
+class _RidgeSpec:
+    """Regression's TF-IDF baseline: ridge, ``alpha`` chosen by validation MSE."""
+
+    grid, param, key, sign = (0.1, 1.0, 10.0), "alpha", "mse", -1
+
+    @staticmethod
+    def model(alpha):
+        return Ridge(alpha=alpha)
+
+    @staticmethod
+    def output(fitted, x):
+        return fitted.predict(x)
+
+    @staticmethod
+    def score(y_true, predicted, thresholds=None):
+        return regression_metrics(y_true, predicted)
+
+    @staticmethod
+    def thresholds(predicted):
+        return None
+
+
+def _multilabel_spec(names, y_validation, seed: int, tune: bool):
+    """Multi-label's TF-IDF baseline: one-vs-rest logistic regression, ``C`` chosen by validation
+    micro-F1 (at per-label thresholds tuned on validation when ``tune``)."""
+
+    def as_logits(probs):
+        probs = np.clip(probs, 1e-12, 1 - 1e-12)
+        return np.log(probs / (1 - probs))
+
+    class Spec:
+        grid, param, key, sign = (0.25, 1.0, 4.0, 16.0), "C", "f1_micro", 1
+
+        @staticmethod
+        def model(c):
+            return OneVsRestClassifier(LogisticRegression(C=c, max_iter=2000, random_state=seed))
+
+        @staticmethod
+        def output(fitted, x):
+            return fitted.predict_proba(x)
+
+        @staticmethod
+        def score(y_true, probs, thresholds=0.5):
+            return multilabel_metrics(y_true, as_logits(probs), names, thresholds)
+
+        @staticmethod
+        def thresholds(probs):
+            return select_label_thresholds(y_validation, as_logits(probs)) if tune else 0.5
+
+    return Spec

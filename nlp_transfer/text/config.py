@@ -176,10 +176,11 @@ class TextClassificationConfig(TransferConfig):
         OPTIMISATION,
     )
     # Class imbalance
-    class_weights: str = arg(
-        "none",
+    class_weights: str | None = arg(
+        None,
         "Weighted cross-entropy: none, balanced (n / (C * n_c), as scikit-learn), or a comma list "
-        "in label-id order.",
+        "in label-id order; multi-label: balanced is BCE pos_weight = negatives / positives per "
+        "label. Unset: balanced for multi-label, none otherwise.",
         IMBALANCE,
     )
     sampling: str = arg(
@@ -191,10 +192,11 @@ class TextClassificationConfig(TransferConfig):
         "multi-label: each label's threshold.",
         IMBALANCE,
     )
-    tune_decision_threshold: bool = arg(
-        False,
+    tune_decision_threshold: bool | None = arg(
+        None,
         "Binary tasks: choose the threshold that maximises the positive class's F1 on "
-        "validation (multi-label: one per label, each label's F1); saved with the model.",
+        "validation (multi-label: one per label, each label's F1); saved with the model. "
+        "Unset: on for multi-label, off otherwise.",
         IMBALANCE,
     )
     # Outputs and sharing

@@ -52,11 +52,11 @@ from .loaders import class_weights, is_prepared, load_data, metrics_fn, text_dat
 from .model import build_text_classifier, resolve_model_path, source_head
 from .problem import (
     TargetScaling,
-    best_model_metric,
     check_problem_settings,
     format_problem_summary,
     label_names_of,
     model_ready_labels,
+    problem_defaults,
     problem_loss,
     problem_metrics_fn,
     problem_test_report,
@@ -191,11 +191,7 @@ def run_text_classification(
             dataset = load_data(config, dataset)
     problem = problem_type_of(dataset)
     check_problem_settings(config, problem)
-    config = dataclasses.replace(
-        config,
-        metric_for_best_model=best_model_metric(config, problem),
-        standardize_targets=problem == REGRESSION and config.standardize_targets is not False,
-    )
+    config = problem_defaults(config, problem)
     labels = label_names_of(dataset)
     model, tokenizer = build_text_classifier(
         config.init_from or config.model_name_or_path,
@@ -298,7 +294,16 @@ def finish_text_run(
         resolved_model_path=model_path,
     )
     if accelerator.is_main_process and problem != SINGLE_LABEL:
-        write_problem_plots(config.output_dir, problem, test_labels, test_logits, labels, scaling)
+        write_problem_plots(
+            config.output_dir,
+            problem,
+            test_labels,
+            test_logits,
+            labels,
+            scaling,
+            metrics=metrics | {"metric_for_best_model": config.metric_for_best_model},
+            history=outcome.fit.history,
+        )
         write_model_card(config.output_dir, metrics, config, labels)
     elif accelerator.is_main_process:
         write_report(config, outcome, metrics, labels, threshold=metrics["decision_threshold"])
@@ -326,7 +331,12 @@ def _test_report(config, outcome, dataset, model, main_process: bool):
             _, scaling = model_ready_labels(dataset, problem, standardize=True)
         test_metrics, extra = problem_test_report(problem, config, outcome, dataset, scaling, model)
         if config.run_baseline and main_process:
-            baseline = tfidf_problem_baseline(dataset, problem, seed=config.seed)
+            baseline = tfidf_problem_baseline(
+                dataset,
+                problem,
+                seed=config.seed,
+                tune_decision_threshold=bool(config.tune_decision_threshold),
+            )
         extra = extra | {"problem_type": problem, "scaling": scaling}
         return test_metrics, extra, baseline
     threshold, tuning = choose_decision_threshold(config, outcome.validation, len(labels))
