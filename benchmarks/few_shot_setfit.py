@@ -23,7 +23,10 @@ and every seed, k examples per class are drawn (seeded) from the training split 
 seed-42 split; the whole test split scores every method. The few-shot examples double as the
 validation file our CLI asks for (no extra labels; the last epoch is kept). Each method is a
 fresh process (TF-IDF: in the harness's process) timed end to end by ``harness.py``.
-Score: accuracy (sentiment) or the spam class's F1 (spam); 5-seed mean ± std.
+Score: accuracy (sentiment) or the spam class's F1 (spam); 5-seed mean ± std. Each run of ours
+also records how long it trained (``epochs_run``, ``optimizer_steps``, ``stopped_early``,
+``best_epoch``): early stopping (patience 2 on the training examples, which double as
+validation) can end ``--num_train_epochs`` 20 well before its last epoch.
 
 Writes ``<output_dir>/few_shot_setfit.{json,md}``.
 """
@@ -177,6 +180,19 @@ def arms_for(name: str, positive, k: int, seed: int, work: Path, args, data) -> 
     return arms, tfidf_parts
 
 
+def training_record(metrics: dict) -> dict:
+    """How long an arm of ours trained: epochs run, optimizer steps, whether early stopping
+    ended it and the epoch kept (empty for SetFit and TF-IDF, whose metrics lack them)."""
+    if "validation" not in metrics:
+        return {}
+    return {
+        "epochs_run": len(metrics["validation"]),
+        "optimizer_steps": metrics.get("global_step"),
+        "stopped_early": metrics.get("stopped_early"),
+        "best_epoch": metrics.get("best_epoch"),
+    }
+
+
 def score_of(metrics: dict, positive) -> float:
     """Accuracy, or the positive class's F1 where the dataset has one (spam)."""
     return metrics["test"][f"f1_{positive}"] if positive else metrics["test"]["accuracy"]
@@ -198,7 +214,9 @@ def run_all(args, work: Path) -> list[dict]:
                 arms, (train, test) = arms_for(name, positive, k, seed, work, args, data)
                 for arm in arms:
                     r = harness.run_arm(arm, work / "logs", seed, **harness.harness_kwargs(args))
-                    r["score"] = score_of(r.pop("metrics"), positive)
+                    metrics = r.pop("metrics")
+                    r["score"] = score_of(metrics, positive)
+                    r |= training_record(metrics)
                     records.append(r)
                 start = time.perf_counter()
                 m = tfidf_logreg(train, train, test, seed=seed, positive_label=pos_id)

@@ -21,7 +21,8 @@ ones when the next one's last duration would not fit in ``--max_hours``. Because
 decided by the code, not by the session, a full regeneration can span several sessions: commit
 the rewritten results after each run; the next run skips them as long as the measured code stays
 unchanged. Machine-specific paths in a recorded command are replaced: ``--log_dir`` by a folder
-under ``--logs``, and ``inference.py``'s ``--model_dir`` (a run of the main job) by
+under ``--logs``, and the ``--model_dir`` of ``inference.py`` and ``int8_settings.py`` (a run of
+the main job) by
 ``--model_dir`` here, or, when that is missing, by a run of ``recipes/sentiment.py`` on its
 defaults made first. The work tree must be clean (results aside), or the harness would mark
 every result ``+dirty``.
@@ -50,6 +51,8 @@ from pathlib import Path
 from machine_info import CPU_FLAGS_OF_INTEREST, EXCLUDE_RESULTS, cpu_model_and_flags
 
 REPO = Path(__file__).resolve().parent.parent
+# Benchmarks whose --model_dir is a run of the main job (recipes/sentiment.py on its defaults).
+MAIN_JOB_MODEL_SCRIPTS = ("inference.py", "int8_settings.py")
 RESULTS = REPO / "benchmarks" / "results"
 # The code every result depends on (git pathspecs), besides its own script: the library, the
 # recipes, the dependencies and the benchmarks' shared helpers and peer workers. Documentation,
@@ -261,7 +264,7 @@ def command_for(result: Result, logs: Path, model_dir: Path) -> list[str]:
         )
     words = [sys.executable, *words[1:]]
     words = _replace_flag(words, "--log_dir", str(logs / result.name.replace("/", "_")))
-    if Path(words[1]).name == "inference.py":
+    if Path(words[1]).name in MAIN_JOB_MODEL_SCRIPTS:
         words = _replace_flag(words, "--model_dir", str(model_dir))
     return words
 
@@ -290,10 +293,13 @@ def _table(results: list[Result]) -> str:
 
 
 def _ensure_model(model_dir: Path, log: Path) -> None:
-    """Train the main job on its defaults into ``model_dir`` (inference.py's input)."""
+    """Train the main job on its defaults into ``model_dir`` (the input of
+    :data:`MAIN_JOB_MODEL_SCRIPTS`)."""
     if (model_dir / "config.json").exists():
         return
-    print(f"inference.py needs a trained model: running recipes/sentiment.py into {model_dir}")
+    print(
+        f"{', '.join(MAIN_JOB_MODEL_SCRIPTS)} need a trained model: running recipes/sentiment.py into {model_dir}"
+    )
     command = [sys.executable, "recipes/sentiment.py", "--output_dir", str(model_dir)]
     with log.open("w", encoding="utf-8") as out:
         done = subprocess.run(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
@@ -343,7 +349,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--model_dir",
         default=None,
-        help="inference.py's model (a run of recipes/sentiment.py); default: <logs>/sentiment_model, "
+        help="inference.py's and int8_settings.py's model (a run of recipes/sentiment.py); default: <logs>/sentiment_model, "
         "trained first when missing.",
     )
     return parser.parse_args(argv)
@@ -403,7 +409,7 @@ def main(argv=None) -> int:
     failed = []
     for number, (result, command) in enumerate(commands, 1):
         log = logs / f"{result.name.replace('/', '_')}.log"
-        if Path(command[1]).name == "inference.py":
+        if Path(command[1]).name in MAIN_JOB_MODEL_SCRIPTS:
             _ensure_model(model_dir, logs / "sentiment_model.log")
         print(
             f"[{number}/{len(commands)}] {result.name} (last run {result.estimate_minutes:.0f} min), "

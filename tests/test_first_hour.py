@@ -50,15 +50,20 @@ def test_issue_20_run_is_told_it_is_below_the_baseline_and_still_fitting():
     lines = advice(_metrics([0.41, 0.59], [0.50, 0.55], baseline_val=0.66))
     text = "\n".join(lines)
     assert "below the TF-IDF baseline on validation (accuracy 0.5500 vs 0.6600)" in text
-    assert "still rising at the last epoch (0.4100 -> 0.5900, epoch 2)" in text
+    assert (
+        "validation accuracy was still improving at the last epoch (0.5000 -> 0.5500, epoch 2)"
+        in text
+    )
     assert lines[-1].startswith("try: more epochs (--num_train_epochs); another learning rate")
     assert lines[-1].endswith("nlp-transfer search.")
     assert text.count("more epochs") == 1
 
 
 def test_a_fitted_run_gets_no_advice():
-    # above the baseline, training accuracy flat at the end
-    assert advice(_metrics([0.80, 0.95, 0.952], [0.80, 0.85, 0.86], baseline_val=0.80)) == []
+    # above the baseline, validation flat at the end
+    assert advice(_metrics([0.80, 0.95, 0.952], [0.80, 0.85, 0.855], baseline_val=0.80)) == []
+    # the main job at 3 epochs: training accuracy still rising, validation has stopped moving
+    assert advice(_metrics([0.84, 0.91, 0.95], [0.8581, 0.8790, 0.8800], baseline_val=0.79)) == []
     # no baseline, no history: nothing to say
     assert advice({"validation": [], "best_epoch": 0, "baseline": None}) == []
 
@@ -70,12 +75,25 @@ def test_below_baseline_alone_suggests_epochs_and_learning_rate():
     assert "--learning_rate" in lines[1]
 
 
-def test_still_rising_needs_two_epochs_a_real_rise_and_no_early_stop():
+def test_still_rising_reads_validation_needs_two_epochs_a_real_gain_and_no_early_stop():
     assert still_rising(_history([0.5, 0.6], [0.5, 0.6]), stopped_early=False)
     assert not still_rising(_history([0.5, 0.6], [0.5, 0.6]), stopped_early=True)
     assert not still_rising(_history([0.6], [0.6]), stopped_early=False)
-    assert not still_rising(_history([0.600, 0.605], [0.5, 0.5]), stopped_early=False)
-    assert not still_rising(_history([0.7, 0.6], [0.5, 0.5]), stopped_early=False)
+    assert not still_rising(_history([0.5, 0.5], [0.600, 0.605]), stopped_early=False)
+    assert not still_rising(_history([0.5, 0.5], [0.7, 0.6]), stopped_early=False)
+    assert not still_rising(_history([0.5, 0.9], [0.7, 0.7]), stopped_early=False)  # train only
+    loss = [{"epoch": 1, "eval_loss": 0.50}, {"epoch": 2, "eval_loss": 0.45}]
+    assert still_rising(loss, False, "eval_loss", greater=False)  # 10% lower
+    loss[1]["eval_loss"] = 0.498
+    assert not still_rising(loss, False, "eval_loss", greater=False)
+
+
+def test_advice_reads_the_selection_metric():
+    metrics = _metrics([0.5, 0.6], [0.5, 0.5])
+    metrics["validation"][0]["eval_f1_macro"], metrics["validation"][1]["eval_f1_macro"] = 0.4, 0.5
+    assert advice(metrics) == []  # accuracy flat
+    lines = advice(metrics | {"metric_for_best_model": "f1_macro"})
+    assert "validation f1_macro was still improving" in lines[0]
 
 
 def test_format_summary_prints_the_advice():

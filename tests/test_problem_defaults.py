@@ -74,9 +74,9 @@ def test_standardize_targets_false_is_kept_and_other_types_refuse_true():
     ],
 )  # fmt: skip
 def test_problem_defaults_fill_only_what_the_user_left_unset(problem, given, expected):
-    from nlp_transfer import TextClassificationConfig
     from accelerate import PartialState
 
+    from nlp_transfer import TextClassificationConfig
     from nlp_transfer.text.problem import check_problem_settings, problem_defaults
 
     PartialState()  # the logger of accelerate needs it
