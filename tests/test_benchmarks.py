@@ -600,3 +600,40 @@ def test_regenerate_calls_a_result_from_another_cpu_stale(tmp_path):
     path.write_text(json.dumps(document))
     [found] = regenerate.find_results(path.parent)
     assert found.cpu == {"cpu": "Intel Xeon", "cpu_flags": {"avx2": True}}
+
+
+def test_time_to_accuracy_targets_the_trainers_best_and_takes_the_fastest_run_reaching_it():
+    tta = bench_module("time_to_accuracy")
+
+    def run(system, arm, accuracy, wall):
+        return {"system": system, "arm": arm, "accuracy": accuracy, "wall_s": wall}
+
+    records = [
+        run("hf_trainer", "t-e1", 0.846, 100.0),
+        run("hf_trainer", "t-e3", 0.866, 300.0),
+        run("ours", "o-e1", 0.850, 90.0),
+        run("ours", "o-e3", 0.867, 280.0),
+        run("ours", "o-bf16-e3", 0.870, 200.0),
+    ]
+    result = tta.time_to_target(records)
+    assert result["target_accuracy"] == 0.866
+    assert result["systems"]["hf_trainer"]["run"] == "t-e3"
+    assert result["systems"]["ours"] == {"run": "o-bf16-e3", "wall_s": 200.0, "best_accuracy": 0.87}
+    assert result["ours_time_over_trainer"] == pytest.approx(200 / 300)
+    assert result["goal_met"] is False
+    slower = tta.time_to_target([*records[:2], run("ours", "o-e1", 0.80, 50.0)])
+    assert slower["systems"]["ours"]["run"] is None and "ours_time_over_trainer" not in slower
+    with pytest.raises(SystemExit):
+        tta.parse_args(["--runs", "fp16:2"])
+
+
+def test_int8_settings_choose_most_labels_kept_then_the_faster():
+    int8 = bench_module("int8_settings")
+    rows = [
+        {"setting": "a", "label_agreement": 0.962, "predict_s": 1.0},
+        {"setting": "b", "label_agreement": 0.983, "predict_s": 1.2},
+        {"setting": "c", "label_agreement": 0.9825, "predict_s": 1.1},
+    ]
+    assert int8.choose(rows)["setting"] == "c"  # within 0.1 points of b, faster
+    rows[2]["label_agreement"] = 0.97
+    assert int8.choose(rows)["setting"] == "b"
