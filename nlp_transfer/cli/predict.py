@@ -250,7 +250,7 @@ def evaluate_main(args: argparse.Namespace) -> int:
     summary = {
         k: v
         for k, v in metrics.items()
-        if isinstance(v, int | float) or v is None or k == "backend"
+        if isinstance(v, int | float) or v is None or k in ("backend", "calibration")
     }
     print(json.dumps(summary, indent=2))
     return 0

@@ -46,6 +46,18 @@ Trainable parameters: {{ trainable }} of {{ total }}; frozen blocks: {{ frozen }
 Best epoch {{ best_epoch }} of {{ epochs }} by validation `{{ metric_for_best_model }}`.
 {% if has_confusion_matrix %}
 ![Confusion matrix on the test split](plots/confusion_matrix.png)
+{% endif %}{% if calibration %}
+## Calibration
+
+Temperature scaling (Guo et al. 2017), fitted on the validation split and folded into the
+classification head: the saved model's probabilities are the calibrated ones in every backend;
+its labels are unchanged. Temperature: {{ calibration.temperature_text }}.
+
+| test split | ECE (15 bins) | Brier score | NLL |
+| --- | --- | --- | --- |
+{% for name, row in calibration.rows %}| {{ name }} | {{ row.ece }} | {{ row.brier }} | {{ row.nll }} |
+{% endfor %}
+![Reliability diagram on the test split](plots/reliability.png)
 {% endif %}
 ## Training hyper-parameters
 
@@ -131,7 +143,26 @@ def build_model_card(
         hyperparameters=[(k, getattr(config, k)) for k in _HYPERPARAMETERS if hasattr(config, k)],
         **_environment_fields(metrics),
         usage=_usage(model_name, modality, strategy),
+        calibration=_calibration_fields(metrics),
     )
+
+
+def _calibration_fields(metrics: dict) -> dict | None:
+    """The card's calibration section: the temperature(s) and the test split's ECE, Brier and
+    NLL before and after (None when the run was not calibrated or has no test report)."""
+    report = metrics.get("calibration")
+    if not report or "test" not in report:
+        return None
+    temperature = report["temperature"]
+    if isinstance(temperature, list):
+        text = f"one per label, {min(temperature):.3f} to {max(temperature):.3f}"
+    else:
+        text = f"{temperature:.4f}"
+    rows = [
+        (name, {k: f"{report['test'][key][k]:.4f}" for k in ("ece", "brier", "nll")})
+        for name, key in (("before calibration", "before"), ("after calibration", "after"))
+    ]
+    return {"temperature_text": text, "rows": rows}
 
 
 def _dataset_text(metrics: dict, config: object, dataset: str | None) -> str:

@@ -136,6 +136,56 @@ def plot_training_curves(history: Sequence[dict], metric: str, path: Path, title
     return _save(fig, path)
 
 
+def plot_reliability_diagram(
+    before: tuple[np.ndarray, np.ndarray],
+    after: tuple[np.ndarray, np.ndarray],
+    path: Path,
+    multi_label: bool = False,
+    split: str = "test",
+) -> Path:
+    """Reliability diagram before and after calibration: per confidence bin (15), the accuracy
+    against the mean confidence, the diagonal being perfect calibration; ECE in the legend.
+
+    Args:
+        before: ``(logits (n, C), labels)`` of ``split`` before calibration.
+        after: The same after calibration.
+        path: The PNG to write.
+        multi_label: Labels are ``(n, C)`` 0/1 targets (every label decision counts).
+        split: Name of the split, for the title.
+    """
+    from ..metrics.calibration import (
+        confidence_and_correct,
+        expected_calibration_error,
+        reliability_bins,
+    )
+
+    fig, (ax, counts) = plt.subplots(
+        2, 1, figsize=(5.5, 6.2), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
+    ax.plot([0, 1], [0, 1], color="grey", linewidth=1, linestyle=":", label="perfect")
+    for (logits, labels), name, style in ((before, "before", "o--"), (after, "after", "s-")):
+        confidence, correct = confidence_and_correct(logits, labels, multi_label)
+        bins = reliability_bins(confidence, correct)
+        ece = expected_calibration_error(confidence, correct)
+        ax.plot(bins["confidence"], bins["accuracy"], style, label=f"{name}: ECE {ece:.3f}")
+        counts.bar(
+            np.asarray(bins["bin_lower"]) + (0.0 if name == "before" else 1 / 30),
+            bins["count"],
+            width=1 / 30,
+            align="edge",
+            label=name,
+        )
+    ax.set(ylabel="accuracy in the bin", title=f"Reliability diagram ({split})")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left")
+    counts.set(xlabel="confidence (predicted probability)", ylabel="examples")
+    counts.set_yscale("log")
+    counts.grid(alpha=0.3)
+    return _save(fig, path)
+
+
 def write_report_plots(
     output_dir: str | os.PathLike,
     labels: np.ndarray,

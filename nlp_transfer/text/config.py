@@ -19,6 +19,7 @@ from ..training.arguments import (
     check_choice,
     check_optional_positive,
 )
+from ..training.calibration import CALIBRATION_METHODS
 from ..transfer.features import POOLING_CHOICES
 from ..transfer.strategies.freeze import TRANSFER
 
@@ -199,6 +200,13 @@ class TextClassificationConfig(TransferConfig):
         "Unset: on for multi-label, off otherwise.",
         IMBALANCE,
     )
+    calibration: str = arg(
+        "temperature",
+        "After training a classifier: temperature (temperature scaling fitted on validation, "
+        "Guo et al. 2017, folded into the head so every backend predicts calibrated "
+        "probabilities; labels unchanged) or none.",
+        EVALUATION,
+    )
     # Outputs and sharing
     run_baseline: bool = arg(
         True, "Also fit TF-IDF + logistic regression on the same split.", EVALUATION
@@ -247,6 +255,7 @@ class TextClassificationConfig(TransferConfig):
         if self.problem_type is not None:
             check_choice(self, "problem_type", PROBLEM_TYPES)
         check_choice(self, "sampling", SAMPLING_CHOICES)
+        check_choice(self, "calibration", CALIBRATION_METHODS)
         check_choice(self, "pooling", POOLING_CHOICES)
         self._check_sources()
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.read import read_table
+from ..metrics.calibration import calibration_metrics
 from ..metrics.classification import (
     classification_metrics,
     cross_entropy,
@@ -88,8 +89,10 @@ def evaluate_saved_model(
         for a backend other than torch also ``torch_accuracy``, ``accuracy_diff_vs_torch``,
         ``torch_<metric>`` and ``<metric>_diff_vs_torch`` for the run's
         ``metric_for_best_model`` (from its ``metrics.json``; ``f1_macro`` without one),
-        ``label_agreement_vs_torch`` (fraction of equal predicted labels) and
-        ``max_abs_logit_diff_vs_torch``.
+        ``label_agreement_vs_torch`` (fraction of equal predicted labels),
+        ``max_abs_logit_diff_vs_torch`` and ``ece_diff_vs_torch`` (how the expected calibration
+        error moves, e.g. after int8 quantization); ``calibration``: ECE (15 bins), Brier score
+        and NLL of the probabilities this backend gives.
 
     Raises:
         ValueError: A missing column, a label the model does not know, or a model type
@@ -160,6 +163,7 @@ def _labelled_texts(
 def _metrics(labels: np.ndarray, logits: np.ndarray, classifier) -> dict:
     metrics = classification_metrics(labels, logits, classifier.labels, classifier.threshold)
     metrics["loss"] = cross_entropy(logits, labels)
+    metrics["calibration"] = calibration_metrics(logits, labels)  # ECE, Brier, NLL
     return metrics
 
 
@@ -190,5 +194,6 @@ def _difference(
         probabilities(torch_logits), threshold
     )
     out["label_agreement_vs_torch"] = float(np.mean(same)) if len(same) else None
+    out["ece_diff_vs_torch"] = metrics["calibration"]["ece"] - reference["calibration"]["ece"]
     out["max_abs_logit_diff_vs_torch"] = float(np.abs(logits - torch_logits).max(initial=0.0))
     return out

@@ -38,6 +38,8 @@ from ..metrics.classification import (
 )
 from ..reporting.model_card import write_model_card
 from ..reporting.outputs import format_summary, run_metrics, save_run, write_report
+from ..reporting.plots import plot_reliability_diagram
+from ..training.calibration import calibrate_outcome
 from ..training.callbacks import TrainerCallback
 from ..training.imbalance import cross_entropy_loss
 from ..training.run import TrainOutcome, start_run, train_and_predict
@@ -101,14 +103,15 @@ def train_text_classifier(
         label_names = dataset["train"].features["label"].names
         loss_fn = cross_entropy_loss(class_weights(dataset, config))
         compute_metrics = metrics_fn(label_names, config)
-        predict_validation = config.tune_decision_threshold and len(label_names) == 2
+        predict_validation = bool(config.tune_decision_threshold) and len(label_names) == 2
     else:
         dataset, scaling = model_ready_labels(dataset, problem, config.standardize_targets)
         loss_fn = problem_loss(problem, dataset, config.class_weights)
         compute_metrics = problem_metrics_fn(
             problem, list(model.config.id2label.values()), scaling, config.decision_threshold
         )
-        predict_validation = config.tune_decision_threshold and problem == MULTI_LABEL
+        predict_validation = bool(config.tune_decision_threshold) and problem == MULTI_LABEL
+    predict_validation = predict_validation or calibrating(config, problem)
     cache_model = model if plan.cache_prefix else None
     loaders = text_dataloaders(dataset, tokenizer, accelerator, config, cache_model=cache_model)
     # from here on the frozen prefix does no work
@@ -123,8 +126,18 @@ def train_text_classifier(
         plan=plan,
         callbacks=callbacks,
         prefix_cache=cached,
-        # only threshold tuning needs the final model's validation predictions
+        # threshold tuning and calibration need the final model's validation predictions
         predict_validation=predict_validation,
+    )
+
+
+def calibrating(config: TextClassificationConfig, problem: str) -> bool:
+    """Whether the run fits a temperature after training (classification with
+    ``--calibration temperature``; a scikit-learn head is left as it is)."""
+    return (
+        config.calibration == "temperature"
+        and problem != REGRESSION
+        and config.feature_extraction == "none"
     )
 
 
@@ -261,8 +274,10 @@ def finish_text_run(
     the Hub upload and the printed summary."""
     labels = label_names_of(dataset)
     problem = problem_type_of(dataset)
-    test_logits, test_labels = outcome.test
     unwrapped = accelerator.unwrap_model(outcome.model)
+    uncalibrated_test = outcome.test
+    outcome, calibration = _calibrate(config, outcome, problem, unwrapped, len(labels))
+    test_logits, test_labels = outcome.test
     unwrapped.config.max_seq_length = config.max_seq_length  # prediction truncates the same
     test_metrics, extra, baseline = _test_report(
         config, outcome, dataset, unwrapped, accelerator.is_main_process
@@ -280,6 +295,8 @@ def finish_text_run(
     )
     scaling = extra.pop("scaling", TargetScaling())
     metrics |= extra
+    if calibration is not None:
+        metrics["calibration"] = calibration
     metrics["transfer_strategy"] = plan.describe()
     model_path = config.init_from or resolve_model_path(config.model_name_or_path)[0]
     # the adapter to output_dir/adapter; the model merged for the usual layout (--peft)
@@ -293,6 +310,11 @@ def finish_text_run(
         tokenizer,
         resolved_model_path=model_path,
     )
+    if accelerator.is_main_process and calibration is not None:
+        plots = Path(config.output_dir) / "plots"
+        plots.mkdir(parents=True, exist_ok=True)
+        multi = problem == MULTI_LABEL
+        plot_reliability_diagram(uncalibrated_test, outcome.test, plots / "reliability.png", multi)
     if accelerator.is_main_process and problem != SINGLE_LABEL:
         write_problem_plots(
             config.output_dir,
@@ -316,6 +338,22 @@ def finish_text_run(
         accelerator.print(format_problem_summary(metrics, task_name, problem))
     accelerator.end_training()
     return metrics
+
+
+def _calibrate(config, outcome: TrainOutcome, problem: str, model, num_labels: int):
+    """``(outcome, report)``: with ``--calibration temperature`` (classification, a trained
+    head), the temperature fitted on validation, folded into ``model`` and recorded in its
+    config; the outcome's logits calibrated. Else ``(outcome, None)``."""
+    if not calibrating(config, problem):
+        return outcome, None
+    outcome, report = calibrate_outcome(outcome, model, num_labels, problem == MULTI_LABEL)
+    logger.info(
+        f"Calibration: temperature {np.round(report['temperature'], 4)} fitted on validation "
+        f"(NLL {report['validation']['before']['nll']:.4f} -> "
+        f"{report['validation']['after']['nll']:.4f}); folded into the head"
+    )
+    model.config.calibration = {k: report[k] for k in ("method", "temperature", "fitted_on")}
+    return outcome, report
 
 
 def _test_report(config, outcome, dataset, model, main_process: bool):

@@ -14,6 +14,7 @@ from ..training.arguments import (
     check_optional_positive,
     check_positive,
 )
+from ..training.calibration import CALIBRATION_METHODS
 from ..transfer.strategies.freeze import TRANSFER
 from .folder import BAD_IMAGE_CHOICES
 from .models import ARCHITECTURES, SMALL_IMAGE_SIZE
@@ -150,6 +151,12 @@ class ImageClassificationConfig(TransferConfig):
     num_train_epochs: int = arg(15, "Number of training epochs.", OPTIMISATION)
     per_device_train_batch_size: int = arg(64, "Training batch size per process.", OPTIMISATION)
     per_device_eval_batch_size: int = arg(256, "Evaluation batch size per process.", OPTIMISATION)
+    calibration: str = arg(
+        "temperature",
+        "After training: temperature (temperature scaling fitted on validation, Guo et al. "
+        "2017, folded into fc; labels unchanged) or none.",
+        EVALUATION,
+    )
     output_dir: str = arg(
         "outputs/image_classification",
         "Where the model, metrics.json, plots/ and config.yaml go.",
@@ -190,6 +197,7 @@ class ImageClassificationConfig(TransferConfig):
         check_choice(self, "dataset_name", IMAGE_DATASETS, optional=True)
         check_choice(self, "architecture", tuple(ARCHITECTURES))
         check_choice(self, "bad_images", BAD_IMAGE_CHOICES)
+        check_choice(self, "calibration", CALIBRATION_METHODS)
         check_choice(self, "stem_maxpool", STEM_MAXPOOL_CHOICES)
         if self.augment and self.feature_extraction != "none":
             raise ValueError(

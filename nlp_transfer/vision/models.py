@@ -60,6 +60,8 @@ class ImageModelConfig:
         weights: Where the initial weights came from (``none``, a torchvision weights name, or
             a path), for model cards.
         task: Always ``image-classification``: marks the directory as an image model.
+        calibration: The temperature folded into ``fc`` after training (``method``,
+            ``temperature``, ``fitted_on``), or None.
     """
 
     architecture: str
@@ -72,6 +74,7 @@ class ImageModelConfig:
     resize_size: int | None = None
     weights: str = "none"
     task: str = TASK
+    calibration: dict | None = None
 
     def __post_init__(self) -> None:
         if self.architecture not in ARCHITECTURES:

@@ -26,6 +26,8 @@ from accelerate.utils import set_seed
 from ..data.memory import GB, memory_budget_bytes
 from ..metrics.classification import classification_metrics, cross_entropy
 from ..reporting.outputs import format_summary, run_metrics, save_run, write_report
+from ..reporting.plots import plot_reliability_diagram
+from ..training.calibration import calibrate_outcome
 from ..training.callbacks import TrainerCallback
 from ..training.run import TrainOutcome, start_run, train_and_predict
 from ..transfer.adapters import save_adapter_outputs
@@ -160,6 +162,7 @@ def train_image_classifier(
             plan=plan,
             callbacks=callbacks,
             prefix_cache=cached,
+            predict_validation=config.calibration == "temperature",  # calibration fits on it
         )
     finally:
         if cache_dir is not None:
@@ -240,6 +243,17 @@ def finish_image_run(
 ) -> dict:
     """Test metrics, ``metrics.json``, the saved model, plots, model card and printed summary."""
     labels = list(data.label_names)
+    calibration, uncalibrated_test = None, outcome.test
+    if config.calibration == "temperature" and plan.feature_extraction == "none":
+        unwrapped = accelerator.unwrap_model(outcome.model)
+        outcome, calibration = calibrate_outcome(outcome, unwrapped, len(labels))
+        unwrapped.config.calibration = {
+            k: calibration[k] for k in ("method", "temperature", "fitted_on")
+        }
+        logger.info(
+            f"Calibration: temperature {calibration['temperature']:.4f} fitted on validation; "
+            "folded into fc"
+        )
     test_logits, test_labels = outcome.test
     test_metrics = classification_metrics(test_labels, test_logits, labels)
     test_metrics["loss"] = cross_entropy(test_logits, test_labels)
@@ -259,10 +273,18 @@ def finish_image_run(
         "description": data.description,
         **{f"{s}_examples": len(d) for s, d in data.splits.items()},
     }
+    if calibration is not None:
+        metrics["calibration"] = calibration
     saved = save_adapter_outputs(plan, accelerator, outcome.model, config.output_dir)  # --peft
     save_run(config.output_dir, accelerator, saved, metrics, config)
     if accelerator.is_main_process:
         write_report(config, outcome, metrics, labels, modality="image")
+        if calibration is not None:
+            plot_reliability_diagram(
+                uncalibrated_test,
+                outcome.test,
+                Path(config.output_dir) / "plots" / "reliability.png",
+            )
     accelerator.print(format_summary(metrics, task_name))
     accelerator.end_training()
     return metrics

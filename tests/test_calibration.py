@@ -1,0 +1,166 @@
+"""Calibration (issue 35): temperature scaling fitted on validation, folded into the head."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from scipy.special import log_softmax, softmax
+from torch import nn
+
+from nlp_transfer.metrics.calibration import (
+    calibration_metrics,
+    expected_calibration_error,
+    reliability_bins,
+)
+from nlp_transfer.training.calibration import (
+    apply_temperature,
+    fit_temperature,
+    fold_temperature,
+    head_layers,
+)
+
+
+def _overconfident(n=2000, classes=3, scale=4.0, seed=0):
+    """Labels drawn from softmax(z) and logits scale * z: a model over-confident by ``scale``."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(0, 1.2, (n, classes))
+    labels = np.array([rng.choice(classes, p=p) for p in softmax(z, axis=1)])
+    return scale * z, labels
+
+
+def test_ece_of_hand_made_bins():
+    # two bins: confidence 0.9 right 1 of 2 (gap 0.4), confidence 0.3 right 0 of 2 (gap 0.3)
+    confidence = np.array([0.9, 0.9, 0.3, 0.3])
+    correct = np.array([1, 0, 0, 0])
+    assert expected_calibration_error(confidence, correct) == pytest.approx(0.5 * 0.4 + 0.5 * 0.3)
+    bins = reliability_bins(confidence, correct)
+    assert bins["count"] == [2, 2] and bins["accuracy"] == [0.0, 0.5]
+
+
+def test_fitted_temperature_is_the_direct_minimum_of_validation_nll():
+    logits, labels = _overconfident()
+    temperature = fit_temperature(logits, labels)
+    grid = np.exp(np.linspace(np.log(0.5), np.log(10), 4001))
+    nll = [-np.mean(log_softmax(logits / t, axis=1)[np.arange(len(labels)), labels]) for t in grid]
+    assert temperature == pytest.approx(grid[int(np.argmin(nll))], rel=2e-3)
+    assert temperature == pytest.approx(4.0, rel=0.15)  # the over-confidence put in
+    before = calibration_metrics(logits, labels)
+    after = calibration_metrics(apply_temperature(logits, temperature), labels)
+    assert after["nll"] < before["nll"] and after["ece"] < before["ece"] / 2
+    assert after["brier"] < before["brier"]
+
+
+def test_a_calibrated_model_keeps_temperature_near_one_and_never_gets_worse():
+    logits, labels = _overconfident(scale=1.0)
+    temperature = fit_temperature(logits, labels)
+    assert temperature == pytest.approx(1.0, abs=0.1)
+    before = calibration_metrics(logits, labels)["nll"]
+    assert calibration_metrics(apply_temperature(logits, temperature), labels)["nll"] <= before
+
+
+def test_multi_label_gets_one_temperature_per_label():
+    rng = np.random.default_rng(1)
+    z = rng.normal(0, 1.5, (3000, 3))
+    targets = (rng.random(z.shape) < 1 / (1 + np.exp(-z))).astype(float)
+    logits = z * np.array([1.0, 3.0, 0.5])  # calibrated, over- and under-confident
+    temperatures = fit_temperature(logits, targets, multi_label=True)
+    assert temperatures == pytest.approx([1.0, 3.0, 0.5], rel=0.15)
+    constant = targets.copy()
+    constant[:, 1] = 1.0  # a label every example has: nothing to fit
+    assert fit_temperature(logits, constant, multi_label=True)[1] == 1.0
+    before = calibration_metrics(logits, targets, multi_label=True)
+    after = calibration_metrics(apply_temperature(logits, temperatures), targets, multi_label=True)
+    assert after["ece"] < before["ece"] and after["nll"] < before["nll"]
+
+
+def test_fold_divides_the_heads_logits_and_nothing_else():
+    torch.manual_seed(0)
+    model = nn.Sequential()
+    model.add_module("encoder", nn.Linear(8, 8))
+    model.add_module("classifier", nn.Linear(8, 3))
+    x = torch.randn(5, 8)
+    before = model(x).detach()
+    fold_temperature(model, [2.0, 4.0, 0.5], 3)
+    assert torch.allclose(model(x), before / torch.tensor([2.0, 4.0, 0.5]), atol=1e-6)
+    fold_temperature(model, 2.0, 3)
+    assert torch.allclose(model(x), before / torch.tensor([4.0, 8.0, 1.0]), atol=1e-6)
+    assert head_layers(model, 3) == [model.classifier]
+    with pytest.raises(ValueError, match="No 7-output linear layer"):
+        fold_temperature(model, 2.0, 7)
+
+
+def test_bad_logits_are_refused():
+    with pytest.raises(ValueError, match="calibration needs"):
+        fit_temperature(np.zeros((0, 2)), np.zeros(0))
+
+
+def test_a_run_saves_calibrated_probabilities_for_every_backend(tiny_bert_dir, tmp_path):
+    """Trained, calibrated on validation, saved: torch and ONNX predict the calibrated
+    probabilities, config.json and metrics.json record the temperature, the card and the plot
+    show it; --calibration none leaves the model as trained."""
+    from nlp_transfer import TextClassificationConfig, TextClassifier, run_text_classification
+
+    from conftest import toy_sentiment_frame
+
+    path = tmp_path / "toy.csv"
+    toy_sentiment_frame(200, seed=0).to_csv(path, index=False)
+    common = dict(
+        model_name_or_path=str(tiny_bert_dir),
+        train_file=str(path),
+        text_column="sentence",
+        label_column="sentiment",
+        num_train_epochs=3,
+        learning_rate=1e-3,
+        max_seq_length=32,
+        save_strategy="no",
+        run_baseline=False,
+        seed=0,
+    )
+    out = tmp_path / "calibrated"
+    metrics = run_text_classification(TextClassificationConfig(output_dir=str(out), **common))
+    report = metrics["calibration"]
+    temperature = report["temperature"]
+    assert temperature > 0 and report["fitted_on"] == "validation"
+    assert report["validation"]["after"]["nll"] <= report["validation"]["before"]["nll"]
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["calibration"]["temperature"] == pytest.approx(temperature)
+    assert (out / "plots" / "reliability.png").stat().st_size > 10_000
+    assert "## Calibration" in (out / "README.md").read_text()
+
+    plain_out = tmp_path / "plain"
+    plain = run_text_classification(
+        TextClassificationConfig(output_dir=str(plain_out), calibration="none", **common)
+    )
+    assert "calibration" not in plain
+    assert "calibration" not in json.loads((plain_out / "config.json").read_text())
+    texts = ["a great film", "a dull plot", "fine acting"]
+    raw = TextClassifier.from_pretrained(plain_out, device="cpu").predict_logits(texts)
+    calibrated = TextClassifier.from_pretrained(out, device="cpu").predict_logits(texts)
+    assert np.allclose(calibrated, raw / temperature, atol=1e-4)  # same seed, same weights
+    pytest.importorskip("onnxruntime")
+    onnx = TextClassifier.from_pretrained(out, backend="onnxruntime")
+    assert np.allclose(onnx.predict_proba(texts), softmax(calibrated, axis=1), atol=1e-4)
+
+
+def test_an_image_run_is_calibrated_the_same_way(tmp_path):
+    from nlp_transfer.cli import main
+    from nlp_transfer.vision.models import ImageModelConfig
+
+    from conftest import write_image_folder
+
+    data = write_image_folder(tmp_path / "images", per_class=12)
+    out = tmp_path / "out"
+    argv = f"--task image --train_dir {data} --output_dir {out} --image_size 32 "
+    argv += "--num_train_epochs 2 --per_device_train_batch_size 8 --learning_rate 1e-3 "
+    argv += "--validation_size 0.25 --test_size 0.25 --freeze_layers 2 --seed 0"
+    assert main(["train", *argv.split()]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    report = metrics["calibration"]
+    assert report["validation"]["after"]["nll"] <= report["validation"]["before"]["nll"]
+    assert metrics["test"]["loss"] == pytest.approx(report["test"]["after"]["nll"], rel=1e-4)
+    saved = ImageModelConfig.load(out)
+    assert saved.calibration["temperature"] == pytest.approx(report["temperature"])
+    assert (out / "plots" / "reliability.png").exists()
