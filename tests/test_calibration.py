@@ -120,7 +120,8 @@ def test_a_run_saves_calibrated_probabilities_for_every_backend(tiny_bert_dir, t
         seed=0,
     )
     out = tmp_path / "calibrated"
-    metrics = run_text_classification(TextClassificationConfig(output_dir=str(out), **common))
+    config = TextClassificationConfig(output_dir=str(out), abstain_below_precision=0.9, **common)
+    metrics = run_text_classification(config)
     report = metrics["calibration"]
     temperature = report["temperature"]
     assert temperature > 0 and report["fitted_on"] == "validation"
@@ -140,9 +141,24 @@ def test_a_run_saves_calibrated_probabilities_for_every_backend(tiny_bert_dir, t
     raw = TextClassifier.from_pretrained(plain_out, device="cpu").predict_logits(texts)
     calibrated = TextClassifier.from_pretrained(out, device="cpu").predict_logits(texts)
     assert np.allclose(calibrated, raw / temperature, atol=1e-4)  # same seed, same weights
+    conformal = metrics["conformal"]
+    assert conformal["method"] == "aps" and set(conformal["test"]) == {"0.8", "0.9", "0.95"}
+    torch_sets = TextClassifier.from_pretrained(out, device="cpu").predict(texts, coverage=0.9)
+    assert all(r["prediction_set"][0] == r["label"] for r in torch_sets)
+    abstention = metrics["abstention"]
+    assert abstention["target_precision"] == 0.9 and set(abstention) >= {"validation", "test"}
+    assert saved["abstain_below"] == abstention["threshold"]
+    assert all(r["abstain"] == (r["score"] < abstention["threshold"]) for r in torch_sets)
     pytest.importorskip("onnxruntime")
     onnx = TextClassifier.from_pretrained(out, backend="onnxruntime")
     assert np.allclose(onnx.predict_proba(texts), softmax(calibrated, axis=1), atol=1e-4)
+    onnx_sets = [r["prediction_set"] for r in onnx.predict(texts, coverage=0.9)]
+    assert onnx_sets == [r["prediction_set"] for r in torch_sets]
+    (out / "conformal.json").unlink()  # a model saved before conformal prediction existed
+    old = TextClassifier.from_pretrained(out, device="cpu")
+    assert old.predict(texts)[0]["label"] == torch_sets[0]["label"]
+    with pytest.raises(ValueError, match=r"conformal\.json"):
+        old.predict(texts, coverage=0.9)
 
 
 def test_an_image_run_is_calibrated_the_same_way(tmp_path):
@@ -164,3 +180,64 @@ def test_an_image_run_is_calibrated_the_same_way(tmp_path):
     saved = ImageModelConfig.load(out)
     assert saved.calibration["temperature"] == pytest.approx(report["temperature"])
     assert (out / "plots" / "reliability.png").exists()
+
+
+# --- conformal prediction sets and intervals ------------------------------------------------
+
+
+def test_aps_sets_and_scores_by_hand():
+    from nlp_transfer.metrics.conformal import aps_scores, aps_sets, conformal_quantile
+
+    probs = np.array([[0.6, 0.3, 0.1], [0.2, 0.5, 0.3]])
+    assert aps_scores(probs, np.array([1, 1])).tolist() == pytest.approx([0.9, 0.5])
+    assert aps_sets(probs, 0.85) == [[0], [1, 2]]
+    assert aps_sets(probs, 0.9) == [[0, 1], [1, 2]]
+    assert aps_sets(probs, 0.4) == [[0], [1]]  # never empty
+    assert conformal_quantile([0.1, 0.2, 0.3, 0.4], 0.5) == 0.3  # ceil(5 * 0.5) = 3rd
+    assert conformal_quantile([0.1, 0.2], 0.9) == float("inf")  # too few for 90%
+    with pytest.raises(ValueError, match="--coverage"):
+        conformal_quantile([0.1], 1.0)
+
+
+@pytest.mark.parametrize("target", [0.8, 0.9, 0.95])
+def test_conformal_coverage_holds_on_exchangeable_data(target):
+    from nlp_transfer.metrics.conformal import aps_scores, coverage_report, residual_scores
+
+    rng = np.random.default_rng(3)
+    logits = rng.normal(0, 2.0, (6000, 4))
+    probs = softmax(0.5 * logits, axis=1)  # a miscalibrated model: the truth is softmax(logits)
+    labels = np.array([rng.choice(4, p=p) for p in softmax(logits, axis=1)])
+    scores = aps_scores(probs[:1000], labels[:1000])
+    report = coverage_report(scores, probs[1000:], labels[1000:], coverages=(target,))
+    # the guarantee (up to sampling), and a little over: a set is never empty
+    assert target - 0.015 <= report[str(target)]["coverage"] <= target + 0.03
+    assert 1 <= report[str(target)]["mean_set_size"] <= 4
+    x = rng.normal(size=6000)
+    y = 1000 + 50 * x + rng.standard_t(3, size=6000) * 10  # far from zero, heavy tails
+    residual = residual_scores(y[:1000], 1000 + 50 * x[:1000])
+    intervals = coverage_report(residual, 1000 + 50 * x[1000:], y[1000:], (target,), True)
+    assert intervals[str(target)]["coverage"] == pytest.approx(target, abs=0.02)
+
+
+# --- abstention -------------------------------------------------------------------------------
+
+
+def test_abstention_threshold_is_the_lowest_reaching_the_target_precision():
+    from nlp_transfer.metrics.selective import select_abstention_threshold, selective_report
+
+    # confidences 0.95 .. 0.55; the three most confident right, then wrong, right, wrong...
+    top = np.array([0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6, 0.55])
+    probs = np.stack([top, 1 - top], axis=1)
+    labels = np.array([0, 0, 0, 1, 0, 1, 0, 1, 1])
+    assert select_abstention_threshold(probs, labels, 1.0) == 0.85
+    assert select_abstention_threshold(probs, labels, 0.8) == 0.75  # 4 of 5 right
+    report = selective_report(probs, labels, 0.75)
+    assert report == {"coverage": 5 / 9, "precision": 0.8, "num_examples": 9}
+    never = select_abstention_threshold(probs, 1 - labels, 1.0)  # the top one is wrong
+    assert never > 1.0 and selective_report(probs, labels, never)["precision"] is None
+    tied = np.array([[0.9, 0.1], [0.9, 0.1]])
+    assert select_abstention_threshold(tied, np.array([0, 1]), 1.0) > 1.0  # a tie is not split
+    from nlp_transfer import TextClassificationConfig
+
+    with pytest.raises(ValueError, match="--abstain_below_precision"):
+        TextClassificationConfig(abstain_below_precision=1.5)

@@ -46,8 +46,14 @@ def test_regression_far_from_zero_learns_with_no_flags(tiny_bert_dir, tmp_path, 
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["metric_for_best_model"] == "rmse"
     assert metrics["validation"][0]["train_loss"] < 10  # standardised: not ~9e6
-    predictions = TextClassifier.from_pretrained(out).predict(texts[:20])
+    predictions = TextClassifier.from_pretrained(out).predict(texts[:20], coverage=0.9)
     assert 2000 < np.mean([p["score"] for p in predictions]) < 5000  # the targets' units
+    # conformal intervals, in the targets' units, around each prediction
+    assert metrics["conformal"]["method"] == "absolute_residual"
+    width = metrics["conformal"]["test"]["0.9"]["mean_interval_width"]
+    for p in predictions:
+        assert p["interval"][0] < p["score"] < p["interval"][1]
+        assert p["interval"][1] - p["interval"][0] == pytest.approx(width)
     assert "standardize_targets: true" in (out / "config.yaml").read_text()
 
 

@@ -71,6 +71,13 @@ def add_predict_parser(sub) -> None:
         "--backend", default="torch", choices=["torch", "onnxruntime"], help=BACKEND_HELP
     )
     p.add_argument("--quantize", choices=["int8"], help=QUANTIZE_HELP)
+    p.add_argument(
+        "--coverage",
+        type=float,
+        default=None,
+        help="E.g. 0.9: add a conformal prediction_set (label names; regression: interval) "
+        "that holds the true label with at least this probability (text models).",
+    )
 
 
 def add_evaluate_parser(sub) -> None:
@@ -169,6 +176,8 @@ def predict_main(args: argparse.Namespace) -> int:
 
         _torch_only(args)
         _check_output(args)
+        if args.coverage is not None:
+            raise SystemExit("error: --coverage is for text models (image models: not yet).")
         results = predict_images(args.model_dir, _image_paths(args), batch_size=args.batch_size)
         _write_lines([json.dumps(r, ensure_ascii=False) + "\n" for r in results], args)
         return 0
@@ -205,6 +214,7 @@ def _predict_texts(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             chunk_size=args.chunk_size,
             overwrite_output=args.overwrite_output,
+            coverage=args.coverage,
         )
         return 0
     texts = args.text
@@ -212,7 +222,8 @@ def _predict_texts(args: argparse.Namespace) -> int:
         if len(args.text_pair) != len(texts):
             raise SystemExit("error: give one --text_pair per --text.")
         texts = list(zip(texts, args.text_pair, strict=True))
-    _write_lines(prediction_lines(texts, classifier.predict(texts, args.batch_size)), args)
+    results = classifier.predict(texts, args.batch_size, coverage=args.coverage)
+    _write_lines(prediction_lines(texts, results), args)
     return 0
 
 

@@ -210,6 +210,7 @@ def predict_file(
     batch_size: int = 64,
     chunk_size: int = 1024,
     overwrite_output: bool = False,
+    coverage: float | None = None,
 ) -> dict:
     """Predict every row of a file in chunks, appending JSON lines as it goes (resumable).
 
@@ -224,6 +225,7 @@ def predict_file(
         chunk_size: Rows read, predicted and written at a time (memory, and the work an
             interruption can lose).
         overwrite_output: Replace an existing ``output`` instead of resuming it.
+        coverage: Add conformal prediction sets (intervals) at this coverage to each line.
 
     Returns:
         ``{"rows", "predicted", "skipped", "seconds", "rows_per_s"}``: rows in the output,
@@ -252,7 +254,9 @@ def predict_file(
     progress = RowProgress(source.total, resume.lines)
     try:
         for chunk in chunks(rows, chunk_size):
-            stream.writelines(prediction_lines(chunk, classifier.predict(chunk, batch_size)))
+            stream.writelines(
+                prediction_lines(chunk, classifier.predict(chunk, batch_size, coverage))
+            )
             stream.flush()
             progress.update(len(chunk))
     except KeyboardInterrupt:

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..metrics.classification import predict_labels, probabilities
+from ..metrics.conformal import add_conformal, load_conformal_scores
 from .inference import (
     decision_threshold,
     decode_predictions,
@@ -47,13 +48,23 @@ class TextClassifier:
         labels: Label names by id.
     """
 
-    def __init__(self, model, tokenizer, threshold: float | None, max_seq_length: int, config=None):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        threshold: float | None,
+        max_seq_length: int,
+        config=None,
+        conformal_scores: np.ndarray | None = None,
+    ):
         self.model = model
         self.config = config if config is not None else model.config
         self.tokenizer = tokenizer
         self.threshold = threshold
         self.max_seq_length = max_seq_length
         self.labels = [self.config.id2label[i] for i in range(self.config.num_labels)]
+        # held-out nonconformity scores saved by training (conformal.json), for predict(coverage=)
+        self.conformal_scores = conformal_scores
 
     @classmethod
     def from_pretrained(
@@ -82,12 +93,13 @@ class TextClassifier:
             FileNotFoundError: ``model_dir`` has no ``config.json``.
             ValueError: An unknown backend, or ``quantize`` without onnxruntime.
         """
+        scores = load_conformal_scores(model_dir)
         if backend != "torch" or quantize is not None:
             onnx_model, config, tokenizer = load_onnx_model(model_dir, backend, quantize, device)
             threshold, max_seq_length = decision_threshold(config), saved_max_seq_length(config)
-            return cls(onnx_model, tokenizer, threshold, max_seq_length, config)
+            return cls(onnx_model, tokenizer, threshold, max_seq_length, config, scores)
         model, tokenizer, threshold = load_classifier(model_dir, device)
-        return cls(model, tokenizer, threshold, saved_max_seq_length(model.config))
+        return cls(model, tokenizer, threshold, saved_max_seq_length(model.config), None, scores)
 
     def predict_logits(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """Logits ``(n, num_labels)`` of ``texts``, in input order (float32).
@@ -133,13 +145,20 @@ class TextClassifier:
             raise ValueError("A regression model predicts values: use predict().")
         return probabilities(logits)
 
-    def predict(self, texts: Sequence[str] | str, batch_size: int = 64) -> list[dict] | dict:
+    def predict(
+        self, texts: Sequence[str] | str, batch_size: int = 64, coverage: float | None = None
+    ) -> list[dict] | dict:
         """Predict for texts, applying what training saved (threshold(s), target scaling).
 
         Args:
             texts: ``n`` texts, or ``(text, text_pair)`` tuples for a sentence-pair model; or
                 one string (then one dict is returned).
             batch_size: Texts per forward pass (memory, not results).
+            coverage: E.g. 0.9: add a conformal ``prediction_set`` (single-label: label names,
+                most probable first) or ``interval`` (regression: ``[low, high]``) that holds
+                the truth with at least this probability
+                (:mod:`~nlp_transfer.metrics.conformal`, from the scores saved in
+                ``conformal.json``).
 
         Returns:
             One dict per text. Single-label: ``label`` (predicted name), ``score`` (its
@@ -148,11 +167,30 @@ class TextClassifier:
             predicted value, in the targets' units).
 
         Raises:
-            ValueError: A text is not a string.
+            ValueError: A text is not a string; ``coverage`` outside (0, 1), for a multi-label
+                model, or for a model saved without conformal scores.
         """
         if isinstance(texts, str):
-            return self.predict([texts], batch_size)[0]
-        return self.decode(self.predict_logits(texts, batch_size))
+            return self.predict([texts], batch_size, coverage)[0]
+        if coverage is not None:
+            self._check_coverage(coverage)
+        results = self.decode(self.predict_logits(texts, batch_size))
+        if coverage is not None:
+            add_conformal(results, self.conformal_scores, coverage, self.labels)
+        return results
+
+    def _check_coverage(self, coverage: float) -> None:
+        if self.problem_type == "multi_label_classification":
+            raise ValueError(
+                "--coverage: prediction sets are for single-label and regression models."
+            )
+        if self.conformal_scores is None:
+            raise ValueError(
+                "--coverage: this model was saved without conformal scores (conformal.json); "
+                "train it again with this version to get prediction sets."
+            )
+        if not 0.0 < coverage < 1.0:
+            raise ValueError(f"--coverage must be in (0, 1), got {coverage}.")
 
     def decode(self, logits: np.ndarray) -> list[dict]:
         """The dicts :meth:`predict` returns, from logits ``(n, num_labels)`` of any backend."""
@@ -160,7 +198,7 @@ class TextClassifier:
             return decode_predictions(logits, self.config)
         probs = probabilities(logits)
         preds = predict_labels(probs, self.threshold)
-        return [
+        results = [
             {
                 "label": self.labels[p],
                 "score": float(row[p]),
@@ -168,6 +206,11 @@ class TextClassifier:
             }
             for p, row in zip(preds, probs, strict=True)
         ]
+        abstain_below = getattr(self.config, "abstain_below", None)
+        if abstain_below is not None:  # --abstain_below_precision: flag the unsure ones
+            for r, row in zip(results, probs, strict=True):
+                r["abstain"] = bool(row.max() < abstain_below)
+        return results
 
     def __repr__(self) -> str:
         threshold = "" if self.threshold is None else f", threshold={self.threshold:.4f}"

@@ -207,6 +207,13 @@ class TextClassificationConfig(TransferConfig):
         "probabilities; labels unchanged) or none.",
         EVALUATION,
     )
+    abstain_below_precision: float | None = arg(
+        None,
+        "Single-label: choose on validation the confidence below which predictions are flagged "
+        "abstain, the lowest that keeps the answered ones at this precision (e.g. 0.95); "
+        "saved with the model.",
+        EVALUATION,
+    )
     # Outputs and sharing
     run_baseline: bool = arg(
         True, "Also fit TF-IDF + logistic regression on the same split.", EVALUATION
@@ -256,6 +263,9 @@ class TextClassificationConfig(TransferConfig):
             check_choice(self, "problem_type", PROBLEM_TYPES)
         check_choice(self, "sampling", SAMPLING_CHOICES)
         check_choice(self, "calibration", CALIBRATION_METHODS)
+        target = self.abstain_below_precision
+        if target is not None and not 0.0 < target <= 1.0:
+            raise ValueError(f"--abstain_below_precision must be in (0, 1], got {target}.")
         check_choice(self, "pooling", POOLING_CHOICES)
         self._check_sources()
 

@@ -78,6 +78,8 @@ def check_problem_settings(config, problem_type: str) -> None:
         bad.append(f"--class_weights {config.class_weights}")
     if config.standardize_targets and problem_type != REGRESSION:
         bad.append("--standardize_targets")
+    if getattr(config, "abstain_below_precision", None) is not None:
+        bad.append("--abstain_below_precision")
     if bad:
         raise ValueError(
             f"{', '.join(bad)}: not available for {problem_type} (single-label classification "

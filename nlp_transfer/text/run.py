@@ -36,6 +36,8 @@ from ..metrics.classification import (
     probabilities,
     select_threshold,
 )
+from ..metrics.conformal import aps_scores, coverage_report, residual_scores, save_conformal_scores
+from ..metrics.selective import select_abstention_threshold, selective_report
 from ..reporting.model_card import write_model_card
 from ..reporting.outputs import format_summary, run_metrics, save_run, write_report
 from ..reporting.plots import plot_reliability_diagram
@@ -111,7 +113,13 @@ def train_text_classifier(
             problem, list(model.config.id2label.values()), scaling, config.decision_threshold
         )
         predict_validation = bool(config.tune_decision_threshold) and problem == MULTI_LABEL
-    predict_validation = predict_validation or calibrating(config, problem)
+    # calibration and the conformal scores need the final model's validation predictions
+    predict_validation = (
+        predict_validation
+        or calibrating(config, problem)
+        or problem == REGRESSION
+        or config.abstain_below_precision is not None
+    )
     cache_model = model if plan.cache_prefix else None
     loaders = text_dataloaders(dataset, tokenizer, accelerator, config, cache_model=cache_model)
     # from here on the frozen prefix does no work
@@ -297,6 +305,9 @@ def finish_text_run(
     metrics |= extra
     if calibration is not None:
         metrics["calibration"] = calibration
+    conformal = conformal_scores(outcome, problem, scaling)
+    if conformal is not None:
+        metrics["conformal"] = conformal["report"]
     metrics["transfer_strategy"] = plan.describe()
     model_path = config.init_from or resolve_model_path(config.model_name_or_path)[0]
     # the adapter to output_dir/adapter; the model merged for the usual layout (--peft)
@@ -310,11 +321,8 @@ def finish_text_run(
         tokenizer,
         resolved_model_path=model_path,
     )
-    if accelerator.is_main_process and calibration is not None:
-        plots = Path(config.output_dir) / "plots"
-        plots.mkdir(parents=True, exist_ok=True)
-        multi = problem == MULTI_LABEL
-        plot_reliability_diagram(uncalibrated_test, outcome.test, plots / "reliability.png", multi)
+    if accelerator.is_main_process:
+        _write_uncertainty(config.output_dir, calibration, conformal, uncalibrated_test, outcome)
     if accelerator.is_main_process and problem != SINGLE_LABEL:
         write_problem_plots(
             config.output_dir,
@@ -338,6 +346,61 @@ def finish_text_run(
         accelerator.print(format_problem_summary(metrics, task_name, problem))
     accelerator.end_training()
     return metrics
+
+
+def conformal_scores(outcome: TrainOutcome, problem: str, scaling: TargetScaling) -> dict | None:
+    """The validation split's conformal scores (APS for single-label, absolute residuals in the
+    targets' units for regression) and the coverage they give on test at 0.8, 0.9 and 0.95;
+    None for multi-label or without validation predictions.
+
+    Returns:
+        ``{"method", "scores" (n,), "report"}``; ``report`` goes into ``metrics.json``.
+    """
+    if outcome.validation is None or problem == MULTI_LABEL:
+        return None
+    (val_logits, val_labels), (test_logits, test_labels) = outcome.validation, outcome.test
+    if problem == REGRESSION:
+        method = "absolute_residual"
+        scores = residual_scores(scaling.undo(val_labels), scaling.undo(val_logits))
+        test_outputs, test_targets = scaling.undo(test_logits), scaling.undo(test_labels)
+    else:
+        method = "aps"
+        scores = aps_scores(probabilities(val_logits), val_labels)
+        test_outputs, test_targets = probabilities(test_logits), test_labels
+    test = coverage_report(scores, test_outputs, test_targets, regression=problem == REGRESSION)
+    report = {"method": method, "split": "validation", "num_examples": len(scores), "test": test}
+    return {"method": method, "scores": scores, "report": report}
+
+
+def _write_uncertainty(output_dir, calibration, conformal, uncalibrated_test, outcome) -> None:
+    """``plots/reliability.png`` (calibrated runs) and ``conformal.json`` (runs with scores)."""
+    if calibration is not None:
+        plots = Path(output_dir) / "plots"
+        plots.mkdir(parents=True, exist_ok=True)
+        multi = np.ndim(outcome.test[1]) == 2  # multi-hot labels
+        plot_reliability_diagram(uncalibrated_test, outcome.test, plots / "reliability.png", multi)
+    if conformal is not None:
+        save_conformal_scores(output_dir, conformal["scores"], conformal["method"])
+
+
+def _abstention(config, outcome: TrainOutcome, model) -> dict:
+    """The confidence threshold for ``--abstain_below_precision``, chosen on (calibrated)
+    validation and saved in ``model``'s config; its coverage and precision on both splits."""
+    val_probs, test_probs = probabilities(outcome.validation[0]), probabilities(outcome.test[0])
+    target = config.abstain_below_precision
+    threshold = select_abstention_threshold(val_probs, outcome.validation[1], target)
+    model.config.abstain_below = threshold
+    report = {
+        "target_precision": target,
+        "threshold": threshold,
+        "validation": selective_report(val_probs, outcome.validation[1], threshold),
+        "test": selective_report(test_probs, outcome.test[1], threshold),
+    }
+    logger.info(
+        f"Abstention below confidence {threshold:.4f} (validation precision "
+        f"{report['validation']['precision']} at coverage {report['validation']['coverage']:.3f})"
+    )
+    return report
 
 
 def _calibrate(config, outcome: TrainOutcome, problem: str, model, num_labels: int):
@@ -380,10 +443,13 @@ def _test_report(config, outcome, dataset, model, main_process: bool):
     threshold, tuning = choose_decision_threshold(config, outcome.validation, len(labels))
     test_metrics = classification_metrics(test_labels, test_logits, labels, threshold)
     test_metrics["loss"] = cross_entropy(test_logits, test_labels)
+    extra = {"decision_threshold": threshold, "threshold_tuning": tuning}
+    if config.abstain_below_precision is not None:
+        extra["abstention"] = _abstention(config, outcome, model)
     if threshold is not None:  # travels with the model (config.json); prediction uses it
         model.config.decision_threshold = threshold
     if config.run_baseline and main_process:
         baseline = tfidf_logreg_baseline(
             dataset, seed=config.seed, tune_decision_threshold=config.tune_decision_threshold
         )
-    return test_metrics, {"decision_threshold": threshold, "threshold_tuning": tuning}, baseline
+    return test_metrics, extra, baseline
