@@ -1,0 +1,211 @@
+"""Calibration, prediction sets and abstention on real data (issue 35's must-show).
+
+    python benchmarks/calibration.py --settle_s 30               # 4 runs (~40 min on 2 cores)
+    python benchmarks/calibration.py --sets sentiment --max_train_samples 256 \\
+        --max_eval_samples 128 --output_dir /tmp/cal              # smoke run
+
+Each set is one training process on its defaults (the recipes for sentiment and SMS spam; the
+own-data defaults for the others), which fits the temperature on validation, folds it into the
+head and saves the conformal scores:
+
+- ``sentiment``: ``recipes/sentiment.py``;
+- ``spam``: ``recipes/spam.py``;
+- ``newsgroups``: 20 Newsgroups, a 4,000-post training subset (``--max_train_samples 4000``),
+  the full test split, at most ``--newsgroups_epochs`` epochs;
+- ``scores``: ``rotten_tomatoes_sentences_scores``, regression (conformal intervals only).
+
+From each run's ``metrics.json``: ECE (15 bins), Brier score and NLL of the test split before
+and after calibration; the empirical coverage and mean set size (interval width) of the conformal
+sets at 0.8, 0.9 and 0.95. Then, in this process, the saved model predicts the validation and
+test splits (torch, and onnxruntime int8): abstention thresholds are chosen on validation for
+two target precisions (``--abstention_targets``) and scored on test, and int8's test ECE is
+compared with float32's. Goals (the issue's): ECE after at most half of before (or under 0.02);
+coverage within 2 points of each target; abstention precision within 2 points of its target;
+int8's ECE within 0.01 of float32's.
+
+Writes ``<output_dir>/calibration.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import harness
+import numpy as np
+
+SETS = ("sentiment", "spam", "newsgroups", "scores")
+COVERAGES = ("0.8", "0.9", "0.95")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sets", default=",".join(SETS), help=f"Comma list of {SETS}.")
+    parser.add_argument("--newsgroups_epochs", type=int, default=3)
+    parser.add_argument("--abstention_targets", default="0.95,0.98")
+    parser.add_argument("--max_train_samples", type=int, default=None, help="Smoke runs.")
+    parser.add_argument("--max_eval_samples", type=int, default=None, help="Smoke runs.")
+    parser.add_argument("--seed", type=int, default=42)
+    harness.harness_arguments(parser, repeats=1)
+    args = parser.parse_args(argv)
+    args.set_list = args.sets.split(",")
+    if unknown := [s for s in args.set_list if s not in SETS]:
+        parser.error(f"--sets: unknown {unknown}; choose from {', '.join(SETS)}")
+    args.targets = [float(t) for t in args.abstention_targets.split(",")]
+    return args
+
+
+DATASET = {
+    "sentiment": "rotten_tomatoes_sentences",
+    "spam": "sms_spam",
+    "newsgroups": "20_newsgroups",
+    "scores": "rotten_tomatoes_sentences_scores",
+}
+
+
+def arm(name: str, args, work: Path) -> harness.Arm:
+    run_dir = work / name
+    common = [f"--output_dir={run_dir}", f"--seed={args.seed}", "--save_strategy=no"]
+    if name in ("sentiment", "spam"):
+        command = [sys.executable, str(harness.REPO / "recipes" / f"{name}.py"), *common]
+    else:
+        command = [sys.executable, "-m", "nlp_transfer.cli", "train", "--task", "text", *common]
+        command.append(f"--dataset_name={DATASET[name]}")
+    if name == "newsgroups":
+        command += ["--max_train_samples=4000", f"--num_train_epochs={args.newsgroups_epochs}"]
+    if name == "scores":
+        command.append("--problem_type=regression")
+    for key in ("max_train_samples", "max_eval_samples"):
+        if getattr(args, key) and not (name == "newsgroups" and key == "max_train_samples"):
+            command.append(f"--{key}={getattr(args, key)}")
+    return harness.Arm(
+        name, command, run_dir / "metrics.json", harness.phases_from_ours, extra={"set": name}
+    )
+
+
+def backend_figures(name: str, run_dir: Path, args) -> dict:
+    """Abstention at each target (chosen on validation, scored on test) and int8's test ECE."""
+    from nlp_transfer import TextClassifier, load_text_classification_dataset
+    from nlp_transfer.metrics.calibration import calibration_metrics
+    from nlp_transfer.metrics.selective import select_abstention_threshold, selective_report
+
+    data = load_text_classification_dataset(DATASET[name], seed=args.seed)
+    splits = {}
+    for split in ("validation", "test"):
+        part = data[split]
+        if args.max_eval_samples:
+            part = part.select(range(min(args.max_eval_samples, len(part))))
+        splits[split] = (list(part["text"]), np.asarray(part["label"]))
+    torch_model = TextClassifier.from_pretrained(run_dir, device="cpu")
+    probs = {s: torch_model.predict_proba(texts) for s, (texts, _) in splits.items()}
+    abstention = {}
+    for target in args.targets:
+        threshold = select_abstention_threshold(
+            probs["validation"], splits["validation"][1], target
+        )
+        abstention[str(target)] = {
+            "threshold": threshold,
+            "validation": selective_report(probs["validation"], splits["validation"][1], threshold),
+            "test": selective_report(probs["test"], splits["test"][1], threshold),
+        }
+    int8 = TextClassifier.from_pretrained(run_dir, backend="onnxruntime", quantize="int8")
+    test_texts, test_labels = splits["test"]
+    fp32_logits = np.log(np.clip(probs["test"], 1e-12, 1.0))
+    int8_logits = int8.predict_logits(test_texts)
+    return {
+        "abstention": abstention,
+        "test_ece_float32": calibration_metrics(fp32_logits, test_labels)["ece"],
+        "test_ece_int8": calibration_metrics(int8_logits, test_labels)["ece"],
+    }
+
+
+def summary_row(record: dict) -> dict:
+    metrics = record["metrics"]
+    row = {"set": record["set"], "conformal": metrics["conformal"]["test"]}
+    if "calibration" in metrics:
+        test = metrics["calibration"]["test"]
+        row["calibration"] = {"temperature": metrics["calibration"]["temperature"], **test}
+        before, after = test["before"]["ece"], test["after"]["ece"]
+        row["ece_goal_met"] = after <= before / 2 or after < 0.02
+    row["coverage_goal_met"] = all(
+        abs(metrics["conformal"]["test"][c]["coverage"] - float(c)) <= 0.02 for c in COVERAGES
+    )
+    if "abstention" in record:
+        row |= {k: record[k] for k in ("abstention", "test_ece_float32", "test_ece_int8")}
+        row["abstention_goal_met"] = all(
+            a["test"]["precision"] is not None and abs(a["test"]["precision"] - float(t)) <= 0.02
+            for t, a in record["abstention"].items()
+        )
+        row["int8_goal_met"] = abs(record["test_ece_int8"] - record["test_ece_float32"]) <= 0.01
+    return row
+
+
+def markdown(rows: list[dict], cpu: str) -> str:
+    def fmt(x):
+        return "" if x is None else f"{x:.4f}"
+
+    calibration = harness.markdown_table(
+        ["set", "temperature", "ECE before -> after", "Brier before -> after",
+         "NLL before -> after", "int8 ECE (float32)"],
+        [
+            [r["set"], fmt(r["calibration"]["temperature"])]
+            + [f"{fmt(r['calibration']['before'][k])} -> {fmt(r['calibration']['after'][k])}"
+               for k in ("ece", "brier", "nll")]
+            + [f"{fmt(r.get('test_ece_int8'))} ({fmt(r.get('test_ece_float32'))})"]
+            for r in rows if "calibration" in r
+        ],
+    )  # fmt: skip
+    conformal = harness.markdown_table(
+        ["set", *[f"coverage at {c} (size or width)" for c in COVERAGES]],
+        [
+            [r["set"]]
+            + [
+                f"{r['conformal'][c]['coverage']:.3f} ("
+                + fmt(r["conformal"][c].get("mean_set_size", r["conformal"][c].get("mean_interval_width")))
+                + ")"
+                for c in COVERAGES
+            ]
+            for r in rows
+        ],
+    )  # fmt: skip
+    abstention = harness.markdown_table(
+        ["set", "target precision", "threshold", "test precision", "test coverage"],
+        [
+            [r["set"], t, fmt(a["threshold"]), fmt(a["test"]["precision"]), fmt(a["test"]["coverage"])]
+            for r in rows if "abstention" in r for t, a in r["abstention"].items()
+        ],
+    )  # fmt: skip
+    return (
+        f"On {cpu}. Test split; calibration fitted and conformal scores taken on validation.\n\n"
+        f"{calibration}\n\n{conformal}\n\n{abstention}\n"
+    )
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    info, machine = harness.run_info(script="calibration.py"), harness.machine()
+    work, log_dir = harness.workspace(args, "calibration")
+    records = []
+    for name in args.set_list:
+        record = harness.run_arm(arm(name, args, work), log_dir, 0, **harness.harness_kwargs(args))
+        if name != "scores":
+            record |= backend_figures(name, work / name, args)
+        records.append(record)
+        print(f"{name}: done in {record['wall_s'] / 60:.1f} min", flush=True)
+    rows = [summary_row(r) for r in records]
+    for record in records:
+        record.pop("metrics")
+    settings = {k: v for k, v in vars(args).items() if k not in ("output_dir", "log_dir")}
+    document = harness.result_document(info, machine, settings, summary=rows, records=records)
+    md = markdown(rows, machine["cpu"])
+    paths = harness.write_result("calibration", document, md, Path(args.output_dir))
+    print(md)
+    print(f"wrote {paths[0]} and {paths[1]}")
+    return document
+
+
+if __name__ == "__main__":
+    main()
