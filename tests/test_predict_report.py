@@ -99,7 +99,7 @@ def test_threshold_is_saved_with_the_model_and_used_by_predict(trained_dir, tmp_
 
     copy = tmp_path / "copy"
     shutil.copytree(trained_dir, copy)
-    (copy / "config.json").write_text(json.dumps(config | {"decision_threshold": 0.999999}))
+    (copy / "config.json").write_text(json.dumps(config | {"decision_threshold": 1.01}))
     assert {r["label"] for r in predict(copy, ["great superb lovely", "happy fine good"])} == {
         "neg"
     }

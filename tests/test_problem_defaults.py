@@ -127,3 +127,16 @@ def test_tfidf_multilabel_baseline_tunes_thresholds_on_validation_only():
     assert plain["thresholds"] == [0.5, 0.5]
     assert tuned["thresholds"] != [0.5, 0.5]
     assert tuned["per_label"]["rare"]["f1"] > plain["per_label"]["rare"]["f1"]
+
+
+def test_unset_booleans_take_a_bare_flag_and_false():
+    from nlp_transfer import TextClassificationConfig
+    from nlp_transfer.cli.config import parse_config
+
+    assert parse_config(TextClassificationConfig, []).tune_decision_threshold is None
+    bare = parse_config(
+        TextClassificationConfig, ["--tune_decision_threshold", "--standardize_targets"]
+    )
+    assert bare.tune_decision_threshold is True and bare.standardize_targets is True
+    off = parse_config(TextClassificationConfig, ["--tune_decision_threshold", "false"])
+    assert off.tune_decision_threshold is False

@@ -54,6 +54,7 @@ def build_config_parser(config_cls: type, prog: str | None = None) -> HfArgument
     sections follow :data:`GROUP_ORDER`.
     """
     parser = HfArgumentParser(config_cls, prog=prog)
+    _bare_optional_booleans(parser)
     parser.add_argument("--config", default=None, help="YAML file of settings; flags override it.")
     default_group = next(
         g for g in parser._action_groups if g.title in ("options", "optional arguments")
@@ -69,6 +70,14 @@ def build_config_parser(config_cls: type, prog: str | None = None) -> HfArgument
             default_group._group_actions.remove(action)
             sections[title]._group_actions.append(action)
     return compact_help(parser)
+
+
+def _bare_optional_booleans(parser: HfArgumentParser) -> None:
+    """Let ``bool | None`` fields (unset: decided per problem type) take a bare ``--flag`` for
+    true, as plain booleans do: HfArgumentParser gives them a required value."""
+    for action in parser._actions:
+        if getattr(action.type, "__name__", "") == "string_to_bool" and action.nargs is None:
+            action.nargs, action.const = "?", True
 
 
 def _yaml_to_argv(path: str, valid: Sequence[str]) -> list[str]:

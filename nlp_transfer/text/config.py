@@ -58,8 +58,7 @@ class TextClassificationConfig(TransferConfig):
     )
     early_stopping_patience: int | None = arg(
         2,
-        "Stop after this many epochs without a better --metric_for_best_model on validation; "
-        "unset trains every epoch.",
+        "Stop after this many epochs without a better validation --metric_for_best_model.",
         EVALUATION,
     )
 
@@ -179,9 +178,8 @@ class TextClassificationConfig(TransferConfig):
     # Class imbalance
     class_weights: str | None = arg(
         None,
-        "Weighted cross-entropy: none, balanced (n / (C * n_c), as scikit-learn), or a comma list "
-        "in label-id order; multi-label: balanced is BCE pos_weight = negatives / positives per "
-        "label. Unset: balanced for multi-label, none otherwise.",
+        "none, balanced (n / (C * n_c); multi-label: pos_weight) or a comma list by label id; "
+        "unset: balanced for multi-label only.",
         IMBALANCE,
     )
     sampling: str = arg(
@@ -189,29 +187,24 @@ class TextClassificationConfig(TransferConfig):
     )
     decision_threshold: float = arg(
         0.5,
-        "Binary tasks: predict the positive class (label id 1) when its probability is >= this; "
-        "multi-label: each label's threshold.",
+        "Binary: predict label id 1 when its probability is >= this; multi-label: each label's.",
         IMBALANCE,
     )
     tune_decision_threshold: bool | None = arg(
         None,
-        "Binary tasks: choose the threshold that maximises the positive class's F1 on "
-        "validation (multi-label: one per label, each label's F1); saved with the model. "
-        "Unset: on for multi-label, off otherwise.",
+        "Tune the binary (multi-label: each label's) threshold for F1 on validation; unset: "
+        "multi-label only.",
         IMBALANCE,
     )
     calibration: str = arg(
         "temperature",
-        "After training a classifier: temperature (temperature scaling fitted on validation, "
-        "Guo et al. 2017, folded into the head so every backend predicts calibrated "
-        "probabilities; labels unchanged) or none.",
+        "temperature (scaling fitted on validation, Guo et al. 2017; labels unchanged) or none.",
         EVALUATION,
     )
     abstain_below_precision: float | None = arg(
         None,
-        "Single-label: choose on validation the confidence below which predictions are flagged "
-        "abstain, the lowest that keeps the answered ones at this precision (e.g. 0.95); "
-        "saved with the model.",
+        "Single-label: flag predictions abstain below the confidence that keeps validation "
+        "precision at this (e.g. 0.95).",
         EVALUATION,
     )
     # Outputs and sharing

@@ -36,12 +36,8 @@ from ..metrics.classification import (
     probabilities,
     select_threshold,
 )
-from ..metrics.conformal import aps_scores, coverage_report, residual_scores, save_conformal_scores
-from ..metrics.selective import select_abstention_threshold, selective_report
 from ..reporting.model_card import write_model_card
 from ..reporting.outputs import format_summary, run_metrics, save_run, write_report
-from ..reporting.plots import plot_reliability_diagram
-from ..training.calibration import calibrate_outcome
 from ..training.callbacks import TrainerCallback
 from ..training.imbalance import cross_entropy_loss
 from ..training.run import TrainOutcome, start_run, train_and_predict
@@ -67,6 +63,7 @@ from .problem import (
     problem_type_of,
     write_problem_plots,
 )
+from .uncertainty import abstention, calibrate, calibrating, conformal_scores, write_uncertainty
 
 logger = get_logger(__name__)
 
@@ -136,16 +133,6 @@ def train_text_classifier(
         prefix_cache=cached,
         # threshold tuning and calibration need the final model's validation predictions
         predict_validation=predict_validation,
-    )
-
-
-def calibrating(config: TextClassificationConfig, problem: str) -> bool:
-    """Whether the run fits a temperature after training (classification with
-    ``--calibration temperature``; a scikit-learn head is left as it is)."""
-    return (
-        config.calibration == "temperature"
-        and problem != REGRESSION
-        and config.feature_extraction == "none"
     )
 
 
@@ -284,7 +271,7 @@ def finish_text_run(
     problem = problem_type_of(dataset)
     unwrapped = accelerator.unwrap_model(outcome.model)
     uncalibrated_test = outcome.test
-    outcome, calibration = _calibrate(config, outcome, problem, unwrapped, len(labels))
+    outcome, calibration = calibrate(config, outcome, problem, unwrapped, len(labels))
     test_logits, test_labels = outcome.test
     unwrapped.config.max_seq_length = config.max_seq_length  # prediction truncates the same
     test_metrics, extra, baseline = _test_report(
@@ -322,7 +309,7 @@ def finish_text_run(
         resolved_model_path=model_path,
     )
     if accelerator.is_main_process:
-        _write_uncertainty(config.output_dir, calibration, conformal, uncalibrated_test, outcome)
+        write_uncertainty(config.output_dir, calibration, conformal, uncalibrated_test, outcome)
     if accelerator.is_main_process and problem != SINGLE_LABEL:
         write_problem_plots(
             config.output_dir,
@@ -346,77 +333,6 @@ def finish_text_run(
         accelerator.print(format_problem_summary(metrics, task_name, problem))
     accelerator.end_training()
     return metrics
-
-
-def conformal_scores(outcome: TrainOutcome, problem: str, scaling: TargetScaling) -> dict | None:
-    """The validation split's conformal scores (APS for single-label, absolute residuals in the
-    targets' units for regression) and the coverage they give on test at 0.8, 0.9 and 0.95;
-    None for multi-label or without validation predictions.
-
-    Returns:
-        ``{"method", "scores" (n,), "report"}``; ``report`` goes into ``metrics.json``.
-    """
-    if outcome.validation is None or problem == MULTI_LABEL:
-        return None
-    (val_logits, val_labels), (test_logits, test_labels) = outcome.validation, outcome.test
-    if problem == REGRESSION:
-        method = "absolute_residual"
-        scores = residual_scores(scaling.undo(val_labels), scaling.undo(val_logits))
-        test_outputs, test_targets = scaling.undo(test_logits), scaling.undo(test_labels)
-    else:
-        method = "aps"
-        scores = aps_scores(probabilities(val_logits), val_labels)
-        test_outputs, test_targets = probabilities(test_logits), test_labels
-    test = coverage_report(scores, test_outputs, test_targets, regression=problem == REGRESSION)
-    report = {"method": method, "split": "validation", "num_examples": len(scores), "test": test}
-    return {"method": method, "scores": scores, "report": report}
-
-
-def _write_uncertainty(output_dir, calibration, conformal, uncalibrated_test, outcome) -> None:
-    """``plots/reliability.png`` (calibrated runs) and ``conformal.json`` (runs with scores)."""
-    if calibration is not None:
-        plots = Path(output_dir) / "plots"
-        plots.mkdir(parents=True, exist_ok=True)
-        multi = np.ndim(outcome.test[1]) == 2  # multi-hot labels
-        plot_reliability_diagram(uncalibrated_test, outcome.test, plots / "reliability.png", multi)
-    if conformal is not None:
-        save_conformal_scores(output_dir, conformal["scores"], conformal["method"])
-
-
-def _abstention(config, outcome: TrainOutcome, model) -> dict:
-    """The confidence threshold for ``--abstain_below_precision``, chosen on (calibrated)
-    validation and saved in ``model``'s config; its coverage and precision on both splits."""
-    val_probs, test_probs = probabilities(outcome.validation[0]), probabilities(outcome.test[0])
-    target = config.abstain_below_precision
-    threshold = select_abstention_threshold(val_probs, outcome.validation[1], target)
-    model.config.abstain_below = threshold
-    report = {
-        "target_precision": target,
-        "threshold": threshold,
-        "validation": selective_report(val_probs, outcome.validation[1], threshold),
-        "test": selective_report(test_probs, outcome.test[1], threshold),
-    }
-    logger.info(
-        f"Abstention below confidence {threshold:.4f} (validation precision "
-        f"{report['validation']['precision']} at coverage {report['validation']['coverage']:.3f})"
-    )
-    return report
-
-
-def _calibrate(config, outcome: TrainOutcome, problem: str, model, num_labels: int):
-    """``(outcome, report)``: with ``--calibration temperature`` (classification, a trained
-    head), the temperature fitted on validation, folded into ``model`` and recorded in its
-    config; the outcome's logits calibrated. Else ``(outcome, None)``."""
-    if not calibrating(config, problem):
-        return outcome, None
-    outcome, report = calibrate_outcome(outcome, model, num_labels, problem == MULTI_LABEL)
-    logger.info(
-        f"Calibration: temperature {np.round(report['temperature'], 4)} fitted on validation "
-        f"(NLL {report['validation']['before']['nll']:.4f} -> "
-        f"{report['validation']['after']['nll']:.4f}); folded into the head"
-    )
-    model.config.calibration = {k: report[k] for k in ("method", "temperature", "fitted_on")}
-    return outcome, report
 
 
 def _test_report(config, outcome, dataset, model, main_process: bool):
@@ -445,7 +361,7 @@ def _test_report(config, outcome, dataset, model, main_process: bool):
     test_metrics["loss"] = cross_entropy(test_logits, test_labels)
     extra = {"decision_threshold": threshold, "threshold_tuning": tuning}
     if config.abstain_below_precision is not None:
-        extra["abstention"] = _abstention(config, outcome, model)
+        extra["abstention"] = abstention(config, outcome, model)
     if threshold is not None:  # travels with the model (config.json); prediction uses it
         model.config.decision_threshold = threshold
     if config.run_baseline and main_process:

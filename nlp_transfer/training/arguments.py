@@ -121,8 +121,7 @@ class TrainingConfig:
     dataloader_num_workers: int = arg(0, "DataLoader worker processes.", EVALUATION)
     logging_steps: int = arg(
         50,
-        "Batches between progress updates (the bar's loss, or a log line without a terminal); "
-        "optimizer steps between tracker logs.",
+        "Batches between progress updates (tracker logs: optimizer steps).",
         EVALUATION,
     )
     # Checkpointing and resumption

@@ -30,8 +30,7 @@ class FreezeArguments:
     )
     head_learning_rate: float | None = arg(
         None,
-        "Learning rate of the classification head; unset: --learning_rate. A frozen encoder "
-        "wants a much larger one.",
+        "The head's learning rate; unset: --learning_rate.",
         TRANSFER,
     )
     cache_frozen_prefix: str = arg(
