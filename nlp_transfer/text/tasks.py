@@ -29,7 +29,7 @@ class SentimentConfig(TextClassificationConfig):
     )
     learning_rate: float = arg(5e-5, "Peak AdamW learning rate.", OPTIMISATION)
     num_train_epochs: int = arg(
-        2, "Number of training epochs (2 take ~6 min on a 2-core CPU).", OPTIMISATION
+        3, "Number of training epochs (3 take ~7 min on a 2-core CPU).", OPTIMISATION
     )
     early_stopping_patience: int | None = arg(None, NO_EARLY_STOPPING, EVALUATION)
     output_dir: str = arg(
