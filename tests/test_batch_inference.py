@@ -274,3 +274,14 @@ def test_progress_logs_lines_without_a_terminal(caplog):
     progress.close()
     assert "predicted 70 of 100 rows (70.0%)" in caplog.text and "left" in caplog.text
     assert progress.bar.disable
+
+
+def test_cli_predict_shows_the_librarys_progress_lines_on_stderr(
+    model_dir, frame, tmp_path, capsys
+):
+    """The "Predicted N rows in X s" line (what benchmarks/inference.py times) and the other
+    INFO lines of nlp_transfer's modules reach standard error, not only the CLI's own."""
+    source = _write(frame, tmp_path / "in.csv")
+    assert _predict_cli(model_dir, source, tmp_path / "out.jsonl") == 0
+    err = capsys.readouterr().err
+    assert f"Predicted {len(frame):,} rows in " in err

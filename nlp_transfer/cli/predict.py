@@ -109,7 +109,7 @@ def add_evaluate_parser(sub) -> None:
 def log_to_stderr() -> Iterator[None]:
     """While a command runs, show this library's INFO lines (export, resume, progress) on
     standard error as plain messages; other libraries' loggers keep their level."""
-    logger = logging.getLogger(__package__)
+    logger = logging.getLogger(__package__.partition(".")[0])  # nlp_transfer, not just its cli
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
     level = logger.level
