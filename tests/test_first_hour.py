@@ -157,7 +157,7 @@ def test_text_config_leaves_epochs_and_rate_auto_but_recipes_keep_theirs():
     assert (config.num_train_epochs, config.learning_rate) == (None, None)
     assert config.early_stopping_patience == 2
     sentiment, spam = SentimentConfig(), SpamConfig()
-    assert (sentiment.num_train_epochs, sentiment.learning_rate) == (2, 5e-5)
+    assert (sentiment.num_train_epochs, sentiment.learning_rate) == (3, 5e-5)
     assert (spam.num_train_epochs, spam.learning_rate) == (3, 1e-4)
     assert sentiment.early_stopping_patience is None and spam.early_stopping_patience is None
     with pytest.raises(ValueError, match="--num_train_epochs must be positive"):
@@ -339,4 +339,4 @@ def test_cli_text_task_parses_auto_and_explicit_values():
     )
     assert (fixed.num_train_epochs, fixed.learning_rate) == (4, 2e-5)
     sentiment = parse_config(get_task("sentiment").config_class, [])
-    assert (sentiment.num_train_epochs, sentiment.learning_rate) == (2, 5e-5)
+    assert (sentiment.num_train_epochs, sentiment.learning_rate) == (3, 5e-5)
