@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 
@@ -109,23 +108,7 @@ def accuracy_of(record: dict) -> float:
 
 def summary(records: list[dict]) -> list[dict]:
     """Per framework and precision: test accuracy (mean, std, per seed) and times (median)."""
-    rows = []
-    for name in dict.fromkeys(r["arm"] for r in records):
-        mine = [r for r in records if r["arm"] == name]
-        accuracies = [accuracy_of(r) for r in mine]
-        training = [r["phases"].get("training") for r in mine]
-        rows.append(
-            {
-                "arm": name,
-                "seeds": [r["seed"] for r in mine],
-                "accuracy": accuracies,
-                "accuracy_mean": statistics.mean(accuracies),
-                "accuracy_std": statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0,
-                "wall_s": harness.summarize([r["wall_s"] for r in mine]),
-                "training_s": harness.summarize([t for t in training if t is not None]),
-                "loaded": any(r["loaded"] for r in mine),
-            }
-        )
+    rows = harness.per_seed_rows(records, accuracy_of)
     by_arm = {row["arm"]: row for row in rows}
     for framework in ("ours", "hf_trainer"):
         fp32, bf16 = by_arm.get(f"{framework}-no"), by_arm.get(f"{framework}-bf16")
@@ -144,11 +127,7 @@ def markdown(rows: list[dict], cpu: str) -> str:
          "whole process s (median)", "bf16 vs float32"],
         [
             [
-                row["arm"] + (" *" if row["loaded"] else ""),
-                f"{row['accuracy_mean']:.4f} ± {row['accuracy_std']:.4f} ("
-                + ", ".join(f"{a:.4f}" for a in row["accuracy"]) + ")",
-                f"{row['training_s']['median']:.0f}",
-                f"{row['wall_s']['median']:.0f}",
+                *harness.per_seed_cells(row),
                 (
                     f"{row['accuracy_points_vs_fp32']:+.2f} points, training "
                     f"{row['training_speedup_vs_fp32']:.2f}x, whole {row['wall_speedup_vs_fp32']:.2f}x"

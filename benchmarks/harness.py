@@ -377,3 +377,40 @@ def harness_kwargs(args: argparse.Namespace) -> dict:
         "max_load_per_core": args.max_load_per_core,
         "refuse_when_loaded": args.refuse_when_loaded,
     }
+
+
+def per_seed_rows(records: list[dict], accuracy_of: Callable[[dict], float]) -> list[dict]:
+    """One row per arm of seeded runs: test accuracy per seed, its mean and standard deviation,
+    the median training and whole-process seconds, and whether a run started on a loaded
+    machine. ``records`` in arm order; each has ``arm``, ``seed``, ``wall_s``, ``phases``."""
+    rows = []
+    for name in dict.fromkeys(r["arm"] for r in records):
+        mine = [r for r in records if r["arm"] == name]
+        accuracies = [accuracy_of(r) for r in mine]
+        training = [r["phases"].get("training") for r in mine]
+        rows.append(
+            {
+                "arm": name,
+                "seeds": [r["seed"] for r in mine],
+                "accuracy": accuracies,
+                "accuracy_mean": statistics.mean(accuracies),
+                "accuracy_std": statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0,
+                "wall_s": summarize([r["wall_s"] for r in mine]),
+                "training_s": summarize([t for t in training if t is not None]),
+                "loaded": any(r["loaded"] for r in mine),
+            }
+        )
+    return rows
+
+
+def per_seed_cells(row: dict) -> list[str]:
+    """A :func:`per_seed_rows` row's first table cells: arm (``*`` when loaded), accuracy mean
+    ± std (per seed), median training and whole-process seconds."""
+    return [
+        row["arm"] + (" *" if row["loaded"] else ""),
+        f"{row['accuracy_mean']:.4f} ± {row['accuracy_std']:.4f} ("
+        + ", ".join(f"{a:.4f}" for a in row["accuracy"])
+        + ")",
+        f"{row['training_s']['median']:.0f}",
+        f"{row['wall_s']['median']:.0f}",
+    ]

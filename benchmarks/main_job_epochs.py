@@ -17,7 +17,6 @@ Writes ``<output_dir>/main_job_epochs.{json,md}``.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 from pathlib import Path
 
@@ -69,23 +68,10 @@ def describe(record: dict) -> dict:
 
 
 def summary(records: list[dict]) -> list[dict]:
-    rows = []
-    for name in dict.fromkeys(r["arm"] for r in records):
-        mine = [r for r in records if r["arm"] == name]
-        accuracies = [r["accuracy"] for r in mine]
-        rows.append(
-            {
-                "arm": name,
-                "seeds": [r["seed"] for r in mine],
-                "accuracy": accuracies,
-                "accuracy_mean": statistics.mean(accuracies),
-                "accuracy_std": statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0,
-                "training_s": harness.summarize([r["phases"]["training"] for r in mine]),
-                "wall_s": harness.summarize([r["wall_s"] for r in mine]),
-                "advised_more_epochs": sum(bool(r["advice"]) for r in mine),
-                "loaded": any(r["loaded"] for r in mine),
-            }
-        )
+    rows = harness.per_seed_rows(records, lambda r: r["accuracy"])
+    for row in rows:
+        mine = [r for r in records if r["arm"] == row["arm"]]
+        row["advised_more_epochs"] = sum(bool(r["advice"]) for r in mine)
     return rows
 
 
@@ -94,14 +80,7 @@ def markdown(rows: list[dict], records: list[dict], cpu: str) -> str:
         ["arm", "test accuracy, mean ± std (per seed)", "training s (median)",
          "whole process s (median)", "runs advised more epochs"],
         [
-            [
-                row["arm"] + (" *" if row["loaded"] else ""),
-                f"{row['accuracy_mean']:.4f} ± {row['accuracy_std']:.4f} ("
-                + ", ".join(f"{a:.4f}" for a in row["accuracy"]) + ")",
-                f"{row['training_s']['median']:.0f}",
-                f"{row['wall_s']['median']:.0f}",
-                f"{row['advised_more_epochs']} of {len(row['seeds'])}",
-            ]
+            [*harness.per_seed_cells(row), f"{row['advised_more_epochs']} of {len(row['seeds'])}"]
             for row in rows
         ],
     )  # fmt: skip

@@ -260,7 +260,9 @@ def markdown(records: list[dict], args) -> str:
             ]
         )
     headers = ["problem type", "data", "train / test rows", "fine-tuned (test)", "TF-IDF (test)"]
-    lines.append(harness.markdown_table([*headers, "minutes end to end", "best epoch of epochs run"], rows))
+    lines.append(
+        harness.markdown_table([*headers, "minutes end to end", "best epoch of epochs run"], rows)
+    )
     return "\n".join(lines) + "\n"
 
 

@@ -637,3 +637,15 @@ def test_int8_settings_choose_most_labels_kept_then_the_faster():
     assert int8.choose(rows)["setting"] == "c"  # within 0.1 points of b, faster
     rows[2]["label_agreement"] = 0.97
     assert int8.choose(rows)["setting"] == "b"
+
+
+def test_per_seed_rows_summarise_each_arm_over_its_seeds():
+    records = [
+        {"arm": "a", "seed": s, "wall_s": w, "phases": {"training": w - 10}, "loaded": s == 2}
+        for s, w in ((1, 100.0), (2, 120.0))
+    ]
+    (row,) = harness.per_seed_rows(records, lambda r: 0.8 + r["seed"] / 100)
+    assert row["seeds"] == [1, 2] and row["accuracy"] == pytest.approx([0.81, 0.82])
+    assert row["accuracy_mean"] == pytest.approx(0.815) and row["loaded"] is True
+    assert row["wall_s"]["median"] == 110.0 and row["training_s"]["median"] == 100.0
+    assert harness.per_seed_cells(row)[:2] == ["a *", "0.8150 ± 0.0071 (0.8100, 0.8200)"]
