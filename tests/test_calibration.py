@@ -102,6 +102,7 @@ def test_a_run_saves_calibrated_probabilities_for_every_backend(tiny_bert_dir, t
     probabilities, config.json and metrics.json record the temperature, the card and the plot
     show it; --calibration none leaves the model as trained."""
     from nlp_transfer import TextClassificationConfig, TextClassifier, run_text_classification
+    from nlp_transfer.metrics.conformal import aps_sets, conformal_quantile, example_uniforms
 
     from conftest import toy_sentiment_frame
 
@@ -142,9 +143,15 @@ def test_a_run_saves_calibrated_probabilities_for_every_backend(tiny_bert_dir, t
     calibrated = TextClassifier.from_pretrained(out, device="cpu").predict_logits(texts)
     assert np.allclose(calibrated, raw / temperature, atol=1e-4)  # same seed, same weights
     conformal = metrics["conformal"]
-    assert conformal["method"] == "aps" and set(conformal["test"]) == {"0.8", "0.9", "0.95"}
-    torch_sets = TextClassifier.from_pretrained(out, device="cpu").predict(texts, coverage=0.9)
-    assert all(r["prediction_set"][0] == r["label"] for r in torch_sets)
+    assert conformal["method"] == "aps_randomized"
+    assert set(conformal["test"]) == {"0.8", "0.9", "0.95"}
+    classifier = TextClassifier.from_pretrained(out, device="cpu")
+    torch_sets = classifier.predict(texts, coverage=0.9)
+    # randomised APS by hand: the saved validation scores' quantile, u from each text's hash
+    q = conformal_quantile(json.loads((out / "conformal.json").read_text())["scores"], 0.9)
+    expected = aps_sets(softmax(calibrated, axis=1), q, example_uniforms(texts))
+    names = [[classifier.labels[i] for i in ids] for ids in expected]
+    assert [r["prediction_set"] for r in torch_sets] == names
     abstention = metrics["abstention"]
     assert abstention["target_precision"] == 0.9 and set(abstention) >= {"validation", "test"}
     assert saved["abstain_below"] == abstention["threshold"]
@@ -154,6 +161,13 @@ def test_a_run_saves_calibrated_probabilities_for_every_backend(tiny_bert_dir, t
     assert np.allclose(onnx.predict_proba(texts), softmax(calibrated, axis=1), atol=1e-4)
     onnx_sets = [r["prediction_set"] for r in onnx.predict(texts, coverage=0.9)]
     assert onnx_sets == [r["prediction_set"] for r in torch_sets]
+    record = json.loads((out / "conformal.json").read_text())
+    (out / "conformal.json").write_text(json.dumps(record | {"method": "aps"}))  # saved earlier
+    old_aps = TextClassifier.from_pretrained(out, device="cpu").predict(texts, coverage=0.9)
+    plain_sets = aps_sets(softmax(calibrated, axis=1), q)  # not randomised, never empty
+    assert [r["prediction_set"] for r in old_aps] == [
+        [classifier.labels[i] for i in ids] for ids in plain_sets
+    ]
     (out / "conformal.json").unlink()  # a model saved before conformal prediction existed
     old = TextClassifier.from_pretrained(out, device="cpu")
     assert old.predict(texts)[0]["label"] == torch_sets[0]["label"]
@@ -193,6 +207,14 @@ def test_aps_sets_and_scores_by_hand():
     assert aps_sets(probs, 0.85) == [[0], [1, 2]]
     assert aps_sets(probs, 0.9) == [[0, 1], [1, 2]]
     assert aps_sets(probs, 0.4) == [[0], [1]]  # never empty
+    # randomised (Romano et al. 2020): mass ranked above the true label + u * its own
+    u = np.array([0.5, 0.25])
+    assert aps_scores(probs, np.array([1, 1]), u).tolist() == pytest.approx([0.75, 0.125])
+    assert aps_scores(probs, np.array([2, 0]), u).tolist() == pytest.approx([0.95, 0.85])
+    # label k is in the set when (mass above k) + u * p_k <= q: a prefix, possibly empty
+    assert aps_sets(probs, 0.3, u) == [[0], [1]]
+    assert aps_sets(probs, 0.75, u) == [[0, 1], [1, 2]]
+    assert aps_sets(probs, 0.1, u) == [[], []]
     assert conformal_quantile([0.1, 0.2, 0.3, 0.4], 0.5) == 0.3  # ceil(5 * 0.5) = 3rd
     assert conformal_quantile([0.1, 0.2], 0.9) == float("inf")  # too few for 90%
     with pytest.raises(ValueError, match="--coverage"):
@@ -201,7 +223,12 @@ def test_aps_sets_and_scores_by_hand():
 
 @pytest.mark.parametrize("target", [0.8, 0.9, 0.95])
 def test_conformal_coverage_holds_on_exchangeable_data(target):
-    from nlp_transfer.metrics.conformal import aps_scores, coverage_report, residual_scores
+    from nlp_transfer.metrics.conformal import (
+        aps_scores,
+        coverage_report,
+        example_uniforms,
+        residual_scores,
+    )
 
     rng = np.random.default_rng(3)
     logits = rng.normal(0, 2.0, (6000, 4))
@@ -212,6 +239,13 @@ def test_conformal_coverage_holds_on_exchangeable_data(target):
     # the guarantee (up to sampling), and a little over: a set is never empty
     assert target - 0.015 <= report[str(target)]["coverage"] <= target + 0.03
     assert 1 <= report[str(target)]["mean_set_size"] <= 4
+    assert report[str(target)]["empty_sets"] == 0
+    u = example_uniforms([f"text {i}" for i in range(6000)])
+    assert u.min() >= 0 and u.max() < 1 and abs(u.mean() - 0.5) < 0.02
+    randomised = aps_scores(probs[:3000], labels[:3000], u[:3000])
+    tight = coverage_report(randomised, probs[3000:], labels[3000:], (target,), uniforms=u[3000:])
+    # randomised: at the target up to sampling (std about 0.01 with 3,000 + 3,000 examples)
+    assert tight[str(target)]["coverage"] == pytest.approx(target, abs=0.02)
     x = rng.normal(size=6000)
     y = 1000 + 50 * x + rng.standard_t(3, size=6000) * 10  # far from zero, heavy tails
     residual = residual_scores(y[:1000], 1000 + 50 * x[:1000])

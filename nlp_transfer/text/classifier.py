@@ -55,7 +55,7 @@ class TextClassifier:
         threshold: float | None,
         max_seq_length: int,
         config=None,
-        conformal_scores: np.ndarray | None = None,
+        conformal: dict | None = None,
     ):
         self.model = model
         self.config = config if config is not None else model.config
@@ -63,8 +63,8 @@ class TextClassifier:
         self.threshold = threshold
         self.max_seq_length = max_seq_length
         self.labels = [self.config.id2label[i] for i in range(self.config.num_labels)]
-        # held-out nonconformity scores saved by training (conformal.json), for predict(coverage=)
-        self.conformal_scores = conformal_scores
+        # method and held-out scores saved by training (conformal.json), for predict(coverage=)
+        self.conformal = conformal
 
     @classmethod
     def from_pretrained(
@@ -155,10 +155,10 @@ class TextClassifier:
                 one string (then one dict is returned).
             batch_size: Texts per forward pass (memory, not results).
             coverage: E.g. 0.9: add a conformal ``prediction_set`` (single-label: label names,
-                most probable first) or ``interval`` (regression: ``[low, high]``) that holds
-                the truth with at least this probability
-                (:mod:`~nlp_transfer.metrics.conformal`, from the scores saved in
-                ``conformal.json``).
+                most probable first; empty where the target is below what the top label alone
+                covers) or ``interval`` (regression: ``[low, high]``) that holds the truth with
+                at least this probability (:mod:`~nlp_transfer.metrics.conformal`, from the
+                scores saved in ``conformal.json``; a text gets the same set in every backend).
 
         Returns:
             One dict per text. Single-label: ``label`` (predicted name), ``score`` (its
@@ -176,7 +176,7 @@ class TextClassifier:
             self._check_coverage(coverage)
         results = self.decode(self.predict_logits(texts, batch_size))
         if coverage is not None:
-            add_conformal(results, self.conformal_scores, coverage, self.labels)
+            add_conformal(results, self.conformal, coverage, self.labels, texts)
         return results
 
     def _check_coverage(self, coverage: float) -> None:
@@ -184,7 +184,7 @@ class TextClassifier:
             raise ValueError(
                 "--coverage: prediction sets are for single-label and regression models."
             )
-        if self.conformal_scores is None:
+        if self.conformal is None:
             raise ValueError(
                 "--coverage: this model was saved without conformal scores (conformal.json); "
                 "train it again with this version to get prediction sets."

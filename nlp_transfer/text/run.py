@@ -292,7 +292,7 @@ def finish_text_run(
     metrics |= extra
     if calibration is not None:
         metrics["calibration"] = calibration
-    conformal = conformal_scores(outcome, problem, scaling)
+    conformal = conformal_scores(outcome, problem, scaling, dataset)
     if conformal is not None:
         metrics["conformal"] = conformal["report"]
     metrics["transfer_strategy"] = plan.describe()

@@ -11,7 +11,16 @@ from accelerate.logging import get_logger
 
 from ..data.encode import MULTI_LABEL, REGRESSION
 from ..metrics.classification import probabilities
-from ..metrics.conformal import aps_scores, coverage_report, residual_scores, save_conformal_scores
+from ..metrics.conformal import (
+    ABSOLUTE_RESIDUAL,
+    APS,
+    APS_RANDOMIZED,
+    aps_scores,
+    coverage_report,
+    example_uniforms,
+    residual_scores,
+    save_conformal_scores,
+)
 from ..metrics.selective import select_abstention_threshold, selective_report
 from ..reporting.plots import plot_reliability_diagram
 from ..training.calibration import calibrate_outcome
@@ -32,10 +41,28 @@ def calibrating(config: TextClassificationConfig, problem: str) -> bool:
     )
 
 
-def conformal_scores(outcome: TrainOutcome, problem: str, scaling: TargetScaling) -> dict | None:
-    """The validation split's conformal scores (APS for single-label, absolute residuals in the
-    targets' units for regression) and the coverage they give on test at 0.8, 0.9 and 0.95;
-    None for multi-label or without validation predictions.
+def split_uniforms(dataset, split: str, n: int) -> np.ndarray | None:
+    """Randomised APS's ``u`` of each text of ``dataset[split]`` (in the order of its logits),
+    or None when the split's size differs from ``n``."""
+    if split not in dataset or len(dataset[split]) != n:
+        return None
+    columns = dataset[split].column_names
+    texts = dataset[split]["text"]
+    if "text_pair" in columns:
+        texts = list(zip(texts, dataset[split]["text_pair"], strict=True))
+    return example_uniforms(texts)
+
+
+def conformal_scores(
+    outcome: TrainOutcome, problem: str, scaling: TargetScaling, dataset=None
+) -> dict | None:
+    """The validation split's conformal scores (randomised APS for single-label, absolute
+    residuals in the targets' units for regression) and the coverage they give on test at 0.8,
+    0.9 and 0.95; None for multi-label or without validation predictions.
+
+    Args:
+        dataset: The run's splits (``text``, ``text_pair``), whose texts give APS's ``u``;
+            without them (or if a split's size differs from its logits') APS is not randomised.
 
     Returns:
         ``{"method", "scores" (n,), "report"}``; ``report`` goes into ``metrics.json``.
@@ -43,15 +70,25 @@ def conformal_scores(outcome: TrainOutcome, problem: str, scaling: TargetScaling
     if outcome.validation is None or problem == MULTI_LABEL:
         return None
     (val_logits, val_labels), (test_logits, test_labels) = outcome.validation, outcome.test
+    test_uniforms = None
     if problem == REGRESSION:
-        method = "absolute_residual"
+        method = ABSOLUTE_RESIDUAL
         scores = residual_scores(scaling.undo(val_labels), scaling.undo(val_logits))
         test_outputs, test_targets = scaling.undo(test_logits), scaling.undo(test_labels)
     else:
-        method = "aps"
-        scores = aps_scores(probabilities(val_logits), val_labels)
+        val_uniforms = test_uniforms = None
+        if dataset is not None:
+            val_uniforms = split_uniforms(dataset, "validation", len(val_labels))
+            test_uniforms = split_uniforms(dataset, "test", len(test_labels))
+        if val_uniforms is None or test_uniforms is None:
+            val_uniforms = test_uniforms = None
+            logger.warning("Conformal sets: texts and logits differ in number; APS not randomised.")
+        method = APS if val_uniforms is None else APS_RANDOMIZED
+        scores = aps_scores(probabilities(val_logits), val_labels, val_uniforms)
         test_outputs, test_targets = probabilities(test_logits), test_labels
-    test = coverage_report(scores, test_outputs, test_targets, regression=problem == REGRESSION)
+    test = coverage_report(
+        scores, test_outputs, test_targets, regression=problem == REGRESSION, uniforms=test_uniforms
+    )
     report = {"method": method, "split": "validation", "num_examples": len(scores), "test": test}
     return {"method": method, "scores": scores, "report": report}
 
