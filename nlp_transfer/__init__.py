@@ -47,6 +47,7 @@ _LAZY: dict[str, str] = {
     "run_text_classification": ".text.run:run_text_classification",
     "search": ".search:search",
     "select_threshold": ".metrics.classification:select_threshold",
+    "serve": ".serving.server:serve",
     "train": ".api:train",
     "Trainer": ".training.trainer:Trainer",
     "TrainerCallback": ".training.callbacks:TrainerCallback",
@@ -92,6 +93,7 @@ __all__ = [
     "run_text_classification",
     "search",
     "select_threshold",
+    "serve",
     "train",
 ]
 
@@ -107,6 +109,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time, __getattr__ below
     from .metrics.classification import classification_metrics, select_threshold
     from .models.blocks import get_block_view
     from .search import search
+    from .serving.server import serve
     from .tasks import Task, list_tasks, register_task
     from .text.batch import predict_file
     from .text.classifier import TextClassifier

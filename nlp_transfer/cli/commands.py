@@ -2,7 +2,8 @@
 
 Subcommands: ``train`` (any text task and strategy; ``--config`` YAML + flags, the same config
 dataclasses as the recipes), ``evaluate``, ``predict``, ``export`` (ONNX), ``datasets`` (list or
-fetch the built-in ones), ``cache`` (list or clear what is kept on disk) and ``benchmark`` (the committed benchmark scripts). ``nlp-transfer
+fetch the built-in ones), ``cache`` (list or clear what is kept on disk), ``serve`` (an HTTP
+server) and ``benchmark`` (the committed benchmark scripts). ``nlp-transfer
 <subcommand> --help`` describes each. A user error (bad data, flag or path, a model that is not
 available offline) prints ``error: <message>`` and exits with status 1; ``--debug`` shows the
 traceback instead.
@@ -20,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .predict import add_evaluate_parser, add_predict_parser, evaluate_main, predict_main
+from .serve import add_serve_parser, serve_main
 
 DESCRIPTION = """\
 Transfer learning for text (and image) classification. Train on your own data:
@@ -66,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_predict_parser(sub)
     add_evaluate_parser(sub)
+    add_serve_parser(sub)
     x = sub.add_parser(
         "export",
         help="Export a saved model to ONNX (dynamic batch and sequence axes), checked against PyTorch.",
@@ -321,4 +324,6 @@ def _dispatch(argv: list[str]) -> int:
         return 0
     if args.command == "predict":
         return predict_main(args)
+    if args.command == "serve":
+        return serve_main(args)
     return evaluate_main(args)

@@ -173,13 +173,14 @@ class TextClassifier:
         if isinstance(texts, str):
             return self.predict([texts], batch_size, coverage)[0]
         if coverage is not None:
-            self._check_coverage(coverage)
+            self.check_coverage(coverage)
         results = self.decode(self.predict_logits(texts, batch_size))
         if coverage is not None:
             add_conformal(results, self.conformal, coverage, self.labels, texts)
         return results
 
-    def _check_coverage(self, coverage: float) -> None:
+    def check_coverage(self, coverage: float) -> None:
+        """Raise ValueError unless this model can give prediction sets at ``coverage``."""
         if self.problem_type == "multi_label_classification":
             raise ValueError(
                 "--coverage: prediction sets are for single-label and regression models."
