@@ -253,7 +253,11 @@ def search(
         )
     space = load_search_space(space_path or DEFAULT_SPACE, config)
     output_dir = Path(config.output_dir).expanduser()
-    study = open_study(output_dir, greater_is_better(config.metric_for_best_model), config.seed)
+    metric = objective_metric(config)
+    if metric != config.metric_for_best_model:
+        logger.info(f"search: the objective is validation {metric}, this problem type's default")
+        config = dataclasses.replace(config, metric_for_best_model=metric)
+    study = open_study(output_dir, greater_is_better(metric), config.seed)
     finished = (TrialState.COMPLETE, TrialState.PRUNED)
     done = len(study.get_trials(deepcopy=False, states=finished))
     if done:
@@ -272,6 +276,40 @@ def search(
         done = now
     write_results(study, config, space, output_dir, plots)
     return study
+
+
+def objective_metric(config) -> str:
+    """The validation metric the trials are compared on: the one each run selects its epoch on.
+
+    That is ``--metric_for_best_model``, except for a text run left at the single-label default
+    whose data is multi-label or regression: then the problem type's default (macro average
+    precision; RMSE, minimised), as :func:`~nlp_transfer.text.problem.best_model_metric` picks
+    it in the run. The data is read to learn its problem type when ``--problem_type`` is unset.
+    """
+    from .text.config import TextClassificationConfig
+
+    if not isinstance(config, TextClassificationConfig):
+        return config.metric_for_best_model
+    from .text.problem import SINGLE_LABEL, best_model_metric, problem_type_of
+
+    default = next(
+        f.default for f in dataclasses.fields(config) if f.name == "metric_for_best_model"
+    )
+    if config.metric_for_best_model != default:
+        return config.metric_for_best_model
+    problem = config.problem_type
+    if problem is None:
+        from accelerate import PartialState
+
+        from .text.loaders import load_data
+
+        PartialState()  # load_data logs through Accelerate, which needs its state
+        problem = problem_type_of(load_data(config))
+    return (
+        config.metric_for_best_model
+        if problem == SINGLE_LABEL
+        else best_model_metric(config, problem)
+    )
 
 
 def _default_run(config) -> Callable[[object, list], dict]:

@@ -128,3 +128,40 @@ def test_default_search_space_is_valid_and_drops_lora_without_peft(tmp_path):
     assert "lora_r" in load_search_space(DEFAULT_SPACE, config)
     config.peft = "prompt_tuning"  # it trains no layer: freeze_layers is not searched
     assert "freeze_layers" not in load_search_space(DEFAULT_SPACE, config)
+
+
+def test_the_objective_is_the_metric_the_runs_select_on_for_each_problem_type(tmp_path):
+    """A regression search minimises RMSE and a multi-label one maximises macro average
+    precision (the runs' own selection metrics), not the single-label default, accuracy."""
+    import pandas as pd
+
+    from nlp_transfer.search import objective_metric
+
+    texts = [f"text number {i}" for i in range(60)]
+    pd.DataFrame({"text": texts, "label": [i / 10 for i in range(60)]}).to_csv(
+        tmp_path / "scores.csv", index=False
+    )
+    pd.DataFrame({"text": texts, "label": [["a"], ["b"], ["a", "b"]] * 20}).to_json(
+        tmp_path / "tags.jsonl", orient="records", lines=True
+    )
+    seen = []
+
+    def fake_run(trial_config, callbacks):
+        seen.append(trial_config.metric_for_best_model)
+        return {"best_metric": trial_config.learning_rate}
+
+    space = _space(tmp_path, {"learning_rate": SPACE["learning_rate"]})
+    for data, problem, metric, direction in [
+        ("scores.csv", "regression", "rmse", "MINIMIZE"),
+        ("tags.jsonl", None, "average_precision", "MAXIMIZE"),
+    ]:
+        config = TextClassificationConfig(
+            train_file=str(tmp_path / data), problem_type=problem, output_dir=str(tmp_path / metric)
+        )
+        assert objective_metric(config) == metric
+        study = search(config, space, n_trials=2, run=fake_run, plots=False)
+        assert study.direction.name == direction and seen[-2:] == [metric, metric]
+        objective = json.loads((tmp_path / metric / "search.json").read_text())["objective"]
+        assert objective == f"validation {metric} (best epoch)"
+    plain = TextClassificationConfig(train_file="unread.csv", metric_for_best_model="f1_macro")
+    assert objective_metric(plain) == "f1_macro"  # set by the user: kept, the data unread
