@@ -279,37 +279,13 @@ def search(
 
 
 def objective_metric(config) -> str:
-    """The validation metric the trials are compared on: the one each run selects its epoch on.
-
-    That is ``--metric_for_best_model``, except for a text run left at the single-label default
-    whose data is multi-label or regression: then the problem type's default (macro average
-    precision; RMSE, minimised), as :func:`~nlp_transfer.text.problem.best_model_metric` picks
-    it in the run. The data is read to learn its problem type when ``--problem_type`` is unset.
-    """
+    """The validation metric the trials are compared on: the one each run selects its epoch on
+    (a text run's, :func:`~nlp_transfer.text.loaders.selection_metric`)."""
     from .text.config import TextClassificationConfig
+    from .text.loaders import selection_metric
 
-    if not isinstance(config, TextClassificationConfig):
-        return config.metric_for_best_model
-    from .text.problem import SINGLE_LABEL, best_model_metric, problem_type_of
-
-    default = next(
-        f.default for f in dataclasses.fields(config) if f.name == "metric_for_best_model"
-    )
-    if config.metric_for_best_model != default:
-        return config.metric_for_best_model
-    problem = config.problem_type
-    if problem is None:
-        from accelerate import PartialState
-
-        from .text.loaders import load_data
-
-        PartialState()  # load_data logs through Accelerate, which needs its state
-        problem = problem_type_of(load_data(config))
-    return (
-        config.metric_for_best_model
-        if problem == SINGLE_LABEL
-        else best_model_metric(config, problem)
-    )
+    is_text = isinstance(config, TextClassificationConfig)
+    return selection_metric(config) if is_text else config.metric_for_best_model
 
 
 def _default_run(config) -> Callable[[object, list], dict]:

@@ -337,7 +337,7 @@ def test_the_page_classifies_a_typed_text_in_a_real_browser(model_dir, tmp_path)
 
 def test_settings_name_the_flag_at_fault_and_the_card_summary_skips_headings(tmp_path):
     from nlp_transfer.serving import ServeSettings
-    from nlp_transfer.serving.app import model_card_summary
+    from nlp_transfer.serving.model_server import model_card_summary
 
     with pytest.raises(FileNotFoundError, match="--model_dir"):
         ServeSettings(str(tmp_path)).check()

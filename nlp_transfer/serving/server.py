@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from ..optional import require
-from .app import SERVE_EXTRA, SETTINGS_ENV, ServeSettings, settings_json
+from .settings import SERVE_EXTRA, SETTINGS_ENV, ServeSettings, settings_json
 
 
 def serve(

@@ -3,8 +3,10 @@ frozen-prefix cache when the transfer plan caches it)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from accelerate.logging import get_logger
 from datasets import ClassLabel, DatasetDict
 from torch import nn
@@ -18,7 +20,7 @@ from ..training.imbalance import class_weights_from_spec
 from ..transfer.cache import CachingCollator
 from .config import TextClassificationConfig
 from .prefix import build_prefix_caches
-from .problem import label_names_of
+from .problem import best_model_metric, label_names_of, problem_type_of
 from .tokenize import build_dataloaders, tokenize_dataset
 
 logger = get_logger(__name__)
@@ -72,6 +74,25 @@ def load_data(
     sizes = ", ".join(f"{s} {len(d):,}" for s, d in dataset.items())
     logger.info(f"Data: {sizes}; labels {label_names_of(dataset)}")
     return dataset
+
+
+def selection_metric(config: TextClassificationConfig) -> str:
+    """The validation metric a run of ``config`` will select its epoch on: ``--metric_for_best_model``,
+    except when left at the single-label default on multi-label or regression data, where the
+    problem type's default applies (:func:`~nlp_transfer.text.problem.best_model_metric`: macro
+    average precision; RMSE, minimised). Reads the data when ``--problem_type`` is unset and the
+    metric is at its default (a search needs it before any run: the study's direction).
+    """
+    default = next(
+        f.default for f in dataclasses.fields(config) if f.name == "metric_for_best_model"
+    )
+    if config.metric_for_best_model != default:
+        return config.metric_for_best_model
+    problem = config.problem_type
+    if problem is None:
+        PartialState()  # load_data logs through Accelerate, which needs its state
+        problem = problem_type_of(load_data(config))
+    return best_model_metric(config, problem)
 
 
 def is_prepared(dataset: object) -> bool:

@@ -1,0 +1,67 @@
+"""What ``nlp-transfer serve`` runs: its settings, checked, and their JSON form for workers."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+SERVE_EXTRA = "pip install 'nlp-transfer[serve]' (fastapi, uvicorn, prometheus-client)"
+SETTINGS_ENV = "NLP_TRANSFER_SERVE_SETTINGS"
+
+
+@dataclass
+class ServeSettings:
+    """What ``nlp-transfer serve`` runs (its flags; JSON-serialisable so that each of several
+    uvicorn worker processes can rebuild the app from an environment variable).
+
+    Attributes:
+        model_dir: A text run's ``output_dir``.
+        backend: ``torch`` or ``onnxruntime``.
+        quantize: ``int8`` (onnxruntime only) or None.
+        device: Torch device (``cpu``, ``cuda``); default: CUDA when available.
+        max_batch_size: Texts per forward pass at most.
+        max_wait_ms: How long a request may wait for others to share its batch (milliseconds).
+        dynamic_batching: False: each request is predicted alone.
+        max_texts_per_request: More texts in one request are refused (422).
+        max_text_chars: A longer text is refused (422); the model truncates to its
+            ``max_seq_length`` tokens anyway.
+        max_body_bytes: A larger request body is refused (413).
+        num_threads: Torch intra-op threads in this process (None: torch's default).
+    """
+
+    model_dir: str
+    backend: str = "torch"
+    quantize: str | None = None
+    device: str | None = None
+    max_batch_size: int = 32
+    max_wait_ms: float = 5.0
+    dynamic_batching: bool = True
+    max_texts_per_request: int = 256
+    max_text_chars: int = 20_000
+    max_body_bytes: int = 1_000_000
+    num_threads: int | None = None
+
+    def check(self) -> ServeSettings:
+        """Raise ValueError naming the flag of a bad setting; return self."""
+        model = Path(self.model_dir).expanduser()
+        if not (model / "config.json").is_file():
+            raise FileNotFoundError(f"--model_dir {model}: no saved model there (config.json).")
+        if self.backend not in ("torch", "onnxruntime"):
+            raise ValueError(f"--backend must be torch or onnxruntime, got {self.backend!r}.")
+        if self.quantize not in (None, "int8"):
+            raise ValueError(f"--quantize must be int8, got {self.quantize!r}.")
+        if self.quantize and self.backend != "onnxruntime":
+            raise ValueError("--quantize int8 needs --backend onnxruntime.")
+        for name in ("max_batch_size", "max_texts_per_request", "max_text_chars", "max_body_bytes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}.")
+        if self.max_wait_ms < 0:
+            raise ValueError(f"--max_wait_ms must be 0 or more, got {self.max_wait_ms}.")
+        return self
+
+
+def settings_json(settings: ServeSettings) -> str:
+    """``settings`` as the JSON :func:`app_from_environment` reads."""
+    return json.dumps(dataclasses.asdict(settings))
