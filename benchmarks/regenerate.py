@@ -52,7 +52,7 @@ from machine_info import CPU_FLAGS_OF_INTEREST, EXCLUDE_RESULTS, cpu_model_and_f
 
 REPO = Path(__file__).resolve().parent.parent
 # Benchmarks whose --model_dir is a run of the main job (recipes/sentiment.py on its defaults).
-MAIN_JOB_MODEL_SCRIPTS = ("inference.py", "int8_settings.py")
+MAIN_JOB_MODEL_SCRIPTS = ("inference.py", "int8_settings.py", "serve_load.py")
 RESULTS = REPO / "benchmarks" / "results"
 # The code every result depends on (git pathspecs), besides its own script: the library, the
 # recipes, the dependencies and the benchmarks' shared helpers and peer workers. Documentation,
@@ -66,6 +66,7 @@ MEASURED_CODE = (
     "benchmarks/machine_info.py",
     "benchmarks/tfidf.py",
     "benchmarks/*_worker.py",
+    "benchmarks/pipeline_server.py",
 )
 # Minutes assumed for a result whose file does not record its duration (short scripts).
 UNKNOWN_MINUTES = 10.0

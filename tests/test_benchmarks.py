@@ -649,3 +649,25 @@ def test_per_seed_rows_summarise_each_arm_over_its_seeds():
     assert row["accuracy_mean"] == pytest.approx(0.815) and row["loaded"] is True
     assert row["wall_s"]["median"] == 110.0 and row["training_s"]["median"] == 100.0
     assert harness.per_seed_cells(row)[:2] == ["a *", "0.8150 ± 0.0071 (0.8100, 0.8200)"]
+
+
+def test_serve_load_goals_compare_batching_with_the_pipeline_server_at_32_clients():
+    serve_load = bench_module("serve_load")
+
+    def row(arm, clients, rps, p99):
+        return {"arm": arm, "clients": clients, "requests_per_s": rps, "p99_ms": p99}
+
+    rows = [
+        row("pipeline", 32, 50.0, 900.0),
+        row("ours-torch-batching", 32, 160.0, 400.0),  # 3.2x, lower p99: met
+        row("ours-int8-batching", 32, 400.0, 950.0),  # faster but a worse p99: not met
+        row("ours-torch-no_batching", 32, 60.0, 800.0),  # not a batching arm: no goal
+        row("ours-torch-batching", 8, 10.0, 10.0),  # other concurrencies: no goal
+    ]
+    clean = {"ok": 10, "error_status": 0, "lost": 0, "refused": 3}
+    goals = serve_load.goals(rows, {"sigterm": clean, "long": clean | {"lost": 1}})
+    assert goals["ours-torch-batching at 32 clients"].endswith(": met")
+    assert goals["ours-torch-batching at 32 clients"].startswith("3.20x")
+    assert goals["ours-int8-batching at 32 clients"].endswith("not met")
+    assert not any("no_batching" in k for k in goals)
+    assert goals["sigterm"] == "met" and goals["long"] == "not met"
