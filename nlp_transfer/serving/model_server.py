@@ -25,7 +25,7 @@ def model_card_summary(model_dir: str | os.PathLike, max_chars: int = 600) -> st
     for block in text.split("\n\n"):
         block = block.strip()
         if block and not block.startswith(("#", "|", "<", "```", "-", "!")):
-            return block[:max_chars]
+            return block.replace("`", "")[:max_chars]  # plain text: the page shows it as is
     return None
 
 
@@ -50,7 +50,10 @@ class Server:
             torch.set_num_threads(settings.num_threads)
         if classifier is None:
             classifier = TextClassifier.from_pretrained(
-                settings.model_dir, settings.device, settings.backend, settings.quantize
+                settings.model_dir,
+                settings.device,
+                backend=settings.backend,
+                quantize=settings.quantize,
             )
         self.classifier = classifier
         self.registry = prometheus.CollectorRegistry()
