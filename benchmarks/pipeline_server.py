@@ -9,8 +9,8 @@ request's texts (``batch_size``) and the same truncation as ours (the model's sa
 ``max_seq_length``). The same request and response shapes as ``nlp-transfer serve``.
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations``: FastAPI reads the endpoint's annotation (a class
+# defined inside main) at run time.
 import argparse
 import json
 from pathlib import Path

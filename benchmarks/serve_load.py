@@ -192,9 +192,10 @@ def run_arm(name: str, command: list[str], args, texts, log_dir: Path) -> list[d
             row = asyncio.run(load(url, texts, args.texts_per_request, clients, args.duration_s))
             rows.append({"arm": name, **row})
             print(
-                f"{name} c={clients}: {row['requests_per_s']:.1f} req/s, p50 {row['p50_ms']:.0f} "
-                f"ms, p99 {row['p99_ms']:.0f} ms, lost {row['lost']}", flush=True,
-            )  # fmt: skip
+                f"{name} c={clients}: {row['requests_per_s']:.1f} req/s, p50 {row['p50_ms']} "
+                f"ms, p99 {row['p99_ms']} ms, errors {row['error_status']}, lost {row['lost']}",
+                flush=True,
+            )
     finally:
         stop_server(process)
     return rows
@@ -231,8 +232,9 @@ def markdown(rows: list[dict], checks: dict, cpu: str, args) -> str:
     table = harness.markdown_table(
         ["arm", "clients", "requests/s", "p50 ms", "p95 ms", "p99 ms", "errors or lost"],
         [
-            [r["arm"], r["clients"], f"{r['requests_per_s']:.1f}", f"{r['p50_ms']:.0f}",
-             f"{r['p95_ms']:.0f}", f"{r['p99_ms']:.0f}", r["error_status"] + r["lost"]]
+            [r["arm"], r["clients"], f"{r['requests_per_s']:.1f}", *(
+                "—" if r[k] is None else f"{r[k]:.0f}" for k in ("p50_ms", "p95_ms", "p99_ms")
+             ), r["error_status"] + r["lost"]]
             for r in rows
         ],
     )  # fmt: skip
