@@ -25,14 +25,20 @@ import time
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..optional import require
 from .model_server import Server
 from .protocol import BodyLimit, request_model
 from .settings import SERVE_EXTRA, SETTINGS_ENV, ServeSettings
 
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
-def create_app(settings: ServeSettings, classifier=None):
+    from ..text.classifier import TextClassifier
+
+
+def create_app(settings: ServeSettings, classifier: "TextClassifier | None" = None) -> "FastAPI":
     """The FastAPI app serving ``settings.model_dir``.
 
     Args:
