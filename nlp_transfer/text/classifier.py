@@ -30,6 +30,7 @@ from .inference import (
     sorted_batch_logits,
 )
 from .onnx_backend import OnnxModel, load_onnx_model
+from .windows import LongTextSettings
 
 SINGLE_LABEL_TYPES = (None, "single_label_classification")
 
@@ -45,6 +46,8 @@ class TextClassifier:
         threshold: Binary tasks: predict label id 1 when its probability is >= this; None for
             multi-class tasks (argmax).
         max_seq_length: Texts are truncated to this many tokens (the training run's).
+        long_text: How longer texts are read (the training run's ``--long_text_strategy``:
+            truncated, head and tail, or windows whose logits are pooled).
         labels: Label names by id.
     """
 
@@ -63,6 +66,7 @@ class TextClassifier:
         self.threshold = threshold
         self.max_seq_length = max_seq_length
         self.labels = [self.config.id2label[i] for i in range(self.config.num_labels)]
+        self.long_text = LongTextSettings.of(self.config)
         # method and held-out scores saved by training (conformal.json), for predict(coverage=)
         self.conformal = conformal
 
@@ -116,9 +120,10 @@ class TextClassifier:
                 batch_size,
                 self.max_seq_length,
                 tensors="np",
+                long_text=self.long_text,
             )
         return predict_logits_for_texts(
-            self.model, self.tokenizer, texts, batch_size, self.max_seq_length
+            self.model, self.tokenizer, texts, batch_size, self.max_seq_length, self.long_text
         )
 
     @property

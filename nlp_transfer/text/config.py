@@ -22,6 +22,7 @@ from ..training.arguments import (
 from ..training.calibration import CALIBRATION_METHODS
 from ..transfer.features import POOLING_CHOICES
 from ..transfer.strategies.freeze import TRANSFER
+from .windows import DEFAULT_MAX_CHUNKS, LongTextSettings
 
 DATA = "Data"
 MODEL = "Model"
@@ -151,6 +152,32 @@ class TextClassificationConfig(TransferConfig):
         "Truncate texts to this many tokens; unset: sized to the training texts (logged).",
         MODEL,
     )
+    long_text_strategy: str | None = arg(
+        None,
+        "Texts longer than --max_seq_length: truncate (keep the beginning), head_tail (the "
+        "beginning and the end, Sun et al. 2019) or chunks (overlapping windows; the document's "
+        "prediction pools theirs); unset: chosen from the share of training texts that would be "
+        "cut (logged).",
+        MODEL,
+    )
+    stride: int | None = arg(
+        None,
+        "With --long_text_strategy chunks: tokens shared by consecutive windows; unset: a "
+        "quarter of --max_seq_length.",
+        MODEL,
+    )
+    max_chunks: int = arg(
+        DEFAULT_MAX_CHUNKS,
+        "With --long_text_strategy chunks: most windows per text (evenly spaced over a longer one, "
+        "so its end is kept).",
+        MODEL,
+    )
+    chunk_pooling: str = arg(
+        "mean",
+        "With --long_text_strategy chunks: a document's logits are the mean or the max of its "
+        "windows'.",
+        MODEL,
+    )
     trust_remote_code: bool = arg(False, "Allow custom model code from the Hub.", MODEL)
     prefix_cache_memory_gb: float | None = arg(
         None,
@@ -260,7 +287,24 @@ class TextClassificationConfig(TransferConfig):
         if target is not None and not 0.0 < target <= 1.0:
             raise ValueError(f"--abstain_below_precision must be in (0, 1], got {target}.")
         check_choice(self, "pooling", POOLING_CHOICES)
+        settings = self.long_text_settings()  # bad values fail now
+        if self.max_seq_length is not None and settings.windowed:
+            settings.stride_for(self.max_seq_length)
+        if settings.windowed and self.feature_extraction != "none":
+            raise ValueError(
+                "--long_text_strategy chunks trains on windows, which --feature_extraction "
+                f"{self.feature_extraction} does not do: use --long_text_strategy head_tail, or "
+                "fine-tune (--feature_extraction none)."
+            )
         self._check_sources()
+
+    def long_text_settings(self) -> LongTextSettings:
+        """``--long_text_strategy``, ``--stride``, ``--max_chunks`` and ``--chunk_pooling``.
+
+        Raises:
+            ValueError: An unknown strategy or pooling, or a bad ``--max_chunks``/``--stride``.
+        """
+        return LongTextSettings.from_config(self)
 
     def _check_sources(self) -> None:
         if (

@@ -254,3 +254,38 @@ def resolve_max_seq_length(
     else:
         logger.info(message)
     return dataclasses.replace(config, max_seq_length=length)
+
+
+# Above this share of sampled training texts longer than --max_seq_length, an unset
+# --long_text_strategy reads them other than by truncation.
+LONG_TEXT_SHARE = 0.25
+
+
+def auto_long_text_strategy(lengths: np.ndarray, max_seq_length: int) -> tuple[str, str]:
+    """The ``--long_text_strategy`` for training texts of these token ``lengths``, and why.
+
+    ``truncate`` while at most :data:`LONG_TEXT_SHARE` of the texts are longer than
+    ``max_seq_length`` (the end of a few texts is not worth extra work); above it ``head_tail``,
+    which costs nothing more than truncation (Sun et al. 2019: the end of a long review or post
+    says as much as its beginning).
+    """
+    longer = float(np.mean(lengths > max_seq_length)) if len(lengths) else 0.0
+    share = f"{longer:.0%} of {len(lengths):,} sampled training texts are longer than {max_seq_length} tokens"
+    if longer <= LONG_TEXT_SHARE:
+        return "truncate", f"{share} (at most {LONG_TEXT_SHARE:.0%})"
+    return "head_tail", f"{share}: keep their beginning and end at no extra cost"
+
+
+def resolve_long_text_strategy(config, train: Dataset, tokenizer: PreTrainedTokenizerBase):
+    """``config`` with an unset ``long_text_strategy`` chosen from the training texts; logged.
+
+    Returns:
+        The same config when ``long_text_strategy`` is set (or the run extracts features, which
+        cannot pool windows), else a copy with the choice.
+    """
+    if getattr(config, "long_text_strategy", "truncate") is not None:
+        return config
+    lengths = token_lengths(train, tokenizer, seed=config.seed)
+    strategy, reason = auto_long_text_strategy(lengths, config.max_seq_length)
+    logger.info(f"--long_text_strategy auto: {strategy} ({reason})")
+    return dataclasses.replace(config, long_text_strategy=strategy)

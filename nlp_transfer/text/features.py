@@ -53,7 +53,11 @@ def encode_splits(
     """
     with accelerator.main_process_first():
         tokenized = tokenize_dataset(
-            dataset, tokenizer, config.max_seq_length, config.preprocessing_num_workers
+            dataset,
+            tokenizer,
+            config.max_seq_length,
+            config.preprocessing_num_workers,
+            config.long_text_settings(),
         )
     mixed = accelerator.mixed_precision != "no"
     collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if mixed else None)

@@ -16,8 +16,10 @@ import numpy as np
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 
+from ..training.pooling import pool_windows
 from ..transfer.adapters import is_adapter_dir, load_adapter_classifier
 from ..transfer.features import is_feature_classifier, load_feature_classifier
+from .windows import TRUNCATE, LongTextSettings, encode_documents
 
 # Truncation for models saved before max_seq_length travelled with them (capped by the
 # tokenizer's model_max_length): what prediction always used.
@@ -89,11 +91,14 @@ def sorted_batch_logits(
     batch_size: int = 64,
     max_seq_length: int = 512,
     tensors: str = "pt",
+    long_text: LongTextSettings | None = None,
 ) -> np.ndarray:
     """Logits ``(n, num_labels)`` of raw texts, by any backend, in input order.
 
     The texts are tokenized once, batched in order of length (little padding) and the order is
-    restored after; ``run_batch`` runs the model on one padded batch.
+    restored after; ``run_batch`` runs the model on one padded batch. A text longer than
+    ``max_seq_length`` tokens is read as ``long_text`` says, as in training
+    (:mod:`~nlp_transfer.text.windows`): with ``chunks``, its windows' logits are pooled.
 
     Args:
         tokenizer: The model's tokenizer.
@@ -104,6 +109,7 @@ def sorted_batch_logits(
         batch_size: Texts per call of ``run_batch``.
         max_seq_length: Truncation, in tokens (capped by the tokenizer's ``model_max_length``).
         tensors: What the batch holds: ``"pt"`` (torch) or ``"np"`` (numpy) tensors.
+        long_text: How longer texts are read (the saved model's settings); None: truncated.
 
     Raises:
         ValueError: A text is not a string.
@@ -114,17 +120,28 @@ def sorted_batch_logits(
         max_seq_length, getattr(tokenizer, "model_max_length", max_seq_length) or max_seq_length
     )
     first, second = list(zip(*texts, strict=True)) if pairs else (texts, None)
-    encoded = tokenizer(list(first), second and list(second), truncation=True, max_length=max_len)
+    long_text = long_text or LongTextSettings()
+    if long_text.strategy == TRUNCATE:
+        encoded = tokenizer(
+            list(first), second and list(second), truncation=True, max_length=max_len
+        )
+        document = None
+    else:
+        encoded, document, _ = encode_documents(
+            tokenizer, list(first), second and list(second), max_len, long_text
+        )
     types = encoded.get("token_type_ids")
     encoded = encoded["input_ids"]
     order = np.argsort([len(ids) for ids in encoded], kind="stable")
-    out = np.zeros((len(texts), num_labels), dtype=np.float32)
-    for start in range(0, len(texts), batch_size):
+    out = np.zeros((len(encoded), num_labels), dtype=np.float32)
+    for start in range(0, len(encoded), batch_size):
         idx = order[start : start + batch_size]
         features = {"input_ids": [encoded[i] for i in idx]}
         if types is not None and pairs:
             features["token_type_ids"] = [types[i] for i in idx]
         out[idx] = run_batch(tokenizer.pad(features, return_tensors=tensors))
+    if document is not None and long_text.windowed:
+        return pool_windows(out, np.asarray(document), len(texts), long_text.pooling)
     return out
 
 
@@ -135,11 +152,12 @@ def predict_logits_for_texts(
     texts: Sequence[str],
     batch_size: int = 64,
     max_seq_length: int = 512,
+    long_text: LongTextSettings | None = None,
 ) -> np.ndarray:
     """Logits ``(n, C)`` of a torch model for raw texts, in input order.
 
     Texts are batched in order of length (little padding) and the order is restored after
-    (:func:`sorted_batch_logits`).
+    (:func:`sorted_batch_logits`); longer texts are read as ``long_text`` says.
     """
     device = next(model.parameters()).device
 
@@ -148,7 +166,13 @@ def predict_logits_for_texts(
         return model(**batch).logits.float().cpu().numpy()
 
     return sorted_batch_logits(
-        tokenizer, texts, run_batch, model.config.num_labels, batch_size, max_seq_length
+        tokenizer,
+        texts,
+        run_batch,
+        model.config.num_labels,
+        batch_size,
+        max_seq_length,
+        long_text=long_text,
     )
 
 

@@ -162,7 +162,11 @@ def text_dataloaders(
     """
     with accelerator.main_process_first():
         tokenized = tokenize_dataset(
-            dataset, tokenizer, config.max_seq_length, config.preprocessing_num_workers
+            dataset,
+            tokenizer,
+            config.max_seq_length,
+            config.preprocessing_num_workers,
+            config.long_text_settings(),
         )
     wrap = None
     if cache_model is not None:

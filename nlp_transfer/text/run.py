@@ -46,7 +46,11 @@ from ..transfer.cache import CachedPrefixModel
 from ..transfer.plan import TransferPlan, plan_transfer
 from .baseline import tfidf_logreg_baseline, tfidf_problem_baseline
 from .config import TextClassificationConfig
-from .defaults import resolve_auto_settings, resolve_max_seq_length
+from .defaults import (
+    resolve_auto_settings,
+    resolve_long_text_strategy,
+    resolve_max_seq_length,
+)
 from .features import train_feature_extractor
 from .loaders import class_weights, is_prepared, load_data, metrics_fn, text_dataloaders
 from .model import build_text_classifier, resolve_model_path, source_head
@@ -233,13 +237,14 @@ def run_text_classification(
 
 
 def _data_sized(config, dataset, labels, model, tokenizer, accelerator: Accelerator):
-    """``config`` with its unset budget, learning rate and truncation length chosen from the
-    data (``text/defaults.py``; each logged with its reason)."""
+    """``config`` with its unset budget, learning rate, truncation length and long-text strategy
+    chosen from the data (``text/defaults.py``; each logged with its reason)."""
     config = resolve_auto_settings(
         config, len(dataset["train"]), len(labels), model, num_processes=accelerator.num_processes
     )
     on_cpu = accelerator.device.type == "cpu"
-    return resolve_max_seq_length(config, dataset["train"], tokenizer, on_cpu)
+    config = resolve_max_seq_length(config, dataset["train"], tokenizer, on_cpu)
+    return resolve_long_text_strategy(config, dataset["train"], tokenizer)
 
 
 def _with_estimator(config: TextClassificationConfig, estimator: object):
@@ -274,6 +279,8 @@ def finish_text_run(
     outcome, calibration = calibrate(config, outcome, problem, unwrapped, len(labels))
     test_logits, test_labels = outcome.test
     unwrapped.config.max_seq_length = config.max_seq_length  # prediction truncates the same
+    long_text = config.long_text_settings()
+    long_text.save(unwrapped.config)  # and reads long texts the same
     test_metrics, extra, baseline = _test_report(
         config, outcome, dataset, unwrapped, accelerator.is_main_process
     )
@@ -296,6 +303,10 @@ def finish_text_run(
     if conformal is not None:
         metrics["conformal"] = conformal["report"]
     metrics["transfer_strategy"] = plan.describe()
+    metrics["long_text"] = unwrapped.config.long_text | {
+        "max_seq_length": config.max_seq_length,
+        "description": long_text.describe(config.max_seq_length),
+    }
     model_path = config.init_from or resolve_model_path(config.model_name_or_path)[0]
     # the adapter to output_dir/adapter; the model merged for the usual layout (--peft)
     saved = save_adapter_outputs(plan, accelerator, outcome.model, config.output_dir, tokenizer)

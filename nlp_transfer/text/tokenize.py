@@ -17,6 +17,7 @@ from ..data.samplers import (
     LengthGroupedSampler,
     LengthSortedSampler,
 )
+from .windows import CHUNKS, DOCUMENT_COLUMN, TRUNCATE, LongTextSettings, encode_documents
 
 logger = logging.getLogger(__name__)
 
@@ -29,8 +30,14 @@ def tokenize_dataset(
     tokenizer: PreTrainedTokenizerBase,
     max_seq_length: int = 128,
     num_proc: int | None = None,
+    long_text: LongTextSettings | None = None,
 ) -> DatasetDict:
     """Tokenize the ``text`` column of every split, truncating to ``max_seq_length`` tokens.
+
+    Texts longer than that are cut as ``long_text`` says (:mod:`~nlp_transfer.text.windows`):
+    their first tokens (``truncate``, the default), their head and tail, or ``chunks``:
+    overlapping windows, one row each, carrying the document's label and its row number in
+    the split (a ``document`` column, by which evaluation pools the windows' logits).
 
     No padding here: batches are padded to their own longest sequence by the collator
     (dynamic padding), which on short sentences saves most of the compute.
@@ -48,13 +55,16 @@ def tokenize_dataset(
         max_seq_length: Maximum sequence length in tokens, special tokens included.
         num_proc: Processes that tokenize (``--preprocessing_num_workers``); None or 1: this
             process only.
+        long_text: How texts longer than ``max_seq_length`` are read; None: ``truncate``.
 
     Returns:
         Splits with ``input_ids``, ``attention_mask`` (and ``token_type_ids`` where the model
-        uses them) and ``labels`` (for splits that have a ``label`` column).
+        uses them) and ``labels`` (for splits that have a ``label`` column); with ``chunks``,
+        one row per window and a ``document`` column.
 
     Raises:
-        ValueError: If ``max_seq_length`` or ``num_proc`` is not positive.
+        ValueError: If ``max_seq_length`` or ``num_proc`` is not positive, or ``--stride`` is
+            too large for ``max_seq_length``.
     """
     if num_proc is not None and num_proc <= 0:
         raise ValueError(f"--preprocessing_num_workers must be positive, got {num_proc}.")
@@ -70,14 +80,31 @@ def tokenize_dataset(
 
     # a sentence pair (a ``text_pair`` column) is encoded together, truncated longest first
     pairs = "text_pair" in next(iter(dataset.values())).column_names
-    tokenized = dataset.map(
-        _encoder(tokenizer, max_seq_length, pairs),
-        batched=True,
-        num_proc=num_proc if num_proc and num_proc > 1 else None,
-        remove_columns=["text", "text_pair"] if pairs else ["text"],
-        desc="Tokenizing",
-    )
-    _warn_truncated(tokenized, max_seq_length, model_max)
+    long_text = long_text or LongTextSettings()
+    if long_text.strategy == TRUNCATE:
+        tokenized = dataset.map(
+            _encoder(tokenizer, max_seq_length, pairs),
+            batched=True,
+            num_proc=num_proc if num_proc and num_proc > 1 else None,
+            remove_columns=["text", "text_pair"] if pairs else ["text"],
+            desc="Tokenizing",
+        )
+    else:
+        long_text.stride_for(max_seq_length)  # a bad --stride fails before any work
+        tokenized = DatasetDict(
+            {
+                split: ds.map(
+                    _document_encoder(tokenizer, max_seq_length, pairs, long_text),
+                    batched=True,
+                    with_indices=True,
+                    num_proc=num_proc if num_proc and num_proc > 1 else None,
+                    remove_columns=ds.column_names,
+                    desc="Tokenizing" if long_text.strategy != CHUNKS else "Windowing",
+                )
+                for split, ds in dataset.items()
+            }
+        )
+    _warn_truncated(tokenized, max_seq_length, model_max, long_text)
     tokenized = tokenized.remove_columns("truncated")
     return DatasetDict(  # unlabelled splits (domain adaptation's target texts) stay unlabelled
         {
@@ -117,17 +144,65 @@ def _encoder(tokenizer: PreTrainedTokenizerBase, max_seq_length: int, pairs: boo
     return encode
 
 
-def _warn_truncated(tokenized: DatasetDict, max_seq_length: int, model_max: int) -> None:
+def _document_encoder(
+    tokenizer: PreTrainedTokenizerBase, max_seq_length: int, pairs: bool, long_text
+):
+    """The batched map function of ``head_tail`` and ``chunks``
+    (:func:`~nlp_transfer.text.windows.encode_documents`): tokens, every other column repeated
+    for each of a document's rows, ``document`` (its row number in the split) and
+    ``truncated`` (on its first row: whether it lost tokens)."""
+
+    def encode(batch: dict, indices: list[int]) -> dict:
+        texts = batch["text"]
+        encoded, document, cut = encode_documents(
+            tokenizer, texts, batch["text_pair"] if pairs else None, max_seq_length, long_text
+        )
+        out = dict(encoded)
+        for column, values in batch.items():
+            if column not in ("text", "text_pair"):
+                out[column] = [values[d] for d in document]
+        first = [r == 0 or document[r - 1] != d for r, d in enumerate(document)]
+        out["truncated"] = [f and cut[d] for f, d in zip(first, document, strict=True)]
+        out[DOCUMENT_COLUMN] = [indices[d] for d in document]
+        return out
+
+    return encode
+
+
+def _warn_truncated(
+    tokenized: DatasetDict,
+    max_seq_length: int,
+    model_max: int,
+    long_text: LongTextSettings | None = None,
+) -> None:
     """Log how many texts of each split were cut at ``max_seq_length`` tokens: a warning when
     more than :data:`TRUNCATION_WARNING_SHARE` of a split is (the model misses the end of many
-    texts), else for information."""
+    texts), else for information. ``head_tail`` and ``chunks`` say what they kept instead."""
+    long_text = long_text or LongTextSettings()
     hint = (
         f"raise --max_seq_length (up to the model's {model_max}) to keep more"
         if max_seq_length < model_max
         else "that is the model's maximum"
     )
+    if long_text.strategy == TRUNCATE:
+        hint += "; or --long_text_strategy head_tail or chunks"
     for split, ds in tokenized.items():
         cut = pc.sum(arrow_column(ds, "truncated")).as_py() or 0
+        if long_text.windowed:
+            documents = len(pc.unique(arrow_column(ds, DOCUMENT_COLUMN)))
+            logger.info(
+                f"{split}: {documents:,} text(s) read as {len(ds):,} windows of "
+                f"{max_seq_length} tokens ({len(ds) / max(documents, 1):.2f} per text; "
+                f"{long_text.describe(max_seq_length)}); {cut:,} had more than --max_chunks "
+                f"{long_text.max_chunks} windows and lost some of their middle."
+            )
+            continue
+        if cut and long_text.strategy != TRUNCATE:
+            logger.info(
+                f"{split}: {cut:,} of {len(ds):,} text(s) longer than {max_seq_length} tokens "
+                f"kept their beginning and end ({long_text.describe(max_seq_length)})."
+            )
+            continue
         if cut:
             level = logging.WARNING if cut > TRUNCATION_WARNING_SHARE * len(ds) else logging.INFO
             logger.log(

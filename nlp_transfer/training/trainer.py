@@ -256,7 +256,9 @@ class Trainer:
     def evaluate(self, dataloader: DataLoader | None = None, desc: str = "Validation") -> dict:
         """Metrics of ``dataloader`` (default: the validation split), plus the mean ``loss``."""
         loader = self.eval_dataloader if dataloader is None else self._prepared(dataloader)
-        return evaluate(self.model, loader, self.accelerator, self.compute_metrics, desc=desc)
+        return evaluate(
+            self.model, loader, self.accelerator, self.compute_metrics, desc, self._pooling
+        )
 
     def predict(self, dataloader: DataLoader | None = None, desc: str = "Test"):
         """``(logits (n, C) float32, labels (n,))`` of every example, in dataset order.
@@ -266,7 +268,12 @@ class Trainer:
             desc: The progress bar's title.
         """
         loader = self.eval_dataloader if dataloader is None else self._prepared(dataloader)
-        return predict_logits(self.model, loader, self.accelerator, desc=desc)
+        return predict_logits(self.model, loader, self.accelerator, desc, self._pooling)
+
+    @property
+    def _pooling(self) -> str:
+        """How a long text's windows' logits become its own (``--chunk_pooling``)."""
+        return getattr(self.args, "chunk_pooling", "mean")
 
     def _prepared(self, dataloader: DataLoader) -> DataLoader:
         if hasattr(dataloader, "gradient_state"):  # already an Accelerate DataLoader
