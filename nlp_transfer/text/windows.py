@@ -44,7 +44,8 @@ TRUNCATE, HEAD_TAIL, CHUNKS = "truncate", "head_tail", "chunks"
 LONG_TEXT_STRATEGIES = (TRUNCATE, HEAD_TAIL, CHUNKS)
 # Sun et al. 2019: head 128 + tail 382 tokens of a 510-token budget.
 HEAD_SHARE = 128 / 510
-DEFAULT_MAX_CHUNKS = 8
+# 4 windows of 128 tokens: the work of one 512-token text (the usual model maximum).
+DEFAULT_MAX_CHUNKS = 4
 INPUT_KEYS = ("input_ids", "token_type_ids", "attention_mask")
 
 
