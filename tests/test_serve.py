@@ -150,6 +150,7 @@ def test_predictions_through_the_server_equal_the_classifiers(model_dir, backend
     assert metadata["problem_type"] == "single_label_classification"
     assert metadata["prediction_sets"]["method"] == "aps_randomized"
     assert metadata["calibration"]["temperature"] > 0
+    assert metadata["long_text"]["strategy"] in ("truncate", "head_tail")  # as training chose
     assert metadata["backend"] == ("torch" if backend == "torch" else "onnxruntime (int8)")
 
 

@@ -87,6 +87,7 @@ _HYPERPARAMETERS = (
     "warmup_ratio",
     "lr_scheduler_type",
     "max_seq_length",
+    "long_text_strategy",
     "image_size",
     "augment",
     "max_grad_norm",
@@ -131,7 +132,7 @@ def build_model_card(
         labels=label_names,
         base_model=base_model,
         dataset_text=_dataset_text(metrics, config, dataset),
-        strategy=[(k, v) for k, v in strategy.items()],
+        strategy=[(k, v) for k, v in strategy.items()] + _long_text_row(metrics),
         **_parameter_fields(metrics),
         num_test=f"{test.get('num_examples', 0):,}",
         metric_names=metric_keys,
@@ -145,6 +146,12 @@ def build_model_card(
         usage=_usage(model_name, modality, strategy),
         calibration=_calibration_fields(metrics),
     )
+
+
+def _long_text_row(metrics: dict) -> list[tuple[str, str]]:
+    """The strategy table's row on how texts longer than ``max_seq_length`` were read."""
+    long_text = metrics.get("long_text")
+    return [("long texts", long_text["description"])] if long_text else []
 
 
 def _calibration_fields(metrics: dict) -> dict | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -177,6 +178,7 @@ class Server:
             else {"method": conformal["method"], "num_examples": len(conformal["scores"])},
             "pair_model": self.pairs,
             "max_seq_length": c.max_seq_length,
+            "long_text": dataclasses.asdict(c.long_text),
             "backend": c.backend
             + (f" ({self.settings.quantize})" if self.settings.quantize else ""),
             "model_card": model_card_summary(self.settings.model_dir),
