@@ -54,58 +54,73 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--learning_rate", type=float, default=1e-4)
     parser.add_argument("--max_train_samples", type=int, default=4000)
     parser.add_argument("--max_eval_samples", type=int, default=None)
+    parser.add_argument(
+        "--rewrite",
+        nargs="+",
+        default=None,
+        help="Rewrite the result from these result files' records (no runs).",
+    )
     harness.harness_arguments(parser, repeats=1)
     return parser.parse_args(argv)
 
 
-def summary_rows(records: list[dict]) -> list[list[str]]:
-    """One row per arm: mean (and each seed's) test accuracy, macro-F1, minutes."""
-    rows = []
+def summary(records: list[dict]) -> list[dict]:
+    """Per arm: the mean over seeds of test accuracy, macro-F1, whole-process and training
+    minutes, and rows per training post."""
+    out = []
     for arm in ARMS:
-        runs = [r for r in records if r["arm"] == arm and r.get("test")]
+        runs = [r for r in records if r["arm"] == arm and (r.get("test") or {}).get("accuracy")]
         if not runs:
             continue
-        acc = [r["test"]["accuracy"] for r in runs]
-        f1 = [r["test"]["f1_macro"] for r in runs]
-        wall = [r["wall_s"] / 60 for r in runs]
-        train = [(r["train_runtime_s"] or 0.0) / 60 for r in runs]
-        seeds = ", ".join(f"{r['seed']}: {r['test']['accuracy']:.4f}" for r in runs)
-        rows.append([
-            arm, f"{statistics.mean(acc):.4f}", f"{statistics.mean(f1):.4f}",
-            f"{statistics.mean(wall):.1f}", f"{statistics.mean(train):.1f}",
-            f"{statistics.mean(r['windows_per_post'] for r in runs):.2f}", seeds, len(runs),
-        ])  # fmt: skip
-    return rows
+        out.append(
+            {
+                "arm": arm,
+                "seeds": [r["seed"] for r in runs],
+                "accuracy": statistics.mean(r["test"]["accuracy"] for r in runs),
+                "accuracy_per_seed": [r["test"]["accuracy"] for r in runs],
+                "f1_macro": statistics.mean(r["test"]["f1_macro"] for r in runs),
+                "wall_min": statistics.mean(r["wall_s"] / 60 for r in runs),
+                "train_min": statistics.mean((r["train_runtime_s"] or 0.0) / 60 for r in runs),
+                "windows_per_post": statistics.mean(r["windows_per_post"] for r in runs),
+            }
+        )
+    return out
 
 
-def goal_lines(records: list[dict]) -> list[str]:
-    """The issue's goal, checked on the seeds every compared arm has."""
-    by = {}
+def goal(records: list[dict]) -> list[dict]:
+    """The issue's goal, on the seeds both compared arms have: chunks_128 at least 2 points
+    above truncate_128, and within 0.5 points of truncate_512 (or above) in less time."""
+    by: dict[str, dict[int, dict]] = {}
     for r in records:
-        if r.get("test"):
+        if (r.get("test") or {}).get("accuracy") is not None:
             by.setdefault(r["arm"], {})[r["seed"]] = r
-    lines = []
-    chunks = by.get("chunks_128", {})
+    chunks, out = by.get("chunks_128", {}), []
     for other, need in (("truncate_128", 2.0), ("truncate_512", -0.5)):
         seeds = sorted(set(chunks) & set(by.get(other, {})))
         if not seeds:
             continue
-        diff = statistics.mean(
+        points = statistics.mean(
             100 * (chunks[s]["test"]["accuracy"] - by[other][s]["test"]["accuracy"]) for s in seeds
         )
         time_ratio = statistics.mean(chunks[s]["wall_s"] / by[other][s]["wall_s"] for s in seeds)
-        met = diff >= need and (other != "truncate_512" or time_ratio < 1.0)
-        want = f"at least {need:+.1f} points" + (" in less time" if other == "truncate_512" else "")
-        lines.append(
-            f"- chunks_128 vs {other} (seeds {', '.join(map(str, seeds))}): {diff:+.2f} accuracy "
-            f"points, {time_ratio:.2f}x the wall time; goal {want}: "
-            f"**{'met' if met else 'not met'}**"
+        faster = other != "truncate_512" or time_ratio < 1.0
+        out.append(
+            {
+                "versus": other,
+                "seeds": seeds,
+                "accuracy_points": points,
+                "wall_time_ratio": time_ratio,
+                "wanted_points": need,
+                "met": points >= need and faster,
+            }
         )
-    return lines
+    return out
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    if args.rewrite:
+        return rewrite(args)
     info, machine = harness.run_info(script="long_texts.py"), harness.machine()
     work, log_dir = harness.workspace(args, "long_texts")
     common = ["train", "--task", "text", "--dataset_name", "20_newsgroups"]
@@ -115,6 +130,10 @@ def main(argv=None) -> dict:
     common += ["--num_train_epochs", str(args.num_train_epochs)]
     common += ["--learning_rate", str(args.learning_rate), "--save_strategy", "no"]
     common += ["--run_baseline", "false", "--calibration", "none"]
+    settings = {"common": common, "arms": ARMS} | {
+        k: getattr(args, k)
+        for k in ("max_train_samples", "max_eval_samples", "num_train_epochs", "learning_rate")
+    }
     seeds = [int(s) for s in args.seeds.split(",")]
     arms = [a for a in args.arms.split(",") if a]
     unknown = set(arms) - set(ARMS)
@@ -142,8 +161,8 @@ def main(argv=None) -> dict:
             record["long_text"] = metrics.get("long_text")
             record["windows_per_post"] = windows_per_post(Path(record["log"]))
             records.append(record)
-            write(args, info, machine, common, records)
-    return write(args, info, machine, common, records, final=True)
+            write(args, info, machine, settings, records)
+    return write(args, info, machine, settings, records, final=True)
 
 
 def windows_per_post(log: Path) -> float:
@@ -158,25 +177,44 @@ def windows_per_post(log: Path) -> float:
     return windows / posts
 
 
-def write(args, info, machine, common, records, final: bool = False) -> dict:
+def write(args, info, machine, settings, records, final: bool = False) -> dict:
+    rows = [
+        [
+            a["arm"], f"{a['accuracy']:.4f}", f"{a['f1_macro']:.4f}", f"{a['wall_min']:.1f}",
+            f"{a['train_min']:.1f}", f"{a['windows_per_post']:.2f}",
+            ", ".join(f"{s}: {v:.4f}" for s, v in zip(a["seeds"], a["accuracy_per_seed"], strict=True)),
+        ]
+        for a in summary(records)
+    ]  # fmt: skip
     table = harness.markdown_table(
         ["arm", "test accuracy", "test macro-F1", "whole process (min)", "training (min)",
-         "rows per training post", "accuracy per seed", "seeds"],
-        summary_rows(records),
+         "rows per training post", "accuracy per seed"],
+        rows,
     )  # fmt: skip
+    goals = [
+        f"- chunks_128 vs {g['versus']} (seeds {', '.join(map(str, g['seeds']))}): "
+        f"{g['accuracy_points']:+.2f} accuracy points, {g['wall_time_ratio']:.2f}x the wall time; "
+        f"goal {g['wanted_points']:+.1f} points"
+        + (" in less time" if g["versus"] == "truncate_512" else "")
+        + f": **{'met' if g['met'] else 'not met'}**"
+        for g in goal(records)
+    ]
     loaded = any(r.get("loaded") for r in records)
+    eval_cap = settings.get("max_eval_samples")
     md = (
-        f"20 Newsgroups by date: {args.max_train_samples:,} training posts, the "
-        + ("full validation and test splits" if not args.max_eval_samples else
-           f"validation and test capped at {args.max_eval_samples:,}")
-        + f"; the default model, {args.num_train_epochs} epoch(s) at learning rate "
-        f"{args.learning_rate:g} for every arm{' (loaded machine)' if loaded else ''}:\n\n"
-        f"{table}\n\n" + "\n".join(goal_lines(records)) + "\n"
+        f"20 Newsgroups by date: {settings['max_train_samples']:,} training posts, "
+        + ("the full validation and test splits" if not eval_cap else
+           f"validation and test capped at {eval_cap:,}")
+        + f"; the default model, {settings['num_train_epochs']} epoch(s) at learning rate "
+        f"{settings['learning_rate']:g} for every arm{' (loaded machine)' if loaded else ''}:\n\n"
+        f"{table}\n\n" + "\n".join(goals) + "\n"
     )  # fmt: skip
     document = harness.result_document(
         info,
         machine,
-        {"common": common, "arms": ARMS, "complete": final},
+        settings | {"complete": final},
+        summary=summary(records),
+        goal=goal(records),
         records=records,
     )
     paths = harness.write_result("long_texts", document, md, Path(args.output_dir))
@@ -184,6 +222,21 @@ def write(args, info, machine, common, records, final: bool = False) -> dict:
         print(md)
         print(f"wrote {paths[0]} and {paths[1]}")
     return document
+
+
+def rewrite(args) -> dict:
+    """``--rewrite FILE``: the tables, summary and goal again from the records of a result file
+    (several runs' records merged when more files are given, e.g. one per seed)."""
+    import json
+
+    documents = [json.loads(Path(p).read_text(encoding="utf-8")) for p in args.rewrite]
+    first = documents[0]
+    records = [r for d in documents for r in d["records"]]
+    settings = {k: v for k, v in first["settings"].items() if k != "complete"}
+    for key in ("max_train_samples", "num_train_epochs", "learning_rate", "max_eval_samples"):
+        settings.setdefault(key, getattr(args, key))
+    info = first["run_info"] | {"merged_from": [d["run_info"]["command"] for d in documents]}
+    return write(args, info, first["machine"], settings, records, final=True)
 
 
 if __name__ == "__main__":

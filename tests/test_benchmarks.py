@@ -671,3 +671,27 @@ def test_serve_load_goals_compare_batching_with_the_pipeline_server_at_32_client
     assert goals["ours-int8-batching at 32 clients"].endswith("not met")
     assert not any("no_batching" in k for k in goals)
     assert goals["sigterm"] == "met" and goals["long"] == "not met"
+
+
+def test_long_texts_goal_compares_chunks_per_seed_and_needs_less_time_than_512():
+    long_texts = bench_module("long_texts")
+
+    def record(arm, seed, accuracy, wall_s):
+        return {"arm": arm, "seed": seed, "test": {"accuracy": accuracy, "f1_macro": accuracy},
+                "wall_s": wall_s, "train_runtime_s": wall_s / 2, "windows_per_post": 1.0}  # fmt: skip
+
+    records = [
+        record("truncate_128", 42, 0.50, 100), record("truncate_128", 43, 0.52, 100),
+        record("chunks_128", 42, 0.53, 300), record("chunks_128", 43, 0.54, 300),
+        record("truncate_512", 42, 0.535, 200),  # one seed only: compared on that seed
+    ]  # fmt: skip
+    goals = {g["versus"]: g for g in long_texts.goal(records)}
+    assert goals["truncate_128"]["accuracy_points"] == pytest.approx(2.5)
+    assert goals["truncate_128"]["met"]
+    assert goals["truncate_512"]["seeds"] == [42]
+    assert goals["truncate_512"]["accuracy_points"] == pytest.approx(-0.5)
+    assert goals["truncate_512"]["wall_time_ratio"] == pytest.approx(1.5)
+    assert not goals["truncate_512"]["met"]  # within 0.5 points, but slower
+    rows = {a["arm"]: a for a in long_texts.summary(records)}
+    assert rows["chunks_128"]["accuracy"] == pytest.approx(0.535)
+    assert rows["chunks_128"]["seeds"] == [42, 43]

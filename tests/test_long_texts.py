@@ -256,3 +256,75 @@ def test_auto_strategy_reads_the_share_of_long_texts():
     long = np.array([40] * (100 - share) + [300] * share)
     strategy, reason = auto_long_text_strategy(long, 128)
     assert strategy != "truncate" and f"{share}%" in reason
+
+
+def _long_frame(kind: str, n: int = 60) -> pd.DataFrame:
+    """Generated long texts of each problem type; the telling words come after 20 filler words."""
+    rng = random.Random(1)
+    rows = []
+    for i in range(n):
+        k_pos, k_neg = i % 3, (i // 3) % 2
+        words = [rng.choice(FILLER) for _ in range(20)]
+        words += rng.sample(POSITIVE, k_pos) + rng.sample(NEGATIVE, k_neg)
+        row = {"text": " ".join(words)}
+        if kind == "multi_label":
+            row["tags"] = "|".join(t for t, k in (("pos", k_pos), ("neg", k_neg)) if k)
+        elif kind == "regression":
+            row["score"] = float(k_pos - k_neg)
+        else:  # pairs: a short first text, the long one second
+            row["question"] = rng.choice(["good or bad", "which one"])
+            row["label"] = "pos" if k_pos > k_neg else "neg"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize(
+    ("kind", "settings"),
+    [
+        ("multi_label", {"label_column": "tags", "label_separator": "|"}),
+        ("regression", {"label_column": "score", "problem_type": "regression"}),
+        (
+            "pairs",
+            {
+                "text_column": "question",
+                "text_pair_column": "text",
+                "freeze_layers": 1,
+                "cache_frozen_prefix": "memory",
+            },
+        ),
+    ],
+)
+def test_chunks_work_for_every_problem_type_and_the_prefix_cache(
+    tiny_bert_dir, tmp_path, kind, settings
+):
+    path = tmp_path / f"{kind}.csv"
+    frame = _long_frame(kind)
+    frame.to_csv(path, index=False)
+    out = tmp_path / "out"
+    config = TextClassificationConfig(
+        model_name_or_path=str(tiny_bert_dir),
+        train_file=str(path),
+        output_dir=str(out),
+        num_train_epochs=1,
+        learning_rate=1e-3,
+        max_seq_length=12,
+        long_text_strategy="chunks",
+        stride=2,
+        save_strategy="no",
+        seed=0,
+        **settings,
+    )
+    metrics = run_text_classification(config)
+    assert metrics["long_text"]["strategy"] == "chunks"
+    classifier = TextClassifier.from_pretrained(out)
+    texts = list(frame["text"][:5])
+    if kind == "pairs":
+        texts = list(zip(frame["question"][:5], texts, strict=True))
+    logits = classifier.predict_logits(texts)
+    assert logits.shape[0] == 5  # one row per document, not per window
+    results = classifier.predict(texts)
+    assert len(results) == 5
+    if kind == "multi_label":
+        assert set(results[0]["scores"]) == {"neg", "pos"}
+    elif kind == "regression":
+        assert isinstance(results[0]["score"], float)
