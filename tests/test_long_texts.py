@@ -328,3 +328,23 @@ def test_chunks_work_for_every_problem_type_and_the_prefix_cache(
         assert set(results[0]["scores"]) == {"neg", "pos"}
     elif kind == "regression":
         assert isinstance(results[0]["score"], float)
+
+
+def test_windows_per_text_matches_the_windows_made(tokenizer):
+    from nlp_transfer.text.defaults import resolve_auto_settings
+    from nlp_transfer.text.windows import windows_per_text
+
+    texts = [" ".join((FILLER * 9)[:n]) for n in (3, 10, 11, 25, 40, 80)]
+    settings = LongTextSettings("chunks", stride=3, max_chunks=5)
+    _, document, _ = encode_documents(tokenizer, texts, None, 12, settings)
+    lengths = np.array([len(ids) for ids in tokenizer(texts)["input_ids"]])
+    assert windows_per_text(lengths, 12, settings) == pytest.approx(len(document) / len(texts))
+    assert windows_per_text(lengths, 12, LongTextSettings()) == 1.0
+    # the epoch budget counts windows: more rows per text, fewer epochs for the same steps
+    from accelerate import PartialState
+
+    PartialState()  # the rule logs through Accelerate
+    config = TextClassificationConfig(output_dir="unused", early_stopping_patience=2)
+    plain = resolve_auto_settings(config, 2000, 2)
+    windowed = resolve_auto_settings(config, 2000, 2, rows_per_example=3.0)
+    assert windowed.num_train_epochs < plain.num_train_epochs

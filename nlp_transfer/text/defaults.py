@@ -135,7 +135,13 @@ def auto_learning_rate(
 
 
 def resolve_auto_settings(
-    config, num_train_examples: int, num_labels: int, model=None, *, num_processes: int = 1
+    config,
+    num_train_examples: int,
+    num_labels: int,
+    model=None,
+    *,
+    num_processes: int = 1,
+    rows_per_example: float = 1.0,
 ):
     """``config`` with its unset (auto) ``num_train_epochs`` and ``learning_rate`` chosen; logged.
 
@@ -146,6 +152,9 @@ def resolve_auto_settings(
         model: The classifier (its ``config.hidden_size`` and ``num_hidden_layers`` are read).
         num_processes: Training processes (the global batch is per-device x processes x
             accumulation).
+        rows_per_example: Training rows per example (``--long_text_strategy chunks``: the
+            expected windows per text); the epochs are sized on rows, so that windows do not
+            multiply the step budget.
 
     Returns:
         The same config when nothing is unset, else a copy with numbers in place of None.
@@ -154,12 +163,15 @@ def resolve_auto_settings(
     batch = config.per_device_train_batch_size * config.gradient_accumulation_steps * num_processes
     if config.num_train_epochs is None:
         target = target_optimizer_steps(num_labels)
-        epochs = auto_num_train_epochs(num_train_examples, batch, target)
+        rows = math.ceil(num_train_examples * rows_per_example)
+        epochs = auto_num_train_epochs(rows, batch, target)
         changes["num_train_epochs"] = epochs
-        steps = math.ceil(num_train_examples / batch)
+        steps = math.ceil(rows / batch)
         for_classes = f" for {num_labels} classes" if target != TARGET_OPTIMIZER_STEPS else ""
         logger.info(
-            f"--num_train_epochs auto: at most {epochs} epochs ({steps} steps each; about "
+            f"--num_train_epochs auto: at most {epochs} epochs ({steps} steps each"
+            + (f", {rows_per_example:.2f} windows per text" if rows_per_example != 1.0 else "")
+            + f"; about "
             f"{target:,} steps in all{for_classes}, within [{MIN_EPOCHS}, {MAX_EPOCHS}]), early "
             f"stopping patience {config.early_stopping_patience}"
         )

@@ -50,6 +50,7 @@ from .defaults import (
     resolve_auto_settings,
     resolve_long_text_strategy,
     resolve_max_seq_length,
+    token_lengths,
 )
 from .features import train_feature_extractor
 from .loaders import class_weights, is_prepared, load_data, metrics_fn, text_dataloaders
@@ -68,6 +69,7 @@ from .problem import (
     write_problem_plots,
 )
 from .uncertainty import abstention, calibrate, calibrating, conformal_scores, write_uncertainty
+from .windows import windows_per_text
 
 logger = get_logger(__name__)
 
@@ -237,14 +239,27 @@ def run_text_classification(
 
 
 def _data_sized(config, dataset, labels, model, tokenizer, accelerator: Accelerator):
-    """``config`` with its unset budget, learning rate, truncation length and long-text strategy
-    chosen from the data (``text/defaults.py``; each logged with its reason)."""
-    config = resolve_auto_settings(
-        config, len(dataset["train"]), len(labels), model, num_processes=accelerator.num_processes
-    )
+    """``config`` with its unset truncation length, long-text strategy, budget and learning rate
+    chosen from the data (``text/defaults.py``; each logged with its reason). The budget counts
+    training rows: a text read as several windows counts as that many."""
     on_cpu = accelerator.device.type == "cpu"
     config = resolve_max_seq_length(config, dataset["train"], tokenizer, on_cpu)
-    return resolve_long_text_strategy(config, dataset["train"], tokenizer)
+    config = resolve_long_text_strategy(config, dataset["train"], tokenizer)
+    rows = 1.0
+    if config.num_train_epochs is None and config.long_text_settings().windowed:
+        lengths = token_lengths(dataset["train"], tokenizer, seed=config.seed)
+        special = tokenizer.num_special_tokens_to_add(pair="text_pair" in dataset["train"].features)
+        rows = windows_per_text(
+            lengths, config.max_seq_length, config.long_text_settings(), special
+        )
+    return resolve_auto_settings(
+        config,
+        len(dataset["train"]),
+        len(labels),
+        model,
+        num_processes=accelerator.num_processes,
+        rows_per_example=rows,
+    )
 
 
 def _with_estimator(config: TextClassificationConfig, estimator: object):

@@ -133,6 +133,20 @@ class LongTextSettings:
         )
 
 
+def windows_per_text(
+    lengths: np.ndarray, max_seq_length: int, settings: LongTextSettings, num_special: int = 2
+) -> float:
+    """The mean number of rows a text of these token ``lengths`` (special tokens included)
+    becomes: 1 unless ``chunks``, else its windows, at most ``max_chunks``."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    if not settings.windowed or not len(lengths):
+        return 1.0
+    step = max_seq_length - num_special - settings.stride_for(max_seq_length)
+    content = np.maximum(lengths - num_special, 0)
+    extra = np.ceil(np.maximum(content - (max_seq_length - num_special), 0) / step)
+    return float(np.minimum(1 + extra, settings.max_chunks).mean())
+
+
 def encode_documents(
     tokenizer: PreTrainedTokenizerBase,
     texts: Sequence[str],
