@@ -113,8 +113,7 @@ class TextClassificationConfig(TransferConfig):
     )
     file_encoding: str = arg(
         "utf-8",
-        "Text encoding of --train_file/--validation_file/--test_file (CSV/TSV/JSON), e.g. cp1252 "
-        "or latin-1 for files from Excel.",
+        "Encoding of the data files (CSV/TSV/JSON), e.g. cp1252 or latin-1 from Excel.",
         DATA,
     )
     empty_texts: str = arg(
@@ -130,8 +129,8 @@ class TextClassificationConfig(TransferConfig):
     )
     preprocessing_num_workers: int | None = arg(
         None,
-        "Processes that tokenize the data (datasets' map num_proc); unset: this process only. "
-        "Tokens of a data file are cached beside its Arrow cache and reused by the next run.",
+        "Processes that tokenize (datasets' num_proc); unset: this one. A file's tokens are "
+        "cached and reused.",
         DATA,
     )
     cache_dir: str | None = arg(
@@ -154,30 +153,15 @@ class TextClassificationConfig(TransferConfig):
     )
     long_text_strategy: str | None = arg(
         None,
-        "Texts longer than --max_seq_length: truncate (keep the beginning), head_tail (the "
-        "beginning and the end, Sun et al. 2019) or chunks (overlapping windows; the document's "
-        "prediction pools theirs); unset: chosen from the share of training texts that would be "
-        "cut (logged).",
+        "Texts over --max_seq_length: truncate, head_tail or chunks (windows, pooled); unset: "
+        "from the data.",
         MODEL,
     )
     stride: int | None = arg(
-        None,
-        "With --long_text_strategy chunks: tokens shared by consecutive windows; unset: a "
-        "quarter of --max_seq_length.",
-        MODEL,
+        None, "chunks: tokens shared by consecutive windows (unset: a quarter).", MODEL
     )
-    max_chunks: int = arg(
-        DEFAULT_MAX_CHUNKS,
-        "With --long_text_strategy chunks: most windows per text (evenly spaced over a longer one, "
-        "so its end is kept).",
-        MODEL,
-    )
-    chunk_pooling: str = arg(
-        "mean",
-        "With --long_text_strategy chunks: a document's logits are the mean or the max of its "
-        "windows'.",
-        MODEL,
-    )
+    max_chunks: int = arg(DEFAULT_MAX_CHUNKS, "chunks: most windows per text.", MODEL)
+    chunk_pooling: str = arg("mean", "chunks: mean or max of the windows' logits.", MODEL)
     trust_remote_code: bool = arg(False, "Allow custom model code from the Hub.", MODEL)
     prefix_cache_memory_gb: float | None = arg(
         None,
@@ -187,14 +171,13 @@ class TextClassificationConfig(TransferConfig):
     )
     pooling: str = arg(
         "mean",
-        "Feature extraction pooling: mean (what sentence-transformers models such as "
-        "all-MiniLM-L6-v2 were trained for) or cls.",
+        "Feature extraction pooling: mean (what all-MiniLM-L6-v2 was trained for) or cls.",
         TRANSFER,
     )
     init_from: str | None = arg(
         None,
-        "Weight transfer: start from a model fine-tuned on a source task (its output_dir); the "
-        "encoder is kept, the head is new for this task's labels.",
+        "Weight transfer: the encoder of a model fine-tuned on a source task (its output_dir), "
+        "a new head.",
         TRANSFER,
     )
     group_by_length: bool = arg(

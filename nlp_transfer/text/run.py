@@ -293,9 +293,7 @@ def finish_text_run(
     uncalibrated_test = outcome.test
     outcome, calibration = calibrate(config, outcome, problem, unwrapped, len(labels))
     test_logits, test_labels = outcome.test
-    unwrapped.config.max_seq_length = config.max_seq_length  # prediction truncates the same
-    long_text = config.long_text_settings()
-    long_text.save(unwrapped.config)  # and reads long texts the same
+    long_text = _save_reading(config, unwrapped)
     test_metrics, extra, baseline = _test_report(
         config, outcome, dataset, unwrapped, accelerator.is_main_process
     )
@@ -318,10 +316,7 @@ def finish_text_run(
     if conformal is not None:
         metrics["conformal"] = conformal["report"]
     metrics["transfer_strategy"] = plan.describe()
-    metrics["long_text"] = unwrapped.config.long_text | {
-        "max_seq_length": config.max_seq_length,
-        "description": long_text.describe(config.max_seq_length),
-    }
+    metrics["long_text"] = long_text
     model_path = config.init_from or resolve_model_path(config.model_name_or_path)[0]
     # the adapter to output_dir/adapter; the model merged for the usual layout (--peft)
     saved = save_adapter_outputs(plan, accelerator, outcome.model, config.output_dir, tokenizer)
@@ -359,6 +354,19 @@ def finish_text_run(
         accelerator.print(format_problem_summary(metrics, task_name, problem))
     accelerator.end_training()
     return metrics
+
+
+def _save_reading(config: TextClassificationConfig, model) -> dict:
+    """Record in ``model.config`` how training read texts (``max_seq_length``, ``long_text``)
+    so that prediction reads them the same; returns ``metrics.json``'s ``long_text``."""
+    model.config.max_seq_length = config.max_seq_length
+    long_text = config.long_text_settings()
+    long_text.save(model.config)
+    description = long_text.describe(config.max_seq_length)
+    return model.config.long_text | {
+        "max_seq_length": config.max_seq_length,
+        "description": description,
+    }
 
 
 def _test_report(config, outcome, dataset, model, main_process: bool):

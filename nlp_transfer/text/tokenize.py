@@ -90,20 +90,7 @@ def tokenize_dataset(
             desc="Tokenizing",
         )
     else:
-        long_text.stride_for(max_seq_length)  # a bad --stride fails before any work
-        tokenized = DatasetDict(
-            {
-                split: ds.map(
-                    _document_encoder(tokenizer, max_seq_length, pairs, long_text),
-                    batched=True,
-                    with_indices=True,
-                    num_proc=num_proc if num_proc and num_proc > 1 else None,
-                    remove_columns=ds.column_names,
-                    desc="Tokenizing" if long_text.strategy != CHUNKS else "Windowing",
-                )
-                for split, ds in dataset.items()
-            }
-        )
+        tokenized = _tokenize_documents(dataset, tokenizer, max_seq_length, num_proc, long_text)
     _warn_truncated(tokenized, max_seq_length, model_max, long_text)
     tokenized = tokenized.remove_columns("truncated")
     return DatasetDict(  # unlabelled splits (domain adaptation's target texts) stay unlabelled
@@ -142,6 +129,26 @@ def _encoder(tokenizer: PreTrainedTokenizerBase, max_seq_length: int, pairs: boo
         return encoded
 
     return encode
+
+
+def _tokenize_documents(dataset, tokenizer, max_seq_length, num_proc, long_text) -> DatasetDict:
+    """``tokenize_dataset`` for ``head_tail`` and ``chunks``: a split's rows may multiply, so
+    every column is rebuilt (:func:`_document_encoder`)."""
+    long_text.stride_for(max_seq_length)  # a bad --stride fails before any work
+    pairs = "text_pair" in next(iter(dataset.values())).column_names
+    return DatasetDict(
+        {
+            split: ds.map(
+                _document_encoder(tokenizer, max_seq_length, pairs, long_text),
+                batched=True,
+                with_indices=True,
+                num_proc=num_proc if num_proc and num_proc > 1 else None,
+                remove_columns=ds.column_names,
+                desc="Tokenizing" if long_text.strategy != CHUNKS else "Windowing",
+            )
+            for split, ds in dataset.items()
+        }
+    )
 
 
 def _document_encoder(

@@ -84,6 +84,18 @@ def predict_logits(
     return logits, labels
 
 
+def prepared(
+    accelerator: Accelerator, dataloader: DataLoader | None, default: DataLoader
+) -> DataLoader:
+    """``dataloader`` prepared by ``accelerator`` unless it is already (an Accelerate one);
+    ``default`` when it is None."""
+    if dataloader is None:
+        return default
+    if hasattr(dataloader, "gradient_state"):
+        return dataloader
+    return accelerator.prepare(dataloader)
+
+
 def _sampler_order(dataloader) -> np.ndarray | None:
     """The ``order`` of a :class:`~nlp_transfer.data.samplers.LengthSortedSampler` behind a
     (possibly Accelerate-prepared) DataLoader, or None."""

@@ -48,7 +48,7 @@ from .checkpoint import (
     step_flags,
 )
 from .default_callbacks import default_callbacks
-from .evaluation import MetricsFn, evaluate, forward_logits, predict_logits
+from .evaluation import MetricsFn, evaluate, forward_logits, predict_logits, prepared
 from .schedule import create_scheduler
 from .state import FitResult, ProcessState, TrainerState, snapshot_weights
 
@@ -102,6 +102,7 @@ class Trainer:
     ):
         self.args, self.accelerator = args, accelerator
         self.compute_metrics, self.loss_fn = compute_metrics, loss_fn
+        self.pool = getattr(args, "chunk_pooling", "mean")  # a long text's windows: its logits
         # the unfreezer is made before the optimizer, which must hold every block
         unfreezer = plan.unfreezer(model) if plan is not None else None
         optimizer, l2sp = (
@@ -255,10 +256,8 @@ class Trainer:
 
     def evaluate(self, dataloader: DataLoader | None = None, desc: str = "Validation") -> dict:
         """Metrics of ``dataloader`` (default: the validation split), plus the mean ``loss``."""
-        loader = self.eval_dataloader if dataloader is None else self._prepared(dataloader)
-        return evaluate(
-            self.model, loader, self.accelerator, self.compute_metrics, desc, self._pooling
-        )
+        loader = prepared(self.accelerator, dataloader, self.eval_dataloader)
+        return evaluate(self.model, loader, self.accelerator, self.compute_metrics, desc, self.pool)
 
     def predict(self, dataloader: DataLoader | None = None, desc: str = "Test"):
         """``(logits (n, C) float32, labels (n,))`` of every example, in dataset order.
@@ -267,18 +266,8 @@ class Trainer:
             dataloader: Unprepared (or prepared) batches; default the validation split.
             desc: The progress bar's title.
         """
-        loader = self.eval_dataloader if dataloader is None else self._prepared(dataloader)
-        return predict_logits(self.model, loader, self.accelerator, desc, self._pooling)
-
-    @property
-    def _pooling(self) -> str:
-        """How a long text's windows' logits become its own (``--chunk_pooling``)."""
-        return getattr(self.args, "chunk_pooling", "mean")
-
-    def _prepared(self, dataloader: DataLoader) -> DataLoader:
-        if hasattr(dataloader, "gradient_state"):  # already an Accelerate DataLoader
-            return dataloader
-        return self.accelerator.prepare(dataloader)
+        loader = prepared(self.accelerator, dataloader, self.eval_dataloader)
+        return predict_logits(self.model, loader, self.accelerator, desc, self.pool)
 
     def _evaluate_epoch(self, epoch: int) -> None:
         """Training metrics of the epoch, validation, the epoch's record, the best epoch, then
