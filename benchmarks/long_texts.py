@@ -218,6 +218,12 @@ def write(args, info, machine, settings, records, final: bool = False) -> dict:
         f"{settings['learning_rate']:g} for every arm{' (loaded machine)' if loaded else ''}:\n\n"
         f"{table}\n\n" + "\n".join(goals) + "\n"
     )  # fmt: skip
+    if any(r["arm"] == "truncate_128_4_epochs" for r in records):
+        md += (
+            "\n`truncate_128_4_epochs` is a control, not one of the goal's arms: truncation at 128 "
+            "trained for 4 epochs (500 optimizer steps), about the steps chunks_128 takes in one "
+            "(427).\n"
+        )
     document = harness.result_document(
         info,
         machine,
@@ -244,7 +250,11 @@ def rewrite(args) -> dict:
     settings = {k: v for k, v in first["settings"].items() if k != "complete"}
     for key in ("max_train_samples", "num_train_epochs", "learning_rate", "max_eval_samples"):
         settings.setdefault(key, getattr(args, key))
-    info = first["run_info"] | {"merged_from": [d["run_info"]["command"] for d in documents]}
+    info = first["run_info"] | {
+        "merged_from": [
+            {k: d["run_info"][k] for k in ("command", "git_sha", "date")} for d in documents
+        ]
+    }
     return write(args, info, first["machine"], settings, records, final=True)
 
 

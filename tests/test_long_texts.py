@@ -249,17 +249,15 @@ def test_bad_long_text_settings_name_the_flag(tmp_path):
         )
 
 
-def test_auto_strategy_reads_the_share_of_long_texts_and_the_budget():
+def test_auto_strategy_truncates_and_names_the_others_when_many_texts_are_cut():
     short = np.array([40] * 90 + [300] * 10)
-    assert auto_long_text_strategy(short, 128)[0] == "truncate"
+    strategy, reason = auto_long_text_strategy(short, 128)
+    assert strategy == "truncate" and "chunks" not in reason
     share = int(100 * LONG_TEXT_SHARE) + 5
     long = np.array([40] * (100 - share) + [300] * share)
     strategy, reason = auto_long_text_strategy(long, 128)
-    assert strategy == "chunks" and f"{share}%" in reason
-    strategy, reason = auto_long_text_strategy(long, 128, steps_budget=False)
-    assert strategy == "truncate" and "--long_text_strategy chunks" in reason
-    assert auto_long_text_strategy(long, 128, windowable=False)[0] == "truncate"
-    assert auto_long_text_strategy(long, 512)[0] == "truncate"  # nothing is cut at 512
+    assert strategy == "truncate" and f"{share}%" in reason
+    assert "--long_text_strategy chunks" in reason
 
 
 def _long_frame(kind: str, n: int = 60) -> pd.DataFrame:
