@@ -54,6 +54,8 @@ from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 from transformers import logging as hf_logging
 
+from .windows import windows_per_text
+
 logger = get_logger(__name__)
 
 TARGET_OPTIMIZER_STEPS = 1000
@@ -311,3 +313,33 @@ def resolve_long_text_strategy(config, train: Dataset, tokenizer: PreTrainedToke
     strategy, reason = auto_long_text_strategy(lengths, config.max_seq_length)
     logger.info(f"--long_text_strategy auto: {strategy} ({reason})")
     return dataclasses.replace(config, long_text_strategy=strategy)
+
+
+def resolve_data_sized(
+    config,
+    train: Dataset,
+    num_labels: int,
+    model,
+    tokenizer: PreTrainedTokenizerBase,
+    on_cpu: bool,
+    num_processes: int = 1,
+):
+    """``config`` with its unset truncation length, long-text strategy, budget and learning rate
+    chosen from the training split, in that order; each logged with its reason. The budget
+    counts training rows: a text read as several windows (``chunks``) counts as that many.
+
+    Returns:
+        The config, a copy where anything was unset.
+    """
+    config = resolve_max_seq_length(config, train, tokenizer, on_cpu)
+    config = resolve_long_text_strategy(config, train, tokenizer)
+    rows = 1.0
+    if config.num_train_epochs is None and config.long_text_settings().windowed:
+        lengths = token_lengths(train, tokenizer, seed=config.seed)
+        special = tokenizer.num_special_tokens_to_add(pair="text_pair" in train.features)
+        rows = windows_per_text(
+            lengths, config.max_seq_length, config.long_text_settings(), special
+        )
+    return resolve_auto_settings(
+        config, len(train), num_labels, model, num_processes=num_processes, rows_per_example=rows
+    )

@@ -46,12 +46,7 @@ from ..transfer.cache import CachedPrefixModel
 from ..transfer.plan import TransferPlan, plan_transfer
 from .baseline import tfidf_logreg_baseline, tfidf_problem_baseline
 from .config import TextClassificationConfig
-from .defaults import (
-    resolve_auto_settings,
-    resolve_long_text_strategy,
-    resolve_max_seq_length,
-    token_lengths,
-)
+from .defaults import resolve_data_sized
 from .features import train_feature_extractor
 from .loaders import class_weights, is_prepared, load_data, metrics_fn, text_dataloaders
 from .model import build_text_classifier, resolve_model_path, source_head
@@ -69,7 +64,6 @@ from .problem import (
     write_problem_plots,
 )
 from .uncertainty import abstention, calibrate, calibrating, conformal_scores, write_uncertainty
-from .windows import windows_per_text
 
 logger = get_logger(__name__)
 
@@ -222,7 +216,10 @@ def run_text_classification(
             f"{len(source)} label(s) {source[:6]}), new head for the {len(labels)} label(s) "
             f"{labels[:6]}"
         )
-    config = _data_sized(config, dataset, labels, model, tokenizer, accelerator)
+    on_cpu, processes = accelerator.device.type == "cpu", accelerator.num_processes
+    config = resolve_data_sized(  # each choice logged with its reason
+        config, dataset["train"], len(labels), model, tokenizer, on_cpu, processes
+    )
     if estimator is not None and config.feature_extraction == "none":
         config = _with_estimator(config, estimator)
     plan = plan_transfer(model, config, details=_plan_details(config, estimator))
@@ -236,30 +233,6 @@ def run_text_classification(
             model, tokenizer, dataset, accelerator, config, plan, callbacks
         )
     return finish_text_run(config, accelerator, outcome, plan, dataset, tokenizer, start, task_name)
-
-
-def _data_sized(config, dataset, labels, model, tokenizer, accelerator: Accelerator):
-    """``config`` with its unset truncation length, long-text strategy, budget and learning rate
-    chosen from the data (``text/defaults.py``; each logged with its reason). The budget counts
-    training rows: a text read as several windows counts as that many."""
-    on_cpu = accelerator.device.type == "cpu"
-    config = resolve_max_seq_length(config, dataset["train"], tokenizer, on_cpu)
-    config = resolve_long_text_strategy(config, dataset["train"], tokenizer)
-    rows = 1.0
-    if config.num_train_epochs is None and config.long_text_settings().windowed:
-        lengths = token_lengths(dataset["train"], tokenizer, seed=config.seed)
-        special = tokenizer.num_special_tokens_to_add(pair="text_pair" in dataset["train"].features)
-        rows = windows_per_text(
-            lengths, config.max_seq_length, config.long_text_settings(), special
-        )
-    return resolve_auto_settings(
-        config,
-        len(dataset["train"]),
-        len(labels),
-        model,
-        num_processes=accelerator.num_processes,
-        rows_per_example=rows,
-    )
 
 
 def _with_estimator(config: TextClassificationConfig, estimator: object):
