@@ -178,25 +178,29 @@ def test_evaluation_pools_windows_into_one_row_per_document(tiny_bert_dir, token
     np.testing.assert_allclose(logits, np.stack(by_hand), atol=1e-5)
 
 
+def _train_chunks(tiny_bert_dir, path, out, **settings) -> dict:
+    """A tiny run reading its texts in windows (``chunks``, stride 4 unless given)."""
+    defaults = dict(
+        model_name_or_path=str(tiny_bert_dir),
+        train_file=str(path),
+        output_dir=str(out),
+        num_train_epochs=1,
+        learning_rate=1e-3,
+        long_text_strategy="chunks",
+        stride=4,
+        save_strategy="no",
+        seed=0,
+    )
+    return run_text_classification(TextClassificationConfig(**(defaults | settings)))
+
+
 def test_chunks_model_trains_and_predicts_each_document_alike_in_every_backend(
     tiny_bert_dir, tmp_path
 ):
     path = tmp_path / "long.csv"
     _long_docs(80).to_csv(path, index=False)
     out = tmp_path / "out"
-    config = TextClassificationConfig(
-        model_name_or_path=str(tiny_bert_dir),
-        train_file=str(path),
-        output_dir=str(out),
-        num_train_epochs=2,
-        learning_rate=1e-3,
-        max_seq_length=16,
-        long_text_strategy="chunks",
-        stride=4,
-        save_strategy="no",
-        seed=0,
-    )
-    metrics = run_text_classification(config)
+    metrics = _train_chunks(tiny_bert_dir, path, out, num_train_epochs=2, max_seq_length=16)
     n_test = len(pd.read_csv(path)) // 10  # the 80/10/10 split: metrics per document
     assert metrics["test"]["num_examples"] == n_test
     assert np.asarray(metrics["test"]["confusion_matrix"]).sum() == n_test
@@ -303,20 +307,7 @@ def test_chunks_work_for_every_problem_type_and_the_prefix_cache(
     frame = _long_frame(kind)
     frame.to_csv(path, index=False)
     out = tmp_path / "out"
-    config = TextClassificationConfig(
-        model_name_or_path=str(tiny_bert_dir),
-        train_file=str(path),
-        output_dir=str(out),
-        num_train_epochs=1,
-        learning_rate=1e-3,
-        max_seq_length=12,
-        long_text_strategy="chunks",
-        stride=2,
-        save_strategy="no",
-        seed=0,
-        **settings,
-    )
-    metrics = run_text_classification(config)
+    metrics = _train_chunks(tiny_bert_dir, path, out, max_seq_length=12, stride=2, **settings)
     assert metrics["long_text"]["strategy"] == "chunks"
     classifier = TextClassifier.from_pretrained(out)
     texts = list(frame["text"][:5])
