@@ -31,6 +31,9 @@ BUILTIN_TASK_MODULES = (
     "nlp_transfer.adaptation.task",
 )
 DEFAULT_TASK = "text"
+# Checks a run can ask for before it trains (``--audit``): name -> the module registering it.
+BUILTIN_DATA_CHECK_MODULES = {"audit": "nlp_transfer.audit.hook"}
+_DATA_CHECKS: dict[str, Callable[..., Any]] = {}
 
 _TASKS: dict[str, Task] = {}
 _builtins_loaded = False
@@ -129,3 +132,28 @@ def task_of_model_dir(model_dir: str | os.PathLike) -> Task:
         if task.recognizes is not None and task.name != DEFAULT_TASK and task.recognizes(path):
             return task
     return _TASKS[DEFAULT_TASK]
+
+
+def register_data_check(name: str, check: Callable[..., Any]) -> None:
+    """Register ``check(config, dataset, accelerator)``, which a run calls on its loaded splits
+    before training when asked (``--audit`` runs ``"audit"``).
+
+    Raises:
+        ValueError: A check of that name is registered already.
+    """
+    if name in _DATA_CHECKS:
+        raise ValueError(f"A data check named {name!r} is registered already.")
+    _DATA_CHECKS[name] = check
+
+
+def run_data_check(name: str, *args: Any) -> Any:
+    """Run the data check ``name`` (its package imported on first use) with ``args``.
+
+    Raises:
+        ValueError: No such check.
+    """
+    if name not in _DATA_CHECKS and name in BUILTIN_DATA_CHECK_MODULES:
+        importlib.import_module(BUILTIN_DATA_CHECK_MODULES[name])
+    if name not in _DATA_CHECKS:
+        raise ValueError(f"No data check named {name!r}; known: {', '.join(_DATA_CHECKS)}.")
+    return _DATA_CHECKS[name](*args)

@@ -46,6 +46,7 @@ LAYERS: list[str | tuple[str, ...]] = [
     "reporting",  # metrics.json, config.yaml, plots, the model card
     ("text", "vision"),  # the task packages: neither imports the other
     "adaptation",  # domain adaptation of a text classifier: builds on text
+    "audit",  # label errors, duplicates, leakage, outliers of a labelled set: builds on text
     "serving",  # the HTTP server of a saved text model
     ("api", "search", "export", "cli", "__main__", "__init__"),
 ]

@@ -3,10 +3,10 @@
 Subcommands: ``train`` (any text task and strategy; ``--config`` YAML + flags, the same config
 dataclasses as the recipes), ``evaluate``, ``predict``, ``export`` (ONNX), ``datasets`` (list or
 fetch the built-in ones), ``cache`` (list or clear what is kept on disk), ``serve`` (an HTTP
-server) and ``benchmark`` (the committed benchmark scripts). ``nlp-transfer
-<subcommand> --help`` describes each. A user error (bad data, flag or path, a model that is not
-available offline) prints ``error: <message>`` and exits with status 1; ``--debug`` shows the
-traceback instead.
+server), ``audit`` (label errors, duplicates, leakage) and ``benchmark`` (the committed
+benchmark scripts). ``nlp-transfer <subcommand> --help`` describes each. A user error (bad data,
+flag or path, a model that is not available offline) prints ``error: <message>`` and exits with
+status 1; ``--debug`` shows the traceback instead.
 
 Nothing heavy (torch, transformers, datasets) is imported before a subcommand runs, so
 ``--help`` answers at once.
@@ -20,6 +20,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .audit import add_audit_parser, audit_main
 from .predict import add_evaluate_parser, add_predict_parser, evaluate_main, predict_main
 from .serve import add_serve_parser, serve_main
 
@@ -69,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_predict_parser(sub)
     add_evaluate_parser(sub)
     add_serve_parser(sub)
+    add_audit_parser(sub)
     x = sub.add_parser(
         "export",
         help="Export a saved model to ONNX (dynamic batch and sequence axes), checked against PyTorch.",
@@ -326,4 +328,6 @@ def _dispatch(argv: list[str]) -> int:
         return predict_main(args)
     if args.command == "serve":
         return serve_main(args)
+    if args.command == "audit":
+        return audit_main(args)
     return evaluate_main(args)

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import os
 
-from datasets import DatasetDict
+import numpy as np
+from datasets import Dataset, DatasetDict
 
 from .builtin import BUILTIN_DATASETS, load_builtin_dataset
 from .checks import checked_dataset, kept_rows
@@ -40,6 +41,7 @@ __all__ = [
     "PROBLEM_TYPES",
     "load_problem_dataset",
     "load_text_classification_dataset",
+    "read_labelled_splits",
     "reading_options",
 ]
 
@@ -105,6 +107,54 @@ def load_problem_dataset(
         _check_builtin_problem_type(data, problem_type)
         sizes = dict(validation_size=validation_size, test_size=test_size, seed=seed)
         return load_builtin_dataset(data, cache_dir=cache_dir, **sizes)
+    encoded, _, problem_type = read_labelled_splits(
+        data,
+        problem_type=problem_type,
+        validation=validation,
+        test=test,
+        text_column=text_column,
+        text_pair_column=text_pair_column,
+        label_column=label_column,
+        label_separator=label_separator,
+        encoding=encoding,
+        empty_texts=empty_texts,
+        cache_dir=cache_dir,
+    )
+    # 4. split off what was not given
+    sizes = dict(validation_size=validation_size, test_size=test_size, seed=seed)
+    return split_missing(encoded, problem_type, **sizes)
+
+
+def read_labelled_splits(
+    data,
+    *,
+    problem_type: str | None = None,
+    validation=None,
+    test=None,
+    text_column: str = "text",
+    text_pair_column: str | None = None,
+    label_column: str = "label",
+    label_separator: str | None = None,
+    encoding: str = "utf-8",
+    empty_texts: str = "drop",
+    cache_dir: str | os.PathLike | None = None,
+) -> tuple[dict[str, Dataset], dict[str, np.ndarray], str]:
+    """Steps 1 to 3 of the pipeline (read, check, encode labels) on the splits as given, none
+    split off: what ``nlp-transfer audit`` reads, every row of the user's file kept in order.
+
+    Args:
+        data: Training data: a file, DataFrame, Dataset or Hub dataset name (not a built-in).
+        The rest: as :func:`load_problem_dataset`.
+
+    Returns:
+        ``({split: Dataset with text (+ text_pair) and label}, {split: (n_read,) bool, the
+        rows kept}, problem_type)``; ``np.flatnonzero(keep)`` maps a kept row to its row in
+        the source (0-based, the header not counted).
+
+    Raises:
+        As :func:`load_problem_dataset`.
+    """
+    check_empty_texts_choice(empty_texts)
     # 1. read
     tables = read_splits(data, validation, test, cache_dir, encoding)
     # 2. check: the named columns, then the texts (empty ones dropped or an error)
@@ -120,9 +170,7 @@ def load_problem_dataset(
         tables["train"], label_column, problem_type, label_separator
     )
     encoded = encode_labels(tables, keeps, problem_type, names, label_column, label_separator)
-    # 4. split off what was not given
-    sizes = dict(validation_size=validation_size, test_size=test_size, seed=seed)
-    return split_missing(encoded, problem_type, **sizes)
+    return encoded, keeps, problem_type
 
 
 def load_text_classification_dataset(

@@ -85,8 +85,8 @@ class TextClassificationConfig(TransferConfig):
     )
     text_pair_column: str | None = arg(
         None,
-        "Column holding the second text of a sentence pair (NLI, paraphrase, question-answer "
-        "relevance): both are encoded together, truncated longest first.",
+        "Column holding the second text of a sentence pair (NLI, paraphrase): both are "
+        "encoded together.",
         DATA,
     )
     problem_type: str | None = arg(
@@ -135,9 +135,8 @@ class TextClassificationConfig(TransferConfig):
     )
     cache_dir: str | None = arg(
         None,
-        "Where built-in datasets are downloaded and the frozen-prefix cache goes on disk "
-        "(default: $NLP_TRANSFER_CACHE or ~/.cache/nlp_transfer); when set, also datasets' Arrow "
-        "cache of your data files (default there: $HF_DATASETS_CACHE).",
+        "Downloads, frozen-prefix and feature caches (default: $NLP_TRANSFER_CACHE or "
+        "~/.cache/nlp_transfer); when set, also datasets' Arrow cache of your files.",
         DATA,
     )
     # Model
@@ -218,6 +217,11 @@ class TextClassificationConfig(TransferConfig):
         EVALUATION,
     )
     # Outputs and sharing
+    audit: bool = arg(
+        False,
+        "First audit the training data (nlp-transfer audit); report in <output_dir>/audit.",
+        EVALUATION,
+    )
     run_baseline: bool = arg(
         True, "Also fit TF-IDF + logistic regression on the same split.", EVALUATION
     )

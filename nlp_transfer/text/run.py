@@ -38,6 +38,7 @@ from ..metrics.classification import (
 )
 from ..reporting.model_card import write_model_card
 from ..reporting.outputs import format_summary, run_metrics, save_run, write_report
+from ..tasks import run_data_check
 from ..training.callbacks import TrainerCallback
 from ..training.imbalance import cross_entropy_loss
 from ..training.run import TrainOutcome, start_run, train_and_predict
@@ -197,6 +198,8 @@ def run_text_classification(
     if not is_prepared(dataset):  # None, a DataFrame, a Dataset: the config's columns
         with accelerator.main_process_first():
             dataset = load_data(config, dataset)
+    if config.audit:  # nlp-transfer audit on the splits this run uses: <output_dir>/audit
+        run_data_check("audit", config, dataset, accelerator)
     problem = problem_type_of(dataset)
     check_problem_settings(config, problem)
     config = problem_defaults(config, problem)

@@ -66,13 +66,19 @@ def start_run(config: TrainingConfig, task_name: str, check_resume: bool = True)
         project_dir=config.output_dir,
     )
     check_output_dir(
-        config.output_dir, config.overwrite_output_dir, resuming=bool(config.resume_from_checkpoint)
+        config.output_dir,
+        config.overwrite_output_dir,
+        resuming=bool(config.resume_from_checkpoint),
+        ignore=AUDIT_DIRS if getattr(config, "audit", False) else (),
     )
     if check_resume:  # fail now, not after loading data and model, if there is no checkpoint
         resume_path(config)
     if trackers:
         accelerator.init_trackers(task_name.replace(" ", "_"), config=tracker_config(config))
     return accelerator
+
+
+AUDIT_DIRS = ("audit",)  # what --audit writes into output_dir before training starts
 
 
 def resume_path(config: TrainingConfig) -> Path | None:

@@ -259,7 +259,10 @@ def setup_logging(accelerator: Accelerator) -> None:
 
 
 def check_output_dir(
-    output_dir: str | os.PathLike, overwrite_output_dir: bool = False, resuming: bool = False
+    output_dir: str | os.PathLike,
+    overwrite_output_dir: bool = False,
+    resuming: bool = False,
+    ignore: tuple[str, ...] = (),
 ) -> Path:
     """Refuse to write into a non-empty ``output_dir`` unless overwriting or resuming was asked for.
 
@@ -271,6 +274,8 @@ def check_output_dir(
         overwrite_output_dir: Allow writing into a non-empty directory.
         resuming: The run continues from a checkpoint (``--resume_from_checkpoint``), which
             may live in this directory.
+        ignore: Entries the run itself wrote there first (``audit`` with ``--audit``), which
+            do not make the directory "not empty".
 
     Returns:
         The path.
@@ -290,7 +295,8 @@ def check_output_dir(
             "resume, and resuming would replace its results. Choose another --output_dir, or "
             "pass --overwrite_output_dir as well."
         )
-    if path.is_dir() and any(path.iterdir()) and not (overwrite_output_dir or resuming):
+    occupied = path.is_dir() and any(p.name not in ignore for p in path.iterdir())
+    if occupied and not (overwrite_output_dir or resuming):
         hint = ""
         if (path / "checkpoints").is_dir() and not (path / "metrics.json").exists():
             hint = (

@@ -1,0 +1,277 @@
+"""nlp-transfer audit: label errors (cleanlab on out-of-fold probabilities), duplicates and
+leakage, outliers, the report and cleaned file, ``train --audit``."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import toy_sentiment_frame
+
+from nlp_transfer.audit import audit
+from nlp_transfer.audit.data import AuditData
+from nlp_transfer.audit.duplicates import (
+    exact_pairs,
+    find_duplicates,
+    near_pairs,
+    normalize_text,
+)
+from nlp_transfer.audit.findings import suspects_table
+from nlp_transfer.audit.labels import (
+    folds_for,
+    label_issues,
+    multilabel_issues,
+    out_of_fold_multilabel,
+    out_of_fold_probabilities,
+)
+from nlp_transfer.audit.outliers import far_out_threshold, ood_scores
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+# --- duplicates -------------------------------------------------------------------------------
+def test_normalized_texts_compare_without_case_punctuation_and_spacing():
+    assert normalize_text("Great  movie!!") == normalize_text("great movie") == "great movie"
+    assert normalize_text("Ｇｒｅａｔ") == "great"  # NFKC folds full-width letters
+    assert normalize_text("a-b") != normalize_text("ab")
+    texts = ["Great movie!", "great   movie", "other", "...", "!!", "GREAT MOVIE"]
+    assert exact_pairs(texts).tolist() == [[0, 1], [0, 5]]  # punctuation-only texts left out
+
+
+@pytest.mark.parametrize("block_size", [1, 2, 1024])
+def test_near_pairs_finds_exactly_the_pairs_above_the_threshold(block_size):
+    features = _unit(np.array([[1.0, 0, 0], [0.99, 0.141, 0], [0, 1.0, 0], [0, 0, 1.0]]))
+    pairs, cosines = near_pairs(features, threshold=0.95, block_size=block_size)
+    assert pairs.tolist() == [[0, 1]]
+    assert cosines[0] == pytest.approx(0.99, abs=1e-3)
+    assert len(near_pairs(features, threshold=0.1, block_size=block_size)[0]) == 2  # 0-1, 1-2
+    with pytest.raises(ValueError, match="--near_duplicate_threshold"):
+        near_pairs(features, threshold=1.5)
+
+
+def test_duplicates_flag_conflicting_labels_and_leakage_into_test():
+    texts = ["a good film", "A good film!", "bad plot", "a new text", "bad plot", "unrelated"]
+    splits = ["train", "train", "train", "train", "test", "test"]
+    labels = [1, 0, 0, 1, 0, 1]
+    found = find_duplicates(texts, splits, labels, features=None)
+    assert found["conflicting"].tolist() == [True, True, False, False, False, False]
+    assert found["leaked"].tolist() == [False, False, False, False, True, False]
+    assert found["counts"]["leaked_rows"] == {"test": 1}
+    assert found["counts"]["exact_pairs"] == 2
+
+
+# --- label errors -----------------------------------------------------------------------------
+def _blobs(n: int = 240, seed: int = 0, classes: int = 3):
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % classes
+    centres = rng.normal(size=(classes, 16)) * 6
+    features = centres[labels] + rng.normal(size=(n, 16))
+    return features, labels
+
+
+def test_confident_learning_finds_the_flipped_labels_of_separable_classes():
+    features, labels = _blobs()
+    noisy = labels.copy()
+    flipped = np.arange(0, 240, 16)  # 15 rows
+    noisy[flipped] = (labels[flipped] + 1) % 3
+    probs = out_of_fold_probabilities(features, noisy, 3, num_folds=5, seed=0)
+    assert probs.shape == (240, 3)
+    np.testing.assert_allclose(probs.sum(1), 1.0)
+    found = label_issues(noisy, probs)
+    assert set(found["issues"].tolist()) == set(flipped.tolist())
+    assert (found["suggested"][flipped] == labels[flipped]).all()
+    assert found["noise_matrix"].shape == (3, 3)
+    np.testing.assert_allclose(found["noise_matrix"].sum(0), 1.0, atol=1e-6)  # columns: P(.|true)
+    assert found["quality"][flipped].max() < np.delete(found["quality"], flipped).min()
+
+
+def test_clean_labels_flag_nothing():
+    features, labels = _blobs(seed=1)
+    found = label_issues(labels, out_of_fold_probabilities(features, labels, 3, seed=1))
+    assert len(found["issues"]) == 0
+
+
+def test_folds_shrink_to_the_smallest_class_and_bad_folds_are_refused():
+    assert folds_for(np.array([0] * 10 + [1] * 3), 5) == 3
+    assert folds_for(np.array([0] * 10 + [1] * 1), 5) == 2
+    assert folds_for(np.array([0] * 10 + [1] * 10), 5) == 5
+    with pytest.raises(ValueError, match="--num_folds"):
+        folds_for(np.array([0, 1, 0, 1]), 1)
+
+
+def test_multi_label_issues_find_a_dropped_label():
+    rng = np.random.default_rng(0)
+    n = 300
+    targets = (rng.random((n, 3)) < 0.4).astype(np.int64)
+    features = targets * 5.0 + rng.normal(size=(n, 3))
+    noisy = targets.copy()
+    rows = np.flatnonzero(targets[:, 0])[:10]
+    noisy[rows, 0] = 0  # label 0 dropped from 10 rows
+    probs = out_of_fold_multilabel(features, noisy, num_folds=5, seed=0)
+    found = multilabel_issues(noisy, probs)
+    hits = len(set(rows.tolist()) & set(found["issues"].tolist()))
+    assert hits >= 8  # of 10 dropped labels
+    assert hits / len(found["issues"]) >= 0.6  # precision
+
+
+# --- outliers ---------------------------------------------------------------------------------
+def test_a_far_away_text_is_flagged_and_a_cluster_is_not():
+    rng = np.random.default_rng(0)
+    cluster = _unit(rng.normal(size=(200, 8)) * 0.05 + np.eye(8)[0])
+    odd = _unit(np.eye(8)[[3]])
+    train_scores, other = ood_scores(cluster, odd)
+    threshold = far_out_threshold(train_scores)
+    assert (train_scores < threshold).mean() <= 0.03  # a Gaussian cluster: few flagged
+    assert other[0] < threshold
+
+
+# --- the cleaned rows -------------------------------------------------------------------------
+def _rows(texts, splits, labels) -> AuditData:
+    return AuditData(
+        texts=texts,
+        splits=np.asarray(splits),
+        rows=np.asarray([sum(s == splits[i] for s in splits[:i]) for i in range(len(splits))]),
+        labels=labels,
+        label_names=["neg", "pos"],
+        problem_type="single_label_classification",
+    )
+
+
+def test_cleaning_drops_label_issues_extra_duplicates_and_leaked_training_copies():
+    rows = _rows(
+        ["fine film", "fine film!", "dull", "a test copy", "kept", "a test copy"],
+        ["train", "train", "train", "train", "train", "test"],
+        [1, 1, 0, 1, 0, 1],
+    )
+    duplicates = find_duplicates(rows.flat_texts(), rows.splits, rows.labels, features=None)
+    n_train = 5
+    labels = {
+        "issues": np.array([2]),  # "dull"
+        "quality": np.array([0.6, 0.9, 0.1, 0.8, 0.9]),
+        "suggested": np.array([1, 1, 1, 1, 0]),
+        "rows": np.arange(n_train),
+    }
+    outliers = {"ood": np.zeros(6, bool), "ood_score": np.ones(6), "ood_threshold": 0.0}
+    table = suspects_table(rows, labels, duplicates, outliers)
+    dropped = set(table.loc[table.dropped, "row"])
+    # row 0 loses to row 1 (higher label quality); row 2 is a label issue; row 3 leaked to test
+    assert dropped == {0, 2, 3}
+    assert table.iloc[0]["reason"] == "label_issue"
+    assert table.iloc[0]["suggested_label"] == "pos"
+    assert not table.loc[table.split == "test", "dropped"].any()  # the test copy stays
+
+
+# --- end to end -------------------------------------------------------------------------------
+def _noisy_csv(path, n=120, flips=(3, 10, 17, 30)):
+    frame = toy_sentiment_frame(n)
+    frame["id"] = range(n)
+    for i in flips:
+        frame.loc[i, "sentiment"] = "neg" if frame.loc[i, "sentiment"] == "pos" else "pos"
+    frame.loc[n - 1, "sentence"] = frame.loc[0, "sentence"].upper() + " !"  # a duplicate
+    frame.to_csv(path, index=False)
+    return frame
+
+
+def test_audit_writes_its_report_and_a_cleaned_file_without_touching_the_source(
+    tiny_bert_dir, tmp_path
+):
+    source = tmp_path / "train.csv"
+    frame = _noisy_csv(source)
+    before = source.read_bytes()
+    test = tmp_path / "test.csv"
+    frame.iloc[[5, 6]].to_csv(test, index=False)  # two leaked rows
+    out, cleaned = tmp_path / "audit", tmp_path / "cleaned.csv"
+    result = audit(
+        source,
+        test=test,
+        output_dir=out,
+        text_column="sentence",
+        label_column="sentiment",
+        model_name_or_path=str(tiny_bert_dir),
+        write_cleaned=cleaned,
+        cache_dir=tmp_path / "cache",
+    )
+    assert source.read_bytes() == before
+    for name in ("audit.md", "audit.json", "suspects.csv", "plots/label_quality.png"):
+        assert (out / name).exists(), name
+    summary = json.loads((out / "audit.json").read_text())
+    assert summary["rows"] == {"train": 120, "test": 2}
+    assert summary["duplicates"]["leaked_rows"] == {"test": 2}
+    suspects = pd.read_csv(out / "suspects.csv")
+    assert {"split", "row", "reason", "score", "text", "label", "dropped"} <= set(suspects)
+    kept = pd.read_csv(cleaned)
+    assert list(kept.columns) == list(frame.columns)  # every column of the source
+    dropped = set(suspects.loc[suspects.dropped & (suspects.split == "train"), "row"])
+    assert {5, 6} <= dropped  # leaked training copies
+    assert sorted(kept["id"]) == sorted(set(range(120)) - dropped)
+    assert summary["cleaned"]["training_rows_kept"] == len(kept)
+    # nothing is overwritten: the report directory and the cleaned file are refused a 2nd time
+    with pytest.raises(FileExistsError, match="--write_cleaned"):
+        audit(source, output_dir=tmp_path / "other", write_cleaned=cleaned)
+    with pytest.raises(FileExistsError, match="--output_dir"):
+        audit(source, output_dir=out, text_column="sentence", label_column="sentiment")
+
+
+def test_features_are_cached_on_disk_and_read_back(tiny_bert_dir, tmp_path, monkeypatch):
+    from nlp_transfer.audit.embed import embed_texts
+
+    texts = ["good film", "bad plot", "good film"]
+    first = embed_texts(texts, str(tiny_bert_dir), cache_dir=tmp_path)
+    assert first.shape == (3, 32)
+    np.testing.assert_allclose(np.linalg.norm(first, axis=1), 1.0, atol=1e-5)
+    assert len(list((tmp_path / "features").glob("*.npy"))) == 1
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded although the features were cached")
+
+    monkeypatch.setattr("transformers.AutoModel.from_pretrained", no_model)
+    np.testing.assert_array_equal(embed_texts(texts, str(tiny_bert_dir), cache_dir=tmp_path), first)
+    with pytest.raises(AssertionError, match="cached"):  # other texts: computed again
+        embed_texts(["other"], str(tiny_bert_dir), cache_dir=tmp_path)
+
+
+def test_cli_audit_prints_a_summary_and_refuses_bad_flags(tiny_bert_dir, tmp_path, capsys):
+    from nlp_transfer.cli import main
+
+    source = tmp_path / "train.csv"
+    _noisy_csv(source, n=60)
+    argv = ["audit", "--train_file", str(source), "--text_column", "sentence",
+            "--label_column", "sentiment", "--model_name_or_path", str(tiny_bert_dir),
+            "--cache_dir", str(tmp_path / "cache")]  # fmt: skip
+    assert main([*argv, "--output_dir", str(tmp_path / "a"), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["rows"] == {"train": 60}
+    assert main([*argv, "--output_dir", str(tmp_path / "b"), "--num_folds", "1"]) == 1
+    assert "--num_folds must be at least 2" in capsys.readouterr().err
+    assert main([*argv, "--output_dir", str(tmp_path / "c"), "--label_column", "nope"]) == 1
+    assert "--label_column" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_train_with_audit_writes_the_audit_of_its_own_splits_then_trains(tiny_bert_dir, tmp_path):
+    from nlp_transfer.text import TextClassificationConfig, run_text_classification
+
+    source = tmp_path / "train.csv"
+    _noisy_csv(source, n=80)
+    out = tmp_path / "run"
+    metrics = run_text_classification(
+        TextClassificationConfig(
+            train_file=str(source),
+            text_column="sentence",
+            label_column="sentiment",
+            model_name_or_path=str(tiny_bert_dir),
+            output_dir=str(out),
+            num_train_epochs=1,
+            save_strategy="no",
+            audit=True,
+            cache_dir=str(tmp_path / "cache"),
+        )
+    )
+    summary = json.loads((out / "audit" / "audit.json").read_text())
+    assert set(summary["rows"]) == {"train", "validation", "test"}
+    assert summary["rows"]["test"] == metrics["test"]["num_examples"]  # the run's own splits
+    assert (out / "metrics.json").exists()
