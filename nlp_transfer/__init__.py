@@ -24,12 +24,14 @@ __version__ = "0.1.0"
 # Public name -> "module:attribute", the module relative to this package. Keep __all__ and the
 # TYPE_CHECKING imports below in step with it (tests/test_cli.py checks that the three agree).
 _LAZY: dict[str, str] = {
+    "AuditResult": ".audit:AuditResult",
     "ClassBalancedSampler": ".data.samplers:ClassBalancedSampler",
     "FreezeReport": ".transfer.freeze:FreezeReport",
     "LengthGroupedSampler": ".data.samplers:LengthGroupedSampler",
     "TextClassificationConfig": ".text.config:TextClassificationConfig",
     "TextClassifier": ".text.classifier:TextClassifier",
     "TrainResult": ".api:TrainResult",
+    "audit": ".audit:audit",
     "build_text_classifier": ".text.model:build_text_classifier",
     "class_weights_from_spec": ".training.imbalance:class_weights_from_spec",
     "classification_metrics": ".metrics.classification:classification_metrics",
@@ -41,6 +43,7 @@ _LAZY: dict[str, str] = {
     "list_builtin_datasets": ".data:list_builtin_datasets",
     "load_builtin_dataset": ".data:load_builtin_dataset",
     "load_text_classification_dataset": ".data:load_text_classification_dataset",
+    "monitor": ".audit:monitor",
     "parse_config": ".cli.config:parse_config",
     "predict": ".text.predict:predict",
     "predict_file": ".text.batch:predict_file",
@@ -61,6 +64,7 @@ _LAZY: dict[str, str] = {
 }
 
 __all__ = [
+    "AuditResult",
     "ClassBalancedSampler",
     "FreezeReport",
     "LengthGroupedSampler",
@@ -72,6 +76,7 @@ __all__ = [
     "TrainerCallback",
     "TrainerControl",
     "TransferStrategy",
+    "audit",
     "build_text_classifier",
     "class_weights_from_spec",
     "classification_metrics",
@@ -85,6 +90,7 @@ __all__ = [
     "list_tasks",
     "load_builtin_dataset",
     "load_text_classification_dataset",
+    "monitor",
     "parse_config",
     "predict",
     "predict_file",
@@ -99,6 +105,7 @@ __all__ = [
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time, __getattr__ below
     from .api import TrainResult, train
+    from .audit import AuditResult, audit, monitor
     from .cli.config import parse_config
     from .data import (
         list_builtin_datasets,

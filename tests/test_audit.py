@@ -275,3 +275,92 @@ def test_train_with_audit_writes_the_audit_of_its_own_splits_then_trains(tiny_be
     assert set(summary["rows"]) == {"train", "validation", "test"}
     assert summary["rows"]["test"] == metrics["test"]["num_examples"]  # the run's own splits
     assert (out / "metrics.json").exists()
+
+
+# --- drift --------------------------------------------------------------------------------------
+def test_mmd_test_accepts_one_distribution_and_rejects_a_shifted_one():
+    from nlp_transfer.audit.drift import mmd_test
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(80, 5)), rng.normal(size=(70, 5))
+    same = mmd_test(a, b, num_permutations=200, seed=0)
+    assert same["p_value"] > 0.05
+    shifted = mmd_test(a, b + 0.8, num_permutations=200, seed=0)
+    assert shifted["p_value"] < 0.01
+    assert shifted["mmd2"] > same["mmd2"]
+    with pytest.raises(ValueError, match="at least 2"):
+        mmd_test(a[:1], b)
+
+
+def test_domain_classifier_tells_separable_samples_apart_only():
+    from nlp_transfer.audit.drift import domain_classifier_auc
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(100, 4))
+    assert domain_classifier_auc(a, rng.normal(size=(100, 4))) < 0.65
+    assert domain_classifier_auc(a, rng.normal(size=(100, 4)) + 3) > 0.95
+
+
+def test_black_box_shift_recovers_the_new_label_priors():
+    from nlp_transfer.audit.drift import black_box_shift
+
+    # a classifier right 80% / 90% of the time on classes 0 / 1; validation priors 0.5 / 0.5
+    conditional = np.array([[0.8, 0.1], [0.2, 0.9]])  # P(predicted i | true j)
+    confusion = np.round(conditional * np.array([500, 500])).astype(int)
+    q = np.array([0.2, 0.8])
+    shares = conditional @ q  # what the classifier predicts on the new texts
+    predicted = np.repeat([0, 1], np.round(shares * 10_000).astype(int))
+    shift = black_box_shift(confusion, predicted)
+    np.testing.assert_allclose(shift["estimated_priors"], q, atol=0.005)
+    np.testing.assert_allclose(shift["validation_priors"], [0.5, 0.5])
+    assert shift["max_prior_change"] == pytest.approx(0.3, abs=0.005)
+
+
+@pytest.mark.slow
+def test_monitor_compares_new_texts_with_the_saved_fingerprint(tiny_bert_dir, tmp_path, capsys):
+    from nlp_transfer.cli import main
+    from nlp_transfer.text import TextClassificationConfig, run_text_classification
+    from nlp_transfer.text.fingerprint import load_fingerprint
+
+    source = tmp_path / "train.csv"
+    toy_sentiment_frame(300).to_csv(source, index=False)
+    out = tmp_path / "run"
+    metrics = run_text_classification(
+        TextClassificationConfig(
+            train_file=str(source),
+            text_column="sentence",
+            label_column="sentiment",
+            model_name_or_path=str(tiny_bert_dir),
+            output_dir=str(out),
+            num_train_epochs=1,
+            save_strategy="no",
+        )
+    )
+    fingerprint = load_fingerprint(out)
+    n_train = int(fingerprint["train_label_counts"].sum())
+    assert fingerprint["features"].shape == (n_train, 32)  # every training text (< 500), hidden 32
+    assert 200 < n_train < 300
+    assert (
+        fingerprint["validation_confusion"].sum() == 300 - n_train - metrics["test"]["num_examples"]
+    )
+    same = tmp_path / "same.csv"
+    toy_sentiment_frame(200, seed=7).to_csv(same, index=False)
+    odd = tmp_path / "odd.csv"
+    letters = [
+        " ".join("abcdefghijklmnopqrstuvwxyz"[(i + k) % 26] for k in range(6)) for i in range(200)
+    ]
+    pd.DataFrame({"sentence": letters}).to_csv(odd, index=False)
+    argv = ["monitor", "--model_dir", str(out), "--text_column", "sentence",
+            "--num_permutations", "200", "--alpha", "0.01"]  # fmt: skip
+    capsys.readouterr()  # the training run's summary
+    assert main([*argv, "--file", str(same), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["verdict"] == "no drift" and report["advice"] is None
+    assert len(report["label_shift"]["estimated_priors"]) == 2
+    assert main([*argv, "--file", str(odd), "--fail_on_drift"]) == 3
+    printed = capsys.readouterr().out
+    assert "Verdict: drift" in printed
+    assert "--task domain_adaptation" in printed and f"--source_file {source}" in printed
+    (out / "fingerprint.npz").unlink()
+    assert main([*argv, "--file", str(odd)]) == 1
+    assert "no fingerprint.npz" in capsys.readouterr().err

@@ -99,3 +99,56 @@ def audit_main(args: argparse.Namespace) -> int:
         if result.cleaned_file is not None:
             print(f"Cleaned training rows: {result.cleaned_file}")
     return 0
+
+
+DRIFT_EXIT_STATUS = 3  # --fail_on_drift: a scheduled check can act on it (1 is a user error)
+
+
+def add_monitor_parser(sub) -> None:
+    """``nlp-transfer monitor``: its flags."""
+    m = sub.add_parser(
+        "monitor",
+        help="Has incoming text drifted from a model's training data? MMD, domain AUC, label shift.",
+        description="Compare incoming texts with the training data of a saved text model (its "
+        "fingerprint.npz): an MMD two-sample test on the model's features with a permutation "
+        "p-value, a domain classifier's AUC, black-box shift estimation of the label priors, and "
+        "the texts least like the training data; a verdict, and the domain-adaptation command "
+        "to run when the texts drifted.",
+    )
+    m.add_argument("--model_dir", required=True, help="A text run's output_dir.")
+    m.add_argument("--file", required=True, help="Incoming texts (.csv, .tsv, .jsonl, .parquet).")
+    m.add_argument("--text_column", default="text")
+    m.add_argument("--text_pair_column", help="Second text of sentence pairs.")
+    m.add_argument("--max_texts", type=int, default=1000, help="Compare a sample of this many.")
+    m.add_argument("--alpha", type=float, default=0.05, help="Level of the MMD test.")
+    m.add_argument("--num_permutations", type=int, default=500)
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--file_encoding", default="utf-8")
+    m.add_argument("--output_file", help="Also write the report as JSON to this new file.")
+    m.add_argument("--json", action="store_true", help="Print the report as JSON.")
+    m.add_argument(
+        "--fail_on_drift", action="store_true",
+        help=f"Exit with status {DRIFT_EXIT_STATUS} when the verdict is drift.",
+    )  # fmt: skip
+
+
+def monitor_main(args: argparse.Namespace) -> int:
+    """Run the drift check and print its report."""
+    from ..audit.monitor import format_monitor_report, monitor
+    from .predict import log_to_stderr
+
+    with log_to_stderr():
+        report = monitor(
+            args.model_dir,
+            args.file,
+            text_column=args.text_column,
+            text_pair_column=args.text_pair_column,
+            max_texts=args.max_texts,
+            alpha=args.alpha,
+            num_permutations=args.num_permutations,
+            seed=args.seed,
+            encoding=args.file_encoding,
+            output_file=args.output_file,
+        )
+    print(json.dumps(report, indent=2) if args.json else format_monitor_report(report))
+    return DRIFT_EXIT_STATUS if args.fail_on_drift and report["verdict"] == "drift" else 0

@@ -3,7 +3,7 @@
 Subcommands: ``train`` (any text task and strategy; ``--config`` YAML + flags, the same config
 dataclasses as the recipes), ``evaluate``, ``predict``, ``export`` (ONNX), ``datasets`` (list or
 fetch the built-in ones), ``cache`` (list or clear what is kept on disk), ``serve`` (an HTTP
-server), ``audit`` (label errors, duplicates, leakage) and ``benchmark`` (the committed
+server), ``audit`` (label errors, duplicates, leakage), ``monitor`` (drift) and ``benchmark`` (the committed
 benchmark scripts). ``nlp-transfer <subcommand> --help`` describes each. A user error (bad data,
 flag or path, a model that is not available offline) prints ``error: <message>`` and exits with
 status 1; ``--debug`` shows the traceback instead.
@@ -20,7 +20,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .audit import add_audit_parser, audit_main
+from .audit import add_audit_parser, add_monitor_parser, audit_main, monitor_main
 from .predict import add_evaluate_parser, add_predict_parser, evaluate_main, predict_main
 from .serve import add_serve_parser, serve_main
 
@@ -71,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_evaluate_parser(sub)
     add_serve_parser(sub)
     add_audit_parser(sub)
+    add_monitor_parser(sub)
     x = sub.add_parser(
         "export",
         help="Export a saved model to ONNX (dynamic batch and sequence axes), checked against PyTorch.",
@@ -94,10 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--json", action="store_true", help="Print JSON instead of a table.")
     c = sub.add_parser(
         "cache",
-        help="List or clear what nlp_transfer keeps on disk: frozen-prefix caches and downloads.",
+        help="List or clear what nlp_transfer keeps on disk: prefix and feature caches, downloads.",
         description="List (default) or clear the cache directory's entries: frozen-prefix caches "
-        "written to disk (derived data, recomputed when needed) and the built-in datasets' "
-        "downloads. `clear` removes the prefix caches only, unless --all.",
+        "written to disk and the audit's sentence features (derived data, recomputed when "
+        "needed) and the built-in datasets' downloads. `clear` removes the derived data only, "
+        "unless --all.",
     )
     c.add_argument("action", nargs="?", default="list", choices=["list", "clear"])
     c.add_argument(
@@ -170,7 +172,8 @@ def cache_main(args: argparse.Namespace) -> int:
 
     root = default_cache_dir(args.cache_dir)
     if args.action == "clear":
-        kinds = ("prefix_cache", "downloads") if args.all else ("prefix_cache",)
+        derived = ("prefix_cache", "features")
+        kinds = (*derived, "downloads") if args.all else derived
         removed = clear_cache(args.cache_dir, kinds, dry_run=args.dry_run)
         if args.json:
             print(json.dumps(entries_as_dicts(removed), indent=2))
@@ -194,11 +197,14 @@ def cache_main(args: argparse.Namespace) -> int:
             f"  {entry.kind}/{entry.name}  {human_bytes(entry.bytes)}  {entry.modified}  "
             f"{entry.state}"
         )
-    for kind in ("prefix_cache", "downloads"):
+    for kind in ("prefix_cache", "features", "downloads"):
         mine = [e for e in entries if e.kind == kind]
         if mine:
             print(f"{kind}: {len(mine)} entries, {human_bytes(sum(e.bytes for e in mine))}")
-    print("`nlp-transfer cache clear` removes the prefix caches (--all: the downloads too).")
+    print(
+        "`nlp-transfer cache clear` removes the prefix and feature caches (--all: the downloads "
+        "too)."
+    )
     return 0
 
 
@@ -330,4 +336,6 @@ def _dispatch(argv: list[str]) -> int:
         return serve_main(args)
     if args.command == "audit":
         return audit_main(args)
+    if args.command == "monitor":
+        return monitor_main(args)
     return evaluate_main(args)

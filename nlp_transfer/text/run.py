@@ -49,6 +49,7 @@ from .baseline import tfidf_logreg_baseline, tfidf_problem_baseline
 from .config import TextClassificationConfig
 from .defaults import resolve_data_sized
 from .features import train_feature_extractor
+from .fingerprint import write_fingerprint
 from .loaders import class_weights, is_prepared, load_data, metrics_fn, text_dataloaders
 from .model import build_text_classifier, resolve_model_path, source_head
 from .problem import (
@@ -307,6 +308,8 @@ def finish_text_run(
     )
     if accelerator.is_main_process:
         write_uncertainty(config.output_dir, calibration, conformal, uncalibrated_test, outcome)
+        n = len(labels)  # the drift fingerprint, from the saved model (nlp-transfer monitor)
+        write_fingerprint(config.output_dir, dataset, outcome.validation, problem, n, config.seed)
     if accelerator.is_main_process and problem != SINGLE_LABEL:
         write_problem_plots(
             config.output_dir,

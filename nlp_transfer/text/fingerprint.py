@@ -1,0 +1,108 @@
+"""The training data's fingerprint, saved with a text model for ``nlp-transfer monitor``.
+
+``fingerprint.npz`` beside the model holds what drift detection compares incoming texts with:
+
+- ``features``: the saved model's own encoder features (mean-pooled last hidden states) of a
+  random sample of at most :data:`SAMPLE_SIZE` training texts, ``(s, hidden)`` float32;
+- ``validation_confusion``: for single-label models, counts of (predicted, true) label pairs on
+  the validation split, ``(C, C)``: what black-box shift estimation inverts (Lipton, Wang &
+  Smola 2018); ``train_label_counts``: the training split's label counts, ``(C,)``.
+
+It is computed after the model is saved, from the saved model, so that the monitor reads texts
+exactly as the fingerprint was made.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data.encode import SINGLE_LABEL
+from ..transfer.features import FeatureExtractionClassifier, pool
+from .inference import load_classifier, saved_max_seq_length, sorted_batch_logits
+
+logger = logging.getLogger(__name__)
+
+FINGERPRINT_FILE = "fingerprint.npz"
+SAMPLE_SIZE = 500
+
+
+def _encoder(model):
+    if isinstance(model, FeatureExtractionClassifier):
+        return model.encoder
+    return model.base_model
+
+
+@torch.no_grad()
+def model_features(model, tokenizer, texts: Sequence, batch_size: int = 64) -> np.ndarray:
+    """A saved classifier's encoder features of ``texts``: mean-pooled last hidden states,
+    ``(n, hidden)`` float32, in input order (texts cut at the model's saved
+    ``max_seq_length``)."""
+    encoder = _encoder(model)
+    device = next(model.parameters()).device
+    hidden_size = model.config.hidden_size
+
+    def run_batch(batch) -> np.ndarray:
+        batch = {k: v.to(device) for k, v in batch.items()}
+        hidden = encoder(**batch).last_hidden_state
+        return pool(hidden, batch["attention_mask"], "mean").float().cpu().numpy()
+
+    max_len = saved_max_seq_length(model.config)
+    return sorted_batch_logits(tokenizer, list(texts), run_batch, hidden_size, batch_size, max_len)
+
+
+def split_texts(split) -> list:
+    """A split's texts, ``(text, text_pair)`` tuples for sentence pairs."""
+    if "text_pair" in split.column_names:
+        return list(zip(split["text"], split["text_pair"], strict=True))
+    return list(split["text"])
+
+
+def write_fingerprint(
+    output_dir: str | os.PathLike, dataset, validation, problem: str, num_labels: int, seed: int
+) -> Path:
+    """Compute and save ``fingerprint.npz`` of a saved run.
+
+    Args:
+        output_dir: The run's saved model.
+        dataset: Its splits (``train`` sampled for the features).
+        validation: ``(logits (n, C), labels (n,))`` of the validation split, or None.
+        problem: The problem type (the confusion matrix is for single-label models only).
+        num_labels: C.
+        seed: Seed of the sample.
+
+    Returns:
+        The file written.
+    """
+    model, tokenizer, _ = load_classifier(output_dir, device="cpu")
+    train = dataset["train"]
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(len(train), size=min(SAMPLE_SIZE, len(train)), replace=False))
+    texts = split_texts(train.select(rows))
+    arrays = {"features": model_features(model, tokenizer, texts)}
+    if problem == SINGLE_LABEL:
+        labels = np.asarray(train["label"])
+        arrays["train_label_counts"] = np.bincount(labels, minlength=num_labels)
+        if validation is not None:
+            logits, truth = validation
+            confusion = np.zeros((num_labels, num_labels), dtype=np.int64)
+            np.add.at(confusion, (np.asarray(logits).argmax(1), np.asarray(truth)), 1)
+            arrays["validation_confusion"] = confusion
+    path = Path(output_dir) / FINGERPRINT_FILE
+    np.savez(path, **arrays)
+    logger.info(f"Fingerprint of the training data for nlp-transfer monitor: {path}")
+    return path
+
+
+def load_fingerprint(model_dir: str | os.PathLike) -> dict | None:
+    """The arrays of ``model_dir/fingerprint.npz``, or None for a model saved without it."""
+    path = Path(model_dir) / FINGERPRINT_FILE
+    if not path.exists():
+        return None
+    with np.load(path) as data:
+        return {k: data[k] for k in data.files}
