@@ -8,7 +8,6 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import toy_sentiment_frame
 
 from nlp_transfer.audit import audit
 from nlp_transfer.audit.data import AuditData
@@ -27,6 +26,8 @@ from nlp_transfer.audit.labels import (
     out_of_fold_probabilities,
 )
 from nlp_transfer.audit.outliers import far_out_threshold, ood_scores
+
+from conftest import toy_sentiment_frame
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -196,6 +197,7 @@ def test_audit_writes_its_report_and_a_cleaned_file_without_touching_the_source(
         cache_dir=tmp_path / "cache",
     )
     assert source.read_bytes() == before
+    assert result.cleaned_file == cleaned and result.output_dir == out
     for name in ("audit.md", "audit.json", "suspects.csv", "plots/label_quality.png"):
         assert (out / name).exists(), name
     summary = json.loads((out / "audit.json").read_text())
