@@ -5,7 +5,7 @@ of incoming texts from the training data (``nlp-transfer monitor``); ``docs/audi
 import sys
 import types
 
-from .monitor import monitor
+from .monitoring import monitor
 from .run import AuditResult, audit
 
 __all__ = ["AuditResult", "audit", "monitor"]

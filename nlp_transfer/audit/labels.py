@@ -90,6 +90,38 @@ def out_of_fold_probabilities(
     return out
 
 
+def tfidf_out_of_fold_probabilities(
+    texts: list[str], labels: np.ndarray, num_labels: int, *, num_folds: int = 5, seed: int = 42
+) -> np.ndarray:
+    """:func:`out_of_fold_probabilities` from the words instead of the encoder: scikit-learn's
+    ``TfidfVectorizer`` (word 1-2 grams, sublinear term frequencies; fitted inside each fold) and
+    a logistic regression, over the same seeded folds.
+
+    Args:
+        texts: ``n`` strings (a sentence pair joined by a tab).
+        labels: ``(n,)`` class ids.
+        num_labels: Classes.
+
+    Returns:
+        ``(n, num_labels)``.
+    """
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    labels = np.asarray(labels)
+    folds = folds_for(labels, num_folds)
+    model = make_pipeline(
+        TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1),
+        LogisticRegression(C=10.0, max_iter=2000),
+    )
+    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        probs = cross_val_predict(model, list(texts), labels, cv=cv, method="predict_proba")
+    out = np.zeros((len(labels), num_labels))
+    out[:, np.unique(labels)] = probs
+    return out
+
+
 def label_issues(labels: np.ndarray, pred_probs: np.ndarray) -> dict:
     """Confident learning on out-of-fold probabilities (cleanlab).
 

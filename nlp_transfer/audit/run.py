@@ -39,6 +39,7 @@ from .labels import (
     multilabel_issues,
     out_of_fold_multilabel,
     out_of_fold_probabilities,
+    tfidf_out_of_fold_probabilities,
 )
 from .outliers import far_out_threshold, length_report, ood_scores, token_lengths
 from .report import (
@@ -70,11 +71,56 @@ class AuditResult:
     cleaned_file: Path | None = None
 
 
-FOLD_CLASSIFIERS = ("logistic_regression", "fine_tuned")
+FOLD_CLASSIFIERS = ("logistic_regression", "tfidf", "ensemble", "fine_tuned")
+# What an unset --fold_classifier is for single-label data (benchmarks/results/audit.md).
+DEFAULT_FOLD_CLASSIFIER = "ensemble"
+
+
+def resolve_fold_classifier(requested: str | None, problem_type: str) -> str:
+    """``--fold_classifier``, or its default for the problem type: :data:`DEFAULT_FOLD_CLASSIFIER`
+    for single-label data, the logistic regression on sentence features for multi-label.
+
+    Raises:
+        ValueError: A choice the problem type does not support (the message says which do).
+    """
+    if requested is None:
+        return DEFAULT_FOLD_CLASSIFIER if problem_type == SINGLE_LABEL else "logistic_regression"
+    if problem_type != SINGLE_LABEL and requested != "logistic_regression":
+        raise ValueError(
+            f"--fold_classifier {requested} supports single-label data; multi-label data uses "
+            "logistic_regression (leave the flag unset)."
+        )
+    return requested
+
+
+def _single_label_probabilities(
+    data: AuditData, features: np.ndarray, num_folds: int, seed: int, fold_classifier: str
+) -> np.ndarray:
+    """Out-of-fold probabilities of the training rows: the logistic regression on sentence
+    features, TF-IDF + logistic regression, or the mean of both (``ensemble``)."""
+    labels, num_labels = data.class_ids("train"), len(data.label_names)
+    arms = []
+    if fold_classifier in ("logistic_regression", "ensemble"):
+        arms.append(
+            out_of_fold_probabilities(features, labels, num_labels, num_folds=num_folds, seed=seed)
+        )
+    if fold_classifier in ("tfidf", "ensemble"):
+        texts = [t for t, s in zip(data.flat_texts(), data.splits, strict=True) if s == "train"]
+        arms.append(
+            tfidf_out_of_fold_probabilities(
+                texts, labels, num_labels, num_folds=num_folds, seed=seed
+            )
+        )
+    return np.mean(arms, axis=0)
 
 
 def _label_findings(
-    data: AuditData, features: np.ndarray, num_folds: int, seed: int, fine_tune: dict | None
+    data: AuditData,
+    features: np.ndarray,
+    num_folds: int,
+    seed: int,
+    fine_tune: dict | None,
+    fold_classifier: str = "logistic_regression",
 ) -> dict | None:
     """Confident learning on the training rows; None for regression (no classes).
 
@@ -96,11 +142,8 @@ def _label_findings(
         probs = fine_tuned_fold_probabilities(data, num_folds=num_folds, seed=seed, **fine_tune)
         found = label_issues(data.class_ids("train"), probs)
     else:
-        labels = data.class_ids("train")
-        probs = out_of_fold_probabilities(
-            features[train], labels, len(data.label_names), num_folds=num_folds, seed=seed
-        )
-        found = label_issues(labels, probs)
+        probs = _single_label_probabilities(data, features[train], num_folds, seed, fold_classifier)
+        found = label_issues(data.class_ids("train"), probs)
     found["pred_probs"] = probs
     found["rows"] = np.flatnonzero(train)  # positions in the pooled rows
     return found
@@ -138,7 +181,7 @@ def audit(
     model_name_or_path: str | None = None,
     max_seq_length: int = 128,
     num_folds: int = 5,
-    fold_classifier: str = "logistic_regression",
+    fold_classifier: str | None = None,
     near_duplicate_threshold: float = 0.95,
     write_cleaned: str | os.PathLike | None = None,
     overwrite_output_dir: bool = False,
@@ -165,9 +208,12 @@ def audit(
         max_seq_length: Tokens of each text read for its features; texts longer than this are
             counted in the report.
         num_folds: k of the cross-validation that gives out-of-fold probabilities.
-        fold_classifier: What gives them: ``logistic_regression`` on the sentence features
-            (minutes on a CPU), or ``fine_tuned``: k training runs of the toolkit's defaults
-            (single-label; about k trainings' time; the runs are kept in ``output_dir/folds``).
+        fold_classifier: What gives them: ``logistic_regression`` on the sentence features,
+            ``tfidf`` (TF-IDF + logistic regression), ``ensemble`` (the mean of both; minutes
+            on a CPU), or ``fine_tuned``: k training runs of the toolkit's defaults (about k
+            trainings' time; the runs are kept in ``output_dir/folds``). The last three are
+            for single-label data. None: ``ensemble`` for single-label data, else
+            ``logistic_regression``.
         near_duplicate_threshold: Cosine similarity at or above which two texts are near
             duplicates.
         write_cleaned: Write the training rows the audit keeps (every column of the source) to
@@ -216,7 +262,7 @@ def _write_cleaned(result: AuditResult, path: Path, rows, data, encoding, cache_
     result.summary["cleaned"]["file"] = str(path)
 
 
-def check_audit_settings(num_folds: int, fold_classifier: str, threshold: float) -> None:
+def check_audit_settings(num_folds: int, fold_classifier: str | None, threshold: float) -> None:
     """Refuse bad settings before any work.
 
     Raises:
@@ -226,7 +272,7 @@ def check_audit_settings(num_folds: int, fold_classifier: str, threshold: float)
         raise ValueError(f"--near_duplicate_threshold must be in (0, 1], got {threshold}.")
     if num_folds < 2:
         raise ValueError(f"--num_folds must be at least 2, got {num_folds}.")
-    if fold_classifier not in FOLD_CLASSIFIERS:
+    if fold_classifier is not None and fold_classifier not in FOLD_CLASSIFIERS:
         raise ValueError(
             f"--fold_classifier must be one of {', '.join(FOLD_CLASSIFIERS)}, "
             f"got {fold_classifier!r}."
@@ -240,7 +286,7 @@ def audit_rows(
     model_name_or_path: str | None = None,
     max_seq_length: int = 128,
     num_folds: int = 5,
-    fold_classifier: str = "logistic_regression",
+    fold_classifier: str | None = None,
     near_duplicate_threshold: float = 0.95,
     seed: int = 42,
     cache_dir: str | os.PathLike | None = None,
@@ -252,10 +298,7 @@ def audit_rows(
         ValueError: ``fine_tuned`` folds on data that is not single-label.
     """
     start = time.perf_counter()
-    if fold_classifier == "fine_tuned" and rows.problem_type != SINGLE_LABEL:
-        raise ValueError(
-            "--fold_classifier fine_tuned supports single-label data; use logistic_regression."
-        )
+    fold_classifier = resolve_fold_classifier(fold_classifier, rows.problem_type)
     logger.info(f"Auditing {len(rows.texts):,} rows ({_split_counts(rows)})")
     path, local_only = resolve_model_path(model_name_or_path)
     features = embed_texts(rows.texts, path, max_seq_length=max_seq_length, cache_dir=cache_dir)
@@ -269,7 +312,7 @@ def audit_rows(
             "model_name_or_path": model_name_or_path,
             "max_seq_length": max_seq_length,
         }
-    labels = _label_findings(rows, features, num_folds, seed, fine_tune)
+    labels = _label_findings(rows, features, num_folds, seed, fine_tune, fold_classifier)
     duplicates = find_duplicates(
         rows.flat_texts(), rows.splits, rows.labels, features, near_duplicate_threshold
     )

@@ -36,10 +36,10 @@ def add_audit_parser(sub) -> None:
     a.add_argument("--max_seq_length", type=int, default=128, help="Tokens read per text.")
     a.add_argument("--num_folds", type=int, default=5, help="Cross-validation folds.")
     a.add_argument(
-        "--fold_classifier", default="logistic_regression",
-        choices=["logistic_regression", "fine_tuned"],
+        "--fold_classifier", choices=["logistic_regression", "tfidf", "ensemble", "fine_tuned"],
         help="What gives the out-of-fold probabilities: a logistic regression on the sentence "
-        "features (minutes), or fine_tuned: a training run per fold (single-label; slower).",
+        "features, on TF-IDF, the mean of both (ensemble), or fine_tuned: a training run per "
+        "fold (slower). Default: ensemble (single-label), else logistic_regression.",
     )  # fmt: skip
     a.add_argument(
         "--near_duplicate_threshold", type=float, default=0.95,
@@ -134,7 +134,7 @@ def add_monitor_parser(sub) -> None:
 
 def monitor_main(args: argparse.Namespace) -> int:
     """Run the drift check and print its report."""
-    from ..audit.monitor import format_monitor_report, monitor
+    from ..audit.monitoring import format_monitor_report, monitor
     from .predict import log_to_stderr
 
     with log_to_stderr():
