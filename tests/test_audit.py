@@ -366,3 +366,55 @@ def test_monitor_compares_new_texts_with_the_saved_fingerprint(tiny_bert_dir, tm
     (out / "fingerprint.npz").unlink()
     assert main([*argv, "--file", str(odd)]) == 1
     assert "no fingerprint.npz" in capsys.readouterr().err
+
+
+# --- fold classifiers -----------------------------------------------------------------------------
+def test_tfidf_folds_find_flips_of_word_labelled_texts_and_the_ensemble_averages():
+    from nlp_transfer.audit.labels import tfidf_out_of_fold_probabilities
+
+    frame = toy_sentiment_frame(200)
+    labels = (frame["sentiment"] == "pos").to_numpy().astype(int)
+    noisy = labels.copy()
+    flipped = np.array([4, 31, 77, 150])
+    noisy[flipped] = 1 - noisy[flipped]
+    probs = tfidf_out_of_fold_probabilities(list(frame["sentence"]), noisy, 2, seed=0)
+    found = set(label_issues(noisy, probs)["issues"].tolist())
+    assert set(flipped.tolist()) <= found and len(found) <= 8
+
+
+def test_fold_classifier_defaults_by_problem_type_and_refuses_what_does_not_apply():
+    from nlp_transfer.audit.run import DEFAULT_FOLD_CLASSIFIER, resolve_fold_classifier
+
+    assert resolve_fold_classifier(None, "single_label_classification") == DEFAULT_FOLD_CLASSIFIER
+    assert resolve_fold_classifier(None, "multi_label_classification") == "logistic_regression"
+    assert resolve_fold_classifier("tfidf", "single_label_classification") == "tfidf"
+    with pytest.raises(ValueError, match="--fold_classifier fine_tuned supports single-label"):
+        resolve_fold_classifier("fine_tuned", "multi_label_classification")
+    with pytest.raises(ValueError, match="--fold_classifier must be one of"):
+        audit("x.csv", fold_classifier="svm")
+
+
+@pytest.mark.slow
+def test_fine_tuned_folds_train_one_run_per_fold_and_predict_its_held_out_rows(
+    tiny_bert_dir, tmp_path
+):
+    source = tmp_path / "train.csv"
+    _noisy_csv(source, n=60)
+    out = tmp_path / "audit"
+    result = audit(
+        source,
+        output_dir=out,
+        text_column="sentence",
+        label_column="sentiment",
+        model_name_or_path=str(tiny_bert_dir),
+        fold_classifier="fine_tuned",
+        num_folds=2,
+        cache_dir=tmp_path / "cache",
+    )
+    runs = sorted(p.name for p in (out / "folds").iterdir())
+    assert runs == ["fold-0", "fold-1"]
+    for run in runs:  # each fold run held out its own rows as test: half the data
+        metrics = json.loads((out / "folds" / run / "metrics.json").read_text())
+        assert metrics["test"]["num_examples"] == 30
+    assert result.summary["settings"]["fold_classifier"] == "fine_tuned"
+    assert 0.0 <= result.summary["label_issues"]["out_of_fold_accuracy"] <= 1.0
