@@ -185,6 +185,8 @@ def test_bad_requests_get_a_422_naming_the_field_and_limits_hold(model_dir):
         assert "/predict" in schema["paths"] and "/metadata" in schema["paths"]
         metrics = client.get("/metrics").text
     assert 'nlp_transfer_requests_total{path="/predict",status="422"} 7.0' in metrics
+    assert 'nlp_transfer_requests_total{path="/health",status="200"} 1.0' in metrics
+    assert 'nlp_transfer_requests_total{path="other",status="413"} 1.0' in metrics  # BodyLimit's
     assert "nlp_transfer_queue_depth 0.0" in metrics
 
 

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 from ..optional import require
 from .model_server import Server
-from .protocol import BodyLimit, request_model
+from .protocol import BodyLimit, CountRequests, request_model
 from .settings import SERVE_EXTRA, SETTINGS_ENV, ServeSettings
 
 if TYPE_CHECKING:
@@ -87,24 +87,17 @@ def create_app(settings: ServeSettings, classifier: "TextClassifier | None" = No
     _add_predict(app, server)
     _add_info_routes(app, server)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(CountRequests, counter=server.requests)  # outermost: counts 413s too
     return app
 
 
 def _add_predict(app, server: Server) -> None:
-    """``POST /predict`` and the middleware that counts every response by path and status."""
-    from fastapi import Request
+    """``POST /predict``."""
     from fastapi.responses import JSONResponse
 
     from .batcher import ShuttingDown
 
     PredictRequest = request_model()
-
-    @app.middleware("http")
-    async def count_requests(request: Request, call_next):
-        response = await call_next(request)
-        path = request.scope.get("route").path if request.scope.get("route") else "other"
-        server.requests.labels(path, str(response.status_code)).inc()
-        return response
 
     @app.post("/predict", summary="Classify texts")
     async def predict(request: PredictRequest) -> dict:  # type: ignore[valid-type]
