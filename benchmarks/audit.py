@@ -85,43 +85,49 @@ def _audit_rows(rows, out: Path, **settings):
     return audit_rows(rows, out, **settings)
 
 
+FILTERS = ("prune_by_noise_rate", "both", "confident_learning")
+
+
 def label_errors(args, work: Path) -> list[dict]:
+    """Out-of-fold probabilities of each fold classifier on the flipped labels (the audit's own
+    functions), then cleanlab with each ``filter_by`` rule on the same probabilities."""
     from nlp_transfer.audit.data import load_audit_data
+    from nlp_transfer.audit.embed import embed_texts
+    from nlp_transfer.audit.labels import label_issues
+    from nlp_transfer.audit.run import _single_label_probabilities
 
     records = []
     for set_name, builtin in SETS.items():
         clean = load_audit_data(builtin)
         train = np.flatnonzero(clean.mask("train"))
+        features = embed_texts(clean.texts)[train]
+        truth = np.asarray([clean.labels[i] for i in train])
         for rate in [float(r) for r in args.rates.split(",")]:
             for seed in [int(s) for s in args.seeds.split(",")]:
-                flipped = train[_flipped_rows(len(train), rate, seed)]
+                flipped = _flipped_rows(len(train), rate, seed)
                 labels = list(clean.labels)
-                for i in flipped:
+                for i in train[flipped]:
                     labels[i] = 1 - int(labels[i])
                 noisy = type(clean)(**(vars(clean) | {"labels": labels}))
+                given = noisy.class_ids("train")
                 for arm in args.fold_classifiers.split(","):
                     start = time.perf_counter()
-                    out = work / f"{set_name}-{rate}-{seed}-{arm}"
-                    result = _audit_rows(noisy, out, fold_classifier=arm, seed=seed)
-                    found = result.suspects.query("reason == 'label_issue'")
-                    flagged = set(train[clean.rows[train].searchsorted(found["row"])])
-                    hits = len(flagged & set(flipped.tolist()))
-                    record = {
-                        "set": set_name,
-                        "rate": rate,
-                        "seed": seed,
-                        "fold_classifier": arm,
-                        "flipped": len(flipped),
-                        "flagged": len(flagged),
-                        "precision": hits / max(len(flagged), 1),
-                        "recall": hits / max(len(flipped), 1),
-                        "out_of_fold_accuracy": result.summary["label_issues"][
-                            "out_of_fold_accuracy"
-                        ],
-                        "seconds": round(time.perf_counter() - start, 1),
-                    }
-                    print(record, flush=True)
-                    records.append(record)
+                    probs = _single_label_probabilities(noisy, features, 5, seed, arm)
+                    seconds = time.perf_counter() - start
+                    for rule in FILTERS:
+                        found = set(label_issues(given, probs, filter_by=rule)["issues"].tolist())
+                        hits = len(found & set(flipped.tolist()))
+                        record = {
+                            "set": set_name, "rate": rate, "seed": seed,
+                            "fold_classifier": arm, "filter_by": rule,
+                            "flipped": len(flipped), "flagged": len(found),
+                            "precision": hits / max(len(found), 1),
+                            "recall": hits / max(len(flipped), 1),
+                            "out_of_fold_accuracy": float((probs.argmax(1) == truth).mean()),
+                            "fold_seconds": round(seconds, 1),
+                        }  # fmt: skip
+                        print(record, flush=True)
+                        records.append(record)
     return records
 
 
@@ -345,16 +351,18 @@ def summarize(document: dict) -> dict:
     goals = {}
     records = document.get("label_errors") or []
     for set_name in SETS:
-        for arm in {r["fold_classifier"] for r in records}:
+        for arm, rule in sorted({(r["fold_classifier"], r["filter_by"]) for r in records}):
             cell = [
                 r
                 for r in records
-                if r["set"] == set_name and r["rate"] == 0.1 and r["fold_classifier"] == arm
+                if r["set"] == set_name
+                and r["rate"] == 0.1
+                and (r["fold_classifier"], r["filter_by"]) == (arm, rule)
             ]
             if cell:
                 p = float(np.mean([r["precision"] for r in cell]))
                 r_ = float(np.mean([r["recall"] for r in cell]))
-                goals[f"label_errors_10pct_{set_name}_{arm}"] = {
+                goals[f"label_errors_10pct_{set_name}_{arm}_{rule}"] = {
                     "precision": round(p, 4),
                     "recall": round(r_, 4),
                     "met": p >= 0.7 and r_ >= 0.6,
@@ -393,12 +401,15 @@ def markdown(document: dict) -> str:
     records = document.get("label_errors") or []
     if records:
         rows = []
-        keys = sorted({(r["set"], r["rate"], r["fold_classifier"]) for r in records})
-        for set_name, rate, arm in keys:
+        keys = sorted(
+            {(r["set"], r["rate"], r["fold_classifier"], r["filter_by"]) for r in records}
+        )
+        for set_name, rate, arm, rule in keys:
             cell = [
                 r
                 for r in records
-                if (r["set"], r["rate"], r["fold_classifier"]) == (set_name, rate, arm)
+                if (r["set"], r["rate"], r["fold_classifier"], r["filter_by"])
+                == (set_name, rate, arm, rule)
             ]
             mean = {
                 k: np.mean([r[k] for r in cell])
@@ -410,12 +421,13 @@ def markdown(document: dict) -> str:
                     set_name,
                     f"{rate:.0%}",
                     arm,
+                    rule,
                     f"{mean['precision']:.3f} ± {std['precision']:.3f}",
                     f"{mean['recall']:.3f} ± {std['recall']:.3f}",
                     f"{mean['flagged']:.0f}",
                     f"{mean['flipped']:.0f}",
                     f"{mean['out_of_fold_accuracy']:.3f}",
-                    f"{np.median([r['seconds'] for r in cell]):.0f}",
+                    f"{np.median([r['fold_seconds'] for r in cell]):.0f}",
                 ]
             )
         parts.append("## Injected label flips\n")
@@ -425,12 +437,13 @@ def markdown(document: dict) -> str:
                     "set",
                     "flips",
                     "fold classifier",
+                    "cleanlab filter_by",
                     "precision",
                     "recall",
                     "flagged",
                     "flipped",
-                    "out-of-fold accuracy (noisy labels)",
-                    "audit s (median)",
+                    "out-of-fold accuracy (vs true labels)",
+                    "fold s (median)",
                 ],
                 rows,
             )

@@ -8,6 +8,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
@@ -695,3 +696,35 @@ def test_long_texts_goal_compares_chunks_per_seed_and_needs_less_time_than_512()
     rows = {a["arm"]: a for a in long_texts.summary(records)}
     assert rows["chunks_128"]["accuracy"] == pytest.approx(0.535)
     assert rows["chunks_128"]["seeds"] == [42, 43]
+
+
+def test_audit_goals_need_precision_and_recall_at_ten_percent_and_every_monitor_check():
+    audit_bench = bench_module("audit")
+    cell = {"rate": 0.1, "fold_classifier": "ensemble", "filter_by": "both"}
+    records = [
+        cell | {"set": "sentiment", "precision": 0.8, "recall": 0.7},
+        cell | {"set": "sentiment", "precision": 0.7, "recall": 0.6},
+        cell | {"set": "spam", "precision": 0.9, "recall": 0.5},
+        cell | {"set": "spam", "rate": 0.2, "precision": 0.1, "recall": 0.1},  # not the 10% cell
+    ]
+    monitor = {
+        "same_distribution": [{"verdict": "no drift"}] * 18 + [{"verdict": "drift"}] * 2,
+        "other_domains": {"sms_spam": {"verdict": "drift"}, "amazon": {"verdict": "no drift"}},
+        "label_shift": [{"error": 0.01}, {"error": 0.06}],
+    }
+    goals = audit_bench.summarize({"label_errors": records, "monitor": monitor})
+    assert goals["label_errors_10pct_sentiment_ensemble_both"]["met"]
+    assert goals["label_errors_10pct_spam_ensemble_both"] == {
+        "precision": 0.9, "recall": 0.5, "met": False
+    }  # fmt: skip
+    assert goals["monitor_same_not_flagged"] == {"share": 0.9, "met": True}
+    assert not goals["monitor_other_domains_flagged"]["met"]
+    assert goals["monitor_label_shift_error"] == {"max_error": 0.06, "met": False}
+
+
+def test_audit_benchmark_flips_the_same_rows_for_a_rate_and_seed():
+    audit_bench = bench_module("audit")
+    first = audit_bench._flipped_rows(1000, 0.1, 3)
+    assert (first == audit_bench._flipped_rows(1000, 0.1, 3)).all()
+    assert 60 < len(first) < 140
+    assert not np.array_equal(first, audit_bench._flipped_rows(1000, 0.1, 4))

@@ -122,12 +122,18 @@ def tfidf_out_of_fold_probabilities(
     return out
 
 
-def label_issues(labels: np.ndarray, pred_probs: np.ndarray) -> dict:
+def label_issues(
+    labels: np.ndarray, pred_probs: np.ndarray, filter_by: str = "prune_by_noise_rate"
+) -> dict:
     """Confident learning on out-of-fold probabilities (cleanlab).
 
     Args:
         labels: ``(n,)`` given class ids.
         pred_probs: ``(n, C)`` out-of-fold probabilities.
+        filter_by: cleanlab's ``find_label_issues`` rule: ``prune_by_noise_rate`` (its default:
+            remove the estimated number of errors per class, least confident first),
+            ``confident_learning`` (the off-diagonals of the confident joint) or ``both``
+            (rows both rules flag: fewer, surer).
 
     Returns:
         ``{"issues": (m,) row indices flagged as likely mislabelled, most likely first
@@ -144,7 +150,11 @@ def label_issues(labels: np.ndarray, pred_probs: np.ndarray) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # cleanlab warns about classes with few rows
         issues = find_label_issues(
-            labels, pred_probs, return_indices_ranked_by="self_confidence", n_jobs=1
+            labels,
+            pred_probs,
+            filter_by=filter_by,
+            return_indices_ranked_by="self_confidence",
+            n_jobs=1,
         )
         quality = get_label_quality_scores(labels, pred_probs, method="self_confidence")
         joint = compute_confident_joint(labels, pred_probs)

@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="Cache directory (default: $NLP_TRANSFER_CACHE or ~/.cache/nlp_transfer).",
     )
     c.add_argument(
-        "--all", action="store_true", help="clear: the downloads too, not only the prefix caches."
+        "--all", action="store_true", help="clear: the downloads too, not only the derived caches."
     )
     c.add_argument("--dry_run", action="store_true", help="clear: only list what would go.")
     c.add_argument("--json", action="store_true", help="Print JSON instead of a table.")
