@@ -275,3 +275,50 @@ def test_abstention_threshold_is_the_lowest_reaching_the_target_precision():
 
     with pytest.raises(ValueError, match="--abstain_below_precision"):
         TextClassificationConfig(abstain_below_precision=1.5)
+
+
+@pytest.mark.parametrize("share", [0.5, 0.0])
+def test_conformal_scores_come_from_a_held_out_calibration_split(tiny_bert_dir, tmp_path, share):
+    """With --calibration_split_size, part of validation is kept from the epoch choice and the
+    temperature: the conformal scores come from it alone; 0 scores on validation as before."""
+    from nlp_transfer import TextClassificationConfig, run_text_classification
+
+    from conftest import toy_sentiment_frame
+
+    path = tmp_path / "toy.csv"
+    toy_sentiment_frame(300, seed=0).to_csv(path, index=False)
+    out = tmp_path / "run"
+    metrics = run_text_classification(
+        TextClassificationConfig(
+            model_name_or_path=str(tiny_bert_dir),
+            train_file=str(path),
+            text_column="sentence",
+            label_column="sentiment",
+            validation_size=0.3,  # 90 validation rows
+            num_train_epochs=2,
+            learning_rate=1e-3,
+            max_seq_length=32,
+            save_strategy="no",
+            run_baseline=False,
+            calibration_split_size=share,
+            output_dir=str(out),
+        )
+    )
+    conformal = metrics["conformal"]
+    scores = json.loads((out / "conformal.json").read_text())["scores"]
+    epoch_rows = metrics["validation"][-1]["eval_num_examples"]
+    if share:
+        assert conformal["split"] == "calibration"
+        assert conformal["num_examples"] == len(scores) == 45
+        assert epoch_rows == 45  # the epoch was picked on the other half
+    else:
+        assert conformal["split"] == "validation"
+        assert conformal["num_examples"] == len(scores) == epoch_rows == 90
+    assert metrics["calibration"]["fitted_on"] == "validation"
+
+
+def test_a_bad_calibration_split_size_is_refused_by_name():
+    from nlp_transfer import TextClassificationConfig
+
+    with pytest.raises(ValueError, match="--calibration_split_size must be in"):
+        TextClassificationConfig(train_file="x.csv", calibration_split_size=1.0)

@@ -210,6 +210,11 @@ class TextClassificationConfig(TransferConfig):
         "temperature (scaling fitted on validation, Guo et al. 2017; labels unchanged) or none.",
         EVALUATION,
     )
+    calibration_split_size: float = arg(
+        0.5,
+        "Validation share held out for the conformal scores only (docs/calibration.md).",
+        EVALUATION,
+    )
     abstain_below_precision: float | None = arg(
         None,
         "Single-label: flag predictions abstain below the confidence that keeps validation "
@@ -270,6 +275,10 @@ class TextClassificationConfig(TransferConfig):
             check_choice(self, "problem_type", PROBLEM_TYPES)
         check_choice(self, "sampling", SAMPLING_CHOICES)
         check_choice(self, "calibration", CALIBRATION_METHODS)
+        if not 0.0 <= self.calibration_split_size < 1.0:
+            raise ValueError(
+                f"--calibration_split_size must be in [0, 1), got {self.calibration_split_size}."
+            )
         target = self.abstain_below_precision
         if target is not None and not 0.0 < target <= 1.0:
             raise ValueError(f"--abstain_below_precision must be in (0, 1], got {target}.")

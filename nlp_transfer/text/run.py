@@ -65,7 +65,14 @@ from .problem import (
     problem_type_of,
     write_problem_plots,
 )
-from .uncertainty import abstention, calibrate, calibrating, conformal_scores, write_uncertainty
+from .uncertainty import (
+    abstention,
+    calibrate,
+    calibrating,
+    conformal_scores,
+    hold_out_calibration_split,
+    write_uncertainty,
+)
 
 logger = get_logger(__name__)
 
@@ -226,6 +233,7 @@ def run_text_classification(
     )
     if estimator is not None and config.feature_extraction == "none":
         config = _with_estimator(config, estimator)
+    dataset = hold_out_calibration_split(dataset, config, problem)  # conformal scores only
     plan = plan_transfer(model, config, details=_plan_details(config, estimator))
     if plan.feature_extraction != "none":
         outcome = train_feature_extractor(

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 from accelerate.logging import get_logger
+from datasets import DatasetDict
 
-from ..data.encode import MULTI_LABEL, REGRESSION
+from ..data.encode import MULTI_LABEL, REGRESSION, SINGLE_LABEL
 from ..metrics.classification import probabilities
 from ..metrics.conformal import (
     ABSOLUTE_RESIDUAL,
@@ -41,6 +42,46 @@ def calibrating(config: TextClassificationConfig, problem: str) -> bool:
     )
 
 
+MIN_CONFORMAL_ROWS = 20  # the least a held-out calibration split (and what stays) may have
+
+
+def hold_out_calibration_split(dataset, config: TextClassificationConfig, problem: str):
+    """``dataset`` with a ``calibration`` split: ``--calibration_split_size`` of the validation
+    rows (stratified by label for single-label data, seeded), which split conformal prediction
+    scores and nothing else sees: the epoch and the temperature are chosen on the rest. The
+    guarantee of split conformal prediction needs scores from data the fitted model never
+    depended on (Vovk et al. 2005; Angelopoulos & Bates 2021, section 1.3).
+
+    Unchanged when the share is 0, for multi-label data (no conformal sets), for feature
+    extraction (its head is fitted on every split's features at once), or when either part
+    would have fewer than :data:`MIN_CONFORMAL_ROWS` rows (logged).
+    """
+    size = config.calibration_split_size
+    if size == 0 or problem == MULTI_LABEL or config.feature_extraction != "none":
+        return dataset
+    n = len(dataset["validation"])
+    held = round(n * size)
+    if held < MIN_CONFORMAL_ROWS or n - held < MIN_CONFORMAL_ROWS:
+        logger.info(
+            f"Conformal scores on validation: its {n} rows are too few to hold out "
+            f"--calibration_split_size {size} (at least {MIN_CONFORMAL_ROWS} each side)."
+        )
+        return dataset
+    stratify = "label" if problem == SINGLE_LABEL else None
+    try:
+        parts = dataset["validation"].train_test_split(
+            test_size=held, seed=config.seed, stratify_by_column=stratify
+        )
+    except ValueError:  # a class with one validation row cannot be stratified
+        parts = dataset["validation"].train_test_split(test_size=held, seed=config.seed)
+    logger.info(
+        f"Calibration split: {held} of the {n} validation rows held out for the conformal "
+        f"scores (--calibration_split_size {size}); the epoch and temperature use the other "
+        f"{n - held}."
+    )
+    return DatasetDict(dict(dataset) | {"validation": parts["train"], "calibration": parts["test"]})
+
+
 def split_uniforms(dataset, split: str, n: int) -> np.ndarray | None:
     """Randomised APS's ``u`` of each text of ``dataset[split]`` (in the order of its logits),
     or None when the split's size differs from ``n``."""
@@ -56,9 +97,10 @@ def split_uniforms(dataset, split: str, n: int) -> np.ndarray | None:
 def conformal_scores(
     outcome: TrainOutcome, problem: str, scaling: TargetScaling, dataset=None
 ) -> dict | None:
-    """The validation split's conformal scores (randomised APS for single-label, absolute
-    residuals in the targets' units for regression) and the coverage they give on test at 0.8,
-    0.9 and 0.95; None for multi-label or without validation predictions.
+    """The conformal scores of the held-out calibration split (:func:`hold_out_calibration_split`;
+    else of validation): randomised APS for single-label, absolute residuals in the targets'
+    units for regression; and the coverage they give on test at 0.8, 0.9 and 0.95. None for
+    multi-label or without those predictions.
 
     Args:
         dataset: The run's splits (``text``, ``text_pair``), whose texts give APS's ``u``;
@@ -67,9 +109,11 @@ def conformal_scores(
     Returns:
         ``{"method", "scores" (n,), "report"}``; ``report`` goes into ``metrics.json``.
     """
-    if outcome.validation is None or problem == MULTI_LABEL:
+    split = "calibration" if outcome.calibration is not None else "validation"
+    held = outcome.calibration if outcome.calibration is not None else outcome.validation
+    if held is None or problem == MULTI_LABEL:
         return None
-    (val_logits, val_labels), (test_logits, test_labels) = outcome.validation, outcome.test
+    (val_logits, val_labels), (test_logits, test_labels) = held, outcome.test
     test_uniforms = None
     if problem == REGRESSION:
         method = ABSOLUTE_RESIDUAL
@@ -78,7 +122,7 @@ def conformal_scores(
     else:
         val_uniforms = test_uniforms = None
         if dataset is not None:
-            val_uniforms = split_uniforms(dataset, "validation", len(val_labels))
+            val_uniforms = split_uniforms(dataset, split, len(val_labels))
             test_uniforms = split_uniforms(dataset, "test", len(test_labels))
         if val_uniforms is None or test_uniforms is None:
             val_uniforms = test_uniforms = None
@@ -89,7 +133,7 @@ def conformal_scores(
     test = coverage_report(
         scores, test_outputs, test_targets, regression=problem == REGRESSION, uniforms=test_uniforms
     )
-    report = {"method": method, "split": "validation", "num_examples": len(scores), "test": test}
+    report = {"method": method, "split": split, "num_examples": len(scores), "test": test}
     return {"method": method, "scores": scores, "report": report}
 
 

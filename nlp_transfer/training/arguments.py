@@ -127,9 +127,8 @@ class TrainingConfig:
     # Checkpointing and resumption
     save_strategy: str = arg(
         "epoch",
-        "Checkpoints in output_dir/checkpoints for --resume_from_checkpoint: no, epoch (after "
-        "each epoch's validation) or steps (every --save_steps optimizer steps and after each "
-        "epoch). Ctrl-C/SIGTERM save one before stopping unless no.",
+        "Checkpoints (output_dir/checkpoints) for --resume_from_checkpoint: no, epoch or steps "
+        "(every --save_steps). Ctrl-C/SIGTERM save one unless no.",
         CHECKPOINTS,
     )
     save_steps: int = arg(
@@ -150,9 +149,8 @@ class TrainingConfig:
     # Tracking
     report_to: str = arg(
         "none",
-        "Experiment tracking through Accelerate: none, tensorboard, wandb, mlflow, all, or a "
-        "comma list. Logs the config, loss and learning rate every --logging_steps, and metrics "
-        "per epoch.",
+        "Experiment tracking (Accelerate): none, tensorboard, wandb, mlflow, all or a comma list: "
+        "config, loss and LR every --logging_steps, metrics per epoch.",
         TRACKING,
     )
 

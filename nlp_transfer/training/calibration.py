@@ -154,7 +154,8 @@ def fold_temperature(model: nn.Module, temperature: float | list[float], num_lab
 
 def calibrate_outcome(outcome, model: nn.Module, num_labels: int, multi_label: bool = False):
     """Fit the temperature on ``outcome.validation``, fold it into ``model`` and return the
-    outcome with calibrated validation and test logits, and the report for ``metrics.json``.
+    outcome with calibrated validation, test (and held-out calibration split) logits, and the
+    report for ``metrics.json``.
 
     Args:
         outcome: A :class:`~nlp_transfer.training.run.TrainOutcome` with validation predictions.
@@ -173,8 +174,11 @@ def calibrate_outcome(outcome, model: nn.Module, num_labels: int, multi_label: b
     temperature = fit_temperature(*outcome.validation, multi_label=multi_label)
     report = calibration_report(outcome.validation, outcome.test, temperature, multi_label)
     fold_temperature(model, temperature, num_labels)
+    splits = {"validation": outcome.validation, "test": outcome.test}
+    if outcome.calibration is not None:  # the held-out conformal split is scaled alike
+        splits["calibration"] = outcome.calibration
     scaled = {
         name: (apply_temperature(split[0], temperature).astype(np.float32), split[1])
-        for name, split in (("validation", outcome.validation), ("test", outcome.test))
+        for name, split in splits.items()
     }
     return dataclasses.replace(outcome, **scaled), report

@@ -34,12 +34,15 @@ class TrainOutcome:
         validation: ``(logits (n, C), labels (n,))`` of the validation split, final model;
             None when nothing needs them (they are computed for threshold tuning).
         test: ``(logits, labels)`` of the test split.
+        calibration: ``(logits, labels)`` of the held-out calibration split (split conformal
+            prediction's scores; never seen by training or epoch selection), or None.
     """
 
     model: nn.Module
     fit: FitResult
     validation: tuple[np.ndarray, np.ndarray] | None
     test: tuple[np.ndarray, np.ndarray]
+    calibration: tuple[np.ndarray, np.ndarray] | None = None
 
 
 def start_run(config: TrainingConfig, task_name: str, check_resume: bool = True) -> Accelerator:
@@ -111,7 +114,7 @@ def train_and_predict(
         model: The model to train.
         args: The run's arguments.
         dataloaders: Unprepared ``train``, ``validation`` (picks the best epoch) and ``test``
-            batches.
+            batches, and ``calibration`` (predicted at the end only) when the run holds one out.
         accelerator: The run's Accelerator.
         compute_metrics: ``(labels, logits) -> metrics`` of a split.
         loss_fn: ``(logits, labels) -> loss``.
@@ -136,4 +139,12 @@ def train_and_predict(
     result = trainer.train(resume_from_checkpoint=resume_path(trainer.args))
     validation = trainer.predict(desc="Validation") if predict_validation else None
     test = trainer.predict(dataloaders["test"], desc="Test")
-    return TrainOutcome(model=trainer.trained_model, fit=result, validation=validation, test=test)
+    held_out = dataloaders.get("calibration")
+    calibration = trainer.predict(held_out, desc="Calibration split") if held_out else None
+    return TrainOutcome(
+        model=trainer.trained_model,
+        fit=result,
+        validation=validation,
+        test=test,
+        calibration=calibration,
+    )
