@@ -358,6 +358,8 @@ def test_monitor_compares_new_texts_with_the_saved_fingerprint(tiny_bert_dir, tm
     assert main([*argv, "--file", str(same), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["verdict"] == "no drift" and report["advice"] is None
+    assert fingerprint["feature_mean"].shape == fingerprint["feature_std"].shape == (32,)
+    assert 0 <= report["mean_shift"] < 1
     assert len(report["label_shift"]["estimated_priors"]) == 2
     assert main([*argv, "--file", str(odd), "--fail_on_drift"]) == 3
     printed = capsys.readouterr().out

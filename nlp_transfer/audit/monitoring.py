@@ -65,6 +65,14 @@ def _advice(model_dir: Path, file, text_column: str) -> str:
     return shlex.join(command)
 
 
+def _mean_shift(fingerprint: dict, new: np.ndarray) -> float:
+    """The mean over feature dimensions of ``|new mean - training mean| / training std``: how
+    many training standard deviations the incoming features moved, on average."""
+    mean = fingerprint.get("feature_mean", fingerprint["features"].mean(0))
+    std = fingerprint.get("feature_std", fingerprint["features"].std(0))
+    return round(float((np.abs(new.mean(0) - mean) / np.maximum(std, 1e-6)).mean()), 4)
+
+
 def monitor(
     model_dir: str | os.PathLike,
     file,
@@ -93,7 +101,8 @@ def monitor(
         output_file: Also write the report as JSON there (never over an existing file).
 
     Returns:
-        ``{"verdict": "drift" | "no drift", "mmd", "domain_classifier_auc", "label_shift"
+        ``{"verdict": "drift" | "no drift", "mmd", "domain_classifier_auc", "mean_shift"
+        (the mean standardised shift of the feature means), "label_shift"
         (single-label; else None), "most_out_of_distribution": [{"text", "score"}],
         "num_texts", "advice"}``.
 
@@ -127,6 +136,7 @@ def monitor(
         "num_reference_texts": len(reference),
         "mmd": mmd_test(reference, new, num_permutations=num_permutations, seed=seed),
         "domain_classifier_auc": round(domain_classifier_auc(reference, new, seed=seed), 4),
+        "mean_shift": _mean_shift(fingerprint, new),
         "label_shift": None,
     }
     if getattr(model.config, "problem_type", SINGLE_LABEL) == SINGLE_LABEL and (
@@ -164,7 +174,8 @@ def format_monitor_report(report: dict) -> str:
         f"{report['num_reference_texts']:,} training texts)",
         f"  MMD^2 {mmd['mmd2']:.5f}, permutation p-value {mmd['p_value']:.4f} "
         f"(alpha {report['alpha']})",
-        f"  domain classifier AUC {report['domain_classifier_auc']:.3f} (0.5: indistinguishable)",
+        f"  domain classifier AUC {report['domain_classifier_auc']:.3f} (0.5: indistinguishable); "
+        f"feature means moved {report['mean_shift']:.3f} training std on average",
     ]
     shift = report["label_shift"]
     if shift is not None:

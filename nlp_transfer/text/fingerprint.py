@@ -3,7 +3,8 @@
 ``fingerprint.npz`` beside the model holds what drift detection compares incoming texts with:
 
 - ``features``: the saved model's own encoder features (mean-pooled last hidden states) of a
-  random sample of at most :data:`SAMPLE_SIZE` training texts, ``(s, hidden)`` float32;
+  random sample of at most :data:`SAMPLE_SIZE` training texts, ``(s, hidden)`` float32, and
+  their per-dimension ``feature_mean`` and ``feature_std``, ``(hidden,)``;
 - ``validation_confusion``: for single-label models, counts of (predicted, true) label pairs on
   the validation split, ``(C, C)``: what black-box shift estimation inverts (Lipton, Wang &
   Smola 2018); ``train_label_counts``: the training split's label counts, ``(C,)``.
@@ -84,7 +85,12 @@ def write_fingerprint(
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(len(train), size=min(SAMPLE_SIZE, len(train)), replace=False))
     texts = split_texts(train.select(rows))
-    arrays = {"features": model_features(model, tokenizer, texts)}
+    features = model_features(model, tokenizer, texts)
+    arrays = {
+        "features": features,
+        "feature_mean": features.mean(0),
+        "feature_std": features.std(0),
+    }
     if problem == SINGLE_LABEL:
         labels = np.asarray(train["label"])
         arrays["train_label_counts"] = np.bincount(labels, minlength=num_labels)
