@@ -17,7 +17,6 @@ An explicit ``output_dir`` that exists and is not empty is refused unless
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import yaml
 from datasets import DatasetDict
 
 from .data.read import FILE_FORMATS, DataSource
+from .reporting.outputs import new_output_dir
 from .text.classifier import TextClassifier
 from .text.config import TextClassificationConfig
 
@@ -59,12 +59,7 @@ class TrainResult:
 
 def new_run_dir(root: str | os.PathLike = RUNS_DIR) -> Path:
     """A run directory that does not exist yet: ``root/run-YYYYmmdd-HHMMSS`` (``-2``... if taken)."""
-    base = Path(root) / time.strftime("run-%Y%m%d-%H%M%S")
-    path, n = base, 1
-    while path.exists():
-        n += 1
-        path = base.with_name(f"{base.name}-{n}")
-    return path
+    return new_output_dir(root, "run")
 
 
 def make_config(output_dir: str | os.PathLike | None, **kwargs) -> TextClassificationConfig:

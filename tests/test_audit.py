@@ -253,26 +253,28 @@ def test_cli_audit_prints_a_summary_and_refuses_bad_flags(tiny_bert_dir, tmp_pat
     assert "--label_column" in capsys.readouterr().err
 
 
-@pytest.mark.slow
-def test_train_with_audit_writes_the_audit_of_its_own_splits_then_trains(tiny_bert_dir, tmp_path):
+def _tiny_run(tiny_bert_dir, source, out, **settings) -> dict:
+    """One epoch of the tiny model on ``source`` (sentence, sentiment) into ``out``."""
     from nlp_transfer.text import TextClassificationConfig, run_text_classification
 
+    config = dict(
+        train_file=str(source),
+        text_column="sentence",
+        label_column="sentiment",
+        model_name_or_path=str(tiny_bert_dir),
+        output_dir=str(out),
+        num_train_epochs=1,
+        save_strategy="no",
+    )
+    return run_text_classification(TextClassificationConfig(**(config | settings)))
+
+
+@pytest.mark.slow
+def test_train_with_audit_writes_the_audit_of_its_own_splits_then_trains(tiny_bert_dir, tmp_path):
     source = tmp_path / "train.csv"
     _noisy_csv(source, n=80)
     out = tmp_path / "run"
-    metrics = run_text_classification(
-        TextClassificationConfig(
-            train_file=str(source),
-            text_column="sentence",
-            label_column="sentiment",
-            model_name_or_path=str(tiny_bert_dir),
-            output_dir=str(out),
-            num_train_epochs=1,
-            save_strategy="no",
-            audit=True,
-            cache_dir=str(tmp_path / "cache"),
-        )
-    )
+    metrics = _tiny_run(tiny_bert_dir, source, out, audit=True, cache_dir=str(tmp_path / "cache"))
     summary = json.loads((out / "audit" / "audit.json").read_text())
     assert set(summary["rows"]) == {"train", "validation", "test"}
     assert summary["rows"]["test"] == metrics["test"]["num_examples"]  # the run's own splits
@@ -321,23 +323,12 @@ def test_black_box_shift_recovers_the_new_label_priors():
 @pytest.mark.slow
 def test_monitor_compares_new_texts_with_the_saved_fingerprint(tiny_bert_dir, tmp_path, capsys):
     from nlp_transfer.cli import main
-    from nlp_transfer.text import TextClassificationConfig, run_text_classification
     from nlp_transfer.text.fingerprint import load_fingerprint
 
     source = tmp_path / "train.csv"
     toy_sentiment_frame(300).to_csv(source, index=False)
     out = tmp_path / "run"
-    metrics = run_text_classification(
-        TextClassificationConfig(
-            train_file=str(source),
-            text_column="sentence",
-            label_column="sentiment",
-            model_name_or_path=str(tiny_bert_dir),
-            output_dir=str(out),
-            num_train_epochs=1,
-            save_strategy="no",
-        )
-    )
+    metrics = _tiny_run(tiny_bert_dir, source, out)
     fingerprint = load_fingerprint(out)
     n_train = int(fingerprint["train_label_counts"].sum())
     assert fingerprint["features"].shape == (n_train, 32)  # every training text (< 500), hidden 32

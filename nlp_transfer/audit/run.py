@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from ..data.encode import MULTI_LABEL, REGRESSION, SINGLE_LABEL
+from ..reporting.outputs import new_output_dir
 from ..text.model import resolve_model_path
 from ..training.setup import check_output_dir
 from .data import AuditData, load_audit_data
@@ -334,12 +335,7 @@ def audit_rows(
 
 def new_audit_dir(root: str | os.PathLike = "outputs") -> Path:
     """``root/audit-YYYYmmdd-HHMMSS`` (``-2``, ``-3``... if taken): a directory not there yet."""
-    base = Path(root) / time.strftime("audit-%Y%m%d-%H%M%S")
-    path, n = base, 1
-    while path.exists():
-        n += 1
-        path = base.with_name(f"{base.name}-{n}")
-    return path
+    return new_output_dir(root, "audit")
 
 
 def _split_counts(rows: AuditData) -> str:

@@ -16,6 +16,17 @@ from ..transfer.freeze import FreezeReport
 from .config_file import save_config
 
 
+def new_output_dir(root: str | os.PathLike, prefix: str) -> Path:
+    """A directory that does not exist yet: ``root/<prefix>-YYYYmmdd-HHMMSS`` (``-2``, ``-3``...
+    when taken), so a rerun never writes over an earlier one."""
+    base = Path(root) / time.strftime(f"{prefix}-%Y%m%d-%H%M%S")
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    return path
+
+
 def save_run(
     output_dir: str | os.PathLike,
     accelerator: Accelerator,
