@@ -30,7 +30,15 @@ def _label_text(rows: AuditData, label) -> str:
     return names[int(label)]
 
 
-def _dropped(rows: AuditData, labels: dict | None, duplicates: dict) -> np.ndarray:
+def group_members(duplicates: dict) -> dict[int, list[int]]:
+    """``{group id: its rows}`` of the groups with more than one row."""
+    members: dict[int, list[int]] = {}
+    for i in np.flatnonzero(duplicates["in_group"]):
+        members.setdefault(int(duplicates["group"][i]), []).append(int(i))
+    return members
+
+
+def _dropped(rows: AuditData, labels: dict | None, members: dict[int, list[int]]) -> np.ndarray:
     """``(n,)`` bool: the pooled rows a cleaned training file leaves out."""
     n = len(rows.texts)
     drop = np.zeros(n, dtype=bool)
@@ -39,10 +47,6 @@ def _dropped(rows: AuditData, labels: dict | None, duplicates: dict) -> np.ndarr
     if labels is not None:
         drop[labels["rows"][labels["issues"]]] = True
         quality[labels["rows"]] = labels["quality"]
-    group = duplicates["group"]
-    members: dict[int, list[int]] = {}
-    for i in np.flatnonzero(duplicates["in_group"]):
-        members.setdefault(int(group[i]), []).append(int(i))
     for rows_of_group in members.values():
         in_train = [i for i in rows_of_group if train[i]]
         if len(in_train) < len(rows_of_group):  # a validation or test copy: leakage
@@ -53,27 +57,20 @@ def _dropped(rows: AuditData, labels: dict | None, duplicates: dict) -> np.ndarr
     return drop & train
 
 
-def _members(rows: AuditData, duplicates: dict, i: int) -> str:
-    group = duplicates["group"]
-    others = [j for j in np.flatnonzero(group == group[i]) if j != i]
+def _members(rows: AuditData, group: list[int], i: int) -> str:
+    others = [j for j in group if j != i]
     shown = ", ".join(f"{rows.splits[j]} row {rows.rows[j]}" for j in others[:MAX_MEMBERS_SHOWN])
     more = len(others) - MAX_MEMBERS_SHOWN
     return shown + (f" and {more} more" if more > 0 else "")
 
 
-def _duplicate_reason(rows: AuditData, duplicates: dict, i: int) -> str:
+def _duplicate_reason(rows: AuditData, duplicates: dict, group: list[int], i: int) -> str:
     if duplicates["conflicting"][i]:
         return "conflicting_duplicate"
-    if duplicates["leaked"][i] or (
-        rows.splits[i] == "train" and _has_other_split(rows, duplicates, i)
-    ):
+    splits = {rows.splits[j] for j in group}
+    if "train" in splits and len(splits) > 1:  # training text also in validation or test
         return "leakage"
     return "duplicate"
-
-
-def _has_other_split(rows: AuditData, duplicates: dict, i: int) -> bool:
-    group = duplicates["group"]
-    return bool((rows.splits[group == group[i]] != "train").any())
 
 
 def suspects_table(
@@ -91,7 +88,8 @@ def suspects_table(
         ``suggested_label``, ``detail``, ``dropped``.
     """
     texts = rows.flat_texts()
-    dropped = _dropped(rows, labels, duplicates)
+    members = group_members(duplicates)
+    dropped = _dropped(rows, labels, members)
     records = []
 
     def add(i, reason, score, detail, suggested=""):
@@ -118,14 +116,10 @@ def suspects_table(
             detail = f"rank {rank + 1} by cleanlab self-confidence"
             add(i, "label_issue", labels["quality"][k], detail, _label_text(rows, suggested))
     best_cosine = _best_cosines(len(rows.texts), duplicates["pairs"])
-    for i in np.flatnonzero(duplicates["in_group"]):
-        reason = _duplicate_reason(rows, duplicates, int(i))
-        add(
-            int(i),
-            reason,
-            best_cosine[i],
-            f"duplicate group with {_members(rows, duplicates, int(i))}",
-        )
+    for group in members.values():
+        for i in group:
+            reason = _duplicate_reason(rows, duplicates, group, i)
+            add(i, reason, best_cosine[i], f"duplicate group with {_members(rows, group, i)}")
     for i in np.flatnonzero(outliers["ood"]):
         detail = f"out-of-distribution score below {outliers['ood_threshold']:.4f}"
         add(int(i), "outlier", outliers["ood_score"][i], detail)
