@@ -114,7 +114,8 @@ def find_duplicates(
         ``{"pairs": list of {"a", "b", "kind" ("exact"|"near"), "cosine"}; "group": (n,) group
         ids; "in_group": (n,) bool, rows with a duplicate; "conflicting": (n,) bool, rows in a
         group whose labels differ; "leaked": (n,) bool, non-training rows with a duplicate in
-        training; "counts": the numbers the report prints}``.
+        training; "members": {group id: its rows} of groups of two or more; "counts": the
+        numbers the report prints}``.
     """
     n = len(texts)
     exact = exact_pairs(texts)
@@ -158,6 +159,7 @@ def find_duplicates(
         "in_group": in_group,
         "conflicting": conflicting,
         "leaked": leaked,
+        "members": members,
         "counts": counts,
     }
 

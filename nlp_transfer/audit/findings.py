@@ -30,14 +30,6 @@ def _label_text(rows: AuditData, label) -> str:
     return names[int(label)]
 
 
-def group_members(duplicates: dict) -> dict[int, list[int]]:
-    """``{group id: its rows}`` of the groups with more than one row."""
-    members: dict[int, list[int]] = {}
-    for i in np.flatnonzero(duplicates["in_group"]):
-        members.setdefault(int(duplicates["group"][i]), []).append(int(i))
-    return members
-
-
 def _dropped(rows: AuditData, labels: dict | None, members: dict[int, list[int]]) -> np.ndarray:
     """``(n,)`` bool: the pooled rows a cleaned training file leaves out."""
     n = len(rows.texts)
@@ -88,7 +80,7 @@ def suspects_table(
         ``suggested_label``, ``detail``, ``dropped``.
     """
     texts = rows.flat_texts()
-    members = group_members(duplicates)
+    members = duplicates["members"]
     dropped = _dropped(rows, labels, members)
     records = []
 
