@@ -250,11 +250,12 @@ def rewrite(args) -> dict:
     settings = {k: v for k, v in first["settings"].items() if k != "complete"}
     for key in ("max_train_samples", "num_train_epochs", "learning_rate", "max_eval_samples"):
         settings.setdefault(key, getattr(args, key))
-    info = first["run_info"] | {
-        "merged_from": [
-            {k: d["run_info"][k] for k in ("command", "git_sha", "date")} for d in documents
-        ]
-    }
+
+    def sources(document: dict) -> list[dict]:  # a merged file keeps the runs it came from
+        info = document["run_info"]
+        return info.get("merged_from") or [{k: info[k] for k in ("command", "git_sha", "date")}]
+
+    info = first["run_info"] | {"merged_from": [s for d in documents for s in sources(d)]}
     return write(args, info, first["machine"], settings, records, final=True)
 
 
