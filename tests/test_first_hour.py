@@ -212,7 +212,9 @@ def test_train_on_a_dataframe_returns_a_model_and_metrics(trained):
     assert trained.model.labels == ["neg", "pos"]
     assert trained.metrics["test"]["num_examples"] == 16  # test_size 0.1 of 160
     # validation_size was honoured for the DataFrame (0.25 of 160), not ignored
-    assert trained.metrics["validation"][0]["eval_num_examples"] == 40
+    # (half of it held out as the conformal calibration split, --calibration_split_size 0.5)
+    validation = trained.metrics["validation"][0]["eval_num_examples"]
+    assert validation + trained.metrics["conformal"]["num_examples"] == 40
     predictions = trained.model.predict(["the movie was great", "the film was awful"])
     assert [sorted(p["scores"]) for p in predictions] == [["neg", "pos"]] * 2
 

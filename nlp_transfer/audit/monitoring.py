@@ -65,6 +65,31 @@ def _advice(model_dir: Path, file, text_column: str) -> str:
     return shlex.join(command)
 
 
+def _label_shift(model, tokenizer, texts: list, fingerprint: dict) -> dict | None:
+    """Black-box shift estimation for a single-label model saved with its validation confusion
+    matrix; None otherwise."""
+    problem = getattr(model.config, "problem_type", SINGLE_LABEL)
+    if problem != SINGLE_LABEL or "validation_confusion" not in fingerprint:
+        return None
+    logits = predict_logits_for_texts(model, tokenizer, texts)
+    shift = black_box_shift(fingerprint["validation_confusion"], logits.argmax(1))
+    return {"labels": [model.config.id2label[i] for i in range(len(shift["weights"]))]} | shift
+
+
+def _least_typical(reference: np.ndarray, new: np.ndarray, texts: list) -> list[dict]:
+    """The :data:`SHOWN_TEXTS` incoming texts with the lowest out-of-distribution score against
+    the training sample (cleanlab's, on unit vectors, as the audit's outliers)."""
+    unit = lambda x: x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)  # noqa: E731
+    _, scores = ood_scores(unit(reference), unit(new))
+    return [
+        {
+            "text": texts[i] if isinstance(texts[i], str) else "\t".join(texts[i]),
+            "score": round(float(scores[i]), 4),
+        }
+        for i in np.argsort(scores)[:SHOWN_TEXTS]
+    ]
+
+
 def _mean_shift(fingerprint: dict, new: np.ndarray) -> float:
     """The mean over feature dimensions of ``|new mean - training mean| / training std``: how
     many training standard deviations the incoming features moved, on average."""
@@ -137,27 +162,11 @@ def monitor(
         "mmd": mmd_test(reference, new, num_permutations=num_permutations, seed=seed),
         "domain_classifier_auc": round(domain_classifier_auc(reference, new, seed=seed), 4),
         "mean_shift": _mean_shift(fingerprint, new),
-        "label_shift": None,
     }
-    if getattr(model.config, "problem_type", SINGLE_LABEL) == SINGLE_LABEL and (
-        "validation_confusion" in fingerprint
-    ):
-        logits = predict_logits_for_texts(model, tokenizer, texts)
-        shift = black_box_shift(fingerprint["validation_confusion"], logits.argmax(1))
-        names = [model.config.id2label[i] for i in range(len(shift["weights"]))]
-        report["label_shift"] = {"labels": names} | shift
+    report["label_shift"] = _label_shift(model, tokenizer, texts, fingerprint)
     report["verdict"] = "drift" if report["mmd"]["p_value"] < alpha else "no drift"
     report["alpha"] = alpha
-    unit = lambda x: x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)  # noqa: E731
-    _, scores = ood_scores(unit(reference), unit(new))
-    order = np.argsort(scores)[:SHOWN_TEXTS]
-    report["most_out_of_distribution"] = [
-        {
-            "text": texts[i] if isinstance(texts[i], str) else "\t".join(texts[i]),
-            "score": round(float(scores[i]), 4),
-        }
-        for i in order
-    ]
+    report["most_out_of_distribution"] = _least_typical(reference, new, texts)
     report["advice"] = (
         _advice(model_dir, file, text_column) if report["verdict"] == "drift" else None
     )

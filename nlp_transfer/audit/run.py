@@ -206,8 +206,7 @@ def audit(
             ``label_separator``, ``problem_type``: as ``nlp-transfer train``'s flags.
         model_name_or_path: The encoder whose features are used (None: the packaged
             all-MiniLM-L6-v2).
-        max_seq_length: Tokens of each text read for its features; texts longer than this are
-            counted in the report.
+        max_seq_length: Tokens read per text for its features (longer texts are counted).
         num_folds: k of the cross-validation that gives out-of-fold probabilities.
         fold_classifier: What gives them: ``logistic_regression`` on the sentence features,
             ``tfidf`` (TF-IDF + logistic regression), ``ensemble`` (the mean of both; minutes
@@ -215,11 +214,9 @@ def audit(
             trainings' time; the runs are kept in ``output_dir/folds``). The last three are
             for single-label data. None: ``ensemble`` for single-label data, else
             ``logistic_regression``.
-        near_duplicate_threshold: Cosine similarity at or above which two texts are near
-            duplicates.
-        write_cleaned: Write the training rows the audit keeps (every column of the source) to
-            this new file (``.csv``, ``.tsv``, ``.jsonl``, ``.parquet``); the source is never
-            changed.
+        near_duplicate_threshold: The cosine at or above which texts are near duplicates.
+        write_cleaned: A new file (``.csv``, ``.tsv``, ``.jsonl``, ``.parquet``) for the
+            training rows the audit keeps, every column of the source (never changed).
         overwrite_output_dir: Allow a non-empty ``output_dir``.
         seed: Seed of the folds.
         cache_dir: Where features and built-in downloads are kept.

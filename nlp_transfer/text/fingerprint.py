@@ -34,8 +34,13 @@ SAMPLE_SIZE = 500
 
 
 def _encoder(model):
+    """The encoder under a saved classifier: a feature extractor's own, else the task model's
+    ``base_model`` (under a peft wrapper, e.g. prompt tuning, that of the wrapped model: the
+    pretrained encoder, without the virtual tokens)."""
     if isinstance(model, FeatureExtractionClassifier):
         return model.encoder
+    if hasattr(model, "get_base_model"):  # a peft model
+        model = model.get_base_model()
     return model.base_model
 
 
@@ -64,25 +69,23 @@ def split_texts(split) -> list:
     return list(split["text"])
 
 
-def write_fingerprint(
-    output_dir: str | os.PathLike, dataset, validation, problem: str, num_labels: int, seed: int
-) -> Path:
+def write_fingerprint(config, dataset, validation, problem: str, num_labels: int) -> Path:
     """Compute and save ``fingerprint.npz`` of a saved run.
 
     Args:
-        output_dir: The run's saved model.
+        config: The run's settings (``output_dir``: the saved model; ``seed``: of the sample).
         dataset: Its splits (``train`` sampled for the features).
         validation: ``(logits (n, C), labels (n,))`` of the validation split, or None.
         problem: The problem type (the confusion matrix is for single-label models only).
         num_labels: C.
-        seed: Seed of the sample.
 
     Returns:
         The file written.
     """
+    output_dir = config.output_dir
     model, tokenizer, _ = load_classifier(output_dir, device="cpu")
     train = dataset["train"]
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(config.seed)
     rows = np.sort(rng.choice(len(train), size=min(SAMPLE_SIZE, len(train)), replace=False))
     texts = split_texts(train.select(rows))
     features = model_features(model, tokenizer, texts)

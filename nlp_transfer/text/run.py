@@ -316,8 +316,7 @@ def finish_text_run(
     )
     if accelerator.is_main_process:
         write_uncertainty(config.output_dir, calibration, conformal, uncalibrated_test, outcome)
-        n = len(labels)  # the drift fingerprint, from the saved model (nlp-transfer monitor)
-        write_fingerprint(config.output_dir, dataset, outcome.validation, problem, n, config.seed)
+        write_fingerprint(config, dataset, outcome.validation, problem, len(labels))
     if accelerator.is_main_process and problem != SINGLE_LABEL:
         write_problem_plots(
             config.output_dir,
