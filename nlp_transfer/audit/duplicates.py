@@ -149,7 +149,7 @@ def find_duplicates(
         "groups": len(members),
         "conflicting_rows": int(conflicting.sum()),
         "leaked_rows": {
-            s: int((leaked & (splits == s)).sum()) for s in sorted(set(splits)) if s != "train"
+            str(s): int((leaked & (splits == s)).sum()) for s in sorted(set(splits)) if s != "train"
         },
         "near_duplicate_threshold": threshold,
     }
