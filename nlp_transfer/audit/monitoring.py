@@ -21,7 +21,7 @@ import numpy as np
 import yaml
 
 from ..data.encode import SINGLE_LABEL
-from ..data.read import to_table
+from ..data.read import DataSource, to_table
 from ..text.fingerprint import load_fingerprint, model_features
 from ..text.inference import load_classifier, predict_logits_for_texts
 from .drift import black_box_shift, domain_classifier_auc, mmd_test
@@ -100,7 +100,7 @@ def _mean_shift(fingerprint: dict, new: np.ndarray) -> float:
 
 def monitor(
     model_dir: str | os.PathLike,
-    file,
+    file: DataSource,
     *,
     text_column: str = "text",
     text_pair_column: str | None = None,
@@ -117,7 +117,8 @@ def monitor(
         model_dir: A text run's ``output_dir`` saved with ``fingerprint.npz``.
         file: The incoming texts: a file (``.csv``, ``.tsv``, ``.jsonl``, ``.parquet``), a
             DataFrame or a Dataset (labels, if any, are not read).
-        text_column, text_pair_column: Where the texts are.
+        text_column: The column of the texts.
+        text_pair_column: The column of the second texts of sentence pairs, or None.
         max_texts: Compare a random sample of at most this many incoming texts.
         alpha: The MMD test's level: drift when its p-value is below it.
         num_permutations: Permutations of the MMD test.

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from ..data.encode import MULTI_LABEL, REGRESSION, SINGLE_LABEL
+from ..data.read import DataSource
 from ..reporting.outputs import new_output_dir
 from ..text.model import resolve_model_path
 from ..training.setup import check_output_dir
@@ -174,10 +175,10 @@ def _outlier_findings(
 
 
 def audit(
-    data,
+    data: DataSource,
     *,
-    validation=None,
-    test=None,
+    validation: DataSource | None = None,
+    test: DataSource | None = None,
     output_dir: str | os.PathLike | None = None,
     model_name_or_path: str | None = None,
     max_seq_length: int = 128,
@@ -193,12 +194,11 @@ def audit(
 ) -> AuditResult:
     """Audit a labelled text set: likely label errors, duplicates, leakage, outliers.
 
-    Example: ``nlp_transfer.audit("reviews.csv", test="test.csv", label_column="stars")``.
-
     Args:
         data: The training data: a file (``.csv``, ``.tsv``, ``.jsonl``, ``.parquet``), a
             DataFrame, a Dataset, or a built-in set's name (all its splits are audited).
-        validation, test: Optional other splits, checked for duplicates of training rows.
+        validation: Optional validation data (as ``data``), checked for leaked training rows.
+        test: Optional test data, the same.
         output_dir: Where the report goes; must be empty unless ``overwrite_output_dir``
             (None: a new ``outputs/audit-YYYYmmdd-HHMMSS``).
         encoding: The files' text encoding (``--file_encoding``).
