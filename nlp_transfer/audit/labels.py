@@ -91,8 +91,9 @@ def out_of_fold_probabilities(
 
 
 # The most frequent word 1-2 grams kept: every measured sentence set has fewer (sentiment 99,506,
-# SMS spam 42,997), so their results stand; 20 Newsgroups' 11k long posts had no cap and their
-# 20-class regression ran over 8 minutes at 8 GB (benchmarks/results/audit.md).
+# SMS spam 42,997), so their results stand. Uncapped, the audit of 20 Newsgroups (11k long posts,
+# 20 classes) ran single-threaded at 8 GB for 7 minutes after its features were done, and was
+# stopped (benchmarks/results/audit.json, run_info.note).
 MAX_TFIDF_FEATURES = 2**18
 
 
