@@ -188,7 +188,7 @@ def leakage(args, work: Path) -> dict:
     recall = {}
     for kind in ("exact", "near"):
         copies = [c for c, (_, k) in planted.items() if k == kind]
-        recall[kind] = sum(group[c] == group[planted[c][0]] for c in copies) / len(copies)
+        recall[kind] = float(np.mean([group[c] == group[planted[c][0]] for c in copies]))
     return {
         "planted": {"exact": 100, "near": 100},
         "recall": recall,
@@ -370,7 +370,7 @@ def summarize(document: dict) -> dict:
     if leak := document.get("leakage"):
         goals["leakage_recall"] = {
             "recall": leak["recall"],
-            "met": min(leak["recall"].values()) >= 0.95,
+            "met": bool(min(leak["recall"].values()) >= 0.95),
         }
     if rec := document.get("recovery"):
         for set_name in SETS:

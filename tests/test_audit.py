@@ -331,11 +331,10 @@ def test_monitor_compares_new_texts_with_the_saved_fingerprint(tiny_bert_dir, tm
     metrics = _tiny_run(tiny_bert_dir, source, out)
     fingerprint = load_fingerprint(out)
     n_train = int(fingerprint["train_label_counts"].sum())
-    assert fingerprint["features"].shape == (n_train, 32)  # every training text (< 500), hidden 32
     assert 200 < n_train < 300
-    assert (
-        fingerprint["validation_confusion"].sum() == 300 - n_train - metrics["test"]["num_examples"]
-    )
+    held_out = 300 - n_train - metrics["test"]["num_examples"]  # validation (+ calibration)
+    assert fingerprint["features"].shape == (held_out, 32)  # every held-out text (< 500)
+    assert fingerprint["validation_confusion"].sum() == held_out
     same = tmp_path / "same.csv"
     toy_sentiment_frame(200, seed=7).to_csv(same, index=False)
     odd = tmp_path / "odd.csv"

@@ -3,7 +3,9 @@
 ``fingerprint.npz`` beside the model holds what drift detection compares incoming texts with:
 
 - ``features``: the saved model's own encoder features (mean-pooled last hidden states) of a
-  random sample of at most :data:`SAMPLE_SIZE` training texts, ``(s, hidden)`` float32, and
+  random sample of at most :data:`SAMPLE_SIZE` held-out texts of the training data (validation
+  and calibration splits: the weights never trained on them, so they are read as new texts from
+  the same source are), ``(s, hidden)`` float32, and
   their per-dimension ``feature_mean`` and ``feature_std``, ``(hidden,)``;
 - ``validation_confusion``: for single-label models, counts of (predicted, true) label pairs on
   the validation split, ``(C, C)``: what black-box shift estimation inverts (Lipton, Wang &
@@ -85,9 +87,13 @@ def write_fingerprint(config, dataset, validation, problem: str, num_labels: int
     output_dir = config.output_dir
     model, tokenizer, _ = load_classifier(output_dir, device="cpu")
     train = dataset["train"]
+    # texts the weights were not trained on: a trained model reads its own training texts
+    # differently from new ones, so they would not be exchangeable with new same-source texts
+    held = [dataset[s] for s in ("validation", "calibration") if s in dataset]
+    texts = [t for split in held for t in split_texts(split)] or split_texts(train)
     rng = np.random.default_rng(config.seed)
-    rows = np.sort(rng.choice(len(train), size=min(SAMPLE_SIZE, len(train)), replace=False))
-    texts = split_texts(train.select(rows))
+    rows = np.sort(rng.choice(len(texts), size=min(SAMPLE_SIZE, len(texts)), replace=False))
+    texts = [texts[i] for i in rows]
     features = model_features(model, tokenizer, texts)
     arrays = {
         "features": features,
