@@ -284,8 +284,9 @@ def test_feature_extraction_head_round_trips_through_save_load_and_predict(
         "logistic_regression": 32 + 1,
     }
     assert metrics["parameters"]["trainable"] == expected_head[head]
-    saved = "head.skops" if head == "logistic_regression" else "head.safetensors"
-    assert (out / saved).exists() and (out / "feature_extraction.json").exists()
+    # the default logistic regression is stored as its equal linear layer (exportable)
+    assert (out / "head.safetensors").exists() and (out / "feature_extraction.json").exists()
+    assert not (out / "head.skops").exists()
     # The reloaded model gives the test metrics of the run, on the same test file.
     again = evaluate_saved_model(
         out, test_file, text_column="sentence", label_column="sentiment", batch_size=7
@@ -302,9 +303,9 @@ def test_feature_extraction_head_round_trips_through_save_load_and_predict(
 
 
 def test_feature_extraction_matches_sklearn_fitted_on_the_same_features(
-    tiny_bert_dir, toy_csv, tmp_path
+    tiny_bert_dir, toy_csv, tmp_path, monkeypatch
 ):
-    """The saved LogisticRegression head predicts what one fitted by hand on the features does."""
+    """The saved linear head predicts what the run's fitted LogisticRegression does."""
     import numpy as np
     from sklearn.linear_model import LogisticRegression
     from transformers import AutoModel, AutoTokenizer
@@ -314,6 +315,15 @@ def test_feature_extraction_matches_sklearn_fitted_on_the_same_features(
 
     import sentiment
 
+    import nlp_transfer.text.features as text_features
+
+    fitted = []
+
+    def keep(seed=42):
+        fitted.append(LogisticRegression(max_iter=1000, random_state=seed))
+        return fitted[-1]
+
+    monkeypatch.setattr(text_features, "default_sklearn_head", keep)
     out = tmp_path / "lr"
     sentiment.main(
         _recipe_args(tiny_bert_dir, toy_csv, out, "--feature_extraction", "logistic_regression")
@@ -326,8 +336,8 @@ def test_feature_extraction_matches_sklearn_fitted_on_the_same_features(
         batch = tok(texts, padding=True, return_tensors="pt")
         feats = pool(encoder(**batch).last_hidden_state, batch["attention_mask"]).numpy()
     got = np.exp(predict_logits_for_texts(model, tokenizer, texts))
-    want = model.estimator.predict_proba(feats)
-    assert isinstance(model.estimator, LogisticRegression)
+    want = fitted[0].predict_proba(feats)
+    assert model.estimator is None and model.head.kind == "linear"
     np.testing.assert_allclose(got, want, atol=1e-5)
 
 

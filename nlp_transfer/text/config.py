@@ -21,6 +21,7 @@ from ..training.arguments import (
 )
 from ..training.calibration import CALIBRATION_METHODS
 from ..transfer.features import POOLING_CHOICES
+from ..transfer.strategies.contrastive import ContrastiveArguments
 from ..transfer.strategies.freeze import TRANSFER
 from .windows import DEFAULT_MAX_CHUNKS, LongTextSettings
 
@@ -30,11 +31,13 @@ IMBALANCE = "Class imbalance"
 
 
 @dataclass
-class TextClassificationConfig(TransferConfig):
+class TextClassificationConfig(ContrastiveArguments, TransferConfig):
     """Every setting of a text-classification run. Names follow ``transformers.TrainingArguments``.
 
     The training and transfer-strategy fields come from
-    :class:`~nlp_transfer.training.arguments.TransferConfig`; these are text's own.
+    :class:`~nlp_transfer.training.arguments.TransferConfig`, plus text's own strategy,
+    contrastive transfer (:class:`~nlp_transfer.transfer.strategies.contrastive.ContrastiveArguments`);
+    these are text's own.
 
     Raises:
         ValueError: A value out of range, or settings that do not combine (the message names

@@ -30,6 +30,7 @@ from ..transfer.features import (
     default_sklearn_head,
     encoder_of,
     extract_features,
+    linear_from_logistic_regression,
 )
 from ..transfer.plan import TransferPlan
 from .config import TextClassificationConfig
@@ -153,6 +154,7 @@ def train_feature_extractor(
     if estimator is not None or config.feature_extraction == "logistic_regression":
         if config.sampling != "none":
             logger.warning("--sampling does not apply to a scikit-learn head; use --class_weights.")
+        default_head = estimator is None
         estimator = estimator if estimator is not None else default_sklearn_head(config.seed)
         outcome = fit_sklearn_head(
             estimator,
@@ -166,6 +168,8 @@ def train_feature_extractor(
             for a in ("coef_", "intercept_")
             if hasattr(estimator, a)
         )
+        if default_head and len(estimator.classes_) == len(label_names):
+            head = linear_head_of(estimator, len(label_names), features, outcome)
     else:
         x_train = features["train"][0]
         head = FeatureHead(x_train.shape[1], len(label_names), config.feature_extraction)
@@ -184,3 +188,17 @@ def train_feature_extractor(
     plan.freeze.total_params = sum(p.numel() for p in encoder.parameters()) + int(trainable)
     outcome.model = FeatureExtractionClassifier(encoder, head, config.pooling)
     return outcome
+
+
+def linear_head_of(estimator, num_labels: int, features: Features, outcome: TrainOutcome):
+    """The default logistic-regression head as its equal linear :class:`FeatureHead` (saved as
+    ``head.safetensors``: exportable to ONNX and int8), with ``outcome``'s validation and test
+    logits recomputed through it (the model as saved)."""
+    head = FeatureHead(features["train"][0].shape[1], num_labels, "linear")
+    head.net = linear_from_logistic_regression(estimator, num_labels)
+    with torch.no_grad():
+        for split in ("validation", "test"):
+            x, y = features[split]
+            logits = head(torch.as_tensor(x, dtype=torch.float32)).numpy()
+            setattr(outcome, split, (logits, y))
+    return head

@@ -44,6 +44,7 @@ from ..training.imbalance import cross_entropy_loss
 from ..training.run import TrainOutcome, start_run, train_and_predict
 from ..transfer.adapters import save_adapter_outputs
 from ..transfer.cache import CachedPrefixModel
+from ..transfer.contrastive import StageInputs
 from ..transfer.plan import TransferPlan, plan_transfer
 from .baseline import tfidf_logreg_baseline, tfidf_problem_baseline
 from .config import TextClassificationConfig
@@ -235,6 +236,11 @@ def run_text_classification(
         config = _with_estimator(config, estimator)
     dataset = hold_out_calibration_split(dataset, config, problem)  # conformal scores only
     plan = plan_transfer(model, config, details=_plan_details(config, estimator))
+    stage = StageInputs(
+        dataset["train"], tokenizer, len(labels), accelerator.device, accelerator.autocast,
+        accelerator.is_local_main_process, problem,
+    )  # fmt: skip
+    plan.before_training(model, stage)  # contrastive tuning of the encoder, when asked
     if plan.feature_extraction != "none":
         outcome = train_feature_extractor(
             model, tokenizer, dataset, accelerator, config, plan, estimator
@@ -282,6 +288,7 @@ def finish_text_run(
     test_metrics, extra, baseline = _test_report(
         config, outcome, dataset, unwrapped, accelerator.is_main_process
     )
+    outcome.fit.train_runtime_s += plan.stage_seconds  # contrastive tuning is training too
     metrics = run_metrics(
         outcome.fit,
         test_metrics,

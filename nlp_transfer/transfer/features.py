@@ -165,6 +165,32 @@ def sklearn_logits(estimator: Any, features: np.ndarray) -> np.ndarray:
     return np.log(np.clip(probs, 1e-12, 1.0)).astype(np.float32)
 
 
+def linear_from_logistic_regression(estimator, num_labels: int) -> torch.nn.Linear:
+    """The ``nn.Linear`` whose softmax is a fitted ``LogisticRegression``'s ``predict_proba``.
+
+    Multinomial: ``W = coef_``, ``b = intercept_``. Binary (one row of coefficients ``w``):
+    logits ``(0, x.w + b)``, whose softmax is ``(1 - sigmoid(z), sigmoid(z))``. Stored so, the
+    head exports to ONNX and quantizes like any linear head.
+
+    Args:
+        estimator: A fitted ``sklearn.linear_model.LogisticRegression`` that saw every class.
+        num_labels: Classes ``C``.
+
+    Returns:
+        ``nn.Linear(dim, C)``.
+    """
+    coef = torch.as_tensor(estimator.coef_, dtype=torch.float32)
+    intercept = torch.as_tensor(estimator.intercept_, dtype=torch.float32)
+    if coef.shape[0] == 1 and num_labels == 2:
+        coef = torch.cat([torch.zeros_like(coef), coef])
+        intercept = torch.cat([torch.zeros_like(intercept), intercept])
+    layer = torch.nn.Linear(coef.shape[1], num_labels)
+    with torch.no_grad():
+        layer.weight.copy_(coef)
+        layer.bias.copy_(intercept)
+    return layer
+
+
 def default_sklearn_head(seed: int = 42):
     """The default scikit-learn head: ``LogisticRegression(max_iter=1000)`` (L2, C=1)."""
     from sklearn.linear_model import LogisticRegression

@@ -62,6 +62,8 @@ class TransferPlan:
         adapter: The ``peft`` model wrapping the task model (``--peft``), or None. LoRA and IA3
             live inside the task model, which trains as before; prompt tuning trains this.
         strategies: The active strategies; the first decides what trains.
+        stage_seconds: Seconds spent in stages before the head stage (contrastive tuning),
+            counted in the run's ``train_runtime_s``.
     """
 
     config: object
@@ -71,6 +73,7 @@ class TransferPlan:
     details: dict = field(default_factory=dict)
     adapter: nn.Module | None = None
     strategies: list[TransferStrategy] = field(default_factory=list)
+    stage_seconds: float = 0.0  # spent in stages before the head stage (counted as training)
 
     @property
     def cache(self) -> bool:
@@ -134,6 +137,14 @@ class TransferPlan:
                 return unfreezer
         return None
 
+    def before_training(self, model: nn.Module, stage) -> None:
+        """Run the active strategies' stages before the head stage (contrastive tuning of the
+        encoder) on the task's ``stage`` inputs; what they report joins :meth:`describe`."""
+        for strategy in self.strategies:
+            report = strategy.before_training(model, self, stage)
+            self.details |= report
+            self.stage_seconds += sum(r.get("seconds", 0.0) for r in report.values())
+
     def describe(self) -> dict:
         """The strategy as a dict for ``metrics.json``, trackers and the model card."""
         main = self.parameter_strategy
@@ -189,7 +200,7 @@ def plan_transfer(
     freeze, adapter, view = main.apply(model, view, config)
     cache = _decide_cache(model, view, config, cacheable and main.prefix_cacheable)
     plan = TransferPlan(config, view, freeze, cache, dict(details or {}), adapter, [main, *helpers])
-    label = main.label(config)
+    label = " + ".join(x for s in [*helpers, main] if (x := s.label(config)))
     logger.info(f"Transfer strategy: {label + ' | ' if label else ''}{freeze}")
     return plan
 

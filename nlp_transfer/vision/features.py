@@ -16,7 +16,12 @@ from accelerate import Accelerator
 from ..metrics.classification import classification_metrics
 from ..training.heads import fit_sklearn_head, train_torch_head
 from ..training.run import TrainOutcome
-from ..transfer.features import FeatureDataset, FeatureHead, default_sklearn_head
+from ..transfer.features import (
+    FeatureDataset,
+    FeatureHead,
+    default_sklearn_head,
+    linear_from_logistic_regression,
+)
 from ..transfer.freeze import count_parameters
 from ..transfer.plan import TransferPlan
 from .config import ImageClassificationConfig
@@ -33,24 +38,6 @@ def metrics_fn(label_names: list[str]):
         return classification_metrics(labels, logits, label_names)
 
     return compute_metrics
-
-
-def linear_from_logistic_regression(estimator, num_labels: int) -> torch.nn.Linear:
-    """The ``nn.Linear`` whose softmax is a fitted ``LogisticRegression``'s ``predict_proba``.
-
-    Multinomial: ``W = coef_``, ``b = intercept_``. Binary (one row of coefficients ``w``):
-    logits ``(0, x.w + b)``, whose softmax is ``(1 - sigmoid(z), sigmoid(z))``.
-    """
-    coef = torch.as_tensor(estimator.coef_, dtype=torch.float32)
-    intercept = torch.as_tensor(estimator.intercept_, dtype=torch.float32)
-    if coef.shape[0] == 1 and num_labels == 2:
-        coef = torch.cat([torch.zeros_like(coef), coef])
-        intercept = torch.cat([torch.zeros_like(intercept), intercept])
-    layer = torch.nn.Linear(coef.shape[1], num_labels)
-    with torch.no_grad():
-        layer.weight.copy_(coef)
-        layer.bias.copy_(intercept)
-    return layer
 
 
 def _sklearn_head(model, features, accelerator, config, extract_s: float) -> TrainOutcome:

@@ -8,6 +8,7 @@ its flags join every task config that has the transfer strategies.
 from . import (  # noqa: F401  (imported to register)
     adapters,
     bitfit,
+    contrastive,
     feature_extraction,
     freeze,
     gradual_unfreezing,

@@ -52,6 +52,7 @@ class TransferStrategy:
     prefix_cacheable: ClassVar[bool] = True  # whether a frozen prefix may be cached under it
     describes_helpers: ClassVar[bool] = True  # the description lists the other strategies too
     uses_param_groups: ClassVar[bool] = False  # needs per-block optimizer groups when active
+    shared: ClassVar[bool] = True  # its flags join every task's config (else a task adds them)
 
     def is_active(self, config) -> bool:
         """Whether ``config`` turns this strategy on (False for configs without its flags)."""
@@ -111,6 +112,11 @@ class TransferStrategy:
         """A gradual-unfreezing schedule, or None."""
         return None
 
+    def before_training(self, model: nn.Module, plan, stage) -> dict:
+        """A stage of its own before the head stage trains (contrastive tuning), on the task's
+        ``stage`` inputs; returns entries for the strategy description ({} = nothing done)."""
+        return {}
+
     def describe(self, config, plan) -> dict:
         """Its entries of the strategy description (``metrics.json``, model card)."""
         return {}
@@ -155,9 +161,11 @@ def parameter_strategy(config) -> TransferStrategy:
     return min(chosen, key=lambda s: s.priority)
 
 
-def arguments_classes() -> list[type]:
-    """The strategies' config classes, each once, in registration order."""
-    return list(dict.fromkeys(s.arguments for s in _STRATEGIES.values()))
+def arguments_classes(shared_only: bool = True) -> list[type]:
+    """The strategies' config classes, each once, in registration order; ``shared_only``: those
+    every task's config takes (a task adds the others it supports, e.g. text's contrastive)."""
+    chosen = [s for s in _STRATEGIES.values() if s.shared or not shared_only]
+    return list(dict.fromkeys(s.arguments for s in chosen))
 
 
 def check_strategies(config) -> None:

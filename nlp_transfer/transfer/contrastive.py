@@ -1,0 +1,377 @@
+"""Contrastive transfer: the encoder tuned on pairs drawn from the labels, before its head is fitted.
+
+SetFit's first stage (Tunstall et al. 2022, "Efficient Few-Shot Learning Without Prompts"): a
+sentence encoder learns from pairs of labelled examples, same label -> similar embeddings,
+different labels -> dissimilar; a simple head is then fitted on the tuned embeddings. The losses
+and the label-grouped batch sampler are sentence-transformers' (the library SetFit builds on);
+what differs from SetFit is where the pairs come from:
+
+- SetFit draws a list of pairs and embeds both texts of each pair: ``2 x pairs`` encoder passes.
+- Here each batch of ``B`` examples (sentence-transformers' ``GroupByLabelBatchSampler``: every
+  label in it at least twice) is embedded once and **every pair inside it** is scored: the pair
+  losses (``cosine``: SetFit's ``CosineSimilarityLoss``; ``cosent``: CoSENT) see ``B(B-1)/2``
+  pairs for ``B`` passes, the batch triplet losses (Hermans et al. 2017) every triplet. The
+  number of pairs a run sees is chosen from the data (:func:`contrastive_epochs`).
+
+The encoder is tuned in place; which of its blocks train is the caller's choice (``trainable``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from transformers import PreTrainedTokenizerBase, get_scheduler
+
+from ..console import progress_bar
+from .features import pool
+
+logger = logging.getLogger(__name__)
+
+PAIR_LOSSES = ("cosine", "cosent")
+TRIPLET_LOSSES = ("batch_all_triplet", "batch_hard_triplet", "batch_hard_soft_margin_triplet")
+LOSS_CHOICES = PAIR_LOSSES + TRIPLET_LOSSES
+# sentence-transformers' class of each loss (sentence_transformers.sentence_transformer.losses)
+LOSS_CLASSES = {
+    "cosine": "CosineSimilarityLoss",
+    "cosent": "CoSENTLoss",
+    "batch_all_triplet": "BatchAllTripletLoss",
+    "batch_hard_triplet": "BatchHardTripletLoss",
+    "batch_hard_soft_margin_triplet": "BatchHardSoftMarginTripletLoss",
+}
+
+
+class SentenceEmbedder(nn.Module):
+    """An encoder and a pooling behind the interface sentence-transformers' losses call:
+    ``embedder(features)["sentence_embedding"]``, ``(batch, hidden)``.
+
+    Args:
+        encoder: A Hugging Face encoder (``last_hidden_state`` output); tuned in place.
+        pooling: ``mean`` or ``cls`` (:func:`~nlp_transfer.transfer.features.pool`).
+    """
+
+    def __init__(self, encoder: nn.Module, pooling: str = "mean"):
+        super().__init__()
+        self.encoder = encoder
+        self.pooling = pooling
+
+    def forward(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        inputs = {k: v for k, v in features.items() if k != "sentence_embedding"}
+        hidden = self.encoder(**inputs).last_hidden_state
+        embedding = pool(hidden, features["attention_mask"], self.pooling)
+        return {**features, "sentence_embedding": embedding}
+
+
+def make_loss(name: str, embedder: nn.Module) -> nn.Module:
+    """sentence-transformers' loss ``name`` (:data:`LOSS_CLASSES`) around ``embedder``.
+
+    Raises:
+        ValueError: Unknown ``name`` (the message lists the choices).
+    """
+    if name not in LOSS_CLASSES:
+        raise ValueError(f"--contrastive must be one of {', '.join(LOSS_CHOICES)}, got {name!r}.")
+    from sentence_transformers.sentence_transformer import losses
+
+    return getattr(losses, LOSS_CLASSES[name])(embedder)
+
+
+def in_batch_pairs(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Every unordered pair of a batch and its target similarity.
+
+    Args:
+        labels: ``(B,)`` class ids, or ``(B, C)`` multi-hot rows (multi-label: a pair's target
+            is the Jaccard similarity of the two label sets, 1 for equal sets, 0 for disjoint).
+
+    Returns:
+        ``(first, second, target)``: index tensors ``(B(B-1)/2,)`` and float targets in [0, 1].
+    """
+    first, second = torch.triu_indices(len(labels), len(labels), offset=1, device=labels.device)
+    if labels.dim() == 1:
+        return first, second, (labels[first] == labels[second]).float()
+    a, b = labels[first].bool(), labels[second].bool()
+    union = (a | b).sum(1).clamp(min=1)
+    return first, second, (a & b).sum(1).float() / union.float()
+
+
+def batch_loss(name: str, loss: nn.Module, embeddings: torch.Tensor, labels: torch.Tensor):
+    """The loss of one batch of embeddings ``(B, hidden)``: over every in-batch pair for the pair
+    losses, over the in-batch triplets for the triplet losses."""
+    if name in PAIR_LOSSES:
+        first, second, target = in_batch_pairs(labels)
+        return loss.compute_loss_from_embeddings([embeddings[first], embeddings[second]], target)
+    return loss.compute_loss_from_embeddings([embeddings], labels)
+
+
+def contrastive_epochs(num_examples: int, batch_size: int, pairs_per_example: int) -> int:
+    """Epochs for each training example to meet about ``pairs_per_example`` partners in a batch.
+
+    An epoch puts each example in one batch with ``batch_size - 1`` others, so the run needs
+    ``ceil(pairs_per_example / (batch_size - 1))`` epochs, at least 1, whatever the data's size:
+    the pairs seen grow with the examples, as SetFit's do (``num_iterations`` pairs per example).
+    """
+    del num_examples  # the rule is per example; kept for the log's arithmetic
+    return max(1, math.ceil(pairs_per_example / max(1, batch_size - 1)))
+
+
+@dataclass
+class ContrastiveReport:
+    """What the contrastive stage did (``metrics.json``'s ``transfer_strategy.contrastive``)."""
+
+    loss: str
+    epochs: int
+    steps: int
+    batch_size: int
+    pairs_seen: int
+    examples_used: int
+    learning_rate: float
+    seconds: float
+    loss_first: float | None = None
+    loss_last: float | None = None
+    trainable_params: int = 0
+    losses: list[float] = field(default_factory=list, repr=False)
+
+    def describe(self) -> dict:
+        """The report as a dict (the per-step losses left out)."""
+        out = {k: v for k, v in self.__dict__.items() if k != "losses"}
+        out["seconds"] = round(self.seconds, 2)
+        return out
+
+
+def label_batches(labels: Sequence, batch_size: int, seed: int, epochs: int) -> list[list[int]]:
+    """Batches of example indices for ``epochs`` epochs, every label in a batch at least twice
+    (sentence-transformers' ``GroupByLabelBatchSampler``; multi-label rows group by their label
+    set). Labels with a single example are left out by the sampler (logged by the caller).
+
+    Raises:
+        ValueError: Fewer than two labels have two examples (the message says so).
+    """
+    from datasets import Dataset
+    from sentence_transformers.base.sampler import GroupByLabelBatchSampler
+
+    keys = [tuple(y) if isinstance(y, list | tuple) else y for y in labels]
+    ids = {k: i for i, k in enumerate(dict.fromkeys(keys))}
+    dataset = Dataset.from_dict({"label": [ids[k] for k in keys]})
+    try:
+        sampler = GroupByLabelBatchSampler(
+            dataset,
+            batch_size=batch_size,
+            drop_last=False,
+            valid_label_columns=["label"],
+            generator=torch.Generator(),
+            seed=seed,
+        )
+    except ValueError as error:
+        raise ValueError(
+            f"--contrastive needs at least two labels with two training examples each: {error}"
+        ) from error
+    batches = []
+    for epoch in range(epochs):
+        sampler.set_epoch(epoch)
+        batches += [list(b) for b in sampler if len(b) >= 2]
+    return batches
+
+
+def contrastive_tune(
+    encoder: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence,
+    labels: Sequence,
+    *,
+    loss_name: str = "cosine",
+    epochs: int = 1,
+    batch_size: int = 16,
+    learning_rate: float = 2e-5,
+    max_seq_length: int = 128,
+    pooling: str = "mean",
+    seed: int = 42,
+    device: torch.device | str = "cpu",
+    autocast=None,
+    warmup_ratio: float = 0.1,
+    show_progress: bool = True,
+) -> ContrastiveReport:
+    """Tune ``encoder`` in place on the labels' pairs (SetFit's first stage, in-batch pairs).
+
+    AdamW (no weight decay) over the encoder's parameters that require grad, linear warm-up and
+    decay, one step per label-grouped batch.
+
+    Args:
+        encoder: A Hugging Face encoder; its ``requires_grad`` flags say what trains.
+        tokenizer: Its tokenizer.
+        texts: Training texts, or ``(text, text_pair)`` tuples.
+        labels: Class ids, or multi-hot rows (lists) for multi-label data.
+        loss_name: One of :data:`LOSS_CHOICES`.
+        epochs: Passes over the examples (:func:`contrastive_epochs`).
+        batch_size: Examples per batch, even, >= 4 (the sampler's rule).
+        learning_rate: Peak AdamW learning rate (SetFit's body default: 2e-5).
+        max_seq_length: Truncation length in tokens.
+        pooling: ``mean`` or ``cls``.
+        seed: Seed of the batches.
+        device: Where the encoder is.
+        autocast: A context-manager factory for mixed precision (e.g. ``accelerator.autocast``).
+        warmup_ratio: Share of the steps of linear warm-up.
+        show_progress: Show a progress bar.
+
+    Returns:
+        A :class:`ContrastiveReport` (steps, pairs seen, first and last loss, seconds).
+
+    Raises:
+        ValueError: Unknown loss, a batch size the sampler refuses, nothing trainable, or fewer
+            than two labels with two examples.
+    """
+    if batch_size < 4 or batch_size % 2:
+        raise ValueError(f"--contrastive batch size must be even and >= 4, got {batch_size}.")
+    params = [p for p in encoder.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("--contrastive: no encoder parameter is trainable.")
+    start = time.perf_counter()
+    embedder = SentenceEmbedder(encoder, pooling)
+    loss = make_loss(loss_name, embedder)
+    batches = label_batches(labels, batch_size, seed, epochs)
+    optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.0)
+    scheduler = get_scheduler(
+        "linear", optimizer, math.ceil(warmup_ratio * len(batches)), len(batches)
+    )
+    multi_label = bool(labels) and isinstance(labels[0], list | tuple)
+    target_dtype = torch.float32 if multi_label else torch.long
+    report = ContrastiveReport(
+        loss_name, epochs, len(batches), batch_size, 0, len({i for b in batches for i in b}),
+        learning_rate, 0.0, trainable_params=sum(p.numel() for p in params),
+    )  # fmt: skip
+    encoder.train()
+    bar = progress_bar(batches, "Contrastive tuning", enabled=show_progress)
+    for batch in bar:
+        chosen = [texts[i] for i in batch]
+        if chosen and isinstance(chosen[0], tuple):
+            encoded = tokenizer(
+                [a for a, _ in chosen], [b for _, b in chosen],
+                truncation=True, max_length=max_seq_length, padding=True, return_tensors="pt",
+            )  # fmt: skip
+        else:
+            encoded = tokenizer(
+                list(chosen), truncation=True, max_length=max_seq_length, padding=True,
+                return_tensors="pt",
+            )  # fmt: skip
+        features = {k: v.to(device) for k, v in encoded.items()}
+        target = torch.tensor([labels[i] for i in batch], dtype=target_dtype, device=device)
+        with autocast() if autocast is not None else _null():
+            embeddings = embedder(features)["sentence_embedding"]
+        value = batch_loss(loss_name, loss, embeddings.float(), target)
+        value.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        report.losses.append(float(value.detach()))
+        report.pairs_seen += len(batch) * (len(batch) - 1) // 2
+    encoder.eval()
+    report.seconds = time.perf_counter() - start
+    if report.losses:
+        report.loss_first, report.loss_last = report.losses[0], report.losses[-1]
+    return report
+
+
+class _null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+@dataclass
+class StageInputs:
+    """What a stage before training gets from its task (text: the training split, read only when
+    a stage runs, tokenized on the fly).
+
+    Attributes:
+        train: The training split (``text``, optional ``text_pair``, ``label``: class ids, or
+            label-id lists for multi-label data).
+        tokenizer: The model's tokenizer.
+        num_labels: Number of labels (multi-label rows become multi-hot of this width).
+        device: Where the model trains.
+        autocast: Mixed-precision context factory (``accelerator.autocast``), or None.
+        show_progress: Show progress bars (the main process).
+        problem_type: ``single_label_classification``, ``multi_label_classification`` or
+            ``regression``.
+    """
+
+    train: object
+    tokenizer: PreTrainedTokenizerBase
+    num_labels: int
+    device: torch.device | str = "cpu"
+    autocast: object = None
+    show_progress: bool = True
+    problem_type: str = "single_label_classification"
+
+    @property
+    def texts(self) -> list:
+        """Training texts, or ``(text, text_pair)`` tuples."""
+        texts = list(self.train["text"])
+        if "text_pair" in self.train.column_names:
+            return list(zip(texts, self.train["text_pair"], strict=True))
+        return texts
+
+    @property
+    def labels(self) -> list:
+        """Class ids, or label-id lists (multi-label)."""
+        return list(self.train["label"])
+
+
+def run_contrastive_stage(model: nn.Module, config, stage: StageInputs) -> dict:
+    """The contrastive stage of a run: ``model``'s encoder (``model.base_model``) tuned in place
+    with ``config``'s ``--contrastive`` loss, ``--contrastive_pairs_per_example`` and
+    ``--contrastive_learning_rate``, batches of ``--per_device_train_batch_size`` (made even,
+    at most the number of examples). Logged.
+
+    Returns:
+        ``{"contrastive": report}`` for the strategy description (``metrics.json``).
+
+    Raises:
+        ValueError: Regression data (no labels to pair), or what :func:`contrastive_tune`
+            raises.
+    """
+    if stage.problem_type == "regression":
+        raise ValueError(
+            "--contrastive pairs examples by their labels; regression targets have none. Leave "
+            "--contrastive unset (or none) for regression."
+        )
+    texts, labels = stage.texts, stage.labels
+    if stage.problem_type == "multi_label_classification":
+        labels = [
+            [1.0 if j in set(ids) else 0.0 for j in range(stage.num_labels)] for ids in labels
+        ]
+    batch_size = min(config.per_device_train_batch_size, len(labels))
+    batch_size = max(4, batch_size - batch_size % 2)
+    epochs = contrastive_epochs(len(labels), batch_size, config.contrastive_pairs_per_example)
+    encoder = getattr(model, "base_model", model)
+    encoder.to(stage.device)
+    report = contrastive_tune(
+        encoder,
+        stage.tokenizer,
+        texts,
+        labels,
+        loss_name=config.contrastive,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=config.contrastive_learning_rate,
+        max_seq_length=config.max_seq_length,
+        pooling=getattr(config, "pooling", "mean"),
+        seed=config.seed,
+        device=stage.device,
+        autocast=stage.autocast,
+        show_progress=stage.show_progress,
+    )
+    left_out = len(labels) - report.examples_used
+    logger.info(
+        f"Contrastive tuning ({report.loss} loss, sentence-transformers): {report.epochs} "
+        f"epoch(s), {report.steps} steps of {batch_size} examples, {report.pairs_seen:,} "
+        f"in-batch pairs, loss {report.loss_first:.4f} -> {report.loss_last:.4f}, "
+        f"{report.seconds:.1f} s"
+        + (f"; {left_out} example(s) of labels seen once left out of the pairs" if left_out else "")
+    )
+    return {"contrastive": report.describe()}
