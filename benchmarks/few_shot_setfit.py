@@ -45,7 +45,15 @@ import harness
 from tfidf import tfidf_logreg
 
 DATASETS = {"rotten_tomatoes_sentences": None, "sms_spam": "spam"}  # name -> positive label
-METHODS = ("setfit", "ours_full", "ours_lora", "ours_fe_logreg", "tfidf_logreg")
+METHODS = (
+    "setfit",
+    "ours_default",
+    "ours_contrastive",
+    "ours_full",
+    "ours_lora",
+    "ours_fe_logreg",
+    "tfidf_logreg",
+)
 
 
 def setfit_worker(spec: dict) -> None:
@@ -141,12 +149,14 @@ def arms_for(name: str, positive, k: int, seed: int, work: Path, args, data) -> 
             metrics_path=here / "setfit.json",
             extra=extra | {"method": "setfit"},
         )
-    ]
+    ][: int("setfit" in args.method_list)]
     common = [sys.executable, "-m", "nlp_transfer.cli", "train", "--task", "text"]
     common += [f"--train_file={here / 'train.csv'}", f"--validation_file={here / 'train.csv'}"]
     common += [f"--test_file={here / 'test.csv'}", f"--seed={seed}", "--save_strategy=no"]
     common += ["--no_run_baseline", "--overwrite_output_dir", "--no_load_best_model_at_end"]
     flags = {
+        "ours_default": [],  # the own-data defaults: few-shot data gets contrastive + a head
+        "ours_contrastive": ["--contrastive=cosine", "--feature_extraction=logistic_regression"],
         "ours_full": [
             f"--learning_rate={args.ft_learning_rate}",
             f"--num_train_epochs={args.ft_epochs}",
@@ -163,6 +173,8 @@ def arms_for(name: str, positive, k: int, seed: int, work: Path, args, data) -> 
         "ours_fe_logreg": ["--feature_extraction=logistic_regression"],
     }
     for method, extra_flags in flags.items():
+        if method not in args.method_list:
+            continue
         out = here / method
         arms.append(
             harness.Arm(
@@ -228,7 +240,7 @@ def run_all(args, work: Path) -> list[dict]:
                     }
                 )  # fmt: skip
                 shown = ", ".join(
-                    f"{r['method']} {r['score']:.3f}" for r in records[-len(METHODS) :]
+                    f"{r['method']} {r['score']:.3f}" for r in records[-(len(arms) + 1) :]
                 )
                 print(f"{name} k={k} seed={seed}: {shown}", flush=True)
     return records
@@ -248,8 +260,27 @@ def summarise(records: list[dict]) -> list[dict]:
                 "score_std": statistics.stdev(scores) if len(scores) > 1 else 0.0,
                 "wall_s": harness.summarize([r["wall_s"] for r in mine]),
                 "loaded": any(r.get("loaded") for r in mine),
+                "reused_from": sorted({r["reused_from"] for r in mine if r.get("reused_from")}),
             }
         )  # fmt: skip
+    return out
+
+
+def reused_records(args, records: list[dict]) -> list[dict]:
+    """Records of ``--reuse`` files for the (dataset, k, seed) cells run now, of methods not run
+    now (e.g. SetFit's, whose splits ``sample_per_class`` draws the same way), each marked with
+    the file and commit it came from."""
+    if not args.reuse:
+        return []
+    cells = {(r["dataset"], r["k"], r["seed"]) for r in records}
+    ran = {r["method"] for r in records}
+    out = []
+    for path in args.reuse.split(","):
+        earlier = json.loads(Path(path).read_text(encoding="utf-8"))
+        commit = earlier.get("run_info", {}).get("git_sha", "?")[:7]
+        for r in earlier["records"]:
+            if (r["dataset"], r["k"], r["seed"]) in cells and r["method"] not in ran:
+                out.append(r | {"reused_from": f"{path} @ {commit}"})
     return out
 
 
@@ -275,12 +306,19 @@ def markdown(summary: list[dict], shots: list[int]) -> str:
                     if s is None
                     else f"{s['score_mean']:.3f} ± {s['score_std']:.3f} "
                     f"({s['wall_s']['median']:.0f} s){' *' if s['loaded'] else ''}"
+                    f"{' †' if s.get('reused_from') else ''}"
                 )
             rows.append([method, *cells])
         text += f"### {dataset}: test {metric}, mean ± std over seeds (median seconds per run)\n\n"
         text += harness.markdown_table(["method", *(f"k={k} per class" for k in shots)], rows)
         text += "\n"
-    return text + "`*`: some runs of the cell started on a loaded machine.\n"
+    reused = sorted({f for s in summary for f in s.get("reused_from", [])})
+    text += "`*`: some runs of the cell started on a loaded machine.\n"
+    if reused:
+        text += (
+            f"`†`: runs of an earlier result on the same splits and seeds ({'; '.join(reused)}).\n"
+        )
+    return text
 
 
 def main(argv=None) -> dict:
@@ -303,6 +341,18 @@ def main(argv=None) -> dict:
     parser.add_argument(
         "--setfit_num_iterations", type=int, default=None, help="Unset: setfit's default."
     )
+    parser.add_argument(
+        "--methods",
+        default=",".join(METHODS),
+        help=f"Comma list of the arms to run, of {', '.join(METHODS)} (TF-IDF always runs).",
+    )
+    parser.add_argument(
+        "--reuse",
+        default=None,
+        help="Result JSON(s), comma-separated, of an earlier run of this script on the same "
+        "splits and seeds: its records of methods not run now join the tables, each marked "
+        "reused_from.",
+    )
     parser.add_argument("--setfit_worker", help=argparse.SUPPRESS)
     harness.harness_arguments(parser, repeats=1)
     args = parser.parse_args(argv)
@@ -314,15 +364,20 @@ def main(argv=None) -> dict:
         parser.error(f"--datasets: unknown {unknown}; choose from {', '.join(DATASETS)}")
     args.shot_list = [int(k) for k in args.shots.split(",")]
     args.seed_list = [int(s) for s in args.seeds.split(",")]
+    args.method_list = args.methods.split(",")
+    if unknown := [m for m in args.method_list if m not in METHODS]:
+        parser.error(f"--methods: unknown {unknown}; choose from {', '.join(METHODS)}")
     info, machine = harness.run_info(script="few_shot_setfit.py"), harness.machine()
-    import setfit
+    if "setfit" in args.method_list:
+        import setfit
 
-    machine["versions"]["setfit"] = setfit.__version__
+        machine["versions"]["setfit"] = setfit.__version__
     work = Path(args.log_dir) if args.log_dir else Path(tempfile.mkdtemp(prefix="few_shot-"))
     (work / "logs").mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     records = run_all(args, work)
     info["wall_time_s"] = time.perf_counter() - start
+    records += reused_records(args, records)
     summary = summarise(records)
     settings = {k: v for k, v in vars(args).items() if k not in ("output_dir", "log_dir")}
     document = harness.result_document(info, machine, settings, summary=summary, records=records)

@@ -217,6 +217,37 @@ def test_few_shot_sampling_is_k_per_class_seeded_and_checked():
         few_shot_setfit.sample_per_class(labels, 16, seed=0)
 
 
+def test_few_shot_reuses_earlier_records_only_for_cells_and_methods_not_run_now(tmp_path):
+    import argparse
+
+    few_shot_setfit = bench_module("few_shot_setfit")
+
+    def record(method, k, seed, score):
+        return {"dataset": "sms_spam", "method": method, "k": k, "seed": seed, "score": score,
+                "wall_s": 1.0}  # fmt: skip
+
+    earlier = tmp_path / "earlier.json"
+    earlier.write_text(
+        json.dumps(
+            {
+                "run_info": {"git_sha": "abcdef123"},
+                "records": [record("setfit", 8, 0, 0.6), record("setfit", 8, 9, 0.1),
+                            record("tfidf_logreg", 8, 0, 0.5), record("setfit", 64, 0, 0.7)],
+            }
+        )
+    )  # fmt: skip
+    now = [record("ours_default", 8, 0, 0.65), record("tfidf_logreg", 8, 0, 0.52)]
+    args = argparse.Namespace(reuse=str(earlier))
+    reused = few_shot_setfit.reused_records(args, now)
+    assert [(r["method"], r["k"], r["seed"]) for r in reused] == [("setfit", 8, 0)]
+    assert reused[0]["reused_from"] == f"{earlier} @ abcdef1"
+    summary = few_shot_setfit.summarise(now + reused)
+    setfit = next(s for s in summary if s["method"] == "setfit")
+    assert setfit["reused_from"] == [f"{earlier} @ abcdef1"]
+    assert "†" in few_shot_setfit.markdown(summary, [8])
+    assert few_shot_setfit.reused_records(argparse.Namespace(reuse=None), now) == []
+
+
 def test_flops_count_only_what_runs_where_it_runs():
     throughput_vs_hf = bench_module("throughput_vs_hf")
 

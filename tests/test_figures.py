@@ -28,13 +28,16 @@ MEASURED = re.compile(r"(?<![\w.])(\d+\.\d+x|0\.\d{3,4})(?![\w.])")
 
 
 def lookup(document, key: str):
-    """The value at ``key`` (dots; ``[field=value]`` picks a list item by a field)."""
+    """The value at ``key`` (dots; ``[field=value]`` picks a list item by a field,
+    ``[f=a;g=b]`` by several)."""
     value = document
     for step in key.split("."):
         if step.startswith("[") and step.endswith("]"):
-            field, wanted = step[1:-1].split("=", 1)
-            matches = [item for item in value if str(item.get(field)) == wanted]
-            assert len(matches) == 1, f"{key}: {len(matches)} items with {field}={wanted}"
+            wanted = dict(part.split("=", 1) for part in step[1:-1].split(";"))
+            matches = [
+                item for item in value if all(str(item.get(f)) == v for f, v in wanted.items())
+            ]
+            assert len(matches) == 1, f"{key}: {len(matches)} items with {wanted}"
             value = matches[0]
         else:
             value = value[int(step)] if isinstance(value, list) else value[step]
@@ -55,6 +58,8 @@ def test_lookup_walks_keys_and_list_selectors():
     document = {"rows": [{"arm": "a", "x": {"median": 1.5}}, {"arm": "b", "x": {"median": 2}}]}
     assert lookup(document, "rows.[arm=b].x.median") == 2
     assert lookup(document, "rows.0.arm") == "a"
+    pairs = {"rows": [{"m": "a", "k": 8, "v": 1}, {"m": "a", "k": 16, "v": 2}, {"m": "b", "k": 8}]}
+    assert lookup(pairs, "rows.[m=a;k=16].v") == 2
     with pytest.raises(AssertionError):
         lookup(document, "rows.[arm=c].x")
 

@@ -132,7 +132,7 @@ def build_model_card(
         labels=label_names,
         base_model=base_model,
         dataset_text=_dataset_text(metrics, config, dataset),
-        strategy=[(k, v) for k, v in strategy.items()] + _long_text_row(metrics),
+        strategy=[(k, _cell(v)) for k, v in strategy.items()] + _long_text_row(metrics),
         **_parameter_fields(metrics),
         num_test=f"{test.get('num_examples', 0):,}",
         metric_names=metric_keys,
@@ -146,6 +146,15 @@ def build_model_card(
         usage=_usage(model_name, modality, strategy),
         calibration=_calibration_fields(metrics),
     )
+
+
+def _cell(value) -> str:
+    """A strategy table cell: a nested report (e.g. the contrastive stage's) as ``key value``
+    pairs, floats to 4 significant digits."""
+    if not isinstance(value, dict):
+        return value
+    shown = (f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in value.items())
+    return ", ".join(shown)
 
 
 def _long_text_row(metrics: dict) -> list[tuple[str, str]]:
