@@ -180,8 +180,10 @@ def test_refusals_name_the_flags(tiny_bert_dir, tmp_path):
 
     with pytest.raises(ValueError, match="--contrastive must be one of"):
         TextClassificationConfig(dataset_name="x", contrastive="simcse")
-    with pytest.raises(ValueError, match="--peft"):
-        TextClassificationConfig(dataset_name="x", contrastive="cosine", peft="lora")
+    with pytest.raises(ValueError, match="--peft lora"):
+        TextClassificationConfig(dataset_name="x", contrastive="cosine", peft="prompt_tuning")
+    with pytest.raises(ValueError, match="--bitfit"):
+        TextClassificationConfig(dataset_name="x", contrastive="cosine", bitfit=True)
     with pytest.raises(ValueError, match="one label per example"):
         TextClassificationConfig(
             dataset_name="x", contrastive="batch_hard_triplet",
@@ -239,3 +241,17 @@ def test_a_saved_contrastive_model_predicts_the_same_through_each_backend(tiny_b
     for a, b in zip(torch_out, int8_out, strict=True):
         for label, p in a["scores"].items():
             assert b["scores"][label] == pytest.approx(p, abs=0.05)
+
+
+def test_with_lora_the_stage_tunes_only_the_adapters(tiny_bert_dir, tmp_path):
+    from nlp_transfer import run_text_classification
+
+    config = _config(
+        tiny_bert_dir, tmp_path / "lora", contrastive="cosine", peft="lora",
+        num_train_epochs=1, learning_rate=1e-3,
+    )  # fmt: skip
+    metrics = run_text_classification(config, dataset=_splits(40))
+    strategy = metrics["transfer_strategy"]
+    lora_params = strategy["peft"]["trainable_params"]
+    head_params = 32 * 2 + 2  # the classifier; not part of the encoder the stage tunes
+    assert strategy["contrastive"]["trainable_params"] == lora_params - head_params > 0

@@ -3,7 +3,7 @@ the encoder is tuned on pairs drawn from the training labels with a sentence-tra
 (:mod:`nlp_transfer.transfer.contrastive`). The head stage is whatever else the run says:
 ``--feature_extraction`` fits a head on the tuned embeddings (SetFit's way; the few-shot
 default), fine-tuning continues end to end (with ``--freeze_layers k`` only the blocks above k
-are tuned in both stages)."""
+are tuned in both stages; with ``--peft lora|ia3`` only the adapters)."""
 
 from __future__ import annotations
 
@@ -64,6 +64,11 @@ class Contrastive(TransferStrategy):
                 "--contrastive needs --per_device_train_batch_size of at least 4 (each batch "
                 "holds every label at least twice)."
             )
+        if self.enabled(config) and getattr(config, "peft", "none") == "prompt_tuning":
+            raise ValueError(
+                "--contrastive tunes the encoder's weights (or LoRA/IA3 adapters inside it); "
+                "prompt tuning's virtual tokens live outside the encoder: use --peft lora."
+            )
         multi = getattr(config, "problem_type", None) == "multi_label_classification"
         if self.enabled(config) and multi and config.contrastive in TRIPLET_LOSSES:
             raise ValueError(
@@ -73,7 +78,7 @@ class Contrastive(TransferStrategy):
 
     def refuses(self, config):
         return (
-            ("peft", "bitfit", "gradual_unfreezing"),
+            ("bitfit", "gradual_unfreezing"),
             "--contrastive tunes the encoder's weights before the head stage",
         )
 
