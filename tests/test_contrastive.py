@@ -56,8 +56,11 @@ def test_label_batches_hold_every_label_twice_and_only_the_given_indices():
 
 def test_epochs_follow_the_pairs_each_example_meets():
     assert contrastive_epochs(16, 16, 120) == 8
-    assert contrastive_epochs(1000, 16, 120) == 8  # per example: the same whatever the size
+    assert contrastive_epochs(1000, 16, 120) == 8  # given: the same whatever the size
     assert contrastive_epochs(16, 16, 1) == 1
+    # unset: n / 2 epochs of batches of 16, within [16, 32]
+    assert [contrastive_epochs(n, 16, None) for n in (16, 32, 48, 64, 1000)] == [16, 16, 24, 32, 32]
+    assert contrastive_epochs(64, 8, None) == 69  # the same 480 partners in smaller batches
 
 
 def test_the_loss_falls_on_a_tiny_fixture(tiny_bert_dir):

@@ -310,12 +310,11 @@ def test_feature_extraction_matches_sklearn_fitted_on_the_same_features(
     from sklearn.linear_model import LogisticRegression
     from transformers import AutoModel, AutoTokenizer
 
+    import nlp_transfer.text.features as text_features
     from nlp_transfer.text.inference import load_classifier, predict_logits_for_texts
     from nlp_transfer.transfer.features import pool
 
     import sentiment
-
-    import nlp_transfer.text.features as text_features
 
     fitted = []
 

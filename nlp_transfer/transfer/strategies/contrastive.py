@@ -9,12 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ...args import arg, check_choice, check_positive
+from ...args import arg, check_choice, check_optional_positive, check_positive
 from ..contrastive import LOSS_CHOICES, TRIPLET_LOSSES
 from .base import TransferStrategy, register_strategy
 from .freeze import TRANSFER
-
-DEFAULT_PAIRS_PER_EXAMPLE = 120  # measured: benchmarks/results/few_shot_setfit_*
 
 
 @dataclass
@@ -27,13 +25,14 @@ class ContrastiveArguments:
         "(logged), else none.",
         TRANSFER,
     )
-    contrastive_pairs_per_example: int = arg(
-        DEFAULT_PAIRS_PER_EXAMPLE,
-        "Contrastive: in-batch partners each example meets (sets the epochs of that stage).",
+    contrastive_pairs_per_example: int | None = arg(
+        None,
+        "Contrastive: in-batch partners each example meets (sets the stage's epochs); unset: "
+        "7.5 per training example, within [240, 480].",
         TRANSFER,
     )
     contrastive_learning_rate: float = arg(
-        2e-5, "Contrastive: the encoder's peak learning rate in that stage.", TRANSFER
+        5e-5, "Contrastive: the encoder's peak learning rate in that stage.", TRANSFER
     )
 
 
@@ -58,7 +57,8 @@ class Contrastive(TransferStrategy):
 
     def check(self, config) -> None:
         check_choice(config, "contrastive", ("none", *LOSS_CHOICES), optional=True)
-        check_positive(config, "contrastive_pairs_per_example", "contrastive_learning_rate")
+        check_optional_positive(config, "contrastive_pairs_per_example")
+        check_positive(config, "contrastive_learning_rate")
         if self.enabled(config) and config.per_device_train_batch_size < 4:
             raise ValueError(
                 "--contrastive needs --per_device_train_batch_size of at least 4 (each batch "
