@@ -257,6 +257,8 @@ def search(
     if metric != config.metric_for_best_model:
         logger.info(f"search: the objective is validation {metric}, this problem type's default")
         config = dataclasses.replace(config, metric_for_best_model=metric)
+    if getattr(config, "contrastive", "none") is None:  # trials tune fine-tuning's epochs
+        config = dataclasses.replace(config, contrastive="none")  # not the few-shot default's
     study = open_study(output_dir, greater_is_better(metric), config.seed)
     finished = (TrialState.COMPLETE, TrialState.PRUNED)
     done = len(study.get_trials(deepcopy=False, states=finished))

@@ -38,6 +38,9 @@ COMMON += " --per_device_train_batch_size 16 --seed 0 --run_baseline false"
 # Calibration (a post-training step added later) changes the test probabilities and losses, not
 # what training computes; tests/test_calibration.py covers it.
 COMMON += " --calibration none"
+# The few-shot default (contrastive tuning and a head on its embeddings, added later) would turn
+# these 120-row runs into contrastive runs; tests/test_contrastive.py covers that default.
+COMMON += " --contrastive none"
 
 # name -> (data kind, flags beyond the common ones)
 CASES = {

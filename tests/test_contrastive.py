@@ -10,12 +10,8 @@ import pytest
 import torch
 from transformers import AutoModel, AutoTokenizer
 
-from nlp_transfer.transfer.contrastive import (
-    contrastive_epochs,
-    contrastive_tune,
-    in_batch_pairs,
-    label_batches,
-)
+from nlp_transfer.transfer.contrastive import contrastive_tune, in_batch_pairs, label_batches
+from nlp_transfer.transfer.contrastive_stage import contrastive_epochs
 
 from conftest import toy_sentiment_frame
 
@@ -123,7 +119,7 @@ def test_the_stage_and_the_head_see_only_the_training_split(tiny_bert_dir, tmp_p
     from sklearn.linear_model import LogisticRegression
 
     import nlp_transfer.text.features as text_features
-    import nlp_transfer.transfer.contrastive as contrastive
+    import nlp_transfer.transfer.contrastive_stage as contrastive
     from nlp_transfer import run_text_classification
 
     seen, fitted = {}, []
@@ -158,7 +154,7 @@ def test_few_shot_default_is_logged_and_left_alone_when_a_strategy_is_chosen(
 ):
     from datasets import Dataset
 
-    from nlp_transfer.text.defaults import FEW_SHOT_PER_CLASS, resolve_contrastive
+    from nlp_transfer.text.few_shot import FEW_SHOT_PER_CLASS, resolve_contrastive
 
     few = _splits()["train"]
     config = _config(tiny_bert_dir, tmp_path)
@@ -166,8 +162,10 @@ def test_few_shot_default_is_logged_and_left_alone_when_a_strategy_is_chosen(
         chosen = resolve_contrastive(config, few, 2)
     assert (chosen.contrastive, chosen.feature_extraction) == ("cosine", "logistic_regression")
     assert "--contrastive auto: cosine" in caplog.text
-    frozen = resolve_contrastive(_config(tiny_bert_dir, tmp_path, freeze_layers=1), few, 2)
-    assert (frozen.contrastive, frozen.feature_extraction) == ("none", "none")
+    for chosen_by_user in ({"freeze_layers": 1}, {"learning_rate": 1e-4}, {"num_train_epochs": 3},
+                           {"long_text_strategy": "chunks"}):  # fmt: skip
+        left = resolve_contrastive(_config(tiny_bert_dir, tmp_path, **chosen_by_user), few, 2)
+        assert (left.contrastive, left.feature_extraction) == ("none", "none"), chosen_by_user
     many = Dataset.from_dict({"label": [0, 1] * (FEW_SHOT_PER_CLASS + 1)}).cast_column(
         "label", few.features["label"]
     )

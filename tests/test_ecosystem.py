@@ -277,9 +277,22 @@ def test_onnx_export_of_feature_extraction_heads(tiny_bert_dir, toy_csv, tmp_pat
             "false",
         )
     )
+    # the default logistic regression is saved as its equal linear layer: it exports too
+    assert export_onnx(sk)["max_abs_diff"] < 1e-4
+    # another scikit-learn head cannot be one ONNX graph: refused, nothing written
+    from sklearn.neighbors import KNeighborsClassifier
+
+    from nlp_transfer import TextClassificationConfig, run_text_classification
+
+    knn = tmp_path / "fe_knn"
+    config = TextClassificationConfig(
+        model_name_or_path=str(tiny_bert_dir), train_file=str(toy_csv), text_column="sentence",
+        label_column="sentiment", output_dir=str(knn), run_baseline=False, save_strategy="no",
+    )  # fmt: skip
+    run_text_classification(config, estimator=KNeighborsClassifier(5))
     with pytest.raises(ValueError, match=r"scikit-learn head.*--feature_extraction linear"):
-        export_onnx(sk)
-    assert not (sk / "model.onnx").exists()
+        export_onnx(knn)
+    assert not (knn / "model.onnx").exists()
 
 
 def test_datasets_list_shows_every_builtin(tmp_path, capsys):

@@ -202,6 +202,10 @@ def trained(tiny_bert_dir, tmp_path_factory):
         text_column="sentence",
         label_column="sentiment",
         validation_size=0.25,
+        # 52 examples per class would get the few-shot default (contrastive tuning and a
+        # logistic-regression head, tests/test_contrastive.py); these tests are of fine-tuning's
+        # auto epochs and learning rate
+        contrastive="none",
     )
     return result
 

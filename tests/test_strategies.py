@@ -324,9 +324,10 @@ def test_feature_extraction_matches_sklearn_fitted_on_the_same_features(
 
     monkeypatch.setattr(text_features, "default_sklearn_head", keep)
     out = tmp_path / "lr"
-    sentiment.main(
+    metrics = sentiment.main(
         _recipe_args(tiny_bert_dir, toy_csv, out, "--feature_extraction", "logistic_regression")
     )
+    assert "calibration" not in metrics  # feature extraction is not temperature-scaled
     texts = ["good movie", "the plot was awful and boring", "a superb film"]
     model, tokenizer, _ = load_classifier(out, "cpu")
     encoder = AutoModel.from_pretrained(tiny_bert_dir).eval()
@@ -334,7 +335,8 @@ def test_feature_extraction_matches_sklearn_fitted_on_the_same_features(
     with torch.no_grad():
         batch = tok(texts, padding=True, return_tensors="pt")
         feats = pool(encoder(**batch).last_hidden_state, batch["attention_mask"]).numpy()
-    got = np.exp(predict_logits_for_texts(model, tokenizer, texts))
+    got = torch.softmax(torch.from_numpy(predict_logits_for_texts(model, tokenizer, texts)), -1)
+    got = got.numpy()
     want = fitted[0].predict_proba(feats)
     assert model.estimator is None and model.head.kind == "linear"
     np.testing.assert_allclose(got, want, atol=1e-5)

@@ -167,8 +167,8 @@ class TextClassificationConfig(ContrastiveArguments, TransferConfig):
     trust_remote_code: bool = arg(False, "Allow custom model code from the Hub.", MODEL)
     prefix_cache_memory_gb: float | None = arg(
         None,
-        "With --cache_frozen_prefix auto: keep the frozen-prefix cache in memory up to this many "
-        "GB, memory-map it from --cache_dir above; unset: a quarter of the available RAM.",
+        "--cache_frozen_prefix auto: the cache stays in memory up to this many GB, else is "
+        "memory-mapped; unset: a quarter of the RAM.",
         TRANSFER,
     )
     pooling: str = arg(

@@ -50,10 +50,11 @@ import math
 
 import numpy as np
 from accelerate.logging import get_logger
-from datasets import ClassLabel, Dataset
+from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 from transformers import logging as hf_logging
 
+from .few_shot import resolve_contrastive
 from .windows import windows_per_text
 
 logger = get_logger(__name__)
@@ -73,9 +74,6 @@ MIN_AUTO_SEQ_LENGTH = 128
 # On a CPU: 256 instead of 128 tokens on pairs of paragraphs (98% cut at 128, 39% at 256) took
 # 2.2x the time for no better test accuracy (0.6433 vs 0.6467; benchmarks/results/seq_length.md).
 MAX_AUTO_SEQ_LENGTH_CPU = 128
-# At most this many training examples per class: contrastive tuning and a head on the tuned
-# embeddings by default (benchmarks/results/few_shot_setfit_*, 8 to 64 per class).
-FEW_SHOT_PER_CLASS = 64
 
 
 def target_optimizer_steps(num_labels: int | None = None) -> int:
@@ -346,52 +344,4 @@ def resolve_data_sized(
         )
     return resolve_auto_settings(
         config, len(train), num_labels, model, num_processes=num_processes, rows_per_example=rows
-    )
-
-
-def strategy_flags_set(config) -> list[str]:
-    """The transfer-strategy flags a user set away from their defaults (which say the user chose
-    how to transfer, so the few-shot default leaves the run alone)."""
-    flags = [
-        ("--feature_extraction", config.feature_extraction != "none"),
-        ("--freeze_layers", config.freeze_layers != 0),
-        ("--peft", getattr(config, "peft", "none") != "none"),
-        ("--bitfit", getattr(config, "bitfit", False)),
-        ("--gradual_unfreezing", getattr(config, "gradual_unfreezing", False)),
-        ("--layer_lr_decay", getattr(config, "layer_lr_decay", 1.0) != 1.0),
-        ("--l2sp_alpha", getattr(config, "l2sp_alpha", 0.0) != 0.0),
-    ]
-    return [name for name, is_set in flags if is_set]
-
-
-def resolve_contrastive(config, train: Dataset, num_labels: int):
-    """``config`` with an unset ``--contrastive`` chosen from the data: few-shot single-label data
-    (at most :data:`FEW_SHOT_PER_CLASS` training examples per class on average) with no strategy
-    flag set gets contrastive tuning (``cosine``) and a logistic-regression head on the tuned
-    embeddings, SetFit's recipe (:mod:`nlp_transfer.transfer.contrastive`); anything else gets
-    ``none``. Logged with the reason.
-
-    Returns:
-        The same config when ``contrastive`` is set, else a copy with the choice.
-    """
-    if getattr(config, "contrastive", "none") is not None:
-        return config
-    single_label = isinstance(train.features.get("label"), ClassLabel)
-    per_class = len(train) / max(1, num_labels)
-    chosen = strategy_flags_set(config)
-    if not single_label or per_class > FEW_SHOT_PER_CLASS or chosen:
-        if single_label and per_class <= FEW_SHOT_PER_CLASS:
-            logger.info(
-                f"--contrastive auto: none ({per_class:.0f} examples per class is few-shot, but "
-                f"{', '.join(chosen)} chose the strategy)"
-            )
-        return dataclasses.replace(config, contrastive="none")
-    logger.info(
-        f"--contrastive auto: cosine, then --feature_extraction logistic_regression on the tuned "
-        f"embeddings ({per_class:.0f} training examples per class <= {FEW_SHOT_PER_CLASS}: "
-        "few-shot, where contrastive tuning beat fine-tuning and feature extraction, "
-        "benchmarks/results/few_shot_setfit_*)"
-    )
-    return dataclasses.replace(
-        config, contrastive="cosine", feature_extraction="logistic_regression"
     )

@@ -44,7 +44,7 @@ from ..training.imbalance import cross_entropy_loss
 from ..training.run import TrainOutcome, start_run, train_and_predict
 from ..transfer.adapters import save_adapter_outputs
 from ..transfer.cache import CachedPrefixModel
-from ..transfer.contrastive import StageInputs
+from ..transfer.contrastive_stage import StageInputs
 from ..transfer.plan import TransferPlan, plan_transfer
 from .baseline import tfidf_logreg_baseline, tfidf_problem_baseline
 from .config import TextClassificationConfig
@@ -222,12 +222,7 @@ def run_text_classification(
     model.config.problem_type = problem  # pipeline() and predict() decode by it
     model.config.text_pair_column = config.text_pair_column
     if config.init_from:
-        source = source_head(config.init_from, local_only=True) or []
-        logger.info(
-            f"Weight transfer: encoder initialised from {config.init_from} (a classifier for "
-            f"{len(source)} label(s) {source[:6]}), new head for the {len(labels)} label(s) "
-            f"{labels[:6]}"
-        )
+        _log_weight_transfer(config.init_from, labels)
     on_cpu, processes = accelerator.device.type == "cpu", accelerator.num_processes
     config = resolve_data_sized(  # each choice logged with its reason
         config, dataset["train"], len(labels), model, tokenizer, on_cpu, processes
@@ -236,10 +231,7 @@ def run_text_classification(
         config = _with_estimator(config, estimator)
     dataset = hold_out_calibration_split(dataset, config, problem)  # conformal scores only
     plan = plan_transfer(model, config, details=_plan_details(config, estimator))
-    stage = StageInputs(
-        dataset["train"], tokenizer, len(labels), accelerator.device, accelerator.autocast,
-        accelerator.is_local_main_process, problem,
-    )  # fmt: skip
+    stage = StageInputs.of_run(dataset["train"], tokenizer, len(labels), accelerator, problem)
     plan.before_training(model, stage)  # contrastive tuning of the encoder, when asked
     if plan.feature_extraction != "none":
         outcome = train_feature_extractor(
@@ -251,6 +243,16 @@ def run_text_classification(
             model, tokenizer, dataset, accelerator, config, plan, callbacks
         )
     return finish_text_run(config, accelerator, outcome, plan, dataset, tokenizer, start, task_name)
+
+
+def _log_weight_transfer(init_from: str, labels: list[str]) -> None:
+    """Log ``--init_from``'s source classifier's labels beside the new head's."""
+    source = source_head(init_from, local_only=True) or []
+    logger.info(
+        f"Weight transfer: encoder initialised from {init_from} (a classifier for "
+        f"{len(source)} label(s) {source[:6]}), new head for the {len(labels)} label(s) "
+        f"{labels[:6]}"
+    )
 
 
 def _with_estimator(config: TextClassificationConfig, estimator: object):
@@ -278,8 +280,7 @@ def finish_text_run(
 ) -> dict:
     """Test metrics, the TF-IDF baseline, ``metrics.json``, the saved model, plots, model card,
     the Hub upload and the printed summary."""
-    labels = label_names_of(dataset)
-    problem = problem_type_of(dataset)
+    labels, problem = label_names_of(dataset), problem_type_of(dataset)
     unwrapped = accelerator.unwrap_model(outcome.model)
     uncalibrated_test = outcome.test
     outcome, calibration = calibrate(config, outcome, problem, unwrapped, len(labels))

@@ -11,13 +11,14 @@ what differs from SetFit is where the pairs come from:
   label in it at least twice) is embedded once and **every pair inside it** is scored: the pair
   losses (``cosine``: SetFit's ``CosineSimilarityLoss``; ``cosent``: CoSENT) see ``B(B-1)/2``
   pairs for ``B`` passes, the batch triplet losses (Hermans et al. 2017) every triplet. The
-  number of pairs a run sees is chosen from the data (:func:`contrastive_epochs`).
+  number of pairs a run sees is chosen from the data (:func:`~nlp_transfer.transfer.contrastive_stage.contrastive_epochs`).
 
 The encoder is tuned in place; which of its blocks train is the caller's choice (``trainable``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -108,35 +109,6 @@ def batch_loss(name: str, loss: nn.Module, embeddings: torch.Tensor, labels: tor
     return loss.compute_loss_from_embeddings([embeddings], labels)
 
 
-# The auto rule's bounds, in epochs of batches of 16 (each example meets 15 partners an epoch):
-# n / 2 epochs for n training examples, within [16, 32]. Measured on sentiment and SMS spam at 8
-# to 64 examples per class (issue 33): at 8 per class, 8 epochs (120 partners) gave 10 to 22
-# points less spam F1 than 16 (CoSENT, 5e-5); at 64 per class, 64 epochs gave the same
-# sentiment accuracy as 32 (0.7758 both, seed 0) in twice the time. Under SetFit's budget.
-AUTO_MIN_EPOCHS = 16
-AUTO_MAX_EPOCHS = 32
-
-
-def auto_pairs_per_example(num_examples: int) -> int:
-    """In-batch partners per example when ``--contrastive_pairs_per_example`` is unset:
-    ``15 x clip(ceil(n / 2), 16, 32)``, i.e. ``n / 2`` epochs of batches of 16 (240 for 32 or
-    fewer examples, 480 from 64): the pairs grow with the data, as SetFit's do."""
-    epochs = min(AUTO_MAX_EPOCHS, max(AUTO_MIN_EPOCHS, math.ceil(num_examples / 2)))
-    return 15 * epochs
-
-
-def contrastive_epochs(num_examples: int, batch_size: int, pairs_per_example: int | None) -> int:
-    """Epochs for each training example to meet about ``pairs_per_example`` partners in a batch
-    (None: :func:`auto_pairs_per_example`).
-
-    An epoch puts each example in one batch with ``batch_size - 1`` others, so the run needs
-    ``ceil(pairs_per_example / (batch_size - 1))`` epochs, at least 1.
-    """
-    if pairs_per_example is None:
-        pairs_per_example = auto_pairs_per_example(num_examples)
-    return max(1, math.ceil(pairs_per_example / max(1, batch_size - 1)))
-
-
 @dataclass
 class ContrastiveReport:
     """What the contrastive stage did (``metrics.json``'s ``transfer_strategy.contrastive``)."""
@@ -195,6 +167,23 @@ def label_batches(labels: Sequence, batch_size: int, seed: int, epochs: int) -> 
     return batches
 
 
+def encode_batch(tokenizer: PreTrainedTokenizerBase, chosen: list, max_seq_length: int) -> dict:
+    """Tokenize texts (or ``(text, text_pair)`` tuples, encoded together), padded to the longest."""
+    pairs = bool(chosen) and isinstance(chosen[0], tuple)
+    first = [a for a, _ in chosen] if pairs else list(chosen)
+    second = [b for _, b in chosen] if pairs else None
+    return tokenizer(
+        first, second, truncation=True, max_length=max_seq_length, padding=True,
+        return_tensors="pt",
+    )  # fmt: skip
+
+
+def label_tensor(labels: list, device) -> torch.Tensor:
+    """Class ids as a long tensor ``(B,)``, or multi-hot rows as a float one ``(B, C)``."""
+    multi_label = bool(labels) and isinstance(labels[0], list | tuple)
+    return torch.tensor(labels, dtype=torch.float32 if multi_label else torch.long, device=device)
+
+
 def contrastive_tune(
     encoder: nn.Module,
     tokenizer: PreTrainedTokenizerBase,
@@ -213,10 +202,9 @@ def contrastive_tune(
     warmup_ratio: float = 0.1,
     show_progress: bool = True,
 ) -> ContrastiveReport:
-    """Tune ``encoder`` in place on the labels' pairs (SetFit's first stage, in-batch pairs).
-
-    AdamW (no weight decay) over the encoder's parameters that require grad, linear warm-up and
-    decay, one step per label-grouped batch.
+    """Tune ``encoder`` in place on the labels' pairs (SetFit's first stage, in-batch pairs):
+    AdamW (no weight decay) over its parameters that require grad, linear warm-up
+    (``warmup_ratio`` of the steps) and decay, one step per label-grouped batch.
 
     Args:
         encoder: A Hugging Face encoder; its ``requires_grad`` flags say what trains.
@@ -224,16 +212,13 @@ def contrastive_tune(
         texts: Training texts, or ``(text, text_pair)`` tuples.
         labels: Class ids, or multi-hot rows (lists) for multi-label data.
         loss_name: One of :data:`LOSS_CHOICES`.
-        epochs: Passes over the examples (:func:`contrastive_epochs`).
+        epochs: Passes over the examples (``contrastive_stage.contrastive_epochs``).
         batch_size: Examples per batch, even, >= 4 (the sampler's rule).
         learning_rate: Peak AdamW learning rate (SetFit's body default is 2e-5; with fewer,
             better-averaged steps 5e-5 measured better here).
-        max_seq_length: Truncation length in tokens.
-        pooling: ``mean`` or ``cls``.
-        seed: Seed of the batches.
-        device: Where the encoder is.
+        max_seq_length, pooling, seed, device: Truncation (tokens), ``mean`` or ``cls``, the
+            batches' seed, the encoder's device.
         autocast: A context-manager factory for mixed precision (e.g. ``accelerator.autocast``).
-        warmup_ratio: Share of the steps of linear warm-up.
         show_progress: Show a progress bar.
 
     Returns:
@@ -253,11 +238,8 @@ def contrastive_tune(
     loss = make_loss(loss_name, embedder)
     batches = label_batches(labels, batch_size, seed, epochs)
     optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.0)
-    scheduler = get_scheduler(
-        "linear", optimizer, math.ceil(warmup_ratio * len(batches)), len(batches)
-    )
-    multi_label = bool(labels) and isinstance(labels[0], list | tuple)
-    target_dtype = torch.float32 if multi_label else torch.long
+    warmup = math.ceil(warmup_ratio * len(batches))
+    scheduler = get_scheduler("linear", optimizer, warmup, len(batches))
     report = ContrastiveReport(
         loss_name, epochs, len(batches), batch_size, 0, len({i for b in batches for i in b}),
         learning_rate, 0.0, trainable_params=sum(p.numel() for p in params),
@@ -265,22 +247,11 @@ def contrastive_tune(
     encoder.train()
     bar = progress_bar(batches, "Contrastive tuning", enabled=show_progress)
     for batch in bar:
-        chosen = [texts[i] for i in batch]
-        if chosen and isinstance(chosen[0], tuple):
-            encoded = tokenizer(
-                [a for a, _ in chosen], [b for _, b in chosen],
-                truncation=True, max_length=max_seq_length, padding=True, return_tensors="pt",
-            )  # fmt: skip
-        else:
-            encoded = tokenizer(
-                list(chosen), truncation=True, max_length=max_seq_length, padding=True,
-                return_tensors="pt",
-            )  # fmt: skip
-        features = {k: v.to(device) for k, v in encoded.items()}
-        target = torch.tensor([labels[i] for i in batch], dtype=target_dtype, device=device)
-        with autocast() if autocast is not None else _null():
-            embeddings = embedder(features)["sentence_embedding"]
-        value = batch_loss(loss_name, loss, embeddings.float(), target)
+        encoded = encode_batch(tokenizer, [texts[i] for i in batch], max_seq_length)
+        with autocast() if autocast is not None else contextlib.nullcontext():
+            embeddings = embedder({k: v.to(device) for k, v in encoded.items()})
+        target = label_tensor([labels[i] for i in batch], device)
+        value = batch_loss(loss_name, loss, embeddings["sentence_embedding"].float(), target)
         value.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
@@ -293,106 +264,3 @@ def contrastive_tune(
     if report.losses:
         report.loss_first, report.loss_last = report.losses[0], report.losses[-1]
     return report
-
-
-class _null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
-
-
-@dataclass
-class StageInputs:
-    """What a stage before training gets from its task (text: the training split, read only when
-    a stage runs, tokenized on the fly).
-
-    Attributes:
-        train: The training split (``text``, optional ``text_pair``, ``label``: class ids, or
-            label-id lists for multi-label data).
-        tokenizer: The model's tokenizer.
-        num_labels: Number of labels (multi-label rows become multi-hot of this width).
-        device: Where the model trains.
-        autocast: Mixed-precision context factory (``accelerator.autocast``), or None.
-        show_progress: Show progress bars (the main process).
-        problem_type: ``single_label_classification``, ``multi_label_classification`` or
-            ``regression``.
-    """
-
-    train: object
-    tokenizer: PreTrainedTokenizerBase
-    num_labels: int
-    device: torch.device | str = "cpu"
-    autocast: object = None
-    show_progress: bool = True
-    problem_type: str = "single_label_classification"
-
-    @property
-    def texts(self) -> list:
-        """Training texts, or ``(text, text_pair)`` tuples."""
-        texts = list(self.train["text"])
-        if "text_pair" in self.train.column_names:
-            return list(zip(texts, self.train["text_pair"], strict=True))
-        return texts
-
-    @property
-    def labels(self) -> list:
-        """Class ids, or label-id lists (multi-label)."""
-        return list(self.train["label"])
-
-
-def run_contrastive_stage(model: nn.Module, config, stage: StageInputs) -> dict:
-    """The contrastive stage of a run: ``model``'s encoder (``model.base_model``) tuned in place
-    with ``config``'s ``--contrastive`` loss, ``--contrastive_pairs_per_example`` (unset:
-    :func:`auto_pairs_per_example`) and ``--contrastive_learning_rate``, batches of at most 16
-    examples (or ``--per_device_train_batch_size`` when smaller; even, at most the number of
-    examples). Logged.
-
-    Returns:
-        ``{"contrastive": report}`` for the strategy description (``metrics.json``).
-
-    Raises:
-        ValueError: Regression data (no labels to pair), or what :func:`contrastive_tune`
-            raises.
-    """
-    if stage.problem_type == "regression":
-        raise ValueError(
-            "--contrastive pairs examples by their labels; regression targets have none. Leave "
-            "--contrastive unset (or none) for regression."
-        )
-    texts, labels = stage.texts, stage.labels
-    if stage.problem_type == "multi_label_classification":
-        labels = [
-            [1.0 if j in set(ids) else 0.0 for j in range(stage.num_labels)] for ids in labels
-        ]
-    batch_size = min(CONTRASTIVE_BATCH_SIZE, config.per_device_train_batch_size, len(labels))
-    batch_size = max(4, batch_size - batch_size % 2)
-    epochs = contrastive_epochs(len(labels), batch_size, config.contrastive_pairs_per_example)
-    encoder = getattr(model, "base_model", model)
-    encoder.to(stage.device)
-    report = contrastive_tune(
-        encoder,
-        stage.tokenizer,
-        texts,
-        labels,
-        loss_name=config.contrastive,
-        epochs=epochs,
-        batch_size=batch_size,
-        learning_rate=config.contrastive_learning_rate,
-        max_seq_length=config.max_seq_length,
-        pooling=getattr(config, "pooling", "mean"),
-        seed=config.seed,
-        device=stage.device,
-        autocast=stage.autocast,
-        show_progress=stage.show_progress,
-    )
-    left_out = len(labels) - report.examples_used
-    logger.info(
-        f"Contrastive tuning ({report.loss} loss, sentence-transformers): {report.epochs} "
-        f"epoch(s), {report.steps} steps of {batch_size} examples, {report.pairs_seen:,} "
-        f"in-batch pairs, loss {report.loss_first:.4f} -> {report.loss_last:.4f}, "
-        f"{report.seconds:.1f} s"
-        + (f"; {left_out} example(s) of labels seen once left out of the pairs" if left_out else "")
-    )
-    return {"contrastive": report.describe()}

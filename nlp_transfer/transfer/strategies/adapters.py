@@ -21,15 +21,12 @@ PROMPT_TUNING_REFUSES = (
 class PeftArguments:
     peft: str = arg(
         "none",
-        "Adapters through peft: lora (Hu et al. 2021), ia3 (Liu et al. 2022) or prompt_tuning "
-        "(Lester et al. 2021; text only); the pretrained weights stay frozen, the new head trains "
-        "in full. With --freeze_layers k, adapters go into layers k and above only.",
+        "Adapters (peft): lora (Hu et al. 2021), ia3 (Liu et al. 2022) or prompt_tuning (Lester "
+        "et al. 2021; text); pretrained weights frozen. With --freeze_layers k: layers >= k.",
         TRANSFER,
     )
     lora_r: int = arg(8, "LoRA rank r.", TRANSFER)
-    lora_alpha: float = arg(
-        16.0, "LoRA scaling alpha (the update is scaled by alpha / r).", TRANSFER
-    )
+    lora_alpha: float = arg(16.0, "LoRA scaling alpha (update x alpha / r).", TRANSFER)
     lora_dropout: float = arg(0.1, "Dropout on the LoRA branch's input.", TRANSFER)
     lora_target_modules: str | None = arg(
         None,
@@ -40,8 +37,8 @@ class PeftArguments:
     num_virtual_tokens: int = arg(20, "Prompt tuning: number of virtual tokens.", TRANSFER)
     merge_adapter: bool = arg(
         True,
-        "Save the LoRA/IA3 model merged in the usual Hugging Face layout in output_dir (the "
-        "adapter alone always goes to output_dir/adapter); false: output_dir holds the adapter.",
+        "Save LoRA/IA3 merged (Hugging Face layout) in output_dir, the adapter alone in "
+        "output_dir/adapter; false: output_dir holds the adapter.",
         TRANSFER,
     )
 

@@ -19,21 +19,16 @@ from .freeze import TRANSFER
 class ContrastiveArguments:
     contrastive: str | None = arg(
         None,
-        "Contrastive transfer (SetFit, Tunstall et al. 2022): first tune the encoder on pairs of "
-        "training examples (same label: close) with this sentence-transformers loss, every pair "
-        f"in a batch: {', '.join(LOSS_CHOICES)}, or none; unset: cosine for few-shot data "
-        "(logged), else none.",
+        "Contrastive transfer (SetFit): first tune the encoder on in-batch pairs of training "
+        f"examples with this loss: {', '.join(LOSS_CHOICES)} or none; unset: cosine if few-shot.",
         TRANSFER,
     )
     contrastive_pairs_per_example: int | None = arg(
         None,
-        "Contrastive: in-batch partners each example meets (sets the stage's epochs); unset: "
-        "7.5 per training example, within [240, 480].",
+        "Contrastive: partners each example meets; unset: 7.5 per example, in [240, 480].",
         TRANSFER,
     )
-    contrastive_learning_rate: float = arg(
-        5e-5, "Contrastive: the encoder's peak learning rate in that stage.", TRANSFER
-    )
+    contrastive_learning_rate: float = arg(5e-5, "Contrastive: peak learning rate.", TRANSFER)
 
 
 class Contrastive(TransferStrategy):
@@ -84,9 +79,9 @@ class Contrastive(TransferStrategy):
 
     def before_training(self, model, plan, stage) -> dict:
         """Tune ``model``'s encoder on the training split's pairs (``stage``: a
-        :class:`~nlp_transfer.transfer.contrastive.StageInputs`); its report for the log and
+        :class:`~nlp_transfer.transfer.contrastive_stage.StageInputs`); its report for the log and
         the description."""
-        from ..contrastive import run_contrastive_stage
+        from ..contrastive_stage import run_contrastive_stage
 
         return run_contrastive_stage(model, plan.config, stage)
 

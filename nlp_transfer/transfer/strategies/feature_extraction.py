@@ -17,9 +17,8 @@ HEAD_CHOICES = ("linear", "mlp", "logistic_regression")
 class FeatureExtractionArguments:
     feature_extraction: str = arg(
         "none",
-        "Feature extraction: freeze the whole encoder, compute pooled features once, and fit a "
-        "head on them: linear, mlp (torch, trained for num_train_epochs at head_learning_rate, "
-        "default 1e-3) or logistic_regression (scikit-learn); none = fine-tuning.",
+        "Feature extraction: pool the frozen encoder's features once, fit a head on them: "
+        "linear, mlp (torch, at head_learning_rate, default 1e-3) or logistic_regression; none.",
         TRANSFER,
     )
 

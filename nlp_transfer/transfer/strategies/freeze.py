@@ -35,9 +35,8 @@ class FreezeArguments:
     )
     cache_frozen_prefix: str = arg(
         "auto",
-        "Frozen-prefix caching with --freeze_layers k: compute the frozen blocks once and train "
-        "only the blocks above: auto (memory, or a memory-mapped file when large or with several "
-        "processes), memory, disk, or no.",
+        "With --freeze_layers k: compute the frozen blocks once, train only those above: auto "
+        "(memory; memory-mapped when large or with several processes), memory, disk or no.",
         TRANSFER,
     )
     cache_dtype: str = arg(

@@ -15,8 +15,8 @@ from .freeze import TRANSFER
 class GradualUnfreezingArguments:
     gradual_unfreezing: bool = arg(
         False,
-        "Gradual unfreezing (Howard & Ruder 2018, ULMFiT): the head trains alone, then one more "
-        "block from the top each epoch (or every --unfreeze_every_n_steps).",
+        "Gradual unfreezing (ULMFiT, Howard & Ruder 2018): head first, then a block more from "
+        "the top each epoch or --unfreeze_every_n_steps.",
         TRANSFER,
     )
     unfreeze_every_n_steps: int = arg(
