@@ -248,6 +248,20 @@ def test_few_shot_reuses_earlier_records_only_for_cells_and_methods_not_run_now(
     assert few_shot_setfit.reused_records(argparse.Namespace(reuse=None), now) == []
 
 
+def test_multi_label_few_shot_draws_k_rows_per_tag_string_seeded():
+    import pandas as pd
+
+    few_shot_multilabel = bench_module("few_shot_multilabel")
+    frame = pd.DataFrame(
+        {"text": [f"t{i}" for i in range(30)], "labels": ["a|b"] * 20 + ["c"] * 7 + ["a"] * 3}
+    )
+    picked = few_shot_multilabel.few_shot_frame(frame, 4, seed=1)
+    assert picked["labels"].value_counts().to_dict() == {"a|b": 4, "c": 4, "a": 3}
+    assert picked["text"].is_unique
+    assert picked.equals(few_shot_multilabel.few_shot_frame(frame, 4, seed=1))
+    assert not picked.equals(few_shot_multilabel.few_shot_frame(frame, 4, seed=2))
+
+
 def test_flops_count_only_what_runs_where_it_runs():
     throughput_vs_hf = bench_module("throughput_vs_hf")
 
