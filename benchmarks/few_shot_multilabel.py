@@ -184,13 +184,10 @@ def main(argv=None) -> dict:
             records.append(r)
             print(f"seed {seed} {r['method']}: micro-F1 {r['f1_micro']:.3f}", flush=True)
     summary = summarise(records)
-    settings = {k: v for k, v in vars(args).items() if k not in ("output_dir", "log_dir")}
-    document = harness.result_document(info, machine, settings, summary=summary, records=records)
     md = markdown(summary, args.shots)
-    paths = harness.write_result("few_shot_multilabel", document, md, Path(args.output_dir))
-    print(md)
-    print(f"wrote {paths[0]} and {paths[1]}; work files and logs in {work}")
-    return document
+    return harness.finish(
+        "few_shot_multilabel", args, info, machine, md, work, summary=summary, records=records
+    )
 
 
 if __name__ == "__main__":

@@ -379,13 +379,10 @@ def main(argv=None) -> dict:
     info["wall_time_s"] = time.perf_counter() - start
     records += reused_records(args, records)
     summary = summarise(records)
-    settings = {k: v for k, v in vars(args).items() if k not in ("output_dir", "log_dir")}
-    document = harness.result_document(info, machine, settings, summary=summary, records=records)
     md = markdown(summary, args.shot_list)
-    paths = harness.write_result("few_shot_setfit", document, md, Path(args.output_dir))
-    print(md)
-    print(f"wrote {paths[0]} and {paths[1]}; work files and logs in {work}")
-    return document
+    return harness.finish(
+        "few_shot_setfit", args, info, machine, md, work, summary=summary, records=records
+    )
 
 
 if __name__ == "__main__":

@@ -303,6 +303,17 @@ _SPLIT_S_RE = re.compile(r"(\w+) ([0-9.]+)s")
 _FITTED_RE = re.compile(r"Fitted .* feature vectors in ([0-9.]+)s")
 
 
+def finish(stem: str, args, info: dict, machine_info: dict, markdown_text: str, work, **figures_):
+    """Write ``<args.output_dir>/<stem>.{json,md}`` (the settings: ``args`` less the output and
+    log directories), print the table and where the files went; return the JSON document."""
+    settings = {k: v for k, v in vars(args).items() if k not in ("output_dir", "log_dir")}
+    document = result_document(info, machine_info, settings, **figures_)
+    paths = write_result(stem, document, markdown_text, Path(args.output_dir))
+    print(markdown_text)
+    print(f"wrote {paths[0]} and {paths[1]}; work files and logs in {work}")
+    return document
+
+
 def phases_from_ours(metrics: dict, log_text: str) -> dict:
     """Time by phase of an ``nlp_transfer`` text run, from its ``metrics.json`` and log.
 
