@@ -22,7 +22,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -198,7 +198,7 @@ def contrastive_tune(
     pooling: str = "mean",
     seed: int = 42,
     device: torch.device | str = "cpu",
-    autocast=None,
+    autocast: Callable | None = None,
     warmup_ratio: float = 0.1,
     show_progress: bool = True,
 ) -> ContrastiveReport:
@@ -214,19 +214,19 @@ def contrastive_tune(
         loss_name: One of :data:`LOSS_CHOICES`.
         epochs: Passes over the examples (``contrastive_stage.contrastive_epochs``).
         batch_size: Examples per batch, even, >= 4 (the sampler's rule).
-        learning_rate: Peak AdamW learning rate (SetFit's body default is 2e-5; with fewer,
-            better-averaged steps 5e-5 measured better here).
-        max_seq_length, pooling, seed, device: Truncation (tokens), ``mean`` or ``cls``, the
-            batches' seed, the encoder's device.
-        autocast: A context-manager factory for mixed precision (e.g. ``accelerator.autocast``).
+        learning_rate: Peak AdamW learning rate (5e-5 measured better here than SetFit's 2e-5).
+        max_seq_length: Truncation, tokens.
+        pooling: ``mean`` or ``cls``.
+        seed: The batches' seed.
+        device: The encoder's device.
+        autocast: Mixed precision's context-manager factory (``accelerator.autocast``).
         show_progress: Show a progress bar.
 
     Returns:
         A :class:`ContrastiveReport` (steps, pairs seen, first and last loss, seconds).
 
     Raises:
-        ValueError: Unknown loss, a batch size the sampler refuses, nothing trainable, or fewer
-            than two labels with two examples.
+        ValueError: Unknown loss, bad batch size, nothing trainable, < 2 labels of 2 examples.
     """
     if batch_size < 4 or batch_size % 2:
         raise ValueError(f"--contrastive batch size must be even and >= 4, got {batch_size}.")
