@@ -122,14 +122,14 @@ def train(
         FileExistsError: ``output_dir`` is not empty and ``overwrite_output_dir`` is not True.
         ValueError, FileNotFoundError: Bad data or settings (the message names what to fix).
     """
-    from .text.run import run_text_classification  # torch and transformers: load on first use
+    from .race import run_or_race  # torch and transformers: load on first use
 
     if isinstance(data, str | os.PathLike):
         is_file = Path(data).suffix.lower() in FILE_FORMATS
         kwargs.setdefault("train_file" if is_file else "dataset_name", str(data))
         data = None
     config = make_config(output_dir, text_column=text_column, label_column=label_column, **kwargs)
-    metrics = run_text_classification(config, dataset=data)
+    metrics = run_or_race(config, dataset=data)  # strategy="auto": the race
     path = Path(config.output_dir)
     return TrainResult(
         model=TextClassifier.from_pretrained(path),

@@ -4,6 +4,7 @@ strategy configs (``transfer/strategies``) and the task configs build on the sam
 
 from __future__ import annotations
 
+import re
 from dataclasses import field
 
 # help text -> --help section. Kept beside the fields, not in their metadata: HfArgumentParser
@@ -53,3 +54,24 @@ def check_choice(config, name: str, choices, optional: bool = False) -> None:
         return
     if value not in choices:
         raise ValueError(f"--{name} must be one of {', '.join(choices)}, got {value!r}.")
+
+
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600}
+
+
+def parse_duration(text: str | float | int, flag: str = "--time_budget") -> float:
+    """Seconds of a duration: ``"90s"``, ``"20m"``, ``"1.5h"``, ``"1h30m"`` or a number of seconds.
+
+    Raises:
+        ValueError: Not a positive duration (the message names ``flag`` and the accepted forms).
+    """
+    if isinstance(text, int | float) or re.fullmatch(r"\s*\d+(\.\d+)?\s*", str(text)):
+        seconds = float(text)
+    elif re.fullmatch(r"\s*(\d+(\.\d+)?\s*[smh]\s*)+", str(text)):
+        pairs = re.findall(r"(\d+(?:\.\d+)?)\s*([smh])", str(text))
+        seconds = sum(float(n) * DURATION_UNITS[u] for n, u in pairs)
+    else:
+        raise ValueError(f"{flag} {text!r}: give a duration such as 90s, 20m, 1.5h or 1h30m.")
+    if seconds <= 0:
+        raise ValueError(f"{flag} must be positive, got {text!r}.")
+    return seconds

@@ -14,7 +14,8 @@ The steps (data -> model -> freezing -> train -> evaluate -> baseline -> save) a
 from __future__ import annotations
 
 from nlp_transfer.cli.config import parse_config
-from nlp_transfer.text import SentimentConfig, run_text_classification
+from nlp_transfer.race import run_or_race
+from nlp_transfer.text import SentimentConfig
 from nlp_transfer.training.checkpoint import exit_on_interrupt
 
 __all__ = ["SentimentConfig", "main"]
@@ -23,7 +24,7 @@ __all__ = ["SentimentConfig", "main"]
 def main(argv: list[str] | None = None) -> dict:
     """Run the recipe; returns the metrics it writes to ``output_dir/metrics.json``."""
     config = parse_config(SentimentConfig, argv)
-    return run_text_classification(config, task_name="sentiment")
+    return run_or_race(config, task_name="sentiment")  # --strategy auto: the race
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@ over-fitted in our measurement (tuned 0.014: test spam F1 0.955 vs 0.961 at 0.5,
 from __future__ import annotations
 
 from nlp_transfer.cli.config import parse_config
-from nlp_transfer.text import SpamConfig, run_text_classification
+from nlp_transfer.race import run_or_race
+from nlp_transfer.text import SpamConfig
 from nlp_transfer.training.checkpoint import exit_on_interrupt
 
 __all__ = ["SpamConfig", "main"]
@@ -26,7 +27,7 @@ __all__ = ["SpamConfig", "main"]
 def main(argv: list[str] | None = None) -> dict:
     """Run the recipe; returns the metrics it writes to ``output_dir/metrics.json``."""
     config = parse_config(SpamConfig, argv)
-    return run_text_classification(config, task_name="spam")
+    return run_or_race(config, task_name="spam")  # --strategy auto: the race
 
 
 if __name__ == "__main__":

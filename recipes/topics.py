@@ -18,7 +18,8 @@ Multi-label, regression and sentence-pair data run through the same recipe with
 from __future__ import annotations
 
 from nlp_transfer.cli.config import parse_config
-from nlp_transfer.text import TopicsConfig, run_text_classification
+from nlp_transfer.race import run_or_race
+from nlp_transfer.text import TopicsConfig
 from nlp_transfer.training.checkpoint import exit_on_interrupt
 
 __all__ = ["TopicsConfig", "main"]
@@ -27,7 +28,7 @@ __all__ = ["TopicsConfig", "main"]
 def main(argv: list[str] | None = None) -> dict:
     """Run the recipe; returns the metrics it writes to ``output_dir/metrics.json``."""
     config = parse_config(TopicsConfig, argv)
-    return run_text_classification(config, task_name="topics")
+    return run_or_race(config, task_name="topics")  # --strategy auto: the race
 
 
 if __name__ == "__main__":

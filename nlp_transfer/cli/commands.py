@@ -134,7 +134,12 @@ def train_main(argv: Sequence[str]) -> int:
         raise SystemExit(0)  # as argparse does for --help
     config = parse_config(task.config_class, rest, prog=f"nlp-transfer train --task {known.task}")
     with exit_on_interrupt():
-        task.run(config, ())
+        if getattr(config, "strategy", "manual") == "auto":  # text tasks: the strategy race
+            from ..race import race
+
+            race(config)
+        else:
+            task.run(config, ())
     return 0
 
 

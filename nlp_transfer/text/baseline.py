@@ -24,6 +24,7 @@ from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.multiclass import OneVsRestClassifier
+from sklearn.pipeline import make_pipeline
 
 from ..data.columns import arrow_column, multi_hot, numpy_column
 from ..data.encode import MULTI_LABEL
@@ -119,7 +120,7 @@ def _in_batches(vectorizer, split: Dataset, functions: Sequence[Callable]) -> li
     return [np.concatenate(out) for out in outputs]
 
 
-def _labels(dataset: DatasetDict, split: str) -> np.ndarray:
+def split_labels(dataset: DatasetDict, split: str) -> np.ndarray:
     """A split's labels as an array: ids ``(n,)``, targets ``(n,)`` or multi-hot ``(n, C)``."""
     feature = dataset[split].features["label"]
     if hasattr(feature, "feature"):  # lists of label ids
@@ -153,7 +154,7 @@ def _grid_search(
     """
     vectorizer = _vectorizer(dataset)
     x_train = vectorizer.fit_transform(_inputs(dataset["train"]))
-    y_train = _labels(dataset, "train")
+    y_train = split_labels(dataset, "train")
     # process start-up (~1 s) outweighs the fits on small data: one process there
     parallel = x_train.shape[0] >= PARALLEL_MIN_ROWS
     jobs = max(1, min(len(grid), os.cpu_count() or 1)) if parallel else 1
@@ -174,6 +175,7 @@ def tfidf_logreg_baseline(
     seed: int = 42,
     tune_decision_threshold: bool = False,
     max_train_samples: int | None = BASELINE_MAX_TRAIN_SAMPLES,
+    keep_model: bool = False,
 ) -> dict:
     """TF-IDF (word 1-2 grams) + logistic regression, fitted on ``train``, scored on ``split``.
 
@@ -191,16 +193,19 @@ def tfidf_logreg_baseline(
             F1 on validation, as the fine-tuned model does with the same flag.
         max_train_samples: Fit on at most this many training rows (a seeded sample); None for
             all.
+        keep_model: Also return the fitted scikit-learn ``Pipeline`` (vectorizer, classifier)
+            as ``model`` (what :mod:`~nlp_transfer.text.tfidf_model` saves).
 
     Returns:
         :func:`~nlp_transfer.metrics.classification.classification_metrics` of ``split``, plus ``C`` (chosen),
         ``validation_accuracy``, ``train_samples`` (rows fitted on), ``train_rows`` (rows in
-        the split) and ``fit_runtime_s`` (seconds, features and grid included).
+        the split), ``fit_runtime_s`` (seconds, features and grid included) and, with
+        ``keep_model``, ``model`` and ``decision_threshold`` (binary: tuned or None).
     """
     start = time.perf_counter()
     total_rows = len(dataset["train"])
     dataset, rows = _capped(dataset, max_train_samples, seed)
-    y_validation = _labels(dataset, "validation")
+    y_validation = split_labels(dataset, "validation")
     accuracy, c, pipeline, vectorizer, _ = _grid_search(
         dataset,
         lambda c: LogisticRegression(C=c, max_iter=2000, random_state=seed),
@@ -218,7 +223,7 @@ def tfidf_logreg_baseline(
     (scores,) = _in_batches(vectorizer, dataset[split], [pipeline.predict_proba])
     # log-probabilities as logits: softmax gives the probabilities back
     metrics = classification_metrics(
-        _labels(dataset, split), np.log(np.clip(scores, 1e-12, 1)), names, threshold
+        split_labels(dataset, split), np.log(np.clip(scores, 1e-12, 1)), names, threshold
     )
     metrics.update(
         C=c,
@@ -227,6 +232,8 @@ def tfidf_logreg_baseline(
         train_rows=total_rows,
         fit_runtime_s=time.perf_counter() - start,
     )
+    if keep_model:
+        metrics.update(model=make_pipeline(vectorizer, pipeline), decision_threshold=threshold)
     return metrics
 
 
@@ -237,6 +244,7 @@ def tfidf_problem_baseline(
     seed: int = 42,
     max_train_samples: int | None = BASELINE_MAX_TRAIN_SAMPLES,
     tune_decision_threshold: bool = False,
+    keep_model: bool = False,
 ) -> dict:
     """TF-IDF baseline of a multi-label or regression task, fitted on ``train``.
 
@@ -256,6 +264,7 @@ def tfidf_problem_baseline(
         max_train_samples: Fit on at most this many training rows (a seeded sample); None for
             all.
         tune_decision_threshold: Multi-label: per-label thresholds tuned on validation.
+        keep_model: Also return the fitted ``Pipeline`` (vectorizer, estimator) as ``model``.
 
     Returns:
         The split's metrics (``thresholds`` among them) plus ``C`` or ``alpha``, ``validation_score``, ``train_samples``
@@ -264,7 +273,7 @@ def tfidf_problem_baseline(
     start = time.perf_counter()
     total_rows = len(dataset["train"])
     dataset, rows = _capped(dataset, max_train_samples, seed)
-    y_validation, y_test = _labels(dataset, "validation"), _labels(dataset, split)
+    y_validation, y_test = split_labels(dataset, "validation"), split_labels(dataset, split)
     if problem_type == MULTI_LABEL:
         names = dataset["train"].features["label"].feature.names
         spec = _multilabel_spec(names, y_validation, seed, tune_decision_threshold)
@@ -293,6 +302,8 @@ def tfidf_problem_baseline(
         train_rows=total_rows,
         fit_runtime_s=time.perf_counter() - start,
     )
+    if keep_model:
+        metrics["model"] = make_pipeline(vectorizer, fitted)
     return metrics
 
 

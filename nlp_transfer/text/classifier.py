@@ -30,6 +30,7 @@ from .inference import (
     sorted_batch_logits,
 )
 from .onnx_backend import OnnxModel, load_onnx_model
+from .tfidf_model import TfidfModel, is_tfidf_model, load_tfidf_model
 from .windows import LongTextSettings
 
 SINGLE_LABEL_TYPES = (None, "single_label_classification")
@@ -93,11 +94,23 @@ class TextClassifier:
         Returns:
             The classifier; its predictions have the same form whatever the backend.
 
+        A TF-IDF model (``tfidf.skops``, kept by the strategy race when it won) loads with
+        the ``torch`` backend name and runs in scikit-learn.
+
         Raises:
             FileNotFoundError: ``model_dir`` has no ``config.json``.
-            ValueError: An unknown backend, or ``quantize`` without onnxruntime.
+            ValueError: An unknown backend, or ``quantize`` without onnxruntime; ONNX for a
+                TF-IDF model.
         """
         scores = load_conformal_scores(model_dir)
+        if is_tfidf_model(model_dir):
+            if backend != "torch" or quantize is not None:
+                raise ValueError(
+                    f"{model_dir} holds a TF-IDF model (scikit-learn): it has no ONNX or int8 "
+                    "backend; leave --backend at torch."
+                )
+            tfidf = load_tfidf_model(model_dir)
+            return cls(tfidf, None, decision_threshold(tfidf.config), 0, tfidf.config, scores)
         if backend != "torch" or quantize is not None:
             onnx_model, config, tokenizer = load_onnx_model(model_dir, backend, quantize, device)
             threshold, max_seq_length = decision_threshold(config), saved_max_seq_length(config)
@@ -111,6 +124,8 @@ class TextClassifier:
         Raises:
             ValueError: A text is not a string.
         """
+        if isinstance(self.model, TfidfModel):
+            return self.model.predict_logits(texts)
         if isinstance(self.model, OnnxModel):
             return sorted_batch_logits(
                 self.tokenizer,
@@ -128,8 +143,8 @@ class TextClassifier:
 
     @property
     def backend(self) -> str:
-        """``"torch"`` or ``"onnxruntime"``."""
-        return self.model.backend if isinstance(self.model, OnnxModel) else "torch"
+        """``"torch"``, ``"onnxruntime"`` or ``"tfidf"`` (scikit-learn)."""
+        return self.model.backend if isinstance(self.model, OnnxModel | TfidfModel) else "torch"
 
     @property
     def problem_type(self) -> str:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+from ..args import parse_duration
 from ..data.encode import PROBLEM_TYPES
 from ..data.pipeline import EMPTY_TEXT_CHOICES
 from ..data.samplers import SAMPLING_CHOICES
@@ -26,6 +27,8 @@ from ..transfer.strategies.freeze import TRANSFER
 from .windows import DEFAULT_MAX_CHUNKS, LongTextSettings
 
 DATA = "Data"
+# manual: the strategy the flags describe; auto: the race of nlp_transfer.race picks one.
+STRATEGY_CHOICES = ("manual", "auto")
 MODEL = "Model"
 IMBALANCE = "Class imbalance"
 
@@ -56,8 +59,8 @@ class TextClassificationConfig(ContrastiveArguments, TransferConfig):
     )
     num_train_epochs: int | None = arg(
         None,
-        "Maximum number of training epochs; unset: about 1,000 optimizer steps, 3 to 10 epochs "
-        "(logged). Early stopping ends the run sooner.",
+        "Maximum epochs; unset: about 1,000 optimizer steps, 3 to 10 epochs (logged); early "
+        "stopping may end sooner.",
         OPTIMISATION,
     )
     early_stopping_patience: int | None = arg(
@@ -173,7 +176,7 @@ class TextClassificationConfig(ContrastiveArguments, TransferConfig):
     )
     pooling: str = arg(
         "mean",
-        "Feature extraction pooling: mean (what all-MiniLM-L6-v2 was trained for) or cls.",
+        "Feature pooling: mean (all-MiniLM-L6-v2's) or cls.",
         TRANSFER,
     )
     init_from: str | None = arg(
@@ -225,6 +228,11 @@ class TextClassificationConfig(ContrastiveArguments, TransferConfig):
         EVALUATION,
     )
     # Outputs and sharing
+    strategy: str = arg("manual", "auto: race strategies, keep the best.", TRANSFER)
+    time_budget: str | None = arg(None, "auto: time for the whole race (90s, 20m, 1h).", TRANSFER)
+    race_candidates: str | None = arg(
+        None, "auto: the strategies raced (comma list); unset: all that apply.", TRANSFER
+    )
     audit: bool = arg(
         False,
         "First audit the training data (nlp-transfer audit); report in <output_dir>/audit.",
@@ -286,6 +294,7 @@ class TextClassificationConfig(ContrastiveArguments, TransferConfig):
         if target is not None and not 0.0 < target <= 1.0:
             raise ValueError(f"--abstain_below_precision must be in (0, 1], got {target}.")
         check_choice(self, "pooling", POOLING_CHOICES)
+        self._check_race()
         settings = self.long_text_settings()  # bad values fail now
         if self.max_seq_length is not None and settings.windowed:
             settings.stride_for(self.max_seq_length)
@@ -296,6 +305,13 @@ class TextClassificationConfig(ContrastiveArguments, TransferConfig):
                 "fine-tune (--feature_extraction none)."
             )
         self._check_sources()
+
+    def _check_race(self) -> None:
+        check_choice(self, "strategy", STRATEGY_CHOICES)
+        if self.strategy != "auto" and (self.time_budget or self.race_candidates):
+            raise ValueError("--time_budget and --race_candidates need --strategy auto.")
+        if self.time_budget:
+            parse_duration(self.time_budget)
 
     def long_text_settings(self) -> LongTextSettings:
         """``--long_text_strategy``, ``--stride``, ``--max_chunks`` and ``--chunk_pooling``.

@@ -163,13 +163,10 @@ def train_feature_extractor(
             extract_s=seconds["train"],
         )
         head: object = estimator
-        trainable = sum(
-            np.asarray(getattr(estimator, a)).size
-            for a in ("coef_", "intercept_")
-            if hasattr(estimator, a)
-        )
+        trainable = sum(np.size(getattr(estimator, a, [])) for a in ("coef_", "intercept_"))
         if default_head and len(estimator.classes_) == len(label_names):
             head = linear_head_of(estimator, len(label_names), features, outcome)
+        outcome.fit.best_metric = fitted_head_metric(outcome, label_names, config)
     else:
         x_train = features["train"][0]
         head = FeatureHead(x_train.shape[1], len(label_names), config.feature_extraction)
@@ -202,3 +199,15 @@ def linear_head_of(estimator, num_labels: int, features: Features, outcome: Trai
             logits = head(torch.as_tensor(x, dtype=torch.float32)).numpy()
             setattr(outcome, split, (logits, y))
     return head
+
+
+def fitted_head_metric(outcome: TrainOutcome, label_names: list[str], config) -> float | None:
+    """A fitted scikit-learn head's validation ``--metric_for_best_model`` (one fit, no epochs:
+    ``metrics.json``'s ``best_metric``, what the strategy race compares); None when the split
+    or the metric is missing."""
+    if outcome.validation is None:
+        return None
+    logits, labels = outcome.validation
+    metrics = metrics_fn(label_names, config)(labels, logits)
+    value = metrics.get(config.metric_for_best_model.removeprefix("eval_"))
+    return None if value is None else float(value)

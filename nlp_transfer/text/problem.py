@@ -62,8 +62,14 @@ def check_problem_settings(config, problem_type: str) -> None:
 
     Raises:
         ValueError: ``--sampling``, ``--feature_extraction``, ``--class_weights`` (other than
-            ``balanced`` for multi-label) or ``--standardize_targets`` where they do not apply.
+            ``balanced`` for multi-label) or ``--standardize_targets`` where they do not apply;
+            ``--strategy auto`` (a race of several runs: :func:`nlp_transfer.race.race`).
     """
+    if getattr(config, "strategy", "manual") == "auto":
+        raise ValueError(
+            "--strategy auto races several runs: start it with nlp-transfer train, a recipe, "
+            "nlp_transfer.train() or nlp_transfer.race.race(), not run_text_classification."
+        )
     if problem_type == SINGLE_LABEL:
         if config.standardize_targets:  # None (unset) is on for regression only
             raise ValueError("--standardize_targets applies to --problem_type regression only.")

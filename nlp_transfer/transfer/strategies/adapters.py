@@ -37,8 +37,8 @@ class PeftArguments:
     num_virtual_tokens: int = arg(20, "Prompt tuning: number of virtual tokens.", TRANSFER)
     merge_adapter: bool = arg(
         True,
-        "Save LoRA/IA3 merged (Hugging Face layout) in output_dir, the adapter alone in "
-        "output_dir/adapter; false: output_dir holds the adapter.",
+        "Save LoRA/IA3 merged in output_dir, the adapter in output_dir/adapter; false: "
+        "output_dir holds the adapter.",
         TRANSFER,
     )
 

@@ -15,8 +15,8 @@ from .freeze import TRANSFER, fine_tuning_description
 class BitFitArguments:
     bitfit: bool = arg(
         False,
-        "BitFit (Ben Zaken et al. 2022): train only the bias terms and the head (with "
-        "--freeze_layers k, only the biases of layers k and above).",
+        "BitFit (Ben Zaken et al. 2022): train only biases and the head (biases of layers "
+        ">= --freeze_layers).",
         TRANSFER,
     )
 

@@ -1,0 +1,214 @@
+"""``--strategy auto``: the strategy race (budget, resuming, leaderboard, the winner's output)."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from nlp_transfer.args import parse_duration
+from nlp_transfer.race import race
+from nlp_transfer.race.budget import BudgetCallback, TimeBudget
+from nlp_transfer.race.candidates import DataFacts, choose_candidates
+from nlp_transfer.text.config import TextClassificationConfig
+
+from conftest import toy_sentiment_frame
+
+# validation accuracy each fake candidate "reaches"
+FAKE_VALUES = {"feature_extraction": 0.70, "contrastive": 0.75, "freeze_half": 0.80, "lora": 0.60}
+FAKE_VALUES["full"] = 0.99
+# TF-IDF is real (no fake run) and perfect on the toy task: the fake races leave it out
+WITHOUT_TFIDF = "feature_extraction,contrastive,freeze_half,lora,full"
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _config(tiny_bert_dir, out, **kwargs) -> TextClassificationConfig:
+    settings = {
+        "model_name_or_path": str(tiny_bert_dir),
+        "text_column": "sentence",
+        "label_column": "sentiment",
+        "output_dir": str(out),
+        "num_train_epochs": 2,
+        "save_strategy": "no",
+        "strategy": "auto",
+    }
+    return TextClassificationConfig(**(settings | kwargs))
+
+
+def fake_run(clock: FakeClock, seconds: float, calls: list[str], stop_at: str | None = None):
+    """A candidate's run that takes ``seconds`` of the fake clock and writes its metrics."""
+
+    def run(config, dataset, callbacks):
+        name = config.output_dir.rsplit("/", 1)[-1]
+        calls.append(name)
+        if name == stop_at:
+            raise KeyboardInterrupt  # the process is killed in the middle of this candidate
+        clock.now += seconds
+        metrics = {"best_metric": FAKE_VALUES[name], "parameters": {"trainable": 10}}
+        metrics["validation"] = [{"accuracy": FAKE_VALUES[name]}]
+        from pathlib import Path
+
+        Path(config.output_dir).mkdir(parents=True, exist_ok=True)
+        (Path(config.output_dir) / "metrics.json").write_text(json.dumps(metrics))
+        return metrics
+
+    return run
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("90s", 90), ("20m", 1200), ("1.5h", 5400), ("1h30m", 5400), ("45", 45)]
+)
+def test_parse_duration(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["soon", "20 minutes", "0m", "-5"])
+def test_parse_duration_refuses_bad_values(text):
+    with pytest.raises(ValueError, match="--time_budget"):
+        parse_duration(text)
+
+
+def test_budget_flags_need_strategy_auto(tiny_bert_dir, tmp_path):
+    with pytest.raises(ValueError, match="need --strategy auto"):
+        _config(tiny_bert_dir, tmp_path, strategy="manual", time_budget="5m")
+    with pytest.raises(ValueError, match="--time_budget 'later'"):
+        _config(tiny_bert_dir, tmp_path, time_budget="later")
+
+
+def test_budget_callback_stops_before_an_epoch_that_would_not_fit():
+    clock = FakeClock()
+    budget = TimeBudget(100.0, clock=clock)  # 95 s before the 5% reserve
+    callback = BudgetCallback(budget, "full")
+    trainer = SimpleNamespace(
+        control=SimpleNamespace(should_training_stop=False), state=SimpleNamespace(epoch=1)
+    )
+    for epoch in (1, 2, 3):
+        callback.on_epoch_begin(trainer)
+        clock.now += 30  # each epoch takes 30 s
+        trainer.state.epoch = epoch + 1  # on_epoch_end sees the next epoch
+        callback.on_epoch_end(trainer)
+        if trainer.control.should_training_stop:
+            break
+    # after epoch 3, 90 s are spent: a 4th epoch (30 s) does not fit in the 5 s left
+    assert (epoch, callback.stopped_at) == (3, 3)
+    assert budget.remaining == pytest.approx(5.0)
+
+
+def test_candidates_depend_on_the_data():
+    few = DataFacts("single_label_classification", 32, 16, 6)
+    names = [c.name for c in choose_candidates(few)[0]]
+    assert names == ["tfidf", "feature_extraction", "contrastive", "freeze_half", "lora", "full"]
+    many, skipped = choose_candidates(DataFacts("single_label_classification", 8000, 4000, 6))
+    assert (
+        "contrastive" not in [c.name for c in many]
+        and "examples per class" in skipped["contrastive"]
+    )
+    multi = [
+        c.name for c in choose_candidates(DataFacts("multi_label_classification", 90, 9, 6))[0]
+    ]
+    assert multi == ["tfidf", "freeze_half", "lora", "full"]
+    with pytest.raises(ValueError, match="--race_candidates: unknown svm"):
+        choose_candidates(few, ("tfidf", "svm"))
+
+
+def test_race_keeps_the_budget_with_a_fake_clock(tiny_bert_dir, tmp_path):
+    clock, calls = FakeClock(), []
+    config = _config(
+        tiny_bert_dir, tmp_path / "out", time_budget="100s", race_candidates=WITHOUT_TFIDF
+    )
+    metrics = race(
+        config, toy_sentiment_frame(64), run=fake_run(clock, 40.0, calls), clock=clock, plots=False
+    )
+    board = {row["candidate"]: row for row in metrics["race"]["leaderboard"]}
+    # 40 s each: feature extraction and contrastive use 80 s; freeze_half starts with 15 s
+    # left and ends at 120 s; lora and full find the budget spent and are skipped
+    assert calls == ["feature_extraction", "contrastive", "freeze_half"]
+    assert board["lora"]["state"] == board["full"]["state"] == "skipped"
+    assert board["lora"]["note"] == "time budget spent"
+    assert metrics["race"]["winner"] == "freeze_half"  # the best of those that ran (0.80)
+
+
+def test_killed_race_resumes_without_rerunning_finished_candidates(tiny_bert_dir, tmp_path):
+    clock, calls = FakeClock(), []
+    config = _config(
+        tiny_bert_dir, tmp_path / "out", time_budget="1h", race_candidates=WITHOUT_TFIDF
+    )
+    data = toy_sentiment_frame(64)
+    with pytest.raises(KeyboardInterrupt):
+        race(config, data, run=fake_run(clock, 10.0, calls, stop_at="lora"), clock=clock)
+    assert calls == ["feature_extraction", "contrastive", "freeze_half", "lora"]
+    calls.clear()
+    metrics = race(config, data, run=fake_run(clock, 10.0, calls), clock=clock, plots=False)
+    assert calls == ["lora", "full"]  # feature extraction... were not run again
+    board = {row["candidate"]: row for row in metrics["race"]["leaderboard"]}
+    assert board["freeze_half"]["resumed"] and not board["full"].get("resumed")
+    assert metrics["race"]["winner"] == "full"
+    assert metrics["race"]["spent_s"] == pytest.approx(50.0)  # 30 s before the kill + 20 s
+
+
+def test_output_dir_with_other_files_is_refused(tiny_bert_dir, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "model.safetensors").write_text("an earlier run")
+    with pytest.raises(FileExistsError, match="--overwrite_output_dir"):
+        race(_config(tiny_bert_dir, out), toy_sentiment_frame(64))
+    assert (out / "model.safetensors").read_text() == "an earlier run"
+
+
+def test_run_text_classification_refuses_strategy_auto(tiny_bert_dir, tmp_path):
+    from nlp_transfer.text.run import run_text_classification
+
+    with pytest.raises(ValueError, match="--strategy auto races several runs"):
+        run_text_classification(_config(tiny_bert_dir, tmp_path / "o"), toy_sentiment_frame(40))
+
+
+@pytest.mark.slow
+def test_tfidf_winner_is_an_ordinary_output_dir(tiny_bert_dir, tmp_path, capsys):
+    """On the toy task (one sentiment word decides), TF-IDF wins against the random tiny BERT:
+    the output loads in TextClassifier and nlp-transfer predict, and ONNX says why not."""
+    from nlp_transfer import TextClassifier
+    from nlp_transfer.cli.commands import main
+
+    out = tmp_path / "out"
+    config = _config(tiny_bert_dir, out, race_candidates="tfidf,full")
+    metrics = race(config, toy_sentiment_frame(120))
+    assert metrics["race"]["winner"] == "tfidf"
+    assert (out / "tfidf.skops").is_file() and (out / "plots" / "race.png").is_file()
+    assert "## Strategy race" in (out / "README.md").read_text()
+    saved = json.loads((out / "metrics.json").read_text())
+    assert [r["candidate"] for r in saved["race"]["leaderboard"]] == ["tfidf", "full"]
+    classifier = TextClassifier.from_pretrained(out)
+    assert classifier.backend == "tfidf"
+    results = classifier.predict(["the movie was superb", "the plot was awful"])
+    assert [r["label"] for r in results] == ["pos", "neg"]
+    np.testing.assert_allclose(sum(results[0]["scores"].values()), 1.0, rtol=1e-6)
+    (tmp_path / "in.txt").write_text("the movie was superb\n")
+    assert main(["predict", "--model_dir", str(out), "--file", str(tmp_path / "in.txt")]) == 0
+    assert "pos" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="TF-IDF model"):
+        TextClassifier.from_pretrained(out, backend="onnxruntime")
+
+
+@pytest.mark.slow
+def test_fine_tuned_winner_reloads_through_every_backend(tiny_bert_dir, tmp_path):
+    from nlp_transfer import TextClassifier
+
+    out = tmp_path / "out"
+    config = _config(tiny_bert_dir, out, race_candidates="freeze_half,full", num_train_epochs=3)
+    metrics = race(config, toy_sentiment_frame(120))
+    assert metrics["race"]["winner"] in ("freeze_half", "full")
+    texts = ["the movie was superb", "the plot was awful", "a dull story"]
+    torch_probs = TextClassifier.from_pretrained(out).predict_proba(texts)
+    onnx_probs = TextClassifier.from_pretrained(out, backend="onnxruntime").predict_proba(texts)
+    np.testing.assert_allclose(onnx_probs, torch_probs, atol=1e-4)
+    int8 = TextClassifier.from_pretrained(out, backend="onnxruntime", quantize="int8")
+    assert int8.predict_proba(texts).shape == (3, 2)
