@@ -212,3 +212,45 @@ def test_fine_tuned_winner_reloads_through_every_backend(tiny_bert_dir, tmp_path
     np.testing.assert_allclose(onnx_probs, torch_probs, atol=1e-4)
     int8 = TextClassifier.from_pretrained(out, backend="onnxruntime", quantize="int8")
     assert int8.predict_proba(texts).shape == (3, 2)
+
+
+def test_successive_halving_stops_a_candidate_behind_at_an_epoch(tiny_bert_dir, tmp_path):
+    """Epoch 1: lora (0.55) is below freeze_half (0.80), the first to reach it: pruned there;
+    full (0.90) is the best so far at epoch 1 and goes on to win."""
+    curves = {
+        "freeze_half": [0.80, 0.84, 0.86],
+        "lora": [0.55, 0.9, 0.95],
+        "full": [0.9, 0.95, 0.97],
+    }
+    calls = []
+
+    def run(config, dataset, callbacks):
+        name = config.output_dir.rsplit("/", 1)[-1]
+        calls.append(name)
+        trainer = SimpleNamespace(
+            state=SimpleNamespace(epoch=1), control=SimpleNamespace(should_training_stop=False)
+        )
+        for epoch, value in enumerate(curves[name], start=1):
+            trainer.state.epoch = epoch
+            for callback in callbacks:
+                callback.on_evaluate(trainer, {"accuracy": value})
+        from pathlib import Path
+
+        metrics = {"best_metric": max(curves[name]), "validation": [{}] * 3}
+        Path(config.output_dir).mkdir(parents=True, exist_ok=True)
+        (Path(config.output_dir) / "metrics.json").write_text(json.dumps(metrics))
+        return metrics
+
+    config = _config(tiny_bert_dir, tmp_path / "out", race_candidates="freeze_half,lora,full")
+    metrics = race(config, toy_sentiment_frame(64), run=run, plots=False)
+    board = {row["candidate"]: row for row in metrics["race"]["leaderboard"]}
+    assert calls == ["freeze_half", "lora", "full"]
+    assert board["lora"]["state"] == "pruned" and board["lora"]["value"] == 0.55
+    assert board["lora"]["epochs_run"] == 1
+    assert board["full"]["state"] == board["freeze_half"]["state"] == "complete"
+    assert metrics["race"]["winner"] == "full"
+    assert [r["candidate"] for r in metrics["race"]["leaderboard"]] == [
+        "full",
+        "freeze_half",
+        "lora",
+    ]

@@ -28,14 +28,22 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..metrics import greater_is_better
+from ..search import OptunaPruningCallback
 from .budget import BudgetCallback, TimeBudget, parse_duration
 from .candidates import CANDIDATE_NAMES, Candidate, DataFacts, choose_candidates
 from .report import leaderboard_rows, write_race_outputs
 from .tfidf import run_tfidf_candidate
+
+if TYPE_CHECKING:
+    from datasets import DatasetDict
+
+    from ..data.read import DataSource
+    from ..text.config import TextClassificationConfig
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +66,8 @@ class RaceContext:
 
 
 def race(
-    config,
-    dataset=None,
+    config: TextClassificationConfig,
+    dataset: DataSource | DatasetDict | None = None,
     *,
     run: Callable | None = None,
     clock: Callable[[], float] = time.monotonic,
@@ -92,6 +100,11 @@ def race(
             "--strategy auto runs its candidates one after another in one process; start it "
             "without accelerate launch / torchrun."
         )
+    if getattr(config, "audit", False):
+        raise ValueError(
+            "--audit with --strategy auto: audit the data once first (nlp-transfer audit), "
+            "then race without --audit."
+        )
     output_dir = _check_output_dir(config)
     ctx, facts = _prepare(config, dataset, output_dir / RACE_DIR, run, clock)
     candidates, skipped = choose_candidates(facts, _only(config))
@@ -121,7 +134,12 @@ def race(
     return write_race_outputs(output_dir, board, winner, ctx.metric, spent, ctx.budget, plots)
 
 
-def run_or_race(config, dataset=None, task_name: str = "text classification", callbacks=()) -> dict:
+def run_or_race(
+    config: TextClassificationConfig,
+    dataset: DataSource | DatasetDict | None = None,
+    task_name: str = "text classification",
+    callbacks: Sequence = (),
+) -> dict:
     """A text run as ``config`` says: the race with ``--strategy auto``, else one run of
     :func:`~nlp_transfer.text.run.run_text_classification` (what the recipes, ``nlp-transfer
     train`` and ``nlp_transfer.train`` call).
@@ -246,7 +264,7 @@ def _race_one(ctx: RaceContext, study, candidate: Candidate) -> dict:
         if candidate.is_tfidf:
             row |= run_tfidf_candidate(ctx.config, ctx.dataset, out, ctx.metric)
         else:
-            row |= _run_training(ctx, candidate, trial, out)
+            _run_training(ctx, candidate, trial, out, row)
         row["state"] = "complete"
     except optuna.TrialPruned as pruned:
         row |= {"state": "pruned", "note": str(pruned)}
@@ -265,41 +283,59 @@ def _race_one(ctx: RaceContext, study, candidate: Candidate) -> dict:
     return row
 
 
-def _run_training(ctx: RaceContext, candidate: Candidate, trial, out: Path) -> dict:
-    """A candidate that is a training run of the toolkit, with the race's callbacks."""
-    from ..search import OptunaPruningCallback
-
+def _run_training(ctx: RaceContext, candidate: Candidate, trial, out: Path, row: dict) -> None:
+    """A candidate that is a training run of the toolkit, with the race's callbacks (``row``
+    gets its overrides, and its best validation value so far even when it is pruned)."""
     overrides = candidate.overrides(ctx.facts)
     trial_config = dataclasses.replace(
         ctx.config,
         strategy="manual",
         time_budget=None,
         race_candidates=None,
+        run_baseline=False,  # TF-IDF is a candidate of its own
         output_dir=str(out),
         overwrite_output_dir=True,  # an interrupted candidate left its directory
         resume_from_checkpoint=None,
         **overrides,
     )
     trial_config.validate()
-    callbacks = []
+    callbacks, pruning = [], RacePruning(trial, ctx.metric, ctx.greater_is_better)
     if candidate.trains_epochs:
-        callbacks.append(OptunaPruningCallback(trial, ctx.metric))
+        callbacks.append(pruning)
         if ctx.budget is not None:
             callbacks.append(BudgetCallback(ctx.budget, candidate.name))
-    ctx.run(trial_config, ctx.dataset, callbacks)
-    return {"overrides": overrides}
+    row["overrides"] = overrides
+    try:
+        ctx.run(trial_config, ctx.dataset, callbacks)
+    finally:  # pruned: its best epoch before it was stopped
+        row["value"] = pruning.best
+        row["epochs_run"] = pruning.epochs
+
+
+class RacePruning(OptunaPruningCallback):
+    """Successive halving's epoch reports, remembering the best value and the epochs run."""
+
+    def __init__(self, trial, metric: str, greater_is_better: bool):
+        super().__init__(trial, metric)
+        self.sign, self.best, self.epochs = 1 if greater_is_better else -1, None, 0
+
+    def on_evaluate(self, trainer, metrics: dict) -> None:
+        value, self.epochs = float(metrics[self.metric]), self.epochs + 1
+        if self.best is None or self.sign * value > self.sign * self.best:
+            self.best = value
+        super().on_evaluate(trainer, metrics)
 
 
 def _read_run(out: Path, metric: str, row: dict) -> dict:
-    """Value, trainable parameters and stored size from a candidate's ``metrics.json``."""
+    """Value, trainable parameters and stored size from a finished candidate's ``metrics.json``."""
     import json
 
     path = out / "metrics.json"
-    if not path.is_file():
+    if row["state"] != "complete" or not path.is_file():  # pruned or failed: nothing saved
         return {}
     metrics = json.loads(path.read_text(encoding="utf-8"))
     found = {"size_mb": _size_mb(out)}
-    if row.get("value") is None and metrics.get("best_metric") is not None:
+    if metrics.get("best_metric") is not None:  # the best epoch's, as the run kept it
         found["value"] = float(metrics["best_metric"])
     params = metrics.get("parameters") or {}
     found["trainable_params"] = params.get("trainable")
