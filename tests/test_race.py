@@ -254,3 +254,42 @@ def test_successive_halving_stops_a_candidate_behind_at_an_epoch(tiny_bert_dir, 
         "freeze_half",
         "lora",
     ]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("problem", ["multi_label", "regression"])
+def test_race_works_for_multi_label_and_regression(tiny_bert_dir, tmp_path, problem):
+    """TF-IDF (one-vs-rest / ridge) and fine-tuning race on the problem type's own metric; the
+    winner predicts in the problem type's form."""
+    from test_problem_types import generated_multilabel_frame, generated_regression_frame
+
+    from nlp_transfer import TextClassifier
+
+    if problem == "multi_label":
+        frame, settings = (
+            generated_multilabel_frame(),
+            {"label_column": "tags", "label_separator": "|"},
+        )
+        metric, key = "average_precision", "labels"
+    else:
+        frame, settings = (
+            generated_regression_frame(),
+            {"label_column": "score", "problem_type": "regression"},
+        )
+        metric, key = "rmse", "score"
+    config = _config(
+        tiny_bert_dir,
+        tmp_path / "out",
+        race_candidates="tfidf,feature_extraction,full",
+        **(settings | {"text_column": "text"}),
+    )
+    metrics = race(config, frame, plots=False)
+    board = {row["candidate"]: row for row in metrics["race"]["leaderboard"]}
+    assert metrics["race"]["metric"] == f"validation {metric}"
+    assert board["feature_extraction"]["state"] == "skipped"  # single-label only
+    assert board["tfidf"]["value"] is not None and board["full"]["value"] is not None
+    values = [board["tfidf"]["value"], board["full"]["value"]]
+    best = min(values) if problem == "regression" else max(values)
+    assert board[metrics["race"]["winner"]]["value"] == best
+    result = TextClassifier.from_pretrained(tmp_path / "out").predict(["the good movie"])[0]
+    assert key in result

@@ -49,7 +49,7 @@ class DataFacts:
             counts = np.bincount(np.asarray(arrow_column(train, "label"))).tolist()
         elif problem_type == MULTI_LABEL:
             rows = arrow_column(train, "label")
-            counts = np.bincount([i for row in rows for i in row]).tolist()
+            counts = np.bincount([int(i) for row in rows for i in row], minlength=1).tolist()
         present = [c for c in counts if c > 0]
         return cls(problem_type, len(train), min(present) if present else 0, num_layers)
 

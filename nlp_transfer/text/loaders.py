@@ -99,14 +99,21 @@ def is_prepared(dataset: object) -> bool:
     """Whether ``dataset`` is ready splits to use as is (no column, split or cap to apply).
 
     True for a ``DatasetDict`` with ``train``, ``validation`` and ``test`` splits, each with a
-    ``text`` column and a ``label`` ``ClassLabel`` column, as :func:`load_data` and
+    ``text`` column and a ``label`` column that is a ``ClassLabel``, a list of ``ClassLabel``
+    ids (multi-label) or floats (regression), as :func:`load_data` and
     :func:`~nlp_transfer.data.load_text_classification_dataset` return; anything else (a
     DataFrame, a Dataset, other columns or splits) goes through :func:`load_data`.
     """
     if not isinstance(dataset, DatasetDict) or set(dataset) != {"train", "validation", "test"}:
         return False
+
+    def ready(label) -> bool:
+        if isinstance(label, ClassLabel) or isinstance(getattr(label, "feature", None), ClassLabel):
+            return True
+        return getattr(label, "dtype", None) in ("float32", "float64")
+
     return all(
-        "text" in split.column_names and isinstance(split.features.get("label"), ClassLabel)
+        "text" in split.column_names and ready(split.features.get("label"))
         for split in dataset.values()
     )
 
