@@ -293,3 +293,25 @@ def test_race_works_for_multi_label_and_regression(tiny_bert_dir, tmp_path, prob
     assert board[metrics["race"]["winner"]]["value"] == best
     result = TextClassifier.from_pretrained(tmp_path / "out").predict(["the good movie"])[0]
     assert key in result
+
+
+def test_recipe_and_python_api_take_strategy_auto(tiny_bert_dir, toy_csv, tmp_path):
+    """The sentiment recipe and nlp_transfer.train() run the race when asked (TF-IDF alone: fast),
+    and nlp_transfer.train() returns the winner as its model."""
+    import nlp_transfer
+
+    import sentiment
+
+    flags = ["--model_name_or_path", str(tiny_bert_dir), "--train_file", str(toy_csv)]
+    flags += ["--text_column", "sentence", "--label_column", "sentiment"]
+    flags += ["--output_dir", str(tmp_path / "recipe"), "--strategy", "auto"]
+    metrics = sentiment.main([*flags, "--race_candidates", "tfidf"])
+    assert metrics["race"]["winner"] == "tfidf"
+    result = nlp_transfer.train(
+        str(toy_csv), text_column="sentence", label_column="sentiment",
+        model_name_or_path=str(tiny_bert_dir), output_dir=tmp_path / "api",
+        strategy="auto", race_candidates="tfidf",
+    )  # fmt: skip
+    assert result.metrics["race"]["winner"] == "tfidf"
+    assert result.model.backend == "tfidf"
+    assert result.model.predict("the movie was superb")["label"] == "pos"
