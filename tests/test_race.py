@@ -315,3 +315,14 @@ def test_recipe_and_python_api_take_strategy_auto(tiny_bert_dir, toy_csv, tmp_pa
     assert result.metrics["race"]["winner"] == "tfidf"
     assert result.model.backend == "tfidf"
     assert result.model.predict("the movie was superb")["label"] == "pos"
+
+
+def test_a_race_where_nothing_applies_says_why(tiny_bert_dir, tmp_path):
+    from test_problem_types import generated_regression_frame
+
+    config = _config(
+        tiny_bert_dir, tmp_path / "out", text_column="text", label_column="score",
+        problem_type="regression", race_candidates="feature_extraction,contrastive",
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="feature_extraction: skipped a scikit-learn head"):
+        race(config, generated_regression_frame(), plots=False)

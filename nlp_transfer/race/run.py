@@ -126,7 +126,10 @@ def race(
     board = leaderboard_rows([rows[n] for n in CANDIDATE_NAMES if n in rows], ctx.greater_is_better)
     finished = [r for r in board if r["state"] == "complete" and r.get("value") is not None]
     if not finished:
-        raise ValueError(f"--strategy auto: no candidate finished: {board}")
+        states = "; ".join(
+            f"{r['candidate']}: {r['state']} {r.get('note', '')}".strip() for r in board
+        )
+        raise ValueError(f"--strategy auto: no candidate finished ({states}).")
     winner = finished[0]
     logger.info(f"race: {winner['candidate']} wins ({ctx.metric} {winner['value']:.4f})")
     _promote(Path(winner["output_dir"]), output_dir)
