@@ -342,6 +342,9 @@ def _read_run(out: Path, metric: str, row: dict) -> dict:
         found["value"] = float(metrics["best_metric"])
     params = metrics.get("parameters") or {}
     found["trainable_params"] = params.get("trainable")
+    stage = (metrics.get("transfer_strategy") or {}).get("contrastive") or {}
+    if found["trainable_params"] is not None and stage.get("trainable_params"):
+        found["trainable_params"] += stage["trainable_params"]  # the encoder, tuned first
     found["epochs_run"] = len(metrics.get("validation") or [])
     test = metrics.get("test") or {}
     found["test"] = {k: v for k, v in test.items() if isinstance(v, int | float)}
