@@ -214,13 +214,14 @@ def test_fine_tuned_winner_reloads_through_every_backend(tiny_bert_dir, tmp_path
     assert int8.predict_proba(texts).shape == (3, 2)
 
 
-def test_successive_halving_stops_a_candidate_behind_at_an_epoch(tiny_bert_dir, tmp_path):
-    """Epoch 1: lora (0.55) is below freeze_half (0.80), the first to reach it: pruned there;
-    full (0.90) is the best so far at epoch 1 and goes on to win."""
+def test_a_candidate_behind_by_more_than_noise_is_stopped_from_epoch_2(tiny_bert_dir, tmp_path):
+    """40 validation rows: the margin is 1/sqrt(40) = 0.158. Epoch 1 (warm-up) stops nobody;
+    at epoch 2 lora (0.60) is 0.20 behind freeze_half (0.80): pruned; full (0.70, 0.10 behind,
+    within the noise) goes on to win. Rank alone would have stopped full at epoch 1 (0.40)."""
     curves = {
-        "freeze_half": [0.80, 0.84, 0.86],
-        "lora": [0.55, 0.9, 0.95],
-        "full": [0.9, 0.95, 0.97],
+        "freeze_half": [0.60, 0.80, 0.85],
+        "lora": [0.50, 0.60, 0.95],
+        "full": [0.40, 0.70, 0.90],
     }
     calls = []
 
@@ -242,11 +243,11 @@ def test_successive_halving_stops_a_candidate_behind_at_an_epoch(tiny_bert_dir, 
         return metrics
 
     config = _config(tiny_bert_dir, tmp_path / "out", race_candidates="freeze_half,lora,full")
-    metrics = race(config, toy_sentiment_frame(64), run=run, plots=False)
+    metrics = race(config, toy_sentiment_frame(400), run=run, plots=False)  # 40 validation rows
     board = {row["candidate"]: row for row in metrics["race"]["leaderboard"]}
     assert calls == ["freeze_half", "lora", "full"]
-    assert board["lora"]["state"] == "pruned" and board["lora"]["value"] == 0.55
-    assert board["lora"]["epochs_run"] == 1
+    assert board["lora"]["state"] == "pruned" and board["lora"]["value"] == 0.60
+    assert board["lora"]["epochs_run"] == 2
     assert board["full"]["state"] == board["freeze_half"]["state"] == "complete"
     assert metrics["race"]["winner"] == "full"
     assert [r["candidate"] for r in metrics["race"]["leaderboard"]] == [

@@ -63,7 +63,7 @@ class Candidate:
         description: What it is, for the leaderboard and the model card.
         overrides: ``facts -> config changes`` (empty for TF-IDF, which is not a training run).
         skip_reason: ``facts -> None`` when it applies, else why it sits out.
-        trains_epochs: Whether it trains epoch by epoch (then successive halving can stop it
+        trains_epochs: Whether it trains epoch by epoch (then the race's pruner can stop it
             early, and the time budget can end it after an epoch).
     """
 

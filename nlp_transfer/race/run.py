@@ -5,11 +5,9 @@
 The candidates (:mod:`.candidates`: TF-IDF, cached feature extraction, contrastive tuning for
 few-shot data, the upper half fine-tuned over a cached frozen half, LoRA, full fine-tuning) run
 one after another, cheapest first, each into ``output_dir/race/<name>`` on the same splits. The
-candidates that train epoch by epoch race under successive halving with epochs as the resource
-(Optuna's ``SuccessiveHalvingPruner``, the asynchronous successive halving of Li et al. 2020,
-"A System for Massively Parallel Hyperparameter Tuning"): after epoch 1, 3, 9... a candidate
-goes on only if its validation metric is among the best third of those that reached that epoch
-(the first ones there: the best so far). The time budget covers the whole race (data, caching,
+candidates that train epoch by epoch report their validation metric after each epoch, and one
+stops (``pruned``) once it is behind the best value an earlier candidate had at that epoch by
+more than validation noise (:mod:`.pruning`, a race in the sense of Maron and Moore 1994). The time budget covers the whole race (data, caching,
 every candidate): a candidate that would not fit is skipped, one that trains epochs stops after
 the last epoch that fits (its best epoch kept), and 5% is kept for the end. The study lives in
 ``output_dir/race/study.db`` (SQLite), so a killed race started again with the same command
@@ -36,6 +34,7 @@ from ..metrics import greater_is_better
 from ..search import OptunaPruningCallback
 from .budget import BudgetCallback, TimeBudget, parse_duration
 from .candidates import CANDIDATE_NAMES, Candidate, DataFacts, choose_candidates
+from .pruning import NoiseMarginPruner
 from .report import leaderboard_rows, write_race_outputs
 from .tfidf import run_tfidf_candidate
 
@@ -223,7 +222,7 @@ def _open_study(ctx: RaceContext):
         storage=f"sqlite:///{ctx.race_dir / 'study.db'}",
         load_if_exists=True,
         direction="maximize" if ctx.greater_is_better else "minimize",
-        pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3),
+        pruner=NoiseMarginPruner(ctx.dataset["validation"].num_rows, ctx.greater_is_better),
     )
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study.tell(trial.number, state=TrialState.FAIL)
@@ -316,7 +315,7 @@ def _run_training(ctx: RaceContext, candidate: Candidate, trial, out: Path, row:
 
 
 class RacePruning(OptunaPruningCallback):
-    """Successive halving's epoch reports, remembering the best value and the epochs run."""
+    """The epoch reports to the study's pruner, remembering the best value and the epochs run."""
 
     def __init__(self, trial, metric: str, greater_is_better: bool):
         super().__init__(trial, metric)
