@@ -141,6 +141,20 @@ def record_of(r: dict) -> dict:
     return r
 
 
+def reused_records(args, records: list[dict]) -> list[dict]:
+    """``--reuse``'s runs of the (row, seed, method) cells this run did not run."""
+    if not args.reuse:
+        return []
+    earlier = json.loads(Path(args.reuse).read_text(encoding="utf-8"))
+    ran = {(r["row"], r["seed"], r["method"]) for r in records}
+    cells = {(r["row"], r["seed"]) for r in records}
+    return [
+        r | {"reused_from": args.reuse}
+        for r in earlier["records"]
+        if (r["row"], r["seed"]) in cells and (r["row"], r["seed"], r["method"]) not in ran
+    ]
+
+
 def summarise(records: list[dict]) -> list[dict]:
     """Per row: each method's mean accuracy and median seconds; the goals' checks."""
     out = []
@@ -155,6 +169,7 @@ def summarise(records: list[dict]) -> list[dict]:
                 "wall_s_median": statistics.median(r["wall_s"] for r in runs),
                 "seeds": len(runs),
                 "winners": [r.get("winner") for r in runs if r.get("winner")],
+                "reused": any(r.get("reused_from") for r in runs),
             }  # fmt: skip
         singles = {m: v for m, v in methods.items() if m in SINGLES}
         summary = {"row": row, "methods": methods}
@@ -178,8 +193,9 @@ def markdown(summary: list[dict]) -> str:
         cells = [s["row"]]
         for m in methods:
             v = s["methods"].get(m)
+            mark = " †" if v and v.get("reused") else ""
             cells.append(
-                "—" if v is None else f"{v['accuracy_mean']:.3f} ({v['wall_s_median']:.0f} s)"
+                "—" if v is None else f"{v['accuracy_mean']:.3f} ({v['wall_s_median']:.0f} s){mark}"
             )
         winners = ", ".join(s["methods"].get("auto", {}).get("winners", []))
         goals = [
@@ -191,7 +207,9 @@ def markdown(summary: list[dict]) -> str:
         rows.append(cells)
     head = "### Test accuracy, mean over seeds (median seconds per run)\n\n"
     table = harness.markdown_table(["row", *methods, "auto's winners", "goals missed"], rows)
-    return head + table + "\n"
+    reused = any(v.get("reused") for s in summary for v in s["methods"].values())
+    note = "\n† runs of an earlier result (`--reuse`), same rows and seeds.\n" if reused else ""
+    return head + table + "\n" + note
 
 
 def main(argv=None) -> dict:
@@ -204,6 +222,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--max_validation", type=int, default=1000)
     parser.add_argument("--max_test", type=int, default=2000)
     parser.add_argument("--budget_scale", type=float, default=1.0, help="Times each row's budget.")
+    parser.add_argument(
+        "--reuse",
+        default=None,
+        help="An earlier strategy_race.json on the same rows and seeds: its runs of arms not "
+        "run now join the summary (marked reused).",
+    )
     harness.harness_arguments(parser, repeats=1)
     args = parser.parse_args(argv)
     args.arm_list = args.arms.split(",")
@@ -222,6 +246,7 @@ def main(argv=None) -> dict:
                 r = records[-1]
                 print(f"{row} seed {seed} {r['method']}: {r['accuracy']:.3f} in {r['wall_s']:.0f} s"
                       + (f" (winner {r['winner']})" if r.get("winner") else ""), flush=True)  # fmt: skip
+    records += reused_records(args, records)
     summary = summarise(records)
     return harness.finish(
         "strategy_race",

@@ -773,3 +773,28 @@ def test_audit_benchmark_flips_the_same_rows_for_a_rate_and_seed():
     assert (first == audit_bench._flipped_rows(1000, 0.1, 3)).all()
     assert 60 < len(first) < 140
     assert not np.array_equal(first, audit_bench._flipped_rows(1000, 0.1, 4))
+
+
+def test_strategy_race_summary_checks_the_goals_and_reuses_earlier_runs(tmp_path):
+    import argparse
+
+    race = bench_module("strategy_race")
+
+    def record(method, accuracy, wall_s=10.0, **extra):
+        return {"row": "sentiment_1000", "seed": 0, "method": method, "accuracy": accuracy,
+                "wall_s": wall_s, **extra}  # fmt: skip
+
+    earlier = tmp_path / "earlier.json"
+    singles = [record("tfidf", 0.685), record("full", 0.830), record("auto", 0.5, budget_s=1)]
+    earlier.write_text(json.dumps({"records": singles}))
+    now = [record("auto", 0.827, wall_s=300.0, budget_s=900.0, winner="full")]
+    reused = race.reused_records(argparse.Namespace(reuse=str(earlier)), now)
+    assert [r["method"] for r in reused] == ["tfidf", "full"]  # not the earlier auto
+    (summary,) = race.summarise(now + reused)
+    assert summary["best_single"] == "full"
+    assert summary["gap_to_best"] == pytest.approx(-0.003)
+    assert summary["within_half_point"] and summary["not_below_tfidf"] and summary["within_budget"]
+    assert "0.830 (10 s) †" in race.markdown([summary])
+    late = [record("auto", 0.80, wall_s=901.0, budget_s=900.0, winner="lora")]
+    (missed,) = race.summarise(late + reused)
+    assert missed["within_half_point"] is False and missed["within_budget"] is False
