@@ -294,6 +294,9 @@ def test_race_works_for_multi_label_and_regression(tiny_bert_dir, tmp_path, prob
     assert board[metrics["race"]["winner"]]["value"] == best
     result = TextClassifier.from_pretrained(tmp_path / "out").predict(["the good movie"])[0]
     assert key in result
+    saved = json.loads((tmp_path / "out" / "race" / "tfidf" / "config.json").read_text())
+    if problem == "multi_label":  # thresholds tuned on validation by default, as fine-tuning's
+        assert len(saved["label_thresholds"]) == 2
 
 
 def test_recipe_and_python_api_take_strategy_auto(tiny_bert_dir, toy_csv, tmp_path):

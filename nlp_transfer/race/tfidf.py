@@ -17,7 +17,7 @@ from ..metrics.regression import regression_metrics
 from ..reporting.config_file import save_config
 from ..text.baseline import split_labels, tfidf_logreg_baseline, tfidf_problem_baseline
 from ..text.problem import label_names_of, problem_type_of
-from ..text.tfidf_model import TfidfModel, save_tfidf_model
+from ..text.tfidf_model import TfidfModel, load_tfidf_model, save_tfidf_model
 
 
 def _texts(split) -> list:
@@ -49,28 +49,25 @@ def run_tfidf_candidate(config, dataset, out: Path, metric: str) -> dict:
     start = time.perf_counter()
     problem, names = problem_type_of(dataset), label_names_of(dataset)
     split = "test" if "test" in dataset else "validation"
-    tune = bool(getattr(config, "tune_decision_threshold", False))
+    tune = getattr(config, "tune_decision_threshold", None)  # None: multi-label only
     if problem == SINGLE_LABEL:
+        binary = len(names) == 2
         fitted = tfidf_logreg_baseline(
-            dataset, split, seed=config.seed, tune_decision_threshold=tune and len(names) == 2,
+            dataset, split, seed=config.seed, tune_decision_threshold=bool(tune) and binary,
             keep_model=True,
         )  # fmt: skip
-        extra = {"decision_threshold": fitted.get("decision_threshold")}
+        threshold = fitted.get("decision_threshold") or config.decision_threshold
+        extra = {"decision_threshold": threshold if binary else None}
     else:
         fitted = tfidf_problem_baseline(
             dataset, problem, split, seed=config.seed, keep_model=True,
             tune_decision_threshold=problem == MULTI_LABEL and tune is not False,
         )  # fmt: skip
         thresholds = fitted.get("thresholds")
-        extra = {
-            "label_thresholds": thresholds
-            if problem == MULTI_LABEL and thresholds is not None and np.ndim(thresholds)
-            else None
-        }
+        tuned = problem == MULTI_LABEL and thresholds is not None and np.ndim(thresholds) > 0
+        extra = {"label_thresholds": thresholds if tuned else None}
     pipeline = fitted.pop("model")
     save_tfidf_model(pipeline, out, names, problem, **extra)
-    from ..text.tfidf_model import load_tfidf_model
-
     model = load_tfidf_model(out)
     validation = split_metrics(model, dataset, "validation", problem, names)
     test = split_metrics(model, dataset, "test", problem, names) if "test" in dataset else {}
