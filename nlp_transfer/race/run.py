@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 
 from ..metrics import greater_is_better
 from ..search import OptunaPruningCallback
+from ..training.setup import check_output_dir
 from .budget import BudgetCallback, TimeBudget, parse_duration
 from .candidates import CANDIDATE_NAMES, Candidate, DataFacts, choose_candidates
 from .pruning import NoiseMarginPruner
@@ -104,7 +105,12 @@ def race(
             "--audit with --strategy auto: audit the data once first (nlp-transfer audit), "
             "then race without --audit."
         )
-    output_dir = _check_output_dir(config)
+    # refuses a non-empty output_dir unless overwriting; an earlier race's race/ folder alone
+    # does not count: the race resumes from it
+    output_dir = check_output_dir(
+        config.output_dir, config.overwrite_output_dir, ignore=(RACE_DIR,)
+    )
+    output_dir.mkdir(parents=True, exist_ok=True)
     ctx, facts = _prepare(config, dataset, output_dir / RACE_DIR, run, clock)
     candidates, skipped = choose_candidates(facts, _only(config))
     study = _open_study(ctx)
@@ -154,22 +160,6 @@ def run_or_race(
     from ..text.run import run_text_classification
 
     return run_text_classification(config, dataset, task_name, callbacks=callbacks)
-
-
-def _check_output_dir(config) -> Path:
-    """``output_dir``, refusing one that holds anything but an earlier race (resumed)."""
-    path = Path(config.output_dir).expanduser()
-    if path.exists() and not path.is_dir():
-        raise NotADirectoryError(f"--output_dir {path} is a file, not a directory.")
-    others = sorted(p.name for p in path.iterdir() if p.name != RACE_DIR) if path.is_dir() else []
-    if others and not config.overwrite_output_dir:
-        raise FileExistsError(
-            f"--output_dir {path} is not empty ({', '.join(others[:5])}); choose a new "
-            "directory or pass --overwrite_output_dir. A race killed earlier resumes from its "
-            f"{RACE_DIR}/ folder when that is all the directory holds."
-        )
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def _only(config) -> tuple[str, ...] | None:
