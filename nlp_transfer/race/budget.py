@@ -70,7 +70,9 @@ class BudgetCallback(TrainerCallback):
 
     def on_epoch_end(self, trainer) -> None:
         self.longest_epoch = max(self.longest_epoch, self.budget.clock() - self.epoch_started)
-        if trainer.control.should_training_stop or self.budget.allows(self.longest_epoch):
+        if trainer.control.should_training_stop:
+            return
+        if not _on_any_process(trainer, not self.budget.allows(self.longest_epoch)):
             return
         trainer.control.should_training_stop = True
         self.stopped_at = trainer.state.epoch - 1
@@ -78,3 +80,14 @@ class BudgetCallback(TrainerCallback):
             f"race: {self.name} stops after epoch {self.stopped_at}: another epoch "
             f"(~{self.longest_epoch:.0f} s) would not fit in the {self.budget.remaining:.0f} s left"
         )
+
+
+def _on_any_process(trainer, flag: bool) -> bool:
+    """``flag`` or'ed over the processes (each reads its own clock; all must stop together)."""
+    accelerator = getattr(trainer, "accelerator", None)
+    if accelerator is None or accelerator.num_processes == 1:
+        return flag
+    import torch
+
+    total = accelerator.reduce(torch.tensor([float(flag)], device=accelerator.device), "sum")
+    return bool(total[0] > 0)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -32,9 +31,11 @@ from typing import TYPE_CHECKING
 
 from ..metrics import greater_is_better
 from ..search import OptunaPruningCallback
-from ..training.setup import check_output_dir
+from ..training.callbacks import CallbackError
+from ..training.setup import check_output_dir, keep_process_group, setup_logging
 from .budget import BudgetCallback, TimeBudget, parse_duration
 from .candidates import CANDIDATE_NAMES, Candidate, DataFacts, choose_candidates
+from .processes import is_main_process, process_state, share, wait_for_everyone
 from .pruning import NoiseMarginPruner
 from .report import leaderboard_rows, write_race_outputs
 from .tfidf import run_tfidf_candidate
@@ -92,14 +93,8 @@ def race(
     Raises:
         FileExistsError: ``output_dir`` holds something other than an earlier race of it and
             ``overwrite_output_dir`` is False.
-        ValueError: Several processes (the race runs its candidates in one), a bad
-            ``--time_budget`` or ``--race_candidates``; every candidate failed.
+        ValueError: A bad ``--time_budget`` or ``--race_candidates``; every candidate failed.
     """
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise ValueError(
-            "--strategy auto runs its candidates one after another in one process; start it "
-            "without accelerate launch / torchrun."
-        )
     if getattr(config, "audit", False):
         raise ValueError(
             "--audit with --strategy auto: audit the data once first (nlp-transfer audit), "
@@ -110,12 +105,19 @@ def race(
     output_dir = check_output_dir(
         config.output_dir, config.overwrite_output_dir, ignore=(RACE_DIR,)
     )
-    output_dir.mkdir(parents=True, exist_ok=True)
+    with keep_process_group():  # each candidate's run ends; the processes go on together
+        return _race(config, dataset, output_dir, run, clock, plots)
+
+
+def _race(config, dataset, output_dir: Path, run, clock, plots: bool) -> dict:
+    """The race itself (:func:`race`, once ``output_dir`` is checked)."""
     ctx, facts = _prepare(config, dataset, output_dir / RACE_DIR, run, clock)
     candidates, skipped = choose_candidates(facts, _only(config))
-    study = _open_study(ctx)
+    wait_for_everyone()  # every process checked output_dir before the main one writes there
+    study = _open_study(ctx) if is_main_process() else None  # the main process keeps it
     if ctx.budget is not None:
-        ctx.budget.spent_before = float(study.user_attrs.get("spent_s", 0.0))
+        spent = float(study.user_attrs.get("spent_s", 0.0)) if study is not None else None
+        ctx.budget.spent_before = share(spent)
     logger.info(
         f"race: {', '.join(c.name for c in candidates)} on validation {ctx.metric}"
         + (f" within {ctx.budget.total:.0f} s" if ctx.budget else " (no time budget)")
@@ -126,7 +128,7 @@ def race(
     }
     for candidate in candidates:
         rows[candidate.name] = _race_one(ctx, study, candidate)
-        if ctx.budget is not None:
+        if ctx.budget is not None and study is not None:
             study.set_user_attr("spent_s", ctx.budget.spent)
     board = leaderboard_rows([rows[n] for n in CANDIDATE_NAMES if n in rows], ctx.greater_is_better)
     finished = [r for r in board if r["state"] == "complete" and r.get("value") is not None]
@@ -137,9 +139,12 @@ def race(
         raise ValueError(f"--strategy auto: no candidate finished ({states}).")
     winner = finished[0]
     logger.info(f"race: {winner['candidate']} wins ({ctx.metric} {winner['value']:.4f})")
-    _promote(Path(winner["output_dir"]), output_dir)
-    spent = ctx.budget.spent if ctx.budget else None
-    return write_race_outputs(output_dir, board, winner, ctx.metric, spent, ctx.budget, plots)
+    result = None
+    if is_main_process():
+        _promote(Path(winner["output_dir"]), output_dir)
+        spent = ctx.budget.spent if ctx.budget else None
+        result = write_race_outputs(output_dir, board, winner, ctx.metric, spent, ctx.budget, plots)
+    return share(result)
 
 
 def run_or_race(
@@ -171,7 +176,6 @@ def _only(config) -> tuple[str, ...] | None:
 
 def _prepare(config, dataset, race_dir: Path, run, clock) -> tuple[RaceContext, DataFacts]:
     """Load the splits once, find the problem type, the selection metric and the facts."""
-    from accelerate import PartialState
     from transformers import AutoConfig
 
     from ..text.loaders import is_prepared, load_data, selection_metric
@@ -179,7 +183,7 @@ def _prepare(config, dataset, race_dir: Path, run, clock) -> tuple[RaceContext, 
     from ..text.problem import problem_type_of
     from ..text.run import run_text_classification
 
-    PartialState()  # load_data logs through Accelerate
+    setup_logging(process_state())  # the process state first; the race's lines from the start
     budget = None
     if getattr(config, "time_budget", None):
         budget = TimeBudget(parse_duration(config.time_budget), clock=clock)
@@ -234,17 +238,17 @@ def _finished_row(study, name: str) -> dict | None:
 
 
 def _race_one(ctx: RaceContext, study, candidate: Candidate) -> dict:
-    """Run ``candidate`` as one trial of the study (or reuse its finished trial)."""
+    """Run ``candidate`` as one trial of the study (or reuse its finished trial). ``study`` is
+    None on the processes other than the main one: they train with it and take its row."""
     import optuna
     from optuna.distributions import CategoricalDistribution
 
-    if (row := _finished_row(study, candidate.name)) is not None:
-        logger.info(f"race: {candidate.name} finished before ({row.get('state')}); not rerun")
+    if (row := share(_decided_before(ctx, study, candidate))) is not None:
         return row
-    if ctx.budget is not None and ctx.budget.remaining <= 0:
-        return {"candidate": candidate.name, "state": "skipped", "note": "time budget spent"}
-    study.enqueue_trial({"candidate": candidate.name})
-    trial = study.ask({"candidate": CategoricalDistribution(list(CANDIDATE_NAMES))})
+    trial = None
+    if study is not None:
+        study.enqueue_trial({"candidate": candidate.name})
+        trial = study.ask({"candidate": CategoricalDistribution(list(CANDIDATE_NAMES))})
     out = ctx.race_dir / candidate.name
     start = time.perf_counter()
     row = {
@@ -253,17 +257,21 @@ def _race_one(ctx: RaceContext, study, candidate: Candidate) -> dict:
         "output_dir": str(out),
     }
     try:
-        if candidate.is_tfidf:
+        if candidate.is_tfidf and study is not None:
             row |= run_tfidf_candidate(ctx.config, ctx.dataset, out, ctx.metric)
-        else:
+        elif not candidate.is_tfidf:
             _run_training(ctx, candidate, trial, out, row)
         row["state"] = "complete"
     except optuna.TrialPruned as pruned:
         row |= {"state": "pruned", "note": str(pruned)}
+    except CallbackError:  # pruned or stopped on the main process: its row follows
+        row["state"] = "pruned"
     except (RuntimeError, ValueError, MemoryError) as error:  # the race goes on without it
         logger.warning(f"race: {candidate.name} failed: {error}")
         row |= {"state": "failed", "note": f"{type(error).__name__}: {error}"}
     row["seconds"] = time.perf_counter() - start
+    if study is None:
+        return share(None)
     row |= _read_run(out, ctx.metric, row)
     trial.set_user_attr("row", row)
     state = {"complete": "COMPLETE", "pruned": "PRUNED", "failed": "FAIL"}[row["state"]]
@@ -271,8 +279,22 @@ def _race_one(ctx: RaceContext, study, candidate: Candidate) -> dict:
     if state == "COMPLETE" and value is None:
         state = "FAIL"
     study.tell(trial, value, state=getattr(optuna.trial.TrialState, state))
-    logger.info(f"race: {candidate.name} {row['state']}, {ctx.metric} {row.get('value')}")
-    return row
+    value_text = "n/a" if row.get("value") is None else f"{row['value']:.4f}"
+    logger.info(f"race: {candidate.name} {row['state']}, {ctx.metric} {value_text}")
+    return share(row)
+
+
+def _decided_before(ctx: RaceContext, study, candidate: Candidate) -> dict | None:
+    """On the main process: ``candidate``'s row when it needs no run (finished by an earlier
+    process of this race, or no time left); None: run it."""
+    if study is None:
+        return None
+    if (row := _finished_row(study, candidate.name)) is not None:
+        logger.info(f"race: {candidate.name} finished before ({row.get('state')}); not rerun")
+        return row
+    if ctx.budget is not None and ctx.budget.remaining <= 0:
+        return {"candidate": candidate.name, "state": "skipped", "note": "time budget spent"}
+    return None
 
 
 def _run_training(ctx: RaceContext, candidate: Candidate, trial, out: Path, row: dict) -> None:
@@ -315,7 +337,8 @@ class RacePruning(OptunaPruningCallback):
         value, self.epochs = float(metrics[self.metric]), self.epochs + 1
         if self.best is None or self.sign * value > self.sign * self.best:
             self.best = value
-        super().on_evaluate(trainer, metrics)
+        if self.trial is not None:  # the main process decides; the others stop with it
+            super().on_evaluate(trainer, metrics)
 
 
 def _read_run(out: Path, metric: str, row: dict) -> dict:

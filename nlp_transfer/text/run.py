@@ -42,6 +42,7 @@ from ..tasks import run_data_check
 from ..training.callbacks import TrainerCallback
 from ..training.imbalance import cross_entropy_loss
 from ..training.run import TrainOutcome, start_run, train_and_predict
+from ..training.setup import end_run
 from ..transfer.adapters import save_adapter_outputs
 from ..transfer.cache import CachedPrefixModel
 from ..transfer.contrastive_stage import StageInputs
@@ -346,7 +347,7 @@ def finish_text_run(
         accelerator.print(format_summary(metrics, task_name))
     else:
         accelerator.print(format_problem_summary(metrics, task_name, problem))
-    accelerator.end_training()
+    end_run(accelerator)
     return metrics
 
 

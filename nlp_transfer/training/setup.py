@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import datasets
@@ -21,6 +22,35 @@ from .progress import stderr_is_terminal
 # probe is matmul-heavy; a whole training step gains less).
 BF16_MAX_PROBE_RATIO = 0.8
 BF16_PROBE_ROUNDS = 5
+
+
+# Set while several runs share one process group (the strategy race): end_run keeps the group.
+_KEEP_PROCESS_GROUP = False
+
+
+@contextlib.contextmanager
+def keep_process_group() -> Iterator[None]:
+    """Runs inside keep the process group at their end (:func:`end_run`), for the next run of
+    the same processes (the strategy race); the group is destroyed on leaving, as
+    ``Accelerator.end_training`` would have."""
+    global _KEEP_PROCESS_GROUP
+    before, _KEEP_PROCESS_GROUP = _KEEP_PROCESS_GROUP, True
+    try:
+        yield
+    finally:
+        _KEEP_PROCESS_GROUP = before
+        if not before and torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def end_run(accelerator: Accelerator) -> None:
+    """``accelerator.end_training()`` (trackers finished, process group destroyed), except
+    that the group stays inside :func:`keep_process_group`."""
+    if not _KEEP_PROCESS_GROUP:
+        accelerator.end_training()
+        return
+    for tracker in accelerator.trackers:
+        tracker.finish()
 
 
 def build_accelerator(
@@ -239,7 +269,7 @@ def configure_cpu_threads(local_processes: int = 1) -> int:
     return threads
 
 
-def setup_logging(accelerator: Accelerator) -> None:
+def setup_logging(accelerator: Accelerator | PartialState) -> None:
     """INFO logs on the main process, warnings only elsewhere; quiet third-party libraries.
 
     Progress bars of datasets and transformers show only on a terminal, on the local main process.
