@@ -21,6 +21,10 @@ timed end to end by ``harness.py``:
 - ``setfit`` (few-shot rows): SetFit 1.2.0 at its defaults on the training sentences
   (``few_shot_setfit.setfit_worker``).
 
+With ``--singles_from_race`` a single strategy that the race ran to the end is not run again:
+its record is the race's own run of it (the same run: same splits, seed and settings; its
+seconds are its time inside the race), and only the pruned or skipped ones run alone.
+
 Score: test accuracy. Goals (issue 34): ``auto`` within 0.5 points of the best single strategy
 (or above), never below TF-IDF, and within its budget end to end.
 Writes ``<output_dir>/strategy_race.{json,md}``.
@@ -138,7 +142,35 @@ def record_of(r: dict) -> dict:
     if "race" in metrics:
         r["winner"] = metrics["race"]["winner"]
         r["race_spent_s"] = metrics["race"]["spent_s"]
+        r["candidates"] = {
+            c["candidate"]: {
+                "state": c["state"],
+                "validation": c.get("value"),
+                "seconds": c.get("seconds"),
+                "epochs_run": c.get("epochs_run"),
+                "accuracy": (c.get("test") or {}).get("accuracy"),
+            }
+            for c in metrics["race"]["leaderboard"]
+        }
     return r
+
+
+def singles_from_race(auto: dict, names: list[str]) -> tuple[list[dict], list[str]]:
+    """``--singles_from_race``: the records of the singles that the race ran to the end (the
+    same run as alone: same splits, seed and settings; its seconds are the candidate's time
+    inside the race, without process start and data loading), and the names still to run."""
+    records, left = [], []
+    for name in names:
+        c = (auto.get("candidates") or {}).get(name)
+        if c and c["state"] == "complete" and c.get("accuracy") is not None:
+            records.append({
+                "arm": f"{name}-{auto['row']}", "row": auto["row"], "seed": auto["seed"],
+                "method": name, "accuracy": c["accuracy"], "wall_s": c["seconds"],
+                "from_race": True,
+            })  # fmt: skip
+        else:
+            left.append(name)
+    return records, left
 
 
 def reused_records(args, records: list[dict]) -> list[dict]:
@@ -170,6 +202,7 @@ def summarise(records: list[dict]) -> list[dict]:
                 "seeds": len(runs),
                 "winners": [r.get("winner") for r in runs if r.get("winner")],
                 "reused": any(r.get("reused_from") for r in runs),
+                "from_race": sum(bool(r.get("from_race")) for r in runs),
             }  # fmt: skip
         singles = {m: v for m, v in methods.items() if m in SINGLES}
         summary = {"row": row, "methods": methods}
@@ -194,6 +227,7 @@ def markdown(summary: list[dict]) -> str:
         for m in methods:
             v = s["methods"].get(m)
             mark = " †" if v and v.get("reused") else ""
+            mark += " ‡" if v and v.get("from_race") else ""
             cells.append(
                 "—" if v is None else f"{v['accuracy_mean']:.3f} ({v['wall_s_median']:.0f} s){mark}"
             )
@@ -209,6 +243,12 @@ def markdown(summary: list[dict]) -> str:
     table = harness.markdown_table(["row", *methods, "auto's winners", "goals missed"], rows)
     reused = any(v.get("reused") for s in summary for v in s["methods"].values())
     note = "\n† runs of an earlier result (`--reuse`), same rows and seeds.\n" if reused else ""
+    if any(v.get("from_race") for s in summary for v in s["methods"].values()):
+        note += (
+            "\n‡ some or all seeds from auto's own run of that candidate (`--singles_from_race`: "
+            "the same run, on the same splits and seed; its seconds exclude process start and "
+            "data loading).\n"
+        )
     return head + table + "\n" + note
 
 
@@ -228,6 +268,12 @@ def main(argv=None) -> dict:
         help="An earlier strategy_race.json on the same rows and seeds: its runs of arms not "
         "run now join the summary (marked reused).",
     )
+    parser.add_argument(
+        "--singles_from_race",
+        action="store_true",
+        help="Take each single strategy's test score from auto's own run of it where the race "
+        "ran it to the end (marked ‡; its time is inside the race); run alone only the rest.",
+    )
     harness.harness_arguments(parser, repeats=1)
     args = parser.parse_args(argv)
     args.arm_list = args.arms.split(",")
@@ -239,13 +285,21 @@ def main(argv=None) -> dict:
     for row in args.rows.split(","):
         for seed in [int(s) for s in args.seeds.split(",")]:
             here = files_for(row, seed, work, args)
+            skip: set[str] = set()
             for arm in arms_for(row, seed, here, args):
+                if arm.extra["method"] in skip:
+                    continue
                 records.append(
                     record_of(harness.run_arm(arm, logs, seed, **harness.harness_kwargs(args)))
                 )
                 r = records[-1]
                 print(f"{row} seed {seed} {r['method']}: {r['accuracy']:.3f} in {r['wall_s']:.0f} s"
                       + (f" (winner {r['winner']})" if r.get("winner") else ""), flush=True)  # fmt: skip
+                if r["method"] == "auto" and args.singles_from_race:
+                    names = [n for n in SINGLES if n in args.arm_list]
+                    taken, _ = singles_from_race(r, names)
+                    records += taken
+                    skip |= {t["method"] for t in taken}
     records += reused_records(args, records)
     summary = summarise(records)
     return harness.finish(

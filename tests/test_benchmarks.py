@@ -798,3 +798,28 @@ def test_strategy_race_summary_checks_the_goals_and_reuses_earlier_runs(tmp_path
     late = [record("auto", 0.80, wall_s=901.0, budget_s=900.0, winner="lora")]
     (missed,) = race.summarise(late + reused)
     assert missed["within_half_point"] is False and missed["within_budget"] is False
+
+
+def test_strategy_race_takes_singles_the_race_ran_to_the_end_from_its_leaderboard():
+    race = bench_module("strategy_race")
+    metrics = {"test": {"accuracy": 0.83}, "race": {"winner": "full", "spent_s": 250.0}}
+    metrics["race"]["leaderboard"] = [
+        {"candidate": "full", "state": "complete", "value": 0.84, "seconds": 120.0,
+         "epochs_run": 4, "test": {"accuracy": 0.83}},
+        {"candidate": "tfidf", "state": "complete", "value": 0.70, "seconds": 9.0,
+         "epochs_run": 1, "test": {"accuracy": 0.68}},
+        {"candidate": "lora", "state": "pruned", "value": 0.60, "seconds": 30.0, "epochs_run": 2},
+    ]  # fmt: skip
+    cell = {"row": "sentiment_1000", "seed": 1, "method": "auto", "budget_s": 900.0}
+    auto = race.record_of(cell | {"wall_s": 300.0, "metrics": metrics})
+    assert auto["candidates"]["lora"] == {
+        "state": "pruned", "validation": 0.60, "seconds": 30.0, "epochs_run": 2, "accuracy": None,
+    }  # fmt: skip
+    taken, left = race.singles_from_race(auto, ["tfidf", "feature_extraction", "lora", "full"])
+    assert [(r["method"], r["accuracy"], r["wall_s"]) for r in taken] == [
+        ("tfidf", 0.68, 9.0),
+        ("full", 0.83, 120.0),
+    ]
+    assert left == ["feature_extraction", "lora"]  # skipped or pruned: run alone
+    (summary,) = race.summarise([auto, *taken])
+    assert "0.830 (120 s) ‡" in race.markdown([summary])
