@@ -135,10 +135,48 @@ def backend_figures(name: str, run_dir: Path, args) -> dict:
     int8_logits = int8.predict_logits(test_texts)
     return {
         "abstention": abstention,
+        "ece_reference": ece_reference(probs["test"], test_labels),
         "conformal_reloaded": reloaded,
         "conformal_not_randomised": plain,
         "test_ece_float32": calibration_metrics(fp32_logits, test_labels)["ece"],
         "test_ece_int8": calibration_metrics(int8_logits, test_labels)["ece"],
+    }
+
+
+def ece_reference(probs: np.ndarray, labels: np.ndarray, draws: int = 1000) -> dict:
+    """What the test ECE can reach, to read the calibrated ECE against (single-label).
+
+    - ``floor_mean`` / ``floor_p95``: the ECE of a perfectly calibrated model with these
+      confidences on this many examples (each prediction right with probability equal to its
+      confidence, ``draws`` draws): the estimator's noise at this test size.
+    - ``best_temperature_ece``: the ECE at the temperature that minimises test NLL (an
+      oracle no fitted temperature can beat on NLL; fitted on test, for reference only).
+    """
+    from scipy.optimize import minimize_scalar
+    from scipy.special import log_softmax
+
+    from nlp_transfer.metrics.calibration import expected_calibration_error
+
+    confidence = probs.max(axis=1)
+    rng = np.random.default_rng(0)
+    floors = [
+        expected_calibration_error(confidence, rng.random(len(confidence)) < confidence)
+        for _ in range(draws)
+    ]
+    logits = np.log(np.clip(probs, 1e-12, 1.0))
+
+    def nll(t: float) -> float:
+        return -float(np.mean(log_softmax(logits / t, axis=1)[np.arange(len(labels)), labels]))
+
+    t = float(minimize_scalar(nll, bounds=(0.05, 20.0), method="bounded").x)
+    q = np.exp(log_softmax(logits / t, axis=1))
+    return {
+        "floor_mean": float(np.mean(floors)),
+        "floor_p95": float(np.quantile(floors, 0.95)),
+        "best_temperature_factor": t,
+        "best_temperature_ece": expected_calibration_error(
+            q.max(axis=1), q.argmax(axis=1) == labels
+        ),
     }
 
 
@@ -155,6 +193,7 @@ def summary_row(record: dict) -> dict:
     )
     if "abstention" in record:
         keys = ("abstention", "test_ece_float32", "test_ece_int8", "conformal_not_randomised")
+        keys += ("ece_reference",)
         row |= {k: record[k] for k in keys}
         row["abstention_goal_met"] = all(
             a["test"]["precision"] is not None and abs(a["test"]["precision"] - float(t)) <= 0.02
@@ -209,9 +248,22 @@ def markdown(rows: list[dict], cpu: str) -> str:
             for r in rows if "abstention" in r for t, a in r["abstention"].items()
         ],
     )  # fmt: skip
+    reference = harness.markdown_table(
+        ["set", "ECE after", "floor: perfectly calibrated, mean (p95)",
+         "ECE at the test-optimal temperature (x factor)"],
+        [
+            [r["set"], fmt(r["calibration"]["after"]["ece"]),
+             f"{fmt(e['floor_mean'])} ({fmt(e['floor_p95'])})",
+             f"{fmt(e['best_temperature_ece'])} (x{e['best_temperature_factor']:.2f})"]
+            for r in rows if "calibration" in r and (e := r.get("ece_reference"))
+        ],
+    )  # fmt: skip
     return (
         f"On {cpu}. Test split; calibration fitted and conformal scores taken on validation.\n\n"
-        f"{calibration}\n\n{conformal}\n\n{abstention}\n"
+        f"{calibration}\n\n{conformal}\n\n{abstention}\n\n"
+        "What the test ECE can reach: the floor is the ECE a perfectly calibrated model with the "
+        "same confidences gets on this many examples; the test-optimal temperature is fitted on "
+        f"test itself (a reference, not a method).\n\n{reference}\n"
     )
 
 

@@ -823,3 +823,21 @@ def test_strategy_race_takes_singles_the_race_ran_to_the_end_from_its_leaderboar
     assert left == ["feature_extraction", "lora"]  # skipped or pruned: run alone
     (summary,) = race.summarise([auto, *taken])
     assert "0.830 (120 s) ‡" in race.markdown([summary])
+
+
+def test_calibration_ece_reference_finds_the_noise_floor_and_the_test_optimal_temperature():
+    """Labels drawn from known probabilities: the model is calibrated at temperature 1, so the
+    test-optimal factor is near 1 and its ECE within the floor; the same logits made twice as
+    sharp need a factor near 2."""
+    from scipy.special import softmax
+
+    calibration = bench_module("calibration")
+    rng = np.random.default_rng(3)
+    logits = rng.normal(0.0, 2.0, size=(4000, 3))
+    labels = np.array([rng.choice(3, p=p) for p in softmax(logits, axis=1)])
+    calibrated = calibration.ece_reference(softmax(logits, axis=1), labels, draws=200)
+    assert calibrated["best_temperature_factor"] == pytest.approx(1.0, abs=0.1)
+    assert 0.0 < calibrated["floor_mean"] < calibrated["floor_p95"] < 0.05
+    assert calibrated["best_temperature_ece"] < calibrated["floor_p95"]
+    sharp = calibration.ece_reference(softmax(2 * logits, axis=1), labels, draws=200)
+    assert sharp["best_temperature_factor"] == pytest.approx(2.0, abs=0.2)
