@@ -285,3 +285,55 @@ def test_cli_predict_shows_the_librarys_progress_lines_on_stderr(
     assert _predict_cli(model_dir, source, tmp_path / "out.jsonl") == 0
     err = capsys.readouterr().err
     assert f"Predicted {len(frame):,} rows in " in err
+
+
+def test_length_batches_split_where_padding_costs_more_than_a_forward_pass():
+    import itertools
+
+    import numpy as np
+
+    from nlp_transfer.text.inference import length_batches
+
+    def work(lengths, cuts, call_cost):
+        return sum(call_cost + (c.stop - c.start) * lengths[c.stop - 1] for c in cuts)
+
+    assert length_batches([5] * 7, 3) == [slice(0, 3), slice(3, 6), slice(6, 7)]  # no cost: fixed
+    assert length_batches([5] * 6, 3, call_cost_tokens=10.0) == [slice(0, 3), slice(3, 6)]
+    # four short texts padded to 60 would cost 4 x 55 tokens more than a second pass (10)
+    assert length_batches([5, 5, 5, 5, 60, 60], 6, 10.0) == [slice(0, 4), slice(4, 6)]
+    # a forward pass dearer than the padding: one batch
+    assert length_batches([5, 5, 5, 5, 60, 60], 6, 1000.0) == [slice(0, 6)]
+    rng = np.random.default_rng(0)
+    for _ in range(30):  # the cheapest of every split, by brute force over the cut points
+        lengths = np.sort(rng.integers(1, 80, size=int(rng.integers(2, 9)))).tolist()
+        size, cost = int(rng.integers(1, 5)), float(rng.choice([0.0, 8.0, 64.0]))
+        cuts = length_batches(lengths, size, cost)
+        assert [c.start for c in cuts] == [0, *[c.stop for c in cuts[:-1]]]
+        assert cuts[-1].stop == len(lengths) and all(c.stop - c.start <= size for c in cuts)
+        best = min(
+            work(
+                lengths,
+                [slice(a, b) for a, b in itertools.pairwise((0, *inner, len(lengths)))],
+                cost,
+            )
+            for k in range(len(lengths))
+            for inner in itertools.combinations(range(1, len(lengths)), k)
+            if all(b - a <= size for a, b in itertools.pairwise((0, *inner, len(lengths))))
+        )
+        assert work(lengths, cuts, cost) == pytest.approx(best)
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_length_batches_change_no_logit(model_dir, frame, backend):
+    """Texts of 4 lengths: split into a pass per length (a free pass) or one padded batch, the
+    same logits."""
+    import numpy as np
+
+    from nlp_transfer import TextClassifier
+
+    classifier = TextClassifier.from_pretrained(model_dir, backend=backend)
+    texts = list(frame["sentence"][:32])
+    padded = classifier.predict_logits(texts, 32, call_cost_tokens=None)
+    split = classifier.predict_logits(texts, 32, call_cost_tokens=0.0)
+    np.testing.assert_allclose(split, padded, atol=1e-5)
+    assert not np.allclose(padded[:, 0], padded[0, 0])  # the texts get different logits

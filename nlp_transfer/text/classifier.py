@@ -21,6 +21,7 @@ import numpy as np
 
 from ..metrics.classification import predict_labels, probabilities
 from ..metrics.conformal import add_conformal, load_conformal_scores
+from .inference import call_cost_tokens as cpu_call_cost_tokens
 from .inference import (
     decision_threshold,
     decode_predictions,
@@ -118,8 +119,19 @@ class TextClassifier:
         model, tokenizer, threshold = load_classifier(model_dir, device)
         return cls(model, tokenizer, threshold, saved_max_seq_length(model.config), None, scores)
 
-    def predict_logits(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+    def predict_logits(
+        self,
+        texts: Sequence[str],
+        batch_size: int = 64,
+        call_cost_tokens: float | str | None = "auto",
+    ) -> np.ndarray:
         """Logits ``(n, num_labels)`` of ``texts``, in input order (float32).
+
+        Texts are batched in order of length; on a CPU a batch of very unequal lengths is also
+        split where padding would cost more than another forward pass
+        (:func:`~nlp_transfer.text.inference.length_batches`; ``call_cost_tokens``: a pass's
+        fixed cost in tokens, None: batches of ``batch_size`` only, ``"auto"``: the backend's
+        measured cost on the CPU). The logits do not depend on the batching.
 
         Raises:
             ValueError: A text is not a string.
@@ -127,6 +139,8 @@ class TextClassifier:
         if isinstance(self.model, TfidfModel):
             return self.model.predict_logits(texts)
         if isinstance(self.model, OnnxModel):
+            if call_cost_tokens == "auto":
+                call_cost_tokens = cpu_call_cost_tokens("onnxruntime")
             return sorted_batch_logits(
                 self.tokenizer,
                 texts,
@@ -136,10 +150,12 @@ class TextClassifier:
                 self.max_seq_length,
                 tensors="np",
                 long_text=self.long_text,
+                call_cost_tokens=call_cost_tokens,
             )
         return predict_logits_for_texts(
-            self.model, self.tokenizer, texts, batch_size, self.max_seq_length, self.long_text
-        )
+            self.model, self.tokenizer, texts, batch_size, self.max_seq_length, self.long_text,
+            call_cost_tokens,
+        )  # fmt: skip
 
     @property
     def backend(self) -> str:

@@ -83,6 +83,57 @@ def check_texts(texts: Sequence) -> bool:
     return pairs
 
 
+# A forward pass's fixed cost on a CPU, in tokens of work (texts x padded length), by backend:
+# measured by benchmarks/length_batches.py with the default model (all-MiniLM-L6-v2) on a 2-core
+# AMD EPYC (results/length_batches.md). A larger model costs more per token, so for it these
+# split less than they could; on a GPU a pass's fixed cost dwarfs padding: no split there.
+CPU_CALL_COST_TOKENS = {"torch": 64.0, "onnxruntime": 64.0}
+
+
+def call_cost_tokens(backend: str, device: str = "cpu") -> float | None:
+    """The ``call_cost_tokens`` of :func:`length_batches` for ``backend`` (``torch``,
+    ``onnxruntime``) on ``device``; None (no split by length) off the CPU."""
+    return CPU_CALL_COST_TOKENS.get(backend) if device == "cpu" else None
+
+
+def length_batches(
+    lengths: Sequence[int], batch_size: int, call_cost_tokens: float | None = None
+) -> list[slice]:
+    """Consecutive batches of texts sorted by length (shortest first).
+
+    With ``call_cost_tokens`` None, batches of ``batch_size``. Otherwise the split that
+    minimises the work of the whole set, each batch costing its padded tokens (texts x the
+    longest) plus ``call_cost_tokens`` (a forward pass's fixed cost, in tokens): where lengths
+    differ, as in a server's batch of unrelated requests, shorter texts stop being padded to the
+    longest one's length (dynamic programming over the split points, at most ``batch_size``
+    texts a batch).
+
+    Args:
+        lengths: Token counts, ascending.
+        batch_size: Texts per batch at most.
+        call_cost_tokens: The fixed cost of one forward pass, in tokens of work; None: no
+            splitting by length.
+
+    Returns:
+        Slices into ``lengths`` covering it in order.
+    """
+    n = len(lengths)
+    if call_cost_tokens is None or n <= 1:
+        return [slice(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
+    longest = np.asarray(lengths, dtype=np.float64)
+    best, start = np.zeros(n + 1), np.zeros(n + 1, dtype=np.int64)
+    for end in range(1, n + 1):  # best[end]: the cheapest split of the first `end` texts
+        first = np.arange(max(0, end - batch_size), end)
+        cost = best[first] + call_cost_tokens + (end - first) * longest[end - 1]
+        pick = int(np.argmin(cost))
+        best[end], start[end] = cost[pick], first[pick]
+    cuts, end = [], n
+    while end > 0:
+        cuts.append(slice(int(start[end]), end))
+        end = int(start[end])
+    return cuts[::-1]
+
+
 def sorted_batch_logits(
     tokenizer,
     texts: Sequence,
@@ -92,6 +143,7 @@ def sorted_batch_logits(
     max_seq_length: int = 512,
     tensors: str = "pt",
     long_text: LongTextSettings | None = None,
+    call_cost_tokens: float | None = None,
 ) -> np.ndarray:
     """Logits ``(n, num_labels)`` of raw texts, by any backend, in input order.
 
@@ -110,6 +162,8 @@ def sorted_batch_logits(
         max_seq_length: Truncation, in tokens (capped by the tokenizer's ``model_max_length``).
         tensors: What the batch holds: ``"pt"`` (torch) or ``"np"`` (numpy) tensors.
         long_text: How longer texts are read (the saved model's settings); None: truncated.
+        call_cost_tokens: Split by length too (:func:`length_batches`); None: batches of
+            ``batch_size`` in length order.
 
     Raises:
         ValueError: A text is not a string.
@@ -132,10 +186,11 @@ def sorted_batch_logits(
         )
     types = encoded.get("token_type_ids")
     encoded = encoded["input_ids"]
-    order = np.argsort([len(ids) for ids in encoded], kind="stable")
+    lengths = np.asarray([len(ids) for ids in encoded])
+    order = np.argsort(lengths, kind="stable")
     out = np.zeros((len(encoded), num_labels), dtype=np.float32)
-    for start in range(0, len(encoded), batch_size):
-        idx = order[start : start + batch_size]
+    for part in length_batches(lengths[order], batch_size, call_cost_tokens):
+        idx = order[part]
         features = {"input_ids": [encoded[i] for i in idx]}
         if types is not None and pairs:
             features["token_type_ids"] = [types[i] for i in idx]
@@ -153,13 +208,18 @@ def predict_logits_for_texts(
     batch_size: int = 64,
     max_seq_length: int = 512,
     long_text: LongTextSettings | None = None,
+    call_cost: float | str | None = "auto",
 ) -> np.ndarray:
     """Logits ``(n, C)`` of a torch model for raw texts, in input order.
 
     Texts are batched in order of length (little padding) and the order is restored after
-    (:func:`sorted_batch_logits`); longer texts are read as ``long_text`` says.
+    (:func:`sorted_batch_logits`); longer texts are read as ``long_text`` says. ``call_cost``:
+    :func:`length_batches`' ``call_cost_tokens``; ``"auto"``: :func:`call_cost_tokens` for the
+    model's device.
     """
     device = next(model.parameters()).device
+    if call_cost == "auto":
+        call_cost = call_cost_tokens("torch", device.type)
 
     def run_batch(batch) -> np.ndarray:
         batch = {k: v.to(device) for k, v in batch.items()}
@@ -173,6 +233,7 @@ def predict_logits_for_texts(
         batch_size,
         max_seq_length,
         long_text=long_text,
+        call_cost_tokens=call_cost,
     )
 
 
