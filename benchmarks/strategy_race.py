@@ -187,6 +187,23 @@ def reused_records(args, records: list[dict]) -> list[dict]:
     ]
 
 
+def merged_records(paths: str | None, records: list[dict]) -> list[dict]:
+    """``--merge``: every run of earlier results of this benchmark (other seeds or rows, made
+    at an earlier commit) whose (row, seed, method) this run did not run; each keeps the file
+    and commit it came from."""
+    out, ran = [], {(r["row"], r["seed"], r["method"]) for r in records}
+    for path in (paths or "").split(","):
+        if not path:
+            continue
+        earlier = json.loads(Path(path).read_text(encoding="utf-8"))
+        sha = earlier["run_info"].get("git_sha", "?")[:7]
+        for r in earlier["records"]:
+            if (r["row"], r["seed"], r["method"]) not in ran:
+                ran.add((r["row"], r["seed"], r["method"]))
+                out.append(r if r.get("merged_from") else r | {"merged_from": f"{path} @ {sha}"})
+    return out
+
+
 def summarise(records: list[dict]) -> list[dict]:
     """Per row: each method's mean accuracy and median seconds; the goals' checks."""
     out = []
@@ -219,7 +236,7 @@ def summarise(records: list[dict]) -> list[dict]:
     return out
 
 
-def markdown(summary: list[dict]) -> str:
+def markdown(summary: list[dict], merged: tuple[str, ...] = ()) -> str:
     methods = ["auto", *SINGLES, "setfit"]
     rows = []
     for s in summary:
@@ -243,6 +260,12 @@ def markdown(summary: list[dict]) -> str:
     table = harness.markdown_table(["row", *methods, "auto's winners", "goals missed"], rows)
     reused = any(v.get("reused") for s in summary for v in s["methods"].values())
     note = "\n† runs of an earlier result (`--reuse`), same rows and seeds.\n" if reused else ""
+    if merged:
+        note += (
+            "\nMerged from earlier runs of this script (`--merge`): "
+            + ", ".join(f"`{m}`" for m in merged)
+            + ".\n"
+        )
     if any(v.get("from_race") for s in summary for v in s["methods"].values()):
         note += (
             "\n‡ some or all seeds from auto's own run of that candidate (`--singles_from_race`: "
@@ -267,6 +290,12 @@ def main(argv=None) -> dict:
         default=None,
         help="An earlier strategy_race.json on the same rows and seeds: its runs of arms not "
         "run now join the summary (marked reused).",
+    )
+    parser.add_argument(
+        "--merge",
+        default=None,
+        help="Comma list of earlier strategy_race.json files: all their runs not run now "
+        "(other seeds or rows) join the summary, each naming its file and commit.",
     )
     parser.add_argument(
         "--singles_from_race",
@@ -301,13 +330,16 @@ def main(argv=None) -> dict:
                     records += taken
                     skip |= {t["method"] for t in taken}
     records += reused_records(args, records)
+    records += merged_records(args.merge, records)
     summary = summarise(records)
     return harness.finish(
         "strategy_race",
         args,
         info,
         machine,
-        markdown(summary),
+        markdown(
+            summary, tuple(dict.fromkeys(r["merged_from"] for r in records if r.get("merged_from")))
+        ),
         work,
         summary=summary,
         records=records,

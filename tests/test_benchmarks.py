@@ -841,3 +841,23 @@ def test_calibration_ece_reference_finds_the_noise_floor_and_the_test_optimal_te
     assert calibrated["best_temperature_ece"] < calibrated["floor_p95"]
     sharp = calibration.ece_reference(softmax(2 * logits, axis=1), labels, draws=200)
     assert sharp["best_temperature_factor"] == pytest.approx(2.0, abs=0.2)
+
+
+def test_strategy_race_merges_other_seeds_of_earlier_results(tmp_path):
+    race = bench_module("strategy_race")
+
+    def record(seed, method, accuracy):
+        return {"row": "sentiment_k16", "seed": seed, "method": method, "accuracy": accuracy,
+                "wall_s": 10.0, "budget_s": 300.0}  # fmt: skip
+
+    earlier = tmp_path / "earlier.json"
+    runs = [record(0, "auto", 0.72), record(0, "full", 0.56), record(1, "auto", 0.10)]
+    earlier.write_text(json.dumps({"run_info": {"git_sha": "61a4165abc"}, "records": runs}))
+    now = [record(1, "auto", 0.70), record(1, "full", 0.55)]
+    merged = race.merged_records(str(earlier), now)
+    assert [(r["seed"], r["method"]) for r in merged] == [(0, "auto"), (0, "full")]  # not seed 1
+    assert merged[0]["merged_from"] == f"{earlier} @ 61a4165"
+    (summary,) = race.summarise(now + merged)
+    assert summary["methods"]["auto"]["seeds"] == 2
+    assert summary["methods"]["auto"]["accuracy_mean"] == pytest.approx(0.71)
+    assert f"`{earlier} @ 61a4165`" in race.markdown([summary], (merged[0]["merged_from"],))
