@@ -188,7 +188,8 @@ def _prepare(config, dataset, race_dir: Path, run, clock) -> tuple[RaceContext, 
     if getattr(config, "time_budget", None):
         budget = TimeBudget(parse_duration(config.time_budget), clock=clock)
     if not is_prepared(dataset):
-        dataset = load_data(config, dataset)
+        with process_state().main_process_first():  # one process fills the datasets cache
+            dataset = load_data(config, dataset)
     problem = problem_type_of(dataset)
     metric = selection_metric(dataclasses.replace(config, problem_type=problem))
     name, local_only = resolve_model_path(config.model_name_or_path)
