@@ -10,7 +10,7 @@ forward pass. This script measures, on this machine, for the torch model (float3
 onnxruntime int8 export:
 
 1. the forward time of ``k`` texts of ``L`` tokens (k 1-32, L 8-64, median of 7), fitted as
-   ``a + b * k * L``: ``a / b`` is a forward pass's fixed cost in tokens of work, the value
+   ``a + b * k * L`` in relative error: ``a / b`` is a forward pass's fixed cost in tokens of work, the value
    ``call_cost_tokens`` needs;
 2. ``TextClassifier.predict_logits`` on ``--batches`` random batches of 8 and 32 test sentences
    (the server's case), with fixed batches and with length batches at the fixed cost just
@@ -46,16 +46,22 @@ def forward_cost(run_batch, vocab_low: int = 1000) -> dict:
                 run_batch(batch)
                 times.append(time.perf_counter() - start)
             rows.append({"texts": k, "tokens": length, "seconds": statistics.median(times)})
-    design = np.array([[1.0, r["texts"] * r["tokens"]] for r in rows])
-    fixed, per_token = np.linalg.lstsq(design, np.array([r["seconds"] for r in rows]), rcond=None)[
-        0
-    ]
+    fixed, per_token = fit_forward_cost(rows)
     return {
         "grid": rows,
         "call_s": float(fixed),
         "token_s": float(per_token),
         "call_cost_tokens": float(fixed / per_token),
     }
+
+
+def fit_forward_cost(rows: list[dict]) -> tuple[float, float]:
+    """``a + b * texts * tokens`` fitted to the seconds in relative terms (each row weighs
+    1/seconds: a small batch's time says most about ``a``, a large one's about ``b``)."""
+    seconds = np.array([r["seconds"] for r in rows])
+    design = np.array([[1.0, r["texts"] * r["tokens"]] for r in rows]) / seconds[:, None]
+    fixed, per_token = np.linalg.lstsq(design, np.ones(len(rows)), rcond=None)[0]
+    return float(fixed), float(per_token)
 
 
 def throughput(classifier, batches: list[list[str]], cost: float | None) -> tuple[float, list]:

@@ -84,10 +84,11 @@ def check_texts(texts: Sequence) -> bool:
 
 
 # A forward pass's fixed cost on a CPU, in tokens of work (texts x padded length), by backend:
-# measured by benchmarks/length_batches.py with the default model (all-MiniLM-L6-v2) on a 2-core
-# AMD EPYC (results/length_batches.md). A larger model costs more per token, so for it these
-# split less than they could; on a GPU a pass's fixed cost dwarfs padding: no split there.
-CPU_CALL_COST_TOKENS = {"torch": 64.0, "onnxruntime": 64.0}
+# fitted by benchmarks/length_batches.py to the forward times of the default model
+# (all-MiniLM-L6-v2; float32 torch 72 tokens, onnxruntime int8 24) on a 2-core Intel Xeon
+# (results/length_batches.md). A larger model costs more per token, so for it these split less
+# than they could; on a GPU a pass's fixed cost dwarfs padding: no split there.
+CPU_CALL_COST_TOKENS = {"torch": 72.0, "onnxruntime": 24.0}
 
 
 def call_cost_tokens(backend: str, device: str = "cpu") -> float | None:
