@@ -180,6 +180,22 @@ def ece_reference(probs: np.ndarray, labels: np.ndarray, draws: int = 1000) -> d
     }
 
 
+def coverage_range(
+    n_cal: int, n_test: int, target: float, draws: int = 100_000
+) -> tuple[float, float]:
+    """The 5th and 95th percentiles of split conformal's test coverage on exchangeable data
+    with continuous scores: the coverage given the calibration split is
+    ``Beta(k, n_cal + 1 - k)``, ``k = ceil((n_cal + 1) * target)`` (Angelopoulos and Bates 2021,
+    section 3.2), and the test share is binomial around it."""
+    import math
+
+    rng = np.random.default_rng(0)
+    k = min(math.ceil((n_cal + 1) * target), n_cal)
+    given = rng.beta(k, n_cal + 1 - k, size=draws)
+    shares = rng.binomial(n_test, given) / n_test
+    return float(np.quantile(shares, 0.05)), float(np.quantile(shares, 0.95))
+
+
 def summary_row(record: dict) -> dict:
     metrics = record["metrics"]
     row = {"set": record["set"], "conformal": metrics["conformal"]["test"]}
@@ -191,6 +207,13 @@ def summary_row(record: dict) -> dict:
     row["coverage_goal_met"] = all(
         abs(metrics["conformal"]["test"][c]["coverage"] - float(c)) <= 0.02 for c in COVERAGES
     )
+    n_cal, n_test = metrics["conformal"].get("num_examples"), metrics["test"].get("num_examples")
+    if n_cal and n_test:  # what exchangeable data would give at these sizes
+        row["coverage_range_90"] = {c: coverage_range(n_cal, n_test, float(c)) for c in COVERAGES}
+        row["coverage_in_range"] = all(
+            lo <= metrics["conformal"]["test"][c]["coverage"] <= hi
+            for c, (lo, hi) in row["coverage_range_90"].items()
+        )
     if "abstention" in record:
         keys = ("abstention", "test_ece_float32", "test_ece_int8", "conformal_not_randomised")
         keys += ("ece_reference",)

@@ -861,3 +861,21 @@ def test_strategy_race_merges_other_seeds_of_earlier_results(tmp_path):
     assert summary["methods"]["auto"]["seeds"] == 2
     assert summary["methods"]["auto"]["accuracy_mean"] == pytest.approx(0.71)
     assert f"`{earlier} @ 61a4165`" in race.markdown([summary], (merged[0]["merged_from"],))
+
+
+def test_calibration_coverage_range_holds_nine_in_ten_exchangeable_runs():
+    """Split conformal on exchangeable continuous scores, 600 times: the test coverage falls
+    inside the predicted 90% range about 90% of the time (binomial noise of 600 runs: +-2.1)."""
+    import math
+
+    calibration = bench_module("calibration")
+    n_cal, n_test, target = 100, 200, 0.9
+    low, high = calibration.coverage_range(n_cal, n_test, target)
+    assert low < target < high
+    rng = np.random.default_rng(1)
+    inside = 0
+    for _ in range(600):
+        cal, test = rng.random(n_cal), rng.random(n_test)
+        q = np.sort(cal)[math.ceil((n_cal + 1) * target) - 1]
+        inside += low <= np.mean(test <= q) <= high
+    assert 0.86 <= inside / 600 <= 0.94
