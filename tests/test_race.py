@@ -17,7 +17,7 @@ from nlp_transfer.text.config import TextClassificationConfig
 from conftest import toy_sentiment_frame
 
 # validation accuracy each fake candidate "reaches"
-FAKE_VALUES = {"feature_extraction": 0.70, "contrastive": 0.75, "freeze_half": 0.80, "lora": 0.60}
+FAKE_VALUES = {"feature_extraction": 0.70, "contrastive": 0.30, "freeze_half": 0.80, "lora": 0.60}
 FAKE_VALUES["full"] = 0.99
 # TF-IDF is real (no fake run) and perfect on the toy task: the fake races leave it out
 WITHOUT_TFIDF = "feature_extraction,contrastive,freeze_half,lora,full"
@@ -330,3 +330,47 @@ def test_a_race_where_nothing_applies_says_why(tiny_bert_dir, tmp_path):
     )  # fmt: skip
     with pytest.raises(ValueError, match="feature_extraction: skipped a scikit-learn head"):
         race(config, generated_regression_frame(), plots=False)
+
+
+def test_the_defaults_choice_is_kept_unless_beaten_by_more_than_validation_noise():
+    from nlp_transfer.race.winner import BEST, default_candidate, pick_winner
+
+    few = choose_candidates(DataFacts("single_label_classification", 32, 16, 6))[0]
+    many = choose_candidates(DataFacts("single_label_classification", 8000, 4000, 6))[0]
+    assert (default_candidate(few), default_candidate(many)) == ("contrastive", "full")
+    finished = [
+        {"candidate": "tfidf", "value": 0.5625},
+        {"candidate": "contrastive", "value": 0.4062},
+    ]
+    # 32 validation rows: margin 1/sqrt(32) = 0.177 > 0.156 behind: the default is kept
+    winner, why = pick_winner(finished, "contrastive", 32, greater_is_better=True)
+    assert winner["candidate"] == "contrastive" and "within validation noise" in why
+    # 1,000 rows: margin 0.032 < 0.156: the evidence wins
+    assert pick_winner(finished, "contrastive", 1000, True) == (finished[0], BEST)
+    # a loss (lower is better): the margin is relative, 10% at 100 rows
+    losses = [{"candidate": "lora", "value": 1.00}, {"candidate": "full", "value": 1.08}]
+    assert pick_winner(losses, "full", 100, False)[0]["candidate"] == "full"
+    losses[1]["value"] = 1.12
+    assert pick_winner(losses, "full", 100, False)[0]["candidate"] == "lora"
+    # the default did not finish (or was not raced): the best wins
+    assert pick_winner(finished, "full", 32, True) == (finished[0], BEST)
+
+
+def test_a_race_records_why_its_winner_won(tiny_bert_dir, tmp_path):
+    clock, calls = FakeClock(), []
+    FAKE = dict(FAKE_VALUES)
+    config = _config(tiny_bert_dir, tmp_path / "out", race_candidates="contrastive,freeze_half")
+
+    def run(config, dataset, callbacks):  # freeze_half ahead of contrastive by 0.05 only
+        FAKE_VALUES["contrastive"] = 0.75
+        return fake_run(clock, 1.0, calls)(config, dataset, callbacks)
+
+    try:
+        metrics = race(config, toy_sentiment_frame(64), run=run, clock=clock, plots=False)
+    finally:
+        FAKE_VALUES.update(FAKE)
+    assert metrics["race"]["winner"] == "contrastive"  # 7 validation rows: 0.05 is noise
+    assert "freeze_half's 0.8000 is within validation noise" in metrics["race"]["winner_reason"]
+    saved = json.loads((tmp_path / "out" / "race.json").read_text())
+    assert saved["winner_reason"] == metrics["race"]["winner_reason"]
+    assert "within validation noise" in (tmp_path / "out" / "README.md").read_text()

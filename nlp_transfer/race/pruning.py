@@ -21,6 +21,20 @@ import optuna
 MIN_EPOCHS_BEFORE_PRUNING = 2
 
 
+def noise_margin(n_validation: int) -> float:
+    """``1 / sqrt(n_validation)``: about two standard errors of an accuracy near 0.5 (for a loss
+    or an error, that fraction of it)."""
+    return 1.0 / math.sqrt(max(n_validation, 1))
+
+
+def behind_by_more_than(value: float, best: float, margin: float, greater_is_better: bool) -> bool:
+    """Whether ``value`` trails ``best`` by more than ``margin`` (absolute when greater is
+    better, as for accuracies; relative for losses and errors)."""
+    if greater_is_better:
+        return value < best - margin
+    return value > best * (1 + margin)
+
+
 class NoiseMarginPruner(optuna.pruners.BasePruner):
     """Stop a trial at epoch ``e`` (>= ``min_epoch``) when its validation value is behind the best
     value another trial had at epoch ``e`` by more than ``1 / sqrt(n_validation)`` (about two
@@ -35,7 +49,7 @@ class NoiseMarginPruner(optuna.pruners.BasePruner):
     def __init__(
         self, n_validation: int, greater_is_better: bool, min_epoch: int = MIN_EPOCHS_BEFORE_PRUNING
     ):
-        self.margin = 1.0 / math.sqrt(max(n_validation, 1))
+        self.margin = noise_margin(n_validation)
         self.greater_is_better, self.min_epoch = greater_is_better, min_epoch
 
     def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
@@ -50,6 +64,5 @@ class NoiseMarginPruner(optuna.pruners.BasePruner):
         ]
         if not others:
             return False
-        if self.greater_is_better:
-            return value < max(others) - self.margin
-        return value > min(others) * (1 + self.margin)
+        best = max(others) if self.greater_is_better else min(others)
+        return behind_by_more_than(value, best, self.margin, self.greater_is_better)

@@ -50,6 +50,7 @@ def write_race_outputs(
     race = {
         "metric": f"validation {metric}",
         "winner": winner["candidate"],
+        "winner_reason": winner.get("reason", "best on validation"),
         "time_budget_s": None if budget is None else budget.total,
         "spent_s": spent_s,
         "leaderboard": board,
@@ -78,8 +79,8 @@ def _append_model_card(output_dir: Path, winner: dict, table: str, race: dict) -
     section = (
         "\n## Strategy race\n\n"
         f"This model is the winner of `--strategy auto` ({winner['candidate']}: "
-        f"{winner.get('description', '')}){timing}, chosen on {race['metric']}. Every "
-        "candidate's run is kept under `race/`.\n\n" + table + "\n"
+        f"{winner.get('description', '')}){timing}, chosen on {race['metric']}: "
+        f"{race['winner_reason']}. Every candidate's run is kept under `race/`.\n\n" + table + "\n"
     )
     card.write_text(text.rstrip("\n") + "\n" + section, encoding="utf-8")
 

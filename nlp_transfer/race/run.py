@@ -39,6 +39,7 @@ from .processes import is_main_process, process_state, share, wait_for_everyone
 from .pruning import NoiseMarginPruner
 from .report import leaderboard_rows, write_race_outputs
 from .tfidf import run_tfidf_candidate
+from .winner import default_candidate, pick_winner
 
 if TYPE_CHECKING:
     from datasets import DatasetDict
@@ -137,13 +138,18 @@ def _race(config, dataset, output_dir: Path, run, clock, plots: bool) -> dict:
             f"{r['candidate']}: {r['state']} {r.get('note', '')}".strip() for r in board
         )
         raise ValueError(f"--strategy auto: no candidate finished ({states}).")
-    winner = finished[0]
-    logger.info(f"race: {winner['candidate']} wins ({ctx.metric} {winner['value']:.4f})")
+    n_validation = ctx.dataset["validation"].num_rows
+    winner, why = pick_winner(
+        finished, default_candidate(candidates), n_validation, ctx.greater_is_better
+    )
+    logger.info(f"race: {winner['candidate']} wins ({ctx.metric} {winner['value']:.4f}): {why}")
     result = None
     if is_main_process():
         _promote(Path(winner["output_dir"]), output_dir)
         spent = ctx.budget.spent if ctx.budget else None
-        result = write_race_outputs(output_dir, board, winner, ctx.metric, spent, ctx.budget, plots)
+        result = write_race_outputs(
+            output_dir, board, winner | {"reason": why}, ctx.metric, spent, ctx.budget, plots
+        )
     return share(result)
 
 
