@@ -85,10 +85,10 @@ def check_texts(texts: Sequence) -> bool:
 
 # A forward pass's fixed cost on a CPU, in tokens of work (texts x padded length), by backend:
 # fitted by benchmarks/length_batches.py to the forward times of the default model
-# (all-MiniLM-L6-v2; float32 torch 72 tokens, onnxruntime int8 24) on a 2-core Intel Xeon
+# (all-MiniLM-L6-v2; float32 torch 69 tokens, onnxruntime int8 23) on a 2-core Intel Xeon
 # (results/length_batches.md). A larger model costs more per token, so for it these split less
 # than they could; on a GPU a pass's fixed cost dwarfs padding: no split there.
-CPU_CALL_COST_TOKENS = {"torch": 72.0, "onnxruntime": 24.0}
+CPU_CALL_COST_TOKENS = {"torch": 69.0, "onnxruntime": 23.0}
 
 
 def call_cost_tokens(backend: str, device: str = "cpu") -> float | None:
