@@ -44,11 +44,19 @@ def markdown_table(board: list[dict], metric: str) -> str:
 
 
 def write_race_outputs(
-    output_dir: Path, board: list[dict], winner: dict, metric: str, spent_s, budget, plots: bool
+    output_dir: Path,
+    board: list[dict],
+    winner: dict,
+    metric: str,
+    spent_s,
+    budget,
+    plots: bool,
+    n_validation: int | None = None,
 ) -> dict:
     """Write the leaderboard everywhere it belongs and return the winner's updated metrics."""
     race = {
         "metric": f"validation {metric}",
+        "n_validation": n_validation,
         "winner": winner["candidate"],
         "winner_reason": winner.get("reason", "best on validation"),
         "time_budget_s": None if budget is None else budget.total,

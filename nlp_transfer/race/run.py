@@ -148,8 +148,9 @@ def _race(config, dataset, output_dir: Path, run, clock, plots: bool) -> dict:
         _promote(Path(winner["output_dir"]), output_dir)
         spent = ctx.budget.spent if ctx.budget else None
         result = write_race_outputs(
-            output_dir, board, winner | {"reason": why}, ctx.metric, spent, ctx.budget, plots
-        )
+            output_dir, board, winner | {"reason": why}, ctx.metric, spent, ctx.budget, plots,
+            n_validation,
+        )  # fmt: skip
     return share(result)
 
 
