@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 
 from ..args import parse_duration
-from ..training.callbacks import TrainerCallback
+from ..training.callbacks import TrainerCallback, true_on_any_process
 
 __all__ = ["BudgetCallback", "TimeBudget", "parse_duration"]
 
@@ -72,7 +72,8 @@ class BudgetCallback(TrainerCallback):
         self.longest_epoch = max(self.longest_epoch, self.budget.clock() - self.epoch_started)
         if trainer.control.should_training_stop:
             return
-        if not _on_any_process(trainer, not self.budget.allows(self.longest_epoch)):
+        wants_stop = not self.budget.allows(self.longest_epoch)  # each process reads its clock
+        if not true_on_any_process(getattr(trainer, "accelerator", None), wants_stop):
             return
         trainer.control.should_training_stop = True
         self.stopped_at = trainer.state.epoch - 1
@@ -80,14 +81,3 @@ class BudgetCallback(TrainerCallback):
             f"race: {self.name} stops after epoch {self.stopped_at}: another epoch "
             f"(~{self.longest_epoch:.0f} s) would not fit in the {self.budget.remaining:.0f} s left"
         )
-
-
-def _on_any_process(trainer, flag: bool) -> bool:
-    """``flag`` or'ed over the processes (each reads its own clock; all must stop together)."""
-    accelerator = getattr(trainer, "accelerator", None)
-    if accelerator is None or accelerator.num_processes == 1:
-        return flag
-    import torch
-
-    total = accelerator.reduce(torch.tensor([float(flag)], device=accelerator.device), "sum")
-    return bool(total[0] > 0)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["is_main_process", "num_processes", "process_state", "share", "wait_for_everyone"]
+__all__ = ["is_main_process", "process_state", "share", "wait_for_everyone"]
 
 
 def process_state():
@@ -22,11 +22,6 @@ def process_state():
     from accelerate import PartialState
 
     return PartialState(cpu=not torch.cuda.is_available())
-
-
-def num_processes() -> int:
-    """Processes of this run (1 without ``accelerate launch``)."""
-    return process_state().num_processes
 
 
 def is_main_process() -> bool:

@@ -83,6 +83,15 @@ class TrainerCallback:
     def on_train_end(self, trainer: Trainer) -> None: ...
 
 
+def true_on_any_process(accelerator, flag: bool) -> bool:
+    """``flag`` or'ed over the processes (one small all-reduce; every process must call it at
+    the same point). ``accelerator`` None or one process: ``flag`` itself."""
+    if accelerator is None or accelerator.num_processes == 1:
+        return flag
+    total = accelerator.reduce(torch.tensor([float(flag)], device=accelerator.device), "sum")
+    return bool(total[0] > 0)
+
+
 class CallbackError(RuntimeError):
     """A callback raised on another process; this one stops at the same point."""
 
@@ -128,11 +137,7 @@ class CallbackHandler:
                 callback.on_evaluate(trainer, dict(metrics))
         except Exception as exc:  # re-raised below, once the processes agree
             error = exc
-        accelerator = trainer.accelerator
-        raised_somewhere = error is not None
-        if accelerator.num_processes > 1:
-            flag = torch.tensor([float(raised_somewhere)], device=accelerator.device)
-            raised_somewhere = bool(accelerator.reduce(flag, "sum")[0] > 0)
+        raised_somewhere = true_on_any_process(trainer.accelerator, error is not None)
         if error is not None:
             raise error
         if raised_somewhere:
