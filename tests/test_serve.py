@@ -354,3 +354,32 @@ def test_settings_name_the_flag_at_fault_and_the_card_summary_skips_headings(tmp
     assert model_card_summary(tmp_path) is None
     (tmp_path / "README.md").write_text("---\nlicense: mit\n---\n# Title\n\n| a |\n\nThe model.\n")
     assert model_card_summary(tmp_path) == "The model."
+
+
+def test_model_threads_leave_a_core_to_the_http_loop_for_onnxruntime():
+    from nlp_transfer.serving.settings import model_threads
+
+    assert model_threads("onnxruntime", cpu_count=2) == 1
+    assert model_threads("onnxruntime", cpu_count=16) == 15
+    assert model_threads("onnxruntime", workers=4, cpu_count=16) == 3
+    assert model_threads("onnxruntime", workers=4, cpu_count=2) == 1
+    assert model_threads("torch", cpu_count=16) is None  # torch's default
+    assert model_threads("torch", workers=4, cpu_count=16) == 4
+
+
+def test_an_onnxruntime_server_runs_the_threads_it_chose_without_spinning(model_dir):
+    pytest.importorskip("onnxruntime")
+    from nlp_transfer.serving.settings import model_threads
+
+    kwargs = {"device": "cpu", "backend": "onnxruntime", "quantize": "int8"}
+    with _client(model_dir, **kwargs) as client:
+        server = client.app.state.server
+        assert client.get("/metadata").json()["num_threads"] == model_threads("onnxruntime")
+    options = server.classifier.model.session.get_session_options()
+    assert options.intra_op_num_threads == model_threads("onnxruntime")
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    with _client(model_dir, num_threads=3, **kwargs) as client:
+        options = client.app.state.server.classifier.model.session.get_session_options()
+        assert options.intra_op_num_threads == 3
+    with pytest.raises(ValueError, match="--num_threads must be at least 1"):
+        _client(model_dir, num_threads=0, **kwargs)

@@ -32,6 +32,10 @@ def add_serve_parser(sub) -> None:
         "--no_dynamic_batching", action="store_true", help="Predict each request on its own."
     )
     s.add_argument("--workers", type=int, default=1, help="Processes, each with its own model.")
+    s.add_argument(
+        "--num_threads", type=int,
+        help="The model's threads per worker (default: onnxruntime cores-1, torch all cores).",
+    )  # fmt: skip
     s.add_argument("--max_texts_per_request", type=int, default=256)
     s.add_argument("--max_text_chars", type=int, default=20_000)
     s.add_argument("--max_body_bytes", type=int, default=1_000_000)
@@ -56,5 +60,6 @@ def serve_main(args: argparse.Namespace) -> int:
         max_text_chars=args.max_text_chars,
         max_body_bytes=args.max_body_bytes,
         device=args.device,
+        num_threads=args.num_threads,
     )
     return 0

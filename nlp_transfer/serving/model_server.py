@@ -9,7 +9,7 @@ from pathlib import Path
 from ..metrics.conformal import add_conformal
 from ..optional import require
 from .protocol import unprocessable
-from .settings import SERVE_EXTRA, ServeSettings
+from .settings import SERVE_EXTRA, ServeSettings, model_threads
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
@@ -45,18 +45,23 @@ class Server:
         from .batcher import DynamicBatcher
 
         self.settings = settings.check()
-        if settings.num_threads:
+        threads = settings.num_threads
+        if threads is None:
+            threads = model_threads(settings.backend)
+        if threads and settings.backend == "torch":
             import torch
 
-            torch.set_num_threads(settings.num_threads)
+            torch.set_num_threads(threads)
         if classifier is None:
             classifier = TextClassifier.from_pretrained(
                 settings.model_dir,
                 settings.device,
                 backend=settings.backend,
                 quantize=settings.quantize,
+                num_threads=threads if settings.backend == "onnxruntime" else None,
             )
         self.classifier = classifier
+        self.num_threads = threads
         self.registry = prometheus.CollectorRegistry()
         self.requests = prometheus.Counter(
             "nlp_transfer_requests", "HTTP requests by path and status code.",
@@ -191,4 +196,5 @@ class Server:
                 "max_batch_size": self.settings.max_batch_size,
                 "max_wait_ms": self.settings.max_wait_ms,
             },
+            "num_threads": self.num_threads,
         }

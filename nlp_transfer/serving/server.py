@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from ..optional import require
-from .settings import SERVE_EXTRA, SETTINGS_ENV, ServeSettings, settings_json
+from .settings import SERVE_EXTRA, SETTINGS_ENV, ServeSettings, model_threads, settings_json
 
 
 def serve(
@@ -22,6 +22,7 @@ def serve(
     max_text_chars: int = 20_000,
     max_body_bytes: int = 1_000_000,
     device: str | None = None,
+    num_threads: int | None = None,
     log_level: str = "info",
 ) -> None:
     """Serve a saved text model over HTTP until SIGINT or SIGTERM (then the requests already
@@ -37,12 +38,14 @@ def serve(
         max_batch_size: Texts per forward pass at most.
         max_wait_ms: How long a request may wait for others to share its batch (ms).
         dynamic_batching: False: each request is predicted on its own.
-        workers: uvicorn worker processes sharing the port, each with its own model and
-            ``cores / workers`` torch threads.
+        workers: uvicorn worker processes sharing the port, each with its own model.
         max_texts_per_request: Limit per request (more: 422).
         max_text_chars: Limit per text (longer: 422).
         max_body_bytes: Limit on a request body (larger: 413).
         device: Torch device; default: CUDA when available.
+        num_threads: The model's intra-op threads per worker; default
+            (:func:`~nlp_transfer.serving.settings.model_threads`): onnxruntime, the worker's
+            share of the cores less one (left to the HTTP loop); torch, its share of the cores.
         log_level: uvicorn's log level.
 
     Raises:
@@ -54,7 +57,7 @@ def serve(
     require("fastapi", "nlp-transfer serve", SERVE_EXTRA)
     if workers < 1:
         raise ValueError(f"--workers must be at least 1, got {workers}.")
-    threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
+    threads = model_threads(backend, workers) if num_threads is None else num_threads
     settings = ServeSettings(
         model_dir=str(model_dir),
         backend=backend,

@@ -80,6 +80,7 @@ class TextClassifier:
         *,
         backend: str = "torch",
         quantize: str | None = None,
+        num_threads: int | None = None,
     ) -> TextClassifier:
         """Load a run's ``output_dir`` (or any local sequence-classification model).
 
@@ -91,6 +92,9 @@ class TextClassifier:
                 (:func:`~nlp_transfer.text.onnx_backend.load_onnx_model`).
             quantize: ``"int8"`` (onnxruntime only): dynamic int8 quantization of the weights,
                 ``model_dir/model.int8.onnx``, made once.
+            num_threads: onnxruntime's intra-op threads, not spinning (None: its default,
+                one per core); torch's are set for the whole process
+                (``torch.set_num_threads``).
 
         Returns:
             The classifier; its predictions have the same form whatever the backend.
@@ -113,7 +117,9 @@ class TextClassifier:
             tfidf = load_tfidf_model(model_dir)
             return cls(tfidf, None, decision_threshold(tfidf.config), 0, tfidf.config, scores)
         if backend != "torch" or quantize is not None:
-            onnx_model, config, tokenizer = load_onnx_model(model_dir, backend, quantize, device)
+            onnx_model, config, tokenizer = load_onnx_model(
+                model_dir, backend, quantize, device, num_threads
+            )
             threshold, max_seq_length = decision_threshold(config), saved_max_seq_length(config)
             return cls(onnx_model, tokenizer, threshold, max_seq_length, config, scores)
         model, tokenizer, threshold = load_classifier(model_dir, device)

@@ -84,6 +84,7 @@ def load_onnx_model(
     backend: str = "onnxruntime",
     quantize: str | None = None,
     device: str | None = None,
+    num_threads: int | None = None,
 ):
     """Load a saved text classifier into onnxruntime, exporting (and quantizing) it once.
 
@@ -92,6 +93,9 @@ def load_onnx_model(
         backend: ``"onnxruntime"`` (the argument is checked, for the flag's sake).
         quantize: None (fp32) or ``"int8"``.
         device: None or ``"cpu"``: this backend runs on onnxruntime's CPU provider.
+        num_threads: The session's intra-op threads, which then wait without spinning (for a
+            process that shares the cores with other work, such as a server's HTTP loop);
+            None: onnxruntime's default (one per core, spinning between operators).
 
     Returns:
         ``(model, config, tokenizer)``: the :class:`OnnxModel`, the saved ``config.json`` (labels,
@@ -117,7 +121,13 @@ def load_onnx_model(
     onnx_path = ensure_onnx(path, quantize)
     config = AutoConfig.from_pretrained(path, local_files_only=True)
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    if num_threads is not None:
+        if num_threads < 1:
+            raise ValueError(f"--num_threads must be at least 1, got {num_threads}.")
+        options.intra_op_num_threads = num_threads
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
     return OnnxModel(session, onnx_path), config, tokenizer
 
 
