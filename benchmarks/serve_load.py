@@ -12,7 +12,7 @@ sending its next request as soon as the last is answered (a closed loop, so the 
 by ``c``), for ``--duration_s`` after a 3 s warm-up at the same concurrency. Arms:
 
 - ``ours-<backend>-batching``: ``nlp-transfer serve`` with dynamic batching (its defaults:
-  ``--max_batch_size 32 --max_wait_ms 5``), ``<backend>`` torch, onnxruntime or int8;
+  ``--max_batch_size 32 --max_wait_ms 0``), ``<backend>`` torch, onnxruntime or int8;
 - ``ours-<backend>-no_batching``: the same with ``--no_dynamic_batching``;
 - ``pipeline``: ``benchmarks/pipeline_server.py`` (``--peer_batch_size``).
 
@@ -280,6 +280,22 @@ def goals(rows: list[dict], checks: dict) -> dict:
     return out
 
 
+def at_32_clients(rows: list[dict]) -> list[dict]:
+    """Each arm at 32 clients: requests/s, p99 (ms) and the ratio to the pipeline server's
+    throughput (the figures the docs quote)."""
+    at32 = [r for r in rows if r["clients"] == 32]
+    peer = next((r for r in at32 if r["arm"] == "pipeline"), None)
+    return [
+        {
+            "arm": r["arm"],
+            "requests_per_s": r["requests_per_s"],
+            "p99_ms": r["p99_ms"],
+            "vs_pipeline": r["requests_per_s"] / peer["requests_per_s"] if peer else None,
+        }
+        for r in at32
+    ]
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     args.concurrency_list = [int(c) for c in args.concurrency.split(",") if c]
@@ -325,8 +341,9 @@ def main(argv=None) -> dict:
             )
     settings = {k: v for k, v in vars(args).items() if k != "output_dir"}
     document = harness.result_document(
-        info, machine, settings, rows=rows, checks=checks, goals=goals(rows, checks)
-    )
+        info, machine, settings, rows=rows, checks=checks, goals=goals(rows, checks),
+        at_32_clients=at_32_clients(rows),
+    )  # fmt: skip
     md = markdown(rows, checks, machine["cpu"], args)
     paths = harness.write_result("serve_load", document, md, Path(args.output_dir))
     print(md)

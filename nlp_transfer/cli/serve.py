@@ -25,8 +25,9 @@ def add_serve_parser(sub) -> None:
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--max_batch_size", type=int, default=32, help="Texts per forward pass.")
     s.add_argument(
-        "--max_wait_ms", type=float, default=5.0,
-        help="How long a request may wait for others to share its batch.",
+        "--max_wait_ms", type=float, default=0.0,
+        help="How long a request may wait for others to share its batch (0: a batch holds what "
+        "queued during the last one).",
     )  # fmt: skip
     s.add_argument(
         "--no_dynamic_batching", action="store_true", help="Predict each request on its own."

@@ -3,7 +3,8 @@
 Requests put their texts on a queue; one worker thread, the only one that touches the model,
 takes the oldest request and adds the requests queued behind it until the batch holds
 ``max_batch_size`` texts or the oldest has waited ``max_wait_ms`` (the policy of NVIDIA Triton's
-dynamic batcher: a size cap and a queue delay). The model then predicts the batch's texts sorted
+dynamic batcher: a size cap and a queue delay, 0 by default there and here: a batch holds the
+requests that queued while the previous batch ran, so an idle model never waits). The model then predicts the batch's texts sorted
 by length (:meth:`~nlp_transfer.text.classifier.TextClassifier.predict_logits`), and each request
 gets its own texts' results back through a future. With batching off, each request is a batch
 of its own, still one at a time. The event loop never runs the model, so it keeps accepting
@@ -48,7 +49,7 @@ class DynamicBatcher:
         max_batch_size: Texts per batch at most (a single request with more texts is a batch
             of its own).
         max_wait_ms: How long the oldest queued request may wait for others to join its batch
-            (milliseconds).
+            (milliseconds; 0: only the requests already queued join).
         enabled: False: every request is a batch of its own (batching off).
         on_batch: Called after each batch with ``(texts in the batch, seconds it took)``
             (metrics).
@@ -58,7 +59,7 @@ class DynamicBatcher:
         self,
         run_batch: Callable[[list[Job]], list],
         max_batch_size: int = 32,
-        max_wait_ms: float = 5.0,
+        max_wait_ms: float = 0.0,
         enabled: bool = True,
         on_batch: Callable[[int, float], None] | None = None,
     ):

@@ -15,7 +15,7 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8000,
     max_batch_size: int = 32,
-    max_wait_ms: float = 5.0,
+    max_wait_ms: float = 0.0,
     dynamic_batching: bool = True,
     workers: int = 1,
     max_texts_per_request: int = 256,

@@ -39,7 +39,7 @@ class ServeSettings:
     quantize: str | None = None
     device: str | None = None
     max_batch_size: int = 32
-    max_wait_ms: float = 5.0
+    max_wait_ms: float = 0.0
     dynamic_batching: bool = True
     max_texts_per_request: int = 256
     max_text_chars: int = 20_000
