@@ -717,6 +717,22 @@ def test_serve_load_goals_compare_batching_with_the_pipeline_server_at_32_client
     assert goals["ours-int8-batching at 32 clients"].endswith("not met")
     assert not any("no_batching" in k for k in goals)
     assert goals["sigterm"] == "met" and goals["long"] == "not met"
+    at32 = {r["arm"]: r for r in serve_load.at_32_clients(rows)}
+    assert set(at32) == {"pipeline", "ours-torch-batching", "ours-int8-batching",
+                         "ours-torch-no_batching"}  # fmt: skip
+    assert at32["ours-int8-batching"]["vs_pipeline"] == 8.0
+    assert at32["pipeline"]["vs_pipeline"] == 1.0
+
+
+def test_serve_settings_reads_prometheus_samples_and_covers_both_backends():
+    serve_settings = bench_module("serve_settings")
+    text = "# HELP x\nnlp_transfer_batch_size_sum 42.0\nnlp_transfer_batch_size_count 4.0\n"
+    assert serve_settings.metric(text, "nlp_transfer_batch_size_sum") == 42.0
+    assert serve_settings.metric(text, "nlp_transfer_batch_size_count") == 4.0
+    assert serve_settings.metric(text, "nlp_transfer_texts_total") == 0.0
+    arms = serve_settings.arms()
+    assert arms["torch"] == [] and "--max_wait_ms" in arms["int8 --max_wait_ms 5"]
+    assert sum("--num_threads" in flags for flags in arms.values()) == 2
 
 
 def test_long_texts_goal_compares_chunks_per_seed_and_needs_less_time_than_512():
