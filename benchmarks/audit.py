@@ -11,7 +11,8 @@ Parts:
   against the flipped ones, and the share flagged. Features are computed once per set (cached).
 - ``leakage``: 100 test sentences planted in the sentiment training split as exact copies (case,
   punctuation and spacing changed) and 100 as near copies (one word dropped or repeated); the
-  recall of each kind, and the pairs found beyond them.
+  recall of each kind, and the pairs found beyond them; near recall and the shipped sentences'
+  near pairs also with the sentence features alone (no wording rule below cosine 0.95).
 - ``builtins``: what the audit finds in every single-label built-in set as shipped.
 - ``recovery`` (opt-in, ~1.5 h): at ``--recovery_rate`` (10%) flips, three training runs per set
   and seed on the own-data defaults (``nlp-transfer train --train_file``, the built-in validation
@@ -33,6 +34,7 @@ Writes ``<output_dir>/audit.{json,md}``.
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import tempfile
@@ -71,6 +73,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--builtins", default=",".join(BUILTINS))
     parser.add_argument("--model_dir", help="A sentiment model saved with its fingerprint.")
     parser.add_argument("--resamples", type=int, default=20)
+    parser.add_argument(
+        "--merge",
+        help="An earlier audit.json: its parts not run now are kept (with their run_info).",
+    )
     parser.add_argument("--output_dir", default=str(harness.RESULTS))
     args = parser.parse_args(argv)
     args.part_list = [p for p in args.parts.split(",") if p]
@@ -178,23 +184,36 @@ def leakage(args, work: Path) -> dict:
             }
         )
     )
-    from nlp_transfer.audit.duplicates import find_duplicates
+    from nlp_transfer.audit.duplicates import WORDING_MIN_COSINE, find_duplicates
     from nlp_transfer.audit.embed import embed_texts
 
     result = _audit_rows(planted_rows, work / "leakage")
-    # the audit's own duplicate search, to read which group each planted copy joined
-    found = find_duplicates(texts, planted_rows.splits, labels, embed_texts(texts), 0.95)
-    group = found["group"]
-    recall = {}
-    for kind in ("exact", "near"):
-        copies = [c for c, (_, k) in planted.items() if k == kind]
-        recall[kind] = float(np.mean([group[c] == group[planted[c][0]] for c in copies]))
-    return {
-        "planted": {"exact": 100, "near": 100},
-        "recall": recall,
-        "counts": result.summary["duplicates"],
-        "near_duplicate_threshold": 0.95,
+    # the audit's own duplicate search, to read which group each planted copy joined; and the
+    # same with the features alone (no wording rule below 0.95), as before that rule
+    features = embed_texts(texts)
+    out = {"planted": {"exact": 100, "near": 100}, "counts": result.summary["duplicates"]}
+    for name, wording in (("recall", WORDING_MIN_COSINE), ("recall_features_only", 0.95)):
+        group = find_duplicates(texts, planted_rows.splits, labels, features, 0.95, wording)[
+            "group"
+        ]
+        out[name] = {
+            kind: float(
+                np.mean(
+                    [group[c] == group[planted[c][0]] for c, (_, k) in planted.items() if k == kind]
+                )
+            )
+            for kind in ("exact", "near")
+        }
+    shipped = find_duplicates(rows.texts, rows.splits, rows.labels, features[: len(rows.texts)])
+    alone = find_duplicates(
+        rows.texts, rows.splits, rows.labels, features[: len(rows.texts)], 0.95, 0.95
+    )
+    out["shipped_near_pairs"] = {
+        "with_wording_rule": shipped["counts"]["near_pairs"],
+        "features_only": alone["counts"]["near_pairs"],
     }
+    out |= {"near_duplicate_threshold": 0.95, "wording_min_cosine": WORDING_MIN_COSINE}
+    return out
 
 
 def builtins(args, work: Path) -> list[dict]:
@@ -398,6 +417,12 @@ def summarize(document: dict) -> dict:
 
 def markdown(document: dict) -> str:
     parts = ["# Audit and monitor\n"]
+    if earlier := document["run_info"].get("earlier"):
+        parts.append(
+            f"\nParts {', '.join(earlier['parts'])} come from an earlier run on {earlier['cpu']} "
+            f"({earlier['run_info']['git_sha']}: {earlier['run_info']['command']}); the rest "
+            f"from this run on {document['machine']['cpu']}.\n\n"
+        )
     records = document.get("label_errors") or []
     if records:
         rows = []
@@ -454,6 +479,15 @@ def markdown(document: dict) -> str:
             f"recall: exact {leak['recall']['exact']:.2f}, near {leak['recall']['near']:.2f}; "
             f"counts: {leak['counts']}\n"
         )
+        if alone := leak.get("recall_features_only"):
+            shipped = leak["shipped_near_pairs"]
+            parts.append(
+                f"\nWith the features alone (cosine >= 0.95, no wording rule): near recall "
+                f"{alone['near']:.2f}. Near pairs among the shipped sentences: "
+                f"{shipped['with_wording_rule']} with the wording rule (cosine >= "
+                f"{leak['wording_min_cosine']} and the same wording), {shipped['features_only']} "
+                "with the features alone.\n"
+            )
     if found := document.get("builtins"):
         parts.append("\n## The built-in sets as shipped\n")
         parts.append(
@@ -524,6 +558,23 @@ def markdown(document: dict) -> str:
     return "".join(parts)
 
 
+def merge_earlier(document: dict, path: Path, ran: list[str]) -> None:
+    """Keep the parts of the earlier result at ``path`` that this run did not make; the earlier
+    run_info and machine go with them (``run_info.earlier``)."""
+    earlier = json.loads(path.read_text(encoding="utf-8"))
+    kept = [
+        p for p in (*PARTS, "monitor_training_text_fingerprint") if p in earlier and p not in ran
+    ]
+    for part in kept:
+        document[part] = earlier[part]
+    document["run_info"]["earlier"] = {
+        "file": str(path),
+        "parts": kept,
+        "run_info": earlier["run_info"],
+        "cpu": earlier["machine"].get("cpu"),
+    }
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     info, machine = harness.run_info(script="audit.py"), harness.machine()
@@ -539,6 +590,8 @@ def main(argv=None) -> dict:
         document["monitor"] = monitor_part(args, work)
     if "recovery" in args.part_list:
         document["recovery"] = recovery(args, work)
+    if args.merge:
+        merge_earlier(document, Path(args.merge), args.part_list)
     document["goals"] = summarize(document)
     harness.write_result("audit", document, markdown(document), Path(args.output_dir))
     print(markdown(document))

@@ -65,6 +65,36 @@ def test_duplicates_flag_conflicting_labels_and_leakage_into_test():
     assert found["counts"]["exact_pairs"] == 2
 
 
+def test_below_the_threshold_near_duplicates_need_the_same_wording():
+    from nlp_transfer.audit.duplicates import text_similarity
+
+    texts = [
+        "a gorgeous, witty and moving film",
+        "a gorgeous witty moving film",  # two words dropped: same wording
+        "a less than thrilling thriller",
+        "a thriller without a lot of thrills",  # a paraphrase: other wording
+        "nothing like the others",
+        "nothing like the others at all, really",
+    ]
+    assert text_similarity(texts[0], texts[1]) >= 0.8 > text_similarity(texts[2], texts[3])
+
+    def features_with(cosines: dict) -> np.ndarray:
+        gram = np.eye(len(texts))
+        for (a, b), c in cosines.items():
+            gram[a, b] = gram[b, a] = c
+        values, vectors = np.linalg.eigh(gram)  # unit rows whose dot products are the gram
+        return vectors * np.sqrt(np.clip(values, 0, None))
+
+    features = features_with({(0, 1): 0.9, (2, 3): 0.9, (4, 5): 0.8})
+    found = find_duplicates(texts, ["train"] * 6, [0] * 6, features)
+    assert [(p["a"], p["b"]) for p in found["pairs"]] == [(0, 1)]  # (4, 5): below 0.85
+    features = features_with({(0, 1): 0.9, (2, 3): 0.96, (4, 5): 0.8})
+    found = find_duplicates(texts, ["train"] * 6, [0] * 6, features)
+    assert [(p["a"], p["b"]) for p in found["pairs"]] == [(0, 1), (2, 3)]  # 0.96: any wording
+    found = find_duplicates(texts, ["train"] * 6, [0] * 6, features, wording_min_cosine=0.95)
+    assert [(p["a"], p["b"]) for p in found["pairs"]] == [(2, 3)]  # the wording rule off
+
+
 # --- label errors -----------------------------------------------------------------------------
 def _blobs(n: int = 240, seed: int = 0, classes: int = 3):
     rng = np.random.default_rng(seed)

@@ -895,3 +895,23 @@ def test_calibration_coverage_range_holds_nine_in_ten_exchangeable_runs():
         q = np.sort(cal)[math.ceil((n_cal + 1) * target) - 1]
         inside += low <= np.mean(test <= q) <= high
     assert 0.86 <= inside / 600 <= 0.94
+
+
+def test_audit_merge_keeps_the_earlier_parts_not_run_now_and_says_where_they_came_from(tmp_path):
+    import json
+
+    audit_bench = bench_module("audit")
+    earlier = {
+        "run_info": {"git_sha": "abc", "command": "python benchmarks/audit.py"},
+        "machine": {"cpu": "AMD EPYC"},
+        "label_errors": [{"set": "spam"}],
+        "leakage": {"recall": {"exact": 1.0, "near": 0.5}},
+    }
+    path = tmp_path / "audit.json"
+    path.write_text(json.dumps(earlier), encoding="utf-8")
+    document = {"run_info": {}, "machine": {"cpu": "Intel"}, "leakage": {"recall": {"near": 0.99}}}
+    audit_bench.merge_earlier(document, path, ["leakage"])
+    assert document["label_errors"] == [{"set": "spam"}]
+    assert document["leakage"]["recall"] == {"near": 0.99}  # this run's part stays
+    assert document["run_info"]["earlier"]["parts"] == ["label_errors"]
+    assert document["run_info"]["earlier"]["cpu"] == "AMD EPYC"
