@@ -11,8 +11,9 @@ on 127.0.0.1; the client is one asyncio process (httpx) running ``c`` concurrent
 sending its next request as soon as the last is answered (a closed loop, so the load is bounded
 by ``c``), for ``--duration_s`` after a 3 s warm-up at the same concurrency. Arms:
 
-- ``ours-<backend>-batching``: ``nlp-transfer serve`` with dynamic batching (its defaults:
-  ``--max_batch_size 32 --max_wait_ms 0``), ``<backend>`` torch, onnxruntime or int8;
+- ``ours-<backend>-batching``: ``nlp-transfer serve --dynamic_batching`` (``--max_batch_size
+  32 --max_wait_ms 0``, its defaults), ``<backend>`` torch, onnxruntime or int8 (int8's default
+  is no batching: ``serving.settings.default_dynamic_batching``);
 - ``ours-<backend>-no_batching``: the same with ``--no_dynamic_batching``;
 - ``pipeline``: ``benchmarks/pipeline_server.py`` (``--peer_batch_size``).
 
@@ -173,7 +174,7 @@ def arms(args, model: Path) -> dict[str, list[str]]:
     serve = [sys.executable, "-m", "nlp_transfer", "serve", "--model_dir", str(model)]
     out = {}
     for backend in args.backend_list:
-        out[f"ours-{backend}-batching"] = [*serve, *BACKENDS[backend]]
+        out[f"ours-{backend}-batching"] = [*serve, *BACKENDS[backend], "--dynamic_batching"]
         out[f"ours-{backend}-no_batching"] = [*serve, *BACKENDS[backend], "--no_dynamic_batching"]
     peer = [sys.executable, str(HERE / "pipeline_server.py"), "--model_dir", str(model)]
     out["pipeline"] = [*peer, "--batch_size", str(args.peer_batch_size)]

@@ -7,8 +7,9 @@ The same model, texts and closed-loop client as ``serve_load.py`` (one sentence 
 the client on the same machine), ``--duration_s`` per row after a 3 s warm-up. Arms, each a
 server started with these flags:
 
-- ``torch`` and ``int8`` (``--backend onnxruntime --quantize int8``): the defaults
-  (``--max_wait_ms 0``; threads: torch every core, onnxruntime one fewer than the cores);
+- ``torch`` and ``int8 --dynamic_batching`` (``--backend onnxruntime --quantize int8``, whose
+  default is no batching): the defaults otherwise (``--max_wait_ms 0``; threads: torch every
+  core, onnxruntime one fewer than the cores);
 - ``... --max_wait_ms 5``: the oldest request waits up to 5 ms for others to join its batch;
 - ``torch --num_threads 1`` and ``int8 --num_threads <cores>``: the other thread count.
 
@@ -47,15 +48,15 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def arms() -> dict[str, list[str]]:
-    int8 = ["--backend", "onnxruntime", "--quantize", "int8"]
+    int8 = ["--backend", "onnxruntime", "--quantize", "int8", "--dynamic_batching"]
     cores = str(os.cpu_count() or 1)
     return {
         "torch": [],
         "torch --max_wait_ms 5": ["--max_wait_ms", "5"],
         "torch --num_threads 1": ["--num_threads", "1"],
-        "int8": int8,
-        "int8 --max_wait_ms 5": [*int8, "--max_wait_ms", "5"],
-        f"int8 --num_threads {cores}": [*int8, "--num_threads", cores],
+        "int8 --dynamic_batching": int8,
+        "int8 --dynamic_batching --max_wait_ms 5": [*int8, "--max_wait_ms", "5"],
+        f"int8 --dynamic_batching --num_threads {cores}": [*int8, "--num_threads", cores],
     }
 
 

@@ -731,7 +731,10 @@ def test_serve_settings_reads_prometheus_samples_and_covers_both_backends():
     assert serve_settings.metric(text, "nlp_transfer_batch_size_count") == 4.0
     assert serve_settings.metric(text, "nlp_transfer_texts_total") == 0.0
     arms = serve_settings.arms()
-    assert arms["torch"] == [] and "--max_wait_ms" in arms["int8 --max_wait_ms 5"]
+    assert (
+        arms["torch"] == [] and "--max_wait_ms" in arms["int8 --dynamic_batching --max_wait_ms 5"]
+    )
+    assert all("--dynamic_batching" in flags for name, flags in arms.items() if "int8" in name)
     assert sum("--num_threads" in flags for flags in arms.values()) == 2
 
 

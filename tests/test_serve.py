@@ -383,3 +383,15 @@ def test_an_onnxruntime_server_runs_the_threads_it_chose_without_spinning(model_
         assert options.intra_op_num_threads == 3
     with pytest.raises(ValueError, match="--num_threads must be at least 1"):
         _client(model_dir, num_threads=0, **kwargs)
+
+
+def test_batching_is_on_by_default_except_for_int8_and_the_flags_win(tmp_path):
+    from nlp_transfer.serving import ServeSettings
+
+    (tmp_path / "config.json").write_text("{}", encoding="utf-8")
+    int8 = {"backend": "onnxruntime", "quantize": "int8"}
+    assert ServeSettings(str(tmp_path)).check().dynamic_batching is True
+    assert ServeSettings(str(tmp_path), backend="onnxruntime").check().dynamic_batching is True
+    assert ServeSettings(str(tmp_path), **int8).check().dynamic_batching is False
+    assert ServeSettings(str(tmp_path), dynamic_batching=True, **int8).check().dynamic_batching
+    assert not ServeSettings(str(tmp_path), dynamic_batching=False).check().dynamic_batching

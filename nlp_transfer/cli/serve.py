@@ -29,9 +29,15 @@ def add_serve_parser(sub) -> None:
         help="How long a request may wait for others to share its batch (0: a batch holds what "
         "queued during the last one).",
     )  # fmt: skip
-    s.add_argument(
-        "--no_dynamic_batching", action="store_true", help="Predict each request on its own."
-    )
+    batching = s.add_mutually_exclusive_group()
+    batching.add_argument(
+        "--dynamic_batching", action="store_true", default=None,
+        help="Batch concurrent requests (default: on, except for --quantize int8).",
+    )  # fmt: skip
+    batching.add_argument(
+        "--no_dynamic_batching", action="store_false", dest="dynamic_batching",
+        help="Predict each request on its own.",
+    )  # fmt: skip
     s.add_argument("--workers", type=int, default=1, help="Processes, each with its own model.")
     s.add_argument(
         "--num_threads", type=int,
@@ -55,7 +61,7 @@ def serve_main(args: argparse.Namespace) -> int:
         port=args.port,
         max_batch_size=args.max_batch_size,
         max_wait_ms=args.max_wait_ms,
-        dynamic_batching=not args.no_dynamic_batching,
+        dynamic_batching=args.dynamic_batching,
         workers=args.workers,
         max_texts_per_request=args.max_texts_per_request,
         max_text_chars=args.max_text_chars,

@@ -16,7 +16,7 @@ def serve(
     port: int = 8000,
     max_batch_size: int = 32,
     max_wait_ms: float = 0.0,
-    dynamic_batching: bool = True,
+    dynamic_batching: bool | None = None,
     workers: int = 1,
     max_texts_per_request: int = 256,
     max_text_chars: int = 20_000,
@@ -37,7 +37,8 @@ def serve(
         port: TCP port.
         max_batch_size: Texts per forward pass at most.
         max_wait_ms: How long a request may wait for others to share its batch (ms).
-        dynamic_batching: False: each request is predicted on its own.
+        dynamic_batching: False: each request is predicted on its own; None: on, except for
+            int8 (:func:`~nlp_transfer.serving.settings.default_dynamic_batching`).
         workers: uvicorn worker processes sharing the port, each with its own model.
         max_texts_per_request: Limit per request (more: 422).
         max_text_chars: Limit per text (longer: 422).

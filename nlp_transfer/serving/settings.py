@@ -24,7 +24,8 @@ class ServeSettings:
         device: Torch device (``cpu``, ``cuda``); default: CUDA when available.
         max_batch_size: Texts per forward pass at most.
         max_wait_ms: How long a request may wait for others to share its batch (milliseconds).
-        dynamic_batching: False: each request is predicted alone.
+        dynamic_batching: False: each request is predicted alone. None:
+            :func:`default_dynamic_batching` chooses by backend.
         max_texts_per_request: More texts in one request are refused (422).
         max_text_chars: A longer text is refused (422); the model truncates to its
             ``max_seq_length`` tokens anyway.
@@ -40,7 +41,7 @@ class ServeSettings:
     device: str | None = None
     max_batch_size: int = 32
     max_wait_ms: float = 0.0
-    dynamic_batching: bool = True
+    dynamic_batching: bool | None = None
     max_texts_per_request: int = 256
     max_text_chars: int = 20_000
     max_body_bytes: int = 1_000_000
@@ -62,6 +63,8 @@ class ServeSettings:
                 raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}.")
         if self.num_threads is not None and self.num_threads < 1:
             raise ValueError(f"--num_threads must be at least 1, got {self.num_threads}.")
+        if self.dynamic_batching is None:
+            self.dynamic_batching = default_dynamic_batching(self.backend, self.quantize)
         if self.max_wait_ms < 0:
             raise ValueError(f"--max_wait_ms must be 0 or more, got {self.max_wait_ms}.")
         return self
@@ -70,6 +73,20 @@ class ServeSettings:
 def settings_json(settings: ServeSettings) -> str:
     """``settings`` as the JSON :func:`app_from_environment` reads."""
     return json.dumps(dataclasses.asdict(settings))
+
+
+def default_dynamic_batching(backend: str, quantize: str | None) -> bool:
+    """Whether the server batches concurrent requests when neither ``--dynamic_batching`` nor
+    ``--no_dynamic_batching`` is given: yes, except for int8 in onnxruntime (on the CPU).
+
+    A forward pass of int8 costs little more than its tokens (a fixed cost of about 23 tokens,
+    ``benchmarks/length_batches.py``), so batching saves almost nothing there, and the bursts of
+    answers it sends back at once slowed the HTTP side: on a 2-core Intel Xeon at 64 clients
+    int8 answered 140 requests/s with batching and 258 without (``serve_load.md``, 2026-12-07);
+    at 1, 8 and 32 clients the two were within 8%. torch and onnxruntime float32 gain from
+    batching (torch 146 against 100 requests/s at 32 clients).
+    """
+    return not (backend == "onnxruntime" and quantize == "int8")
 
 
 def model_threads(backend: str, workers: int = 1, cpu_count: int | None = None) -> int | None:
