@@ -918,3 +918,16 @@ def test_audit_merge_keeps_the_earlier_parts_not_run_now_and_says_where_they_cam
     assert document["leakage"]["recall"] == {"near": 0.99}  # this run's part stays
     assert document["run_info"]["earlier"]["parts"] == ["label_errors"]
     assert document["run_info"]["earlier"]["cpu"] == "AMD EPYC"
+
+
+def test_conformal_resplit_finds_an_unlucky_split_and_not_an_ordinary_one():
+    import numpy as np
+
+    resplit = bench_module("conformal_resplit").resplit
+    rng = np.random.default_rng(0)
+    calibration, test = rng.exponential(size=500), rng.exponential(size=1000)
+    ordinary = resplit(calibration, test, 0.9, resamples=500)
+    assert 0.1 < ordinary["share_at_or_below"] < 0.95
+    assert ordinary["resplit_5_95"][0] < 0.9 < ordinary["resplit_5_95"][1]
+    shifted = resplit(calibration, test * 1.5, 0.9, resamples=500)  # test residuals larger
+    assert shifted["share_at_or_below"] < 0.01 and shifted["observed"] < 0.85
