@@ -11,9 +11,9 @@ et al. 2022, "Deduplicating Training Data Makes Language Models Better", with a 
 filter before an exact comparison). Why: a copy with one word dropped or repeated can move the
 features below 0.95 (91% of such planted copies of sentiment sentences reached it, 99% reached
 0.85), while below 0.95 the features alone also pair paraphrases ("A less than thrilling
-thriller." / "A thriller without a lot of thrills.", 0.88): of the 30 pairs of the Rotten
-Tomatoes sentences between 0.85 and 0.95, 5 share their wording (``benchmarks/audit.py``,
-``--parts leakage``). Pairs are joined into groups (connected components, ``scipy.sparse.csgraph``); a
+thriller." / "A thriller without a lot of thrills.", 0.88). With the rule, 99% of those copies
+are found, and the shipped Rotten Tomatoes sentences gain 4 near pairs to the 1 at 0.95
+(``benchmarks/audit.py --parts leakage``). Pairs are joined into groups (connected components, ``scipy.sparse.csgraph``); a
 group whose rows carry different labels is a conflict, and a validation or test row with a
 duplicate in training is leakage (its test score measures memory, not transfer).
 """
