@@ -13,7 +13,9 @@ features below 0.95 (91% of such planted copies of sentiment sentences reached i
 0.85), while below 0.95 the features alone also pair paraphrases ("A less than thrilling
 thriller." / "A thriller without a lot of thrills.", 0.88). With the rule, 99% of those copies
 are found, and the shipped Rotten Tomatoes sentences gain 4 near pairs to the 1 at 0.95
-(``benchmarks/audit.py --parts leakage``). Pairs are joined into groups (connected components, ``scipy.sparse.csgraph``); a
+(``benchmarks/audit.py --parts leakage``).
+
+Pairs are joined into groups (connected components, ``scipy.sparse.csgraph``); a
 group whose rows carry different labels is a conflict, and a validation or test row with a
 duplicate in training is leakage (its test score measures memory, not transfer).
 """

@@ -93,11 +93,11 @@ def model_threads(backend: str, workers: int = 1, cpu_count: int | None = None) 
     """The model's intra-op threads per worker process when ``--num_threads`` is not given.
 
     onnxruntime: the worker's share of the cores less one, which is left to the HTTP event
-    loop: on a 2-core Intel Xeon, int8 with dynamic batching at 32 clients answered 177
-    requests/s with onnxruntime's default (2 spinning threads) and 288 with one thread,
-    because the spinning threads took the core the event loop needed (docs/serving.md).
-    torch: its default (one per core) for one worker (one thread was slower there: 139 vs 149
-    requests/s), else the worker's share of the cores.
+    loop, and no spinning (its threads otherwise spin while they wait, on the event loop's
+    core): on a 2-core Intel Xeon, int8 with batching at 32 clients answered 275.9 requests/s
+    with one thread against 239.2 with two (``serve_settings.md``, docs/serving.md). torch: its
+    default (one per core) for one worker (one thread was slower there: 115 against 148
+    requests/s at 8 clients), else the worker's share of the cores.
 
     Returns:
         A thread count, or None for torch's default.
