@@ -5,8 +5,9 @@ takes the oldest request and adds the requests queued behind it until the batch 
 ``max_batch_size`` texts or the oldest has waited ``max_wait_ms`` (the policy of NVIDIA Triton's
 dynamic batcher: a size cap and a queue delay, 0 by default there and here: a batch holds the
 requests that queued while the previous batch ran, so an idle model never waits). The model
-then predicts the batch's texts sorted by length (:meth:`~nlp_transfer.text.classifier.TextClassifier.predict_logits`), and each request
-gets its own texts' results back through a future. With batching off, each request is a batch
+then predicts the batch's texts sorted by length
+(:meth:`~nlp_transfer.text.classifier.TextClassifier.predict_logits`), and each request gets its
+own texts' results back through a future. With batching off, each request is a batch
 of its own, still one at a time. The event loop never runs the model, so it keeps accepting
 requests while a batch runs.
 """
