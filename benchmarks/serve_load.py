@@ -53,20 +53,27 @@ BACKENDS = {
 }
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def load_parser(doc: str, concurrency: str, duration_s: float) -> argparse.ArgumentParser:
+    """The flags a load test shares (model, texts, clients, duration, output); this script and
+    ``serve_settings.py`` add their own."""
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+        description=doc.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--model_dir", required=True, help="A run of recipes/sentiment.py.")
     parser.add_argument("--dataset_name", default="rotten_tomatoes_sentences")
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--concurrency", default="1,8,32,64")
-    parser.add_argument("--duration_s", type=float, default=30.0)
+    parser.add_argument("--concurrency", default=concurrency)
+    parser.add_argument("--duration_s", type=float, default=duration_s)
+    parser.add_argument("--output_dir", default=str(harness.RESULTS))
+    return parser
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = load_parser(__doc__, "1,8,32,64", 30.0)
     parser.add_argument("--texts_per_request", type=int, default=1)
     parser.add_argument("--backends", default="torch,onnxruntime,int8")
     parser.add_argument("--peer_batch_size", type=int, default=8)
     parser.add_argument("--skip_checks", action="store_true", help="No 60 s and SIGTERM checks.")
-    parser.add_argument("--output_dir", default=str(harness.RESULTS))
     return parser.parse_args(argv)
 
 

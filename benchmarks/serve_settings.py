@@ -31,20 +31,11 @@ import tempfile
 from pathlib import Path
 
 import harness
-from serve_load import free_port, load, start_server, stop_server
+from serve_load import free_port, load, load_parser, start_server, stop_server
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--model_dir", required=True, help="A run of recipes/sentiment.py.")
-    parser.add_argument("--dataset_name", default="rotten_tomatoes_sentences")
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--concurrency", default="1,8,32")
-    parser.add_argument("--duration_s", type=float, default=10.0)
-    parser.add_argument("--output_dir", default=str(harness.RESULTS))
-    return parser.parse_args(argv)
+    return load_parser(__doc__, "1,8,32", 10.0).parse_args(argv)
 
 
 def arms() -> dict[str, list[str]]:
