@@ -93,8 +93,8 @@ class TextClassifier:
             quantize: ``"int8"`` (onnxruntime only): dynamic int8 quantization of the weights,
                 ``model_dir/model.int8.onnx``, made once.
             num_threads: onnxruntime's intra-op threads, not spinning (None: its default,
-                one per core); torch's are set for the whole process
-                (``torch.set_num_threads``).
+                one per core). Not used by torch, whose threads belong to the whole process
+                (set them with ``torch.set_num_threads``).
 
         Returns:
             The classifier; its predictions have the same form whatever the backend.
