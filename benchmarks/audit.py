@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import subprocess
 import sys
 import tempfile
@@ -66,6 +67,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--parts", default=",".join(DEFAULT_PARTS), help=f"Of {PARTS}.")
     parser.add_argument("--recovery_rate", type=float, default=0.1)
+    parser.add_argument("--recovery_seeds", default=None, help="Unset: --seeds.")
     parser.add_argument("--recovery_fold_classifier", default=None, help="Unset: the default.")
     parser.add_argument("--max_train_samples", type=int, default=None, help="Smoke runs.")
     parser.add_argument("--settle_s", type=float, default=30.0)
@@ -98,6 +100,28 @@ def _audit_rows(rows, out: Path, **settings):
 
 
 FILTERS = ("prune_by_noise_rate", "both", "confident_learning")
+
+
+GOAL_RECALL = 0.6
+
+
+def ranking_bound(given, probs: np.ndarray, flipped: np.ndarray) -> dict:
+    """What any cut of cleanlab's label quality ranking (``get_label_quality_scores``,
+    self-confidence: lowest first) could reach on these probabilities: the precision of the
+    shortest top of the ranking holding ``GOAL_RECALL`` of the flipped rows, and the ranking's
+    average precision. A bound on the filters, set by the fold classifier."""
+    from cleanlab.rank import get_label_quality_scores
+    from sklearn.metrics import average_precision_score
+
+    quality = get_label_quality_scores(np.asarray(given), probs)
+    is_flip = np.zeros(len(quality), dtype=bool)
+    is_flip[flipped] = True
+    hits = np.cumsum(is_flip[np.argsort(quality, kind="stable")])
+    top = int(np.searchsorted(hits, math.ceil(GOAL_RECALL * len(flipped)))) + 1
+    return {
+        "ranked_precision_at_goal_recall": float(hits[top - 1] / top),
+        "ranked_average_precision": float(average_precision_score(is_flip, -quality)),
+    }
 
 
 def label_errors(args, work: Path) -> list[dict]:
@@ -134,6 +158,7 @@ def label_errors(args, work: Path) -> list[dict]:
                     else:
                         probs = _single_label_probabilities(noisy, features, 5, seed, arm)
                     seconds = time.perf_counter() - start
+                    bound = ranking_bound(given, probs, flipped)
                     for rule in FILTERS:
                         found = set(label_issues(given, probs, filter_by=rule)["issues"].tolist())
                         hits = len(found & set(flipped.tolist()))
@@ -144,7 +169,7 @@ def label_errors(args, work: Path) -> list[dict]:
                             "precision": hits / max(len(found), 1),
                             "recall": hits / max(len(flipped), 1),
                             "out_of_fold_accuracy": float((probs.argmax(1) == truth).mean()),
-                            "fold_seconds": round(seconds, 1),
+                            "fold_seconds": round(seconds, 1), **bound,
                         }  # fmt: skip
                         print(record, flush=True)
                         records.append(record)
@@ -354,7 +379,7 @@ def recovery(args, work: Path) -> list[dict]:
         train = dataset["train"].to_pandas()
         if args.max_train_samples:
             train = train.head(args.max_train_samples)
-        for seed in [int(s) for s in args.seeds.split(",")]:
+        for seed in [int(s) for s in (args.recovery_seeds or args.seeds).split(",")]:
             flipped = _flipped_rows(len(train), args.recovery_rate, seed)
             clean = train.assign(label=[names[i] for i in train["label"]])
             noisy = clean.copy()
@@ -431,12 +456,13 @@ def summarize(document: dict) -> dict:
 
 def markdown(document: dict) -> str:
     parts = ["# Audit and monitor\n"]
-    if earlier := document["run_info"].get("earlier"):
+    for earlier in sources_of(document):
         parts.append(
             f"\nParts {', '.join(earlier['parts'])} come from an earlier run on {earlier['cpu']} "
-            f"({earlier['run_info']['git_sha']}: {earlier['run_info']['command']}); the rest "
-            f"from this run on {document['machine']['cpu']}.\n\n"
+            f"({earlier['run_info']['git_sha']}: {earlier['run_info']['command']}).\n"
         )
+    if sources_of(document):
+        parts.append(f"\nThe rest come from this run on {document['machine']['cpu']}.\n\n")
     records = document.get("label_errors") or []
     if records:
         rows = []
@@ -455,6 +481,11 @@ def markdown(document: dict) -> str:
                 for k in ("precision", "recall", "flagged", "flipped", "out_of_fold_accuracy")
             }
             std = {k: np.std([r[k] for r in cell]) for k in ("precision", "recall")}
+            bounds = [
+                r["ranked_precision_at_goal_recall"]
+                for r in cell
+                if "ranked_average_precision" in r
+            ]
             rows.append(
                 [
                     set_name,
@@ -467,6 +498,7 @@ def markdown(document: dict) -> str:
                     f"{mean['flipped']:.0f}",
                     f"{mean['out_of_fold_accuracy']:.3f}",
                     f"{np.median([r['fold_seconds'] for r in cell]):.0f}",
+                    f"{np.mean(bounds):.3f}" if bounds else "",
                 ]
             )
         parts.append("## Injected label flips\n")
@@ -483,6 +515,7 @@ def markdown(document: dict) -> str:
                     "flipped",
                     "out-of-fold accuracy (vs true labels)",
                     "fold s (median)",
+                    f"precision at recall {GOAL_RECALL}: best cut of the quality ranking",
                 ],
                 rows,
             )
@@ -572,21 +605,32 @@ def markdown(document: dict) -> str:
     return "".join(parts)
 
 
+def sources_of(document: dict) -> list[dict]:
+    """Where a result's parts that its own run did not make came from (``run_info.earlier``:
+    one source, as older results hold it, or a list)."""
+    earlier = document["run_info"].get("earlier")
+    return earlier if isinstance(earlier, list) else [earlier] if earlier else []
+
+
 def merge_earlier(document: dict, path: Path, ran: list[str]) -> None:
-    """Keep the parts of the earlier result at ``path`` that this run did not make; the earlier
-    run_info and machine go with them (``run_info.earlier``)."""
+    """Keep the parts of the earlier result at ``path`` that this run did not make; each kept
+    part's source goes with it (``run_info.earlier``, a list: the earlier run's run_info and
+    CPU, or, for a part that run had itself merged, that part's own source)."""
     earlier = json.loads(path.read_text(encoding="utf-8"))
     kept = [
         p for p in (*PARTS, "monitor_training_text_fingerprint") if p in earlier and p not in ran
     ]
     for part in kept:
         document[part] = earlier[part]
-    document["run_info"]["earlier"] = {
-        "file": str(path),
-        "parts": kept,
-        "run_info": earlier["run_info"],
-        "cpu": earlier["machine"].get("cpu"),
-    }
+    sources = []
+    for source in sources_of(earlier):
+        if parts := [p for p in source["parts"] if p in kept]:
+            sources.append(source | {"parts": parts})
+    if own := [p for p in kept if not any(p in s["parts"] for s in sources)]:
+        run_info = {k: v for k, v in earlier["run_info"].items() if k != "earlier"}
+        cpu = earlier["machine"].get("cpu")
+        sources.append({"file": str(path), "parts": own, "run_info": run_info, "cpu": cpu})
+    document["run_info"]["earlier"] = sources
 
 
 def main(argv=None) -> dict:

@@ -916,8 +916,23 @@ def test_audit_merge_keeps_the_earlier_parts_not_run_now_and_says_where_they_cam
     audit_bench.merge_earlier(document, path, ["leakage"])
     assert document["label_errors"] == [{"set": "spam"}]
     assert document["leakage"]["recall"] == {"near": 0.99}  # this run's part stays
-    assert document["run_info"]["earlier"]["parts"] == ["label_errors"]
-    assert document["run_info"]["earlier"]["cpu"] == "AMD EPYC"
+    assert document["run_info"]["earlier"] == [
+        {"file": str(path), "parts": ["label_errors"], "run_info": earlier["run_info"],
+         "cpu": "AMD EPYC"}
+    ]  # fmt: skip
+    # merged again: a part the earlier result had itself merged keeps its own source
+    run_info = document["run_info"] | {"git_sha": "def", "command": "audit.py --parts leakage"}
+    path.write_text(json.dumps(document | {"run_info": run_info}), encoding="utf-8")
+    again = {"run_info": {}, "machine": {"cpu": "Intel"}, "label_errors": [{"set": "new"}]}
+    audit_bench.merge_earlier(again, path, ["label_errors"])
+    assert again["leakage"]["recall"] == {"near": 0.99}
+    assert [(s["parts"], s["cpu"]) for s in again["run_info"]["earlier"]] == [
+        (["leakage"], "Intel")
+    ]
+    header = audit_bench.markdown(
+        {"run_info": again["run_info"], "machine": again["machine"], "goals": {}}
+    )
+    assert "Parts leakage come from an earlier run on Intel (def: audit.py --parts" in header
 
 
 def test_conformal_resplit_finds_an_unlucky_split_and_not_an_ordinary_one():
@@ -931,3 +946,21 @@ def test_conformal_resplit_finds_an_unlucky_split_and_not_an_ordinary_one():
     assert ordinary["resplit_5_95"][0] < 0.9 < ordinary["resplit_5_95"][1]
     shifted = resplit(calibration, test * 1.5, 0.9, resamples=500)  # test residuals larger
     assert shifted["share_at_or_below"] < 0.01 and shifted["observed"] < 0.85
+
+
+def test_audit_ranking_bound_reads_the_quality_ranking_at_the_goal_recall():
+    """A classifier that separates the flipped rows gives precision 1 at the goal's recall; one
+    that cannot (the same probabilities everywhere) gives about the flip rate."""
+    audit_bench = bench_module("audit")
+    rng = np.random.default_rng(0)
+    given = rng.integers(0, 2, size=400)
+    flipped = rng.choice(400, size=40, replace=False)
+    sharp = np.full((400, 2), 0.1)
+    sharp[np.arange(400), given] = 0.9  # confident in the given label...
+    sharp[flipped] = sharp[flipped][:, ::-1]  # ...except where it was flipped
+    bound = audit_bench.ranking_bound(given, sharp, flipped)
+    assert bound["ranked_precision_at_goal_recall"] == 1.0
+    assert bound["ranked_average_precision"] == pytest.approx(1.0)
+    blind = audit_bench.ranking_bound(given, np.full((400, 2), 0.5), flipped)
+    assert blind["ranked_precision_at_goal_recall"] < 0.3
+    assert blind["ranked_average_precision"] < 0.3
