@@ -594,7 +594,8 @@ def markdown(document: dict) -> str:
         parts.append("\n## Training on noisy, cleaned and clean labels (test accuracy)\n")
         parts.append(harness.markdown_table(
             ["set", "seed", "flipped", "noisy", "cleaned (rows)", "clean", "recovered"],
-            [[r["set"], r["seed"], r["flipped"], f"{r['noisy']['accuracy']:.4f}",
+            [[r["set"], f"{r['seed']} (from {r['merged_from']})" if "merged_from" in r
+              else r["seed"], r["flipped"], f"{r['noisy']['accuracy']:.4f}",
               f"{r['cleaned']['accuracy']:.4f} ({r['cleaned']['train_rows']})",
               f"{r['clean']['accuracy']:.4f}",
               "n/a" if r["recovered_share"] is None else f"{r['recovered_share']:.2f}"]
@@ -631,6 +632,15 @@ def merge_earlier(document: dict, path: Path, ran: list[str]) -> None:
         cpu = earlier["machine"].get("cpu")
         sources.append({"file": str(path), "parts": own, "run_info": run_info, "cpu": cpu})
     document["run_info"]["earlier"] = sources
+    if "recovery" in ran and earlier.get("recovery"):  # its other seeds join this run's
+        made = {(r["set"], r["seed"]) for r in document.get("recovery") or []}
+        where = f"{path} @ {earlier['run_info']['git_sha'][:7]}, {earlier['machine'].get('cpu')}"
+        joined = [
+            {"merged_from": where} | r
+            for r in earlier["recovery"]
+            if (r["set"], r["seed"]) not in made
+        ]
+        document["recovery"] = joined + (document.get("recovery") or [])
 
 
 def main(argv=None) -> dict:

@@ -964,3 +964,25 @@ def test_audit_ranking_bound_reads_the_quality_ranking_at_the_goal_recall():
     blind = audit_bench.ranking_bound(given, np.full((400, 2), 0.5), flipped)
     assert blind["ranked_precision_at_goal_recall"] < 0.3
     assert blind["ranked_average_precision"] < 0.3
+
+
+def test_audit_merge_joins_the_recovery_seeds_this_run_did_not_make(tmp_path):
+    audit_bench = bench_module("audit")
+    row = {"flipped": 8, "noisy": {"accuracy": 0.7}, "clean": {"accuracy": 0.8},
+           "cleaned": {"accuracy": 0.75, "train_rows": 90}, "recovered_share": 0.5}  # fmt: skip
+    earlier = {
+        "run_info": {"git_sha": "abcdef123", "command": "audit.py --parts recovery"},
+        "machine": {"cpu": "Intel"},
+        "recovery": [row | {"set": "spam", "seed": 0}, row | {"set": "spam", "seed": 1}],
+    }
+    path = tmp_path / "audit.json"
+    path.write_text(json.dumps(earlier), encoding="utf-8")
+    document = {
+        "run_info": {},
+        "machine": {"cpu": "Intel"},
+        "recovery": [row | {"set": "spam", "seed": 1, "recovered_share": 0.9}],
+    }
+    audit_bench.merge_earlier(document, path, ["recovery"])
+    seeds = [(r["seed"], r["recovered_share"], "merged_from" in r) for r in document["recovery"]]
+    assert seeds == [(0, 0.5, True), (1, 0.9, False)]  # seed 1 is this run's
+    assert "abcdef1" in document["recovery"][0]["merged_from"]
