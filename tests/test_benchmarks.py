@@ -986,3 +986,23 @@ def test_audit_merge_joins_the_recovery_seeds_this_run_did_not_make(tmp_path):
     seeds = [(r["seed"], r["recovered_share"], "merged_from" in r) for r in document["recovery"]]
     assert seeds == [(0, 0.5, True), (1, 0.9, False)]  # seed 1 is this run's
     assert "abcdef1" in document["recovery"][0]["merged_from"]
+
+
+def test_calibrators_fit_a_bend_that_one_temperature_cannot():
+    """Probabilities too soft where confident and too sharp in the middle (the sentiment runs'
+    shape): isotonic regression and histogram binning fitted on one sample lower the ECE on
+    another, where the identity map (the saved temperature) does not."""
+    calibrators = bench_module("calibrators")
+    rng = np.random.default_rng(0)
+
+    def sample(n):
+        z = rng.normal(scale=2.0, size=n)
+        p_true = 1 / (1 + np.exp(-np.sign(z) * np.abs(z) ** 1.8))
+        return 1 / (1 + np.exp(-z)), (rng.random(n) < p_true).astype(int)
+
+    (p_fit, y_fit), (p_new, y_new) = sample(3000), sample(3000)
+    maps = calibrators.fitted_maps(p_fit, y_fit)
+    ece = {m: calibrators.scores(f(p_new), y_new)["ece"] for m, f in maps.items()}
+    assert ece["isotonic"] < 0.5 * ece["temperature"]
+    assert ece["histogram"] < ece["temperature"]
+    assert set(ece) == set(calibrators.METHODS)

@@ -1,0 +1,142 @@
+"""Calibrators beyond one temperature, on binary models the toolkit has already calibrated
+(issue 35's ECE goal on the movie-review sentences).
+
+    python benchmarks/calibrators.py --model_dirs RUN43,RUN44 --seeds 43,44
+
+``RUN43`` ...: output directories of ``benchmarks/calibration.py``'s sentiment runs (``--seeds``:
+the seed each was trained with, which fixes its splits). For each, the maps below are fitted on
+the validation rows that chose the epoch and the temperature (the run's split; its conformal
+half is left alone) and scored on the test split, starting from the saved (temperature-scaled)
+probabilities:
+
+- ``temperature``: the saved probabilities as they are (Guo et al. 2017, what the toolkit does);
+- ``isotonic``: isotonic regression of p(positive) (Zadrozny and Elkan 2002), probabilities
+  clipped to [1 / (n + 1), n / (n + 1)] so that NLL stays finite;
+- ``histogram``: histogram binning, 15 equal-width bins of p(positive) (Zadrozny and Elkan 2001);
+- ``cubic_platt``: logistic regression on the log-odds and its cube (a Platt scaling that can
+  bend: a temperature only rescales the log-odds).
+
+Reports ECE (15 bins), NLL and Brier on test, and ECE over the run's uncalibrated test ECE
+(``metrics.json``; the goal is at most 0.5). None of these maps folds into the classifier's
+linear head as the temperature does, so adopting one means applying it at decode time in every
+backend. Writes ``<output_dir>/calibrators.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import harness
+import numpy as np
+
+METHODS = ("temperature", "isotonic", "histogram", "cubic_platt")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model_dirs", required=True, help="Comma list of saved runs.")
+    parser.add_argument("--seeds", required=True, help="Comma list: each run's --seed.")
+    parser.add_argument("--dataset_name", default="rotten_tomatoes_sentences")
+    parser.add_argument("--calibration_split_size", type=float, default=0.5)
+    parser.add_argument("--output_dir", default=str(harness.RESULTS))
+    args = parser.parse_args(argv)
+    args.dir_list, args.seed_list = (
+        args.model_dirs.split(","),
+        [int(s) for s in args.seeds.split(",")],
+    )
+    if len(args.dir_list) != len(args.seed_list):
+        parser.error("--model_dirs and --seeds must name as many runs as each other")
+    return args
+
+
+def fitted_maps(p_val: np.ndarray, y_val: np.ndarray) -> dict:
+    """``{method: f(p_positive) -> p_positive}`` fitted on the validation probabilities."""
+    from sklearn.isotonic import IsotonicRegression
+    from sklearn.linear_model import LogisticRegression
+
+    n = len(y_val)
+    isotonic = IsotonicRegression(y_min=1 / (n + 1), y_max=n / (n + 1), out_of_bounds="clip")
+    isotonic.fit(p_val, y_val)
+    edges = np.linspace(0.0, 1.0, 16)
+
+    def bins(p):
+        return np.clip(np.digitize(p, edges) - 1, 0, 14)
+
+    values = np.array(
+        [(y_val[bins(p_val) == b].sum() + 0.5) / ((bins(p_val) == b).sum() + 1) for b in range(15)]
+    )  # a half-count prior keeps an empty or one-sided bin off 0 and 1
+
+    def features(p):
+        z = np.log(np.clip(p, 1e-9, 1)) - np.log(np.clip(1 - p, 1e-9, 1))
+        return np.c_[z, z**3]
+
+    cubic = LogisticRegression(C=1e4, max_iter=1000).fit(features(p_val), y_val)
+    return {
+        "temperature": lambda p: p,
+        "isotonic": isotonic.predict,
+        "histogram": lambda p: values[bins(p)],
+        "cubic_platt": lambda p: cubic.predict_proba(features(p))[:, 1],
+    }
+
+
+def scores(p_positive: np.ndarray, labels: np.ndarray) -> dict:
+    from nlp_transfer.metrics.calibration import calibration_metrics
+
+    probs = np.clip(np.c_[1 - p_positive, p_positive], 1e-12, 1.0)
+    return calibration_metrics(np.log(probs), labels)
+
+
+def one_run(run_dir: Path, seed: int, args) -> dict:
+    from nlp_transfer import TextClassifier, load_text_classification_dataset
+
+    data = load_text_classification_dataset(args.dataset_name, seed=seed)
+    validation = data["validation"]
+    held = round(len(validation) * args.calibration_split_size)
+    selection = validation.train_test_split(test_size=held, seed=seed, stratify_by_column="label")[
+        "train"
+    ]  # as text/uncertainty.hold_out_calibration_split: the rows T was fitted on
+    model = TextClassifier.from_pretrained(run_dir, device="cpu")
+    p_val = model.predict_proba(list(selection["text"]))[:, 1]
+    p_test = model.predict_proba(list(data["test"]["text"]))[:, 1]
+    y_val, y_test = np.asarray(selection["label"]), np.asarray(data["test"]["label"])
+    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    before = metrics["calibration"]["test"]["before"]["ece"]
+    row = {"run": str(run_dir), "seed": seed, "fitted_on": len(y_val), "before_ece": before}
+    for method, f in fitted_maps(p_val, y_val).items():
+        row[method] = scores(f(p_test), y_test)
+        row[method]["ece_ratio"] = row[method]["ece"] / before
+    return row
+
+
+def markdown(rows: list[dict], cpu: str) -> str:
+    table = harness.markdown_table(
+        ["seed", "validation rows fitted on", "uncalibrated ECE"]
+        + [f"{m}: ECE (x uncalibrated), NLL" for m in METHODS],
+        [
+            [r["seed"], r["fitted_on"], f"{r['before_ece']:.4f}"]
+            + [f"{r[m]['ece']:.4f} (x{r[m]['ece_ratio']:.2f}), {r[m]['nll']:.4f}" for m in METHODS]
+            for r in rows
+        ],
+    )
+    return f"On {cpu}. Test split of each run; maps fitted on its epoch-and-temperature rows.\n\n{table}\n"
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    info, machine = harness.run_info(script="calibrators.py"), harness.machine()
+    rows = [one_run(Path(d), s, args) for d, s in zip(args.dir_list, args.seed_list, strict=True)]
+    settings = {k: v for k, v in vars(args).items() if k != "output_dir"}
+    document = harness.result_document(info, machine, settings, summary=rows)
+    md = markdown(rows, machine["cpu"])
+    paths = harness.write_result("calibrators", document, md, Path(args.output_dir))
+    print(md)
+    print(f"wrote {paths[0]} and {paths[1]}")
+    return document
+
+
+if __name__ == "__main__":
+    main()
