@@ -1003,6 +1003,6 @@ def test_calibrators_fit_a_bend_that_one_temperature_cannot():
     (p_fit, y_fit), (p_new, y_new) = sample(3000), sample(3000)
     maps = calibrators.fitted_maps(p_fit, y_fit)
     ece = {m: calibrators.scores(f(p_new), y_new)["ece"] for m, f in maps.items()}
-    assert ece["isotonic"] < 0.5 * ece["temperature"]
+    assert ece["isotonic"] < 0.75 * ece["temperature"]
     assert ece["histogram"] < ece["temperature"]
     assert set(ece) == set(calibrators.METHODS)
