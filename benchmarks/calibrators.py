@@ -90,6 +90,21 @@ def scores(p_positive: np.ndarray, labels: np.ndarray) -> dict:
     return calibration_metrics(np.log(probs), labels)
 
 
+def reliability(p_positive: np.ndarray, labels: np.ndarray) -> list[dict]:
+    """Top-label confidence in bins 0.05 wide from 0.5: rows, mean confidence, accuracy."""
+    confidence = np.maximum(p_positive, 1 - p_positive)
+    right = (p_positive >= 0.5).astype(int) == labels
+    edges = np.arange(0.5, 1.0001, 0.05)
+    out = []
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        inside = (confidence >= lo) & ((confidence < hi) | (hi >= 1.0))
+        if inside.any():
+            out.append({"bin": [round(lo, 2), round(hi, 2)], "rows": int(inside.sum()),
+                        "confidence": float(confidence[inside].mean()),
+                        "accuracy": float(right[inside].mean())})  # fmt: skip
+    return out
+
+
 def one_run(run_dir: Path, seed: int, args) -> dict:
     from nlp_transfer import TextClassifier, load_text_classification_dataset
 
@@ -106,6 +121,7 @@ def one_run(run_dir: Path, seed: int, args) -> dict:
     metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
     before = metrics["calibration"]["test"]["before"]["ece"]
     row = {"run": str(run_dir), "seed": seed, "fitted_on": len(y_val), "before_ece": before}
+    row["test_reliability_temperature"] = reliability(p_test, y_test)
     for method, f in fitted_maps(p_val, y_val).items():
         row[method] = scores(f(p_test), y_test)
         row[method]["ece_ratio"] = row[method]["ece"] / before
@@ -122,7 +138,19 @@ def markdown(rows: list[dict], cpu: str) -> str:
             for r in rows
         ],
     )
-    return f"On {cpu}. Test split of each run; maps fitted on its epoch-and-temperature rows.\n\n{table}\n"
+    bins = harness.markdown_table(
+        ["seed", "confidence bin", "test rows", "mean confidence", "accuracy"],
+        [
+            [r["seed"], f"{b['bin'][0]:.2f}-{b['bin'][1]:.2f}", b["rows"],
+             f"{b['confidence']:.3f}", f"{b['accuracy']:.3f}"]
+            for r in rows for b in r["test_reliability_temperature"]
+        ],
+    )  # fmt: skip
+    return (
+        f"On {cpu}. Test split of each run; maps fitted on its epoch-and-temperature rows.\n\n"
+        f"{table}\n\nThe saved (temperature-scaled) probabilities on test, by confidence:\n\n"
+        f"{bins}\n"
+    )
 
 
 def main(argv=None) -> dict:
