@@ -25,6 +25,7 @@ backend. Writes ``<output_dir>/calibrators.{json,md}``.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 from pathlib import Path
 
@@ -96,7 +97,7 @@ def reliability(p_positive: np.ndarray, labels: np.ndarray) -> list[dict]:
     right = (p_positive >= 0.5).astype(int) == labels
     edges = np.arange(0.5, 1.0001, 0.05)
     out = []
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+    for lo, hi in itertools.pairwise(edges):
         inside = (confidence >= lo) & ((confidence < hi) | (hi >= 1.0))
         if inside.any():
             out.append({"bin": [round(lo, 2), round(hi, 2)], "rows": int(inside.sum()),
