@@ -503,15 +503,10 @@ def main(argv=None) -> dict:
             records.append(record)
             print(f"{name} seed {seed}: done in {record['wall_s'] / 60:.1f} min", flush=True)
     means = mean_over_seeds(rows)
-    settings = {k: v for k, v in vars(args).items() if k not in ("output_dir", "log_dir")}
-    document = harness.result_document(
-        info, machine, settings, means=means, summary=rows, records=records
-    )
     md = note + markdown(means, rows, machine["cpu"])
-    paths = harness.write_result("calibration", document, md, Path(args.output_dir))
-    print(md)
-    print(f"wrote {paths[0]} and {paths[1]}")
-    return document
+    return harness.finish(
+        "calibration", args, info, machine, md, work, means=means, summary=rows, records=records
+    )
 
 
 if __name__ == "__main__":

@@ -158,13 +158,8 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     info, machine = harness.run_info(script="calibrators.py"), harness.machine()
     rows = [one_run(Path(d), s, args) for d, s in zip(args.dir_list, args.seed_list, strict=True)]
-    settings = {k: v for k, v in vars(args).items() if k != "output_dir"}
-    document = harness.result_document(info, machine, settings, summary=rows)
     md = markdown(rows, machine["cpu"])
-    paths = harness.write_result("calibrators", document, md, Path(args.output_dir))
-    print(md)
-    print(f"wrote {paths[0]} and {paths[1]}")
-    return document
+    return harness.finish("calibrators", args, info, machine, md, "(none)", summary=rows)
 
 
 if __name__ == "__main__":
