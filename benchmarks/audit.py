@@ -484,7 +484,7 @@ def markdown(document: dict) -> str:
             bounds = [
                 r["ranked_precision_at_goal_recall"]
                 for r in cell
-                if "ranked_average_precision" in r
+                if "ranked_precision_at_goal_recall" in r
             ]
             rows.append(
                 [
