@@ -6,8 +6,8 @@
     classifier.predict(["great film", "dull"])   # [{'label': 'pos', 'score': 0.97, ...}, ...]
 
 It applies what training saved with the model (``config.json``): the truncation length
-(``max_seq_length``), the decision threshold of a binary task (``decision_threshold``) and the
-problem type. :func:`nlp_transfer.predict` is a one-call wrapper over it. The model runs in
+(``max_seq_length``), the decision threshold of a binary task (``decision_threshold``), the
+isotonic calibration map of a binary task (``calibration.isotonic``) and the problem type. :func:`nlp_transfer.predict` is a one-call wrapper over it. The model runs in
 PyTorch, or exported to ONNX in onnxruntime (``backend="onnxruntime"``, optionally quantized to
 int8: :mod:`nlp_transfer.text.onnx_backend`); both decode their logits here, the same way.
 """
@@ -21,6 +21,7 @@ import numpy as np
 
 from ..metrics.classification import predict_labels, probabilities
 from ..metrics.conformal import add_conformal, load_conformal_scores
+from ..metrics.recalibration import map_logits, saved_binary_map
 from .inference import call_cost_tokens as cpu_call_cost_tokens
 from .inference import (
     decision_threshold,
@@ -71,6 +72,8 @@ class TextClassifier:
         self.long_text = LongTextSettings.of(self.config)
         # method and held-out scores saved by training (conformal.json), for predict(coverage=)
         self.conformal = conformal
+        # binary: the isotonic map after the temperature (config.json's calibration.isotonic)
+        self.isotonic = saved_binary_map(self.config)
 
     @classmethod
     def from_pretrained(
@@ -131,7 +134,10 @@ class TextClassifier:
         batch_size: int = 64,
         call_cost_tokens: float | str | None = "auto",
     ) -> np.ndarray:
-        """Logits ``(n, num_labels)`` of ``texts``, in input order (float32).
+        """Logits ``(n, num_labels)`` of ``texts``, in input order: the backend's (float32),
+        calibrated as training saved (the temperature is in the weights; a binary model with an
+        isotonic map gets log-probabilities after it, float64:
+        :func:`~nlp_transfer.metrics.recalibration.map_logits`).
 
         Texts are batched in order of length; on a CPU a batch of very unequal lengths is also
         split where padding would cost more than another forward pass
@@ -142,6 +148,11 @@ class TextClassifier:
         Raises:
             ValueError: A text is not a string.
         """
+        logits = self.backend_logits(texts, batch_size, call_cost_tokens)
+        return map_logits(logits, self.isotonic)
+
+    def backend_logits(self, texts, batch_size=64, call_cost_tokens="auto") -> np.ndarray:
+        """The backend's own logits (float32), before any map: :meth:`predict_logits`."""
         if isinstance(self.model, TfidfModel):
             return self.model.predict_logits(texts)
         if isinstance(self.model, OnnxModel):

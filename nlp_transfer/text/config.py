@@ -212,8 +212,9 @@ class TextClassificationConfig(ContrastiveArguments, TransferConfig):
         IMBALANCE,
     )
     calibration: str = arg(
-        "temperature",
-        "temperature (scaling fitted on validation, Guo et al. 2017; labels unchanged) or none.",
+        "auto",
+        "auto (temperature scaling, Guo et al. 2017; binary: then an isotonic map if it "
+        "helps), temperature or none.",
         EVALUATION,
     )
     calibration_split_size: float = arg(

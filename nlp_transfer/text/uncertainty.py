@@ -4,6 +4,7 @@ abstention threshold; see ``docs/calibration.md``."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,8 @@ from accelerate.logging import get_logger
 from datasets import DatasetDict
 
 from ..data.encode import MULTI_LABEL, REGRESSION, SINGLE_LABEL
-from ..metrics.classification import probabilities
+from ..metrics.calibration import calibration_metrics
+from ..metrics.classification import probabilities, select_threshold
 from ..metrics.conformal import (
     ABSOLUTE_RESIDUAL,
     APS,
@@ -22,6 +24,7 @@ from ..metrics.conformal import (
     residual_scores,
     save_conformal_scores,
 )
+from ..metrics.recalibration import fit_binary_map, map_logits, mapped_threshold
 from ..metrics.selective import select_abstention_threshold, selective_report
 from ..reporting.plots import plot_reliability_diagram
 from ..training.calibration import calibrate_outcome
@@ -36,7 +39,7 @@ def calibrating(config: TextClassificationConfig, problem: str) -> bool:
     """Whether the run fits a temperature after training (classification with
     ``--calibration temperature``; a scikit-learn head is left as it is)."""
     return (
-        config.calibration == "temperature"
+        config.calibration != "none"
         and problem != REGRESSION
         and config.feature_extraction == "none"
     )
@@ -169,9 +172,11 @@ def abstention(config, outcome: TrainOutcome, model) -> dict:
 
 
 def calibrate(config, outcome: TrainOutcome, problem: str, model, num_labels: int):
-    """``(outcome, report)``: with ``--calibration temperature`` (classification, a trained
-    head), the temperature fitted on validation, folded into ``model`` and recorded in its
-    config; the outcome's logits calibrated. Else ``(outcome, None)``."""
+    """``(outcome, report)``: with ``--calibration auto`` or ``temperature`` (classification, a
+    trained head), the temperature fitted on validation, folded into ``model`` and recorded in
+    its config; with ``auto`` a binary model then gets the isotonic map where it lowers the
+    cross-validated NLL (:func:`add_binary_map`). The outcome's logits calibrated. Else
+    ``(outcome, None)``."""
     if not calibrating(config, problem):
         return outcome, None
     outcome, report = calibrate_outcome(outcome, model, num_labels, problem == MULTI_LABEL)
@@ -181,4 +186,73 @@ def calibrate(config, outcome: TrainOutcome, problem: str, model, num_labels: in
         f"{report['validation']['after']['nll']:.4f}); folded into the head"
     )
     model.config.calibration = {k: report[k] for k in ("method", "temperature", "fitted_on")}
+    if config.calibration == "auto" and problem == SINGLE_LABEL and num_labels == 2:
+        outcome, report = add_binary_map(outcome, report, model, config.seed)
     return outcome, report
+
+
+def add_binary_map(outcome: TrainOutcome, report: dict, model, seed: int):
+    """After the temperature, the isotonic map of a binary model
+    (:func:`~nlp_transfer.metrics.recalibration.fit_binary_map`, fitted on the validation rows
+    the temperature was fitted on) when it lowers their cross-validated NLL: saved in
+    ``model.config.calibration["isotonic"]``, applied to the outcome's logits, and the report's
+    ``after`` recomputed (the temperature's alone kept as ``after_temperature``).
+
+    Returns:
+        ``(outcome, report)``, unchanged when the map is not kept (``report["isotonic"]``
+        then says why: ``None``).
+    """
+    fitted = fit_binary_map(*outcome.validation, seed=seed)
+    report["isotonic"] = None
+    if fitted is None:
+        logger.info("Calibration: no isotonic map (it did not lower cross-validated NLL)")
+        return outcome, report
+    isotonic = {"x": fitted["x"], "y": fitted["y"]}
+    model.config.calibration |= {"method": "temperature+isotonic", "isotonic": isotonic}
+    splits = {"validation": outcome.validation, "test": outcome.test}
+    if outcome.calibration is not None:
+        splits["calibration"] = outcome.calibration
+    mapped = {name: (map_logits(s[0], isotonic), s[1]) for name, s in splits.items()}
+    report |= {
+        "method": "temperature+isotonic",
+        "isotonic": {k: fitted[k] for k in ("cv_nll", "cv_nll_temperature")}
+        | {"breakpoints": len(isotonic["x"])},
+    }
+    for name in ("validation", "test"):
+        if name in report and mapped.get(name) is not None:
+            report[name]["after_temperature"] = report[name]["after"]
+            report[name]["after"] = calibration_metrics(*mapped[name])
+    logger.info(
+        f"Calibration: isotonic map after the temperature ({len(isotonic['x'])} breakpoints; "
+        f"cross-validated NLL {fitted['cv_nll_temperature']:.4f} -> {fitted['cv_nll']:.4f}); "
+        "labels unchanged"
+    )
+    return dataclasses.replace(outcome, **mapped), report
+
+
+def choose_decision_threshold(
+    config: TextClassificationConfig,
+    validation: tuple[np.ndarray, np.ndarray],
+    num_labels: int,
+    isotonic: dict | None = None,
+) -> tuple[float | None, dict | None]:
+    """The binary decision threshold: ``--decision_threshold``, or tuned on validation. Untuned
+    with an ``isotonic`` map (:mod:`~nlp_transfer.metrics.recalibration`), the threshold is
+    mapped so that every text keeps the label the temperature-scaled model gives it.
+
+    Returns:
+        ``(threshold, tuning)``: threshold None for multi-class tasks; ``tuning`` holds the
+        validation F1 of the positive class at the tuned threshold, or None.
+    """
+    if num_labels != 2:
+        return None, None
+    if not config.tune_decision_threshold:
+        if isotonic is None:
+            return config.decision_threshold, None
+        return mapped_threshold(config.decision_threshold, isotonic), None
+    logits, labels = validation
+    threshold, f1 = select_threshold(labels, probabilities(logits)[:, 1])
+    logger.info(
+        f"Decision threshold tuned on validation: {threshold:.4f} (positive-class F1 {f1:.4f})"
+    )
+    return threshold, {"tuned_on": "validation", "validation_f1_positive": f1}

@@ -152,9 +152,9 @@ class ImageClassificationConfig(TransferConfig):
     per_device_train_batch_size: int = arg(64, "Training batch size per process.", OPTIMISATION)
     per_device_eval_batch_size: int = arg(256, "Evaluation batch size per process.", OPTIMISATION)
     calibration: str = arg(
-        "temperature",
-        "After training: temperature (temperature scaling fitted on validation, Guo et al. "
-        "2017, folded into fc; labels unchanged) or none.",
+        "auto",
+        "After training: temperature scaling fitted on validation (Guo et al. 2017, folded "
+        "into fc; labels unchanged): auto or temperature (the same for images), or none.",
         EVALUATION,
     )
     output_dir: str = arg(

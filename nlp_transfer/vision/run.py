@@ -162,7 +162,7 @@ def train_image_classifier(
             plan=plan,
             callbacks=callbacks,
             prefix_cache=cached,
-            predict_validation=config.calibration == "temperature",  # calibration fits on it
+            predict_validation=config.calibration != "none",  # calibration fits on it
         )
     finally:
         if cache_dir is not None:
@@ -244,7 +244,7 @@ def finish_image_run(
     """Test metrics, ``metrics.json``, the saved model, plots, model card and printed summary."""
     labels = list(data.label_names)
     calibration, uncalibrated_test = None, outcome.test
-    if config.calibration == "temperature" and plan.feature_extraction == "none":
+    if config.calibration != "none" and plan.feature_extraction == "none":
         unwrapped = accelerator.unwrap_model(outcome.model)
         outcome, calibration = calibrate_outcome(outcome, unwrapped, len(labels))
         unwrapped.config.calibration = {
