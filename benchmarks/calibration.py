@@ -283,7 +283,13 @@ def summary_row(record: dict) -> dict:
     }
     if "calibration" in metrics:
         test = metrics["calibration"]["test"]
-        row["calibration"] = {"temperature": metrics["calibration"]["temperature"], **test}
+        report = metrics["calibration"]
+        row["calibration"] = {
+            "temperature": report["temperature"],
+            "method": report.get("method", "temperature"),
+            "isotonic": report.get("isotonic"),  # the map's cross-validated NLL, or None
+            **test,
+        }
         before, after = test["before"]["ece"], test["after"]["ece"]
         row["ece_goal_met"] = after <= before / 2 or after < 0.02
     row["coverage_goal_met"] = all(
@@ -400,16 +406,29 @@ def in_period_table(rows: list[dict]) -> str:
     )  # fmt: skip
 
 
+def method_text(calibration: dict) -> str:
+    """``T 1.4018``, or ``T 1.4018 + isotonic (13 points)`` where the map was kept."""
+    text = f"T {fmt(calibration['temperature'])}"
+    isotonic = calibration.get("isotonic")
+    return text + (f" + isotonic ({isotonic['breakpoints']} points)" if isotonic else "")
+
+
+def steps(row: dict, key: str) -> list[str]:
+    """The calibration steps shown for ``key``: ECE through the temperature when a map followed."""
+    middle = ["after_temperature"] if key == "ece" else []
+    return ["before", *[m for m in middle if m in row["calibration"]], "after"]
+
+
 def markdown(means: list[dict], rows: list[dict], cpu: str) -> str:
     def label(r):
         return r["set"] if r.get("seed") is None else f"{r['set']} ({r['seed']})"
 
     calibration = harness.markdown_table(
-        ["set (seed)", "temperature", "ECE before -> after", "Brier before -> after",
-         "NLL before -> after", "int8 ECE (float32)"],
+        ["set (seed)", "calibration", "ECE before -> temperature -> after",
+         "Brier before -> after", "NLL before -> after", "int8 ECE (float32)"],
         [
-            [label(r), fmt(r["calibration"]["temperature"])]
-            + [f"{fmt(r['calibration']['before'][k])} -> {fmt(r['calibration']['after'][k])}"
+            [label(r), method_text(r["calibration"])]
+            + [" -> ".join(fmt(r["calibration"][step][k]) for step in steps(r, k))
                for k in ("ece", "brier", "nll")]
             + [f"{fmt(r.get('test_ece_int8'))} ({fmt(r.get('test_ece_float32'))})"]
             for r in rows if "calibration" in r
@@ -469,22 +488,32 @@ def markdown(means: list[dict], rows: list[dict], cpu: str) -> str:
     )
 
 
-def merged_rows(path: str | None) -> tuple[list[dict], list[dict], str]:
+def merged_rows(path: str | None, rerun=frozenset()) -> tuple[list[dict], list[dict], str]:
     """``--merge``: an earlier result's summary rows and records (a run without ``seed`` is its
-    document's ``--seed``, 42 by default), and a sentence naming where they came from."""
+    document's ``--seed``, 42 by default) but those whose ``(set, seed)`` is in ``rerun`` (this
+    run replaces them), and a sentence naming which runs came from where."""
     if not path:
         return [], [], ""
     earlier = json.loads(Path(path).read_text())
     seed = earlier["settings"].get("seed", 42)
-    rows = [{"seed": seed} | r if r.get("seed") is None else r for r in earlier["summary"]]
-    records = [{"seed": seed} | r if r.get("seed") is None else r for r in earlier["records"]]
+
+    def kept(items):
+        items = [{"seed": seed} | r if r.get("seed") is None else r for r in items]
+        return [r for r in items if (r["set"], r["seed"]) not in rerun]
+
+    rows, records = kept(earlier["summary"]), kept(earlier["records"])
     info = earlier["run_info"]
-    seeds = sorted({r["seed"] for r in rows})
+    runs = sorted({(r["set"], r["seed"]) for r in rows})
     note = (
-        f"Runs of seed(s) {', '.join(map(str, seeds))} come from an earlier run (`--merge`): "
-        f"`{info['command']}` at {info['git_sha'][:7]}, {info['date']}, on "
+        f"Runs {', '.join(f'{name} ({s})' for name, s in runs)} come from an earlier run "
+        f"(`--merge`): `{info['command']}` at {info['git_sha'][:7]}, {info['date']}, on "
         f"{earlier['machine']['cpu']}.\n\n"
     )
+    markdown_path = Path(path).with_suffix(".md")  # what that run had merged, in its words
+    if markdown_path.exists():
+        lines = markdown_path.read_text(encoding="utf-8").splitlines()
+        nested = [line for line in lines if line.startswith("Runs ") and "(`--merge`)" in line]
+        note += "".join(f"In that run: {line}\n\n" for line in nested)
     return rows, records, note
 
 
@@ -492,7 +521,8 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     info, machine = harness.run_info(script="calibration.py"), harness.machine()
     work, log_dir = harness.workspace(args, "calibration")
-    rows, records, note = merged_rows(args.merge)
+    rerun = {(name, seed) for seed in args.seed_list for name in args.set_list}
+    rows, records, note = merged_rows(args.merge, frozenset(rerun))
     for seed in args.seed_list:
         for name in args.set_list:
             run = arm(name, seed, args, work)

@@ -1006,3 +1006,22 @@ def test_calibrators_fit_a_bend_that_one_temperature_cannot():
     assert ece["isotonic"] < 0.75 * ece["temperature"]
     assert ece["histogram"] < ece["temperature"]
     assert set(ece) == set(calibrators.METHODS)
+
+
+def test_calibration_merge_keeps_only_the_runs_not_rerun(tmp_path):
+    """--merge joins an earlier result's runs; a (set, seed) this run repeats replaces its
+    earlier row, and the note names the runs that came from the earlier result."""
+    calibration = bench_module("calibration")
+    earlier = {
+        "settings": {"seed": 42},
+        "summary": [{"set": "sentiment"}, {"set": "scores"}, {"set": "spam", "seed": 43}],
+        "records": [{"set": "sentiment"}, {"set": "scores"}, {"set": "spam", "seed": 43}],
+        "run_info": {"command": "calibration.py", "git_sha": "abcdef0123", "date": "2026-12-06"},
+        "machine": {"cpu": "Intel Xeon"},
+    }
+    path = tmp_path / "calibration.json"
+    path.write_text(json.dumps(earlier))
+    rows, records, note = calibration.merged_rows(str(path), frozenset({("sentiment", 42)}))
+    assert rows == [{"set": "scores", "seed": 42}, {"set": "spam", "seed": 43}]
+    assert [r["set"] for r in records] == ["scores", "spam"]
+    assert "scores (42), spam (43)" in note and "sentiment" not in note
