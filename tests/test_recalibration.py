@@ -12,12 +12,10 @@ from accelerate import PartialState
 from scipy.special import expit, softmax
 
 from nlp_transfer.metrics.calibration import calibration_metrics
-from nlp_transfer.metrics.classification import predict_labels
 from nlp_transfer.metrics.recalibration import (
     apply_binary_map,
     fit_binary_map,
     map_logits,
-    mapped_threshold,
 )
 from nlp_transfer.training.calibration import apply_temperature, fit_temperature
 
@@ -53,22 +51,24 @@ def test_a_calibrated_model_or_too_few_rows_get_no_map():
         fit_binary_map(np.zeros((10, 3)), np.zeros(10))
 
 
-@pytest.mark.parametrize("threshold", [None, 0.3])
-def test_the_mapped_threshold_keeps_every_label(threshold):
+def test_the_map_keeps_the_ranking_and_labels_follow_it():
+    """Strictly increasing, so a tuned threshold's partition survives; the default labels are
+    the calibrated argmax, which moves only where g moves the 0.5 crossing."""
     logits, y = _bent(1500, 0)
     fitted = fit_binary_map(logits, y)
-    fresh, _ = _bent(50000, 2)
-    # many rows on the map's flat ends; some exactly at a set threshold (argmax breaks an exact
-    # tie the other way: measure zero for real logits)
-    if threshold is not None:
-        fresh[:10, 1] = np.log(threshold / (1 - threshold))
-    before = predict_labels(softmax(fresh, axis=1), threshold)
-    after = predict_labels(
-        softmax(map_logits(fresh, fitted), axis=1), mapped_threshold(threshold, fitted)
-    )
-    assert np.array_equal(before, after)
     p = np.linspace(0, 1, 10001)
-    assert np.all(np.diff(apply_binary_map(p, fitted)) > 0)  # strictly increasing
+    g = apply_binary_map(p, fitted)
+    assert np.all(np.diff(g) > 0) and g.min() > 0 and g.max() < 1
+    fresh, _ = _bent(50000, 2)
+    before = softmax(fresh, axis=1)[:, 1]
+    after = softmax(map_logits(fresh, fitted), axis=1)[:, 1]
+    assert np.allclose(after, apply_binary_map(before, fitted))
+    order = np.argsort(before, kind="stable")
+    assert np.all(np.diff(after[order]) >= 0)  # same order
+    moved = (before > 0.5) != (after > 0.5)
+    crossing = before[moved]  # only between 0.5 and where g crosses 0.5
+    g_inverse = np.interp(0.5, g, p)
+    assert np.all((crossing - 0.5) * (crossing - g_inverse) <= 1e-9)
 
 
 def test_add_binary_map_saves_the_map_and_recomputes_the_report():
@@ -90,9 +90,11 @@ def test_add_binary_map_saves_the_map_and_recomputes_the_report():
     assert report["test"]["after"] == calibration_metrics(
         map_logits(test[0], saved["isotonic"]), test[1]
     )
-    config = TextClassificationConfig()
-    threshold, tuning = choose_decision_threshold(config, outcome.validation, 2, saved["isotonic"])
-    assert tuning is None and threshold == mapped_threshold(None, saved["isotonic"])
+    moved = test[0].argmax(axis=1) != outcome.test[0].argmax(axis=1)
+    assert report["test"]["labels_changed"] == moved.sum()
+    tuned = TextClassificationConfig(tune_decision_threshold=True)
+    threshold, tuning = choose_decision_threshold(tuned, outcome.validation, 2)
+    assert tuning is not None and 0 < threshold < 1  # tuned on the mapped probabilities
     plain = SimpleNamespace(config=SimpleNamespace(calibration={"method": "temperature"}))
     calibrated = TrainOutcome(None, None, _bent(1000, 0, bend=False), test)
     kept, plain_report = add_binary_map(calibrated, calibration_report(val, test, 1.0), plain, 0)
@@ -104,7 +106,7 @@ def test_every_backend_applies_a_saved_map_and_an_older_model_predicts_as_before
     tiny_bert_dir, tmp_path
 ):
     """A map written into a trained model's config.json (as training saves it): torch, ONNX and
-    int8 give the mapped probabilities with the same labels; without it, as before."""
+    int8 give the mapped probabilities and their argmax labels; without it, as before."""
     from nlp_transfer import TextClassificationConfig, TextClassifier, run_text_classification
 
     from conftest import toy_sentiment_frame
@@ -139,7 +141,6 @@ def test_every_backend_applies_a_saved_map_and_an_older_model_predicts_as_before
     config_path = out / "config.json"
     saved = json.loads(config_path.read_text())
     saved["calibration"] |= {"method": "temperature+isotonic", "isotonic": isotonic}
-    saved["decision_threshold"] = mapped_threshold(None, isotonic)
     config_path.write_text(json.dumps(saved))
     backends = [{"device": "cpu"}]
     if pytest.importorskip("onnxruntime"):
@@ -150,9 +151,13 @@ def test_every_backend_applies_a_saved_map_and_an_older_model_predicts_as_before
         if not kwargs.get("quantize"):  # int8 has logits of its own
             assert np.allclose(own, p, atol=1e-4), kwargs
         assert np.allclose(classifier.predict_proba(texts)[:, 1], apply_binary_map(own, isotonic))
-        own_labels = [classifier.labels[int(q > 0.5)] for q in own]
-        assert [r["label"] for r in classifier.predict(texts)] == own_labels, kwargs
-    del saved["calibration"]["isotonic"], saved["decision_threshold"]
+        mapped = apply_binary_map(own, isotonic)
+        results = classifier.predict(texts)
+        assert [r["label"] for r in results] == [classifier.labels[int(q > 0.5)] for q in mapped]
+        assert all(r["score"] >= 0.5 for r in results)  # the label is the calibrated argmax
+        if kwargs.get("device"):  # the map moved the 0.5 crossing past some texts
+            assert [r["label"] for r in results] != labels_before
+    del saved["calibration"]["isotonic"]
     config_path.write_text(json.dumps(saved))  # as a model saved before the map existed
     old = TextClassifier.from_pretrained(out, device="cpu")
     assert np.array_equal(old.predict_logits(texts), raw)

@@ -10,12 +10,12 @@ staircase whose jumps cost log-likelihood on new rows; centering keeps the fit a
 stairs (on the movie-review runs it lowered cross-validated NLL where the staircase did not:
 ``docs/calibration.md``). Two more choices make it safe to put before users:
 
-- **Predictions do not change.** The map is flat beyond its first and last points, so it is blended
+- **The ranking is kept.** The map is flat beyond its first and last points, so it is blended
   with the identity, ``g(p) = (1 - eps) * iso(p) + eps * p`` (``eps`` = :data:`IDENTITY_SHARE`):
-  strictly increasing, so ``p >= t`` exactly when ``g(p) >= g(t)``. The binary decision
-  threshold is mapped with it (``0.5``, the argmax, becomes ``g(0.5)``), and every text keeps
-  the label the temperature-scaled model gives it (and ``transformers.pipeline``, which knows
-  the temperature only, gives it too).
+  strictly increasing, so texts keep their order (ROC AUC, precision-recall curves and a tuned
+  threshold's partition are unchanged). Labels follow the calibrated probabilities: where
+  ``g`` moves the 0.5 crossing, the few texts between change label, as the validation rows say
+  they should (``transformers.pipeline``, which knows the temperature only, keeps the old ones).
 - **NLL stays finite.** ``iso`` is clipped to ``[1 / (n + 1), n / (n + 1)]``.
 
 The map is kept only where it helps: its negative log-likelihood cross-validated on the rows it
@@ -134,19 +134,12 @@ def map_logits(logits: np.ndarray, isotonic: dict | None) -> np.ndarray:
         isotonic: The saved map (``config.calibration["isotonic"]``) or None.
 
     Returns:
-        ``(n, 2)`` float64 logits (log-probabilities; float64 so that the mapped threshold
-        separates exactly the rows the original one did).
+        ``(n, 2)`` float64 logits (log-probabilities).
     """
     if isotonic is None:
         return logits
     g = apply_binary_map(softmax(np.asarray(logits, dtype=np.float64), axis=1)[:, 1], isotonic)
     return np.stack([np.log1p(-g), np.log(g)], axis=1)
-
-
-def mapped_threshold(threshold: float | None, isotonic: dict) -> float:
-    """The decision threshold on mapped probabilities that gives the labels ``threshold``
-    gave before the map (None: the argmax, i.e. 0.5)."""
-    return float(apply_binary_map(np.array([0.5 if threshold is None else threshold]), isotonic)[0])
 
 
 def saved_binary_map(config) -> dict | None:

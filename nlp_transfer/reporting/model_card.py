@@ -51,7 +51,7 @@ Best epoch {{ best_epoch }} of {{ epochs }} by validation `{{ metric_for_best_mo
 
 Temperature scaling (Guo et al. 2017), fitted on the validation split and folded into the
 classification head: the saved model's probabilities are the calibrated ones in every backend;
-its labels are unchanged. Temperature: {{ calibration.temperature_text }}.{% if calibration.isotonic_text %}
+the temperature does not change its labels. Temperature: {{ calibration.temperature_text }}.{% if calibration.isotonic_text %}
 {{ calibration.isotonic_text }}{% endif %}
 
 | test split | ECE (15 bins) | Brier score | NLL |
@@ -184,7 +184,8 @@ def _calibration_fields(metrics: dict) -> dict | None:
             f"2002; {isotonic['breakpoints']} breakpoints, saved in `config.json` and applied "
             f"by `TextClassifier` in every backend, not by `transformers.pipeline`): it lowered "
             f"the validation NLL, cross-validated, from {isotonic['cv_nll_temperature']:.4f} "
-            f"to {isotonic['cv_nll']:.4f}; the decision threshold is mapped with it."
+            f"to {isotonic['cv_nll']:.4f}. Labels follow the calibrated probabilities "
+            f"({report['test'].get('labels_changed', 0)} test texts changed label)."
         )
     rows = [
         (name, {k: f"{report['test'][key][k]:.4f}" for k in ("ece", "brier", "nll")})

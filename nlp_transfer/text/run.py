@@ -30,7 +30,6 @@ from ..data.encode import MULTI_LABEL, REGRESSION, SINGLE_LABEL
 from ..data.read import DataSource
 from ..hub import DEFAULT_MODEL_NAME, check_push_to_hub, push_to_hub
 from ..metrics.classification import classification_metrics, cross_entropy
-from ..metrics.recalibration import saved_binary_map
 from ..reporting.model_card import write_model_card
 from ..reporting.outputs import format_summary, run_metrics, save_run, write_report
 from ..tasks import run_data_check
@@ -359,8 +358,7 @@ def _test_report(config, outcome, dataset, model, main_process: bool):
             )
         extra = extra | {"problem_type": problem, "scaling": scaling}
         return test_metrics, extra, baseline
-    isotonic = saved_binary_map(model.config)
-    threshold, tuning = choose_decision_threshold(config, outcome.validation, len(labels), isotonic)
+    threshold, tuning = choose_decision_threshold(config, outcome.validation, len(labels))
     test_metrics = classification_metrics(test_labels, test_logits, labels, threshold)
     test_metrics["loss"] = cross_entropy(test_logits, test_labels)
     extra = {"decision_threshold": threshold, "threshold_tuning": tuning}

@@ -24,7 +24,7 @@ from ..metrics.conformal import (
     residual_scores,
     save_conformal_scores,
 )
-from ..metrics.recalibration import fit_binary_map, map_logits, mapped_threshold
+from ..metrics.recalibration import fit_binary_map, map_logits
 from ..metrics.selective import select_abstention_threshold, selective_report
 from ..reporting.plots import plot_reliability_diagram
 from ..training.calibration import calibrate_outcome
@@ -196,7 +196,8 @@ def add_binary_map(outcome: TrainOutcome, report: dict, model, seed: int):
     (:func:`~nlp_transfer.metrics.recalibration.fit_binary_map`, fitted on the validation rows
     the temperature was fitted on) when it lowers their cross-validated NLL: saved in
     ``model.config.calibration["isotonic"]``, applied to the outcome's logits, and the report's
-    ``after`` recomputed (the temperature's alone kept as ``after_temperature``).
+    ``after`` recomputed (the temperature's alone kept as ``after_temperature``; and
+    ``labels_changed``, the rows whose label the map moved across 0.5).
 
     Returns:
         ``(outcome, report)``, unchanged when the map is not kept (``report["isotonic"]``
@@ -219,26 +220,23 @@ def add_binary_map(outcome: TrainOutcome, report: dict, model, seed: int):
         | {"breakpoints": len(isotonic["x"])},
     }
     for name in ("validation", "test"):
-        if name in report and mapped.get(name) is not None:
-            report[name]["after_temperature"] = report[name]["after"]
-            report[name]["after"] = calibration_metrics(*mapped[name])
+        report[name]["after_temperature"] = report[name]["after"]
+        report[name]["after"] = calibration_metrics(*mapped[name])
+        moved = splits[name][0].argmax(axis=1) != mapped[name][0].argmax(axis=1)
+        report[name]["labels_changed"] = int(moved.sum())  # where g moved the 0.5 crossing
     logger.info(
         f"Calibration: isotonic map after the temperature ({len(isotonic['x'])} breakpoints; "
         f"cross-validated NLL {fitted['cv_nll_temperature']:.4f} -> {fitted['cv_nll']:.4f}); "
-        "labels unchanged"
+        f"{report['validation']['labels_changed']} validation labels follow it"
     )
     return dataclasses.replace(outcome, **mapped), report
 
 
 def choose_decision_threshold(
-    config: TextClassificationConfig,
-    validation: tuple[np.ndarray, np.ndarray],
-    num_labels: int,
-    isotonic: dict | None = None,
+    config: TextClassificationConfig, validation: tuple[np.ndarray, np.ndarray], num_labels: int
 ) -> tuple[float | None, dict | None]:
-    """The binary decision threshold: ``--decision_threshold``, or tuned on validation. Untuned
-    with an ``isotonic`` map (:mod:`~nlp_transfer.metrics.recalibration`), the threshold is
-    mapped so that every text keeps the label the temperature-scaled model gives it.
+    """The binary decision threshold: ``--decision_threshold``, or tuned on (calibrated)
+    validation.
 
     Returns:
         ``(threshold, tuning)``: threshold None for multi-class tasks; ``tuning`` holds the
@@ -247,9 +245,7 @@ def choose_decision_threshold(
     if num_labels != 2:
         return None, None
     if not config.tune_decision_threshold:
-        if isotonic is None:
-            return config.decision_threshold, None
-        return mapped_threshold(config.decision_threshold, isotonic), None
+        return config.decision_threshold, None
     logits, labels = validation
     threshold, f1 = select_threshold(labels, probabilities(logits)[:, 1])
     logger.info(
