@@ -512,7 +512,11 @@ def merged_rows(path: str | None, rerun=frozenset()) -> tuple[list[dict], list[d
     markdown_path = Path(path).with_suffix(".md")  # what that run had merged, in its words
     if markdown_path.exists():
         lines = markdown_path.read_text(encoding="utf-8").splitlines()
-        nested = [line for line in lines if line.startswith("Runs ") and "(`--merge`)" in line]
+        nested = [
+            line
+            for line in lines
+            if line.startswith(("Runs ", "In that run: ")) and "(`--merge`)" in line
+        ]
         note += "".join(f"In that run: {line}\n\n" for line in nested)
     return rows, records, note
 

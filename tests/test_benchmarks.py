@@ -1025,3 +1025,7 @@ def test_calibration_merge_keeps_only_the_runs_not_rerun(tmp_path):
     assert rows == [{"set": "scores", "seed": 42}, {"set": "spam", "seed": 43}]
     assert [r["set"] for r in records] == ["scores", "spam"]
     assert "scores (42), spam (43)" in note and "sentiment" not in note
+    older = "Runs of seed(s) 41 come from an earlier run (`--merge`): `x` at 1234567."
+    path.with_suffix(".md").write_text(f"header\n\n{older}\n\nIn that run: {older}\n")
+    note = calibration.merged_rows(str(path))[2]
+    assert f"In that run: {older}" in note and f"In that run: In that run: {older}" in note
