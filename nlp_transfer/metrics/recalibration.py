@@ -7,8 +7,8 @@ estimates"), through scikit-learn's :func:`~sklearn.isotonic.isotonic_regression
 (Oron and Flournoy 2017, "Centered Isotonic Regression"): each of its constant blocks becomes one
 point at the block's mean probability, joined by straight lines. Plain isotonic regression is a
 staircase whose jumps cost log-likelihood on new rows; centering keeps the fit and removes the
-stairs (on the movie-review runs it lowered cross-validated NLL where the staircase did not:
-``docs/calibration.md``). Two more choices make it safe to put before users:
+stairs (on the movie-review runs its cross-validated NLL was lower than the temperature's where
+the staircase's was not: ``docs/benchmarks.md``). Two more choices make it safe to put before users:
 
 - **The ranking is kept.** The map is flat beyond its first and last points, so it is blended
   with the identity, ``g(p) = (1 - eps) * iso(p) + eps * p`` (``eps`` = :data:`IDENTITY_SHARE`):
