@@ -161,3 +161,20 @@ def test_every_backend_applies_a_saved_map_and_an_older_model_predicts_as_before
     config_path.write_text(json.dumps(saved))  # as a model saved before the map existed
     old = TextClassifier.from_pretrained(out, device="cpu")
     assert np.array_equal(old.predict_logits(texts), raw)
+
+
+def test_the_model_card_shows_the_map_step_when_kept():
+    from nlp_transfer.reporting.model_card import _calibration_fields
+
+    step = {"ece": 0.05, "brier": 0.2, "nll": 0.33}
+    report = {"temperature": 1.4, "test": {"before": step, "after": step}}
+    plain = _calibration_fields({"calibration": report})
+    assert [name for name, _ in plain["rows"]] == ["before calibration", "after calibration"]
+    assert plain["isotonic_text"] is None
+    report["test"] |= {"after_temperature": step, "labels_changed": 7}
+    report["isotonic"] = {"cv_nll": 0.30, "cv_nll_temperature": 0.31, "breakpoints": 12}
+    mapped = _calibration_fields({"calibration": report})
+    assert [name for name, _ in mapped["rows"]][1] == "after the temperature"
+    assert (
+        "centered isotonic" in mapped["isotonic_text"] and "7 test texts" in mapped["isotonic_text"]
+    )

@@ -180,8 +180,8 @@ def _calibration_fields(metrics: dict) -> dict | None:
     if isotonic:  # binary: an isotonic map after the temperature (metrics.recalibration)
         steps = (steps[0], ("after the temperature", "after_temperature"), steps[1])
         isotonic_text = (
-            f"Then an isotonic map of the positive label's probability (Zadrozny and Elkan "
-            f"2002; {isotonic['breakpoints']} breakpoints, saved in `config.json` and applied "
+            f"Then a centered isotonic map of the positive label's probability (Oron and "
+            f"Flournoy 2017, after Zadrozny and Elkan 2002; {isotonic['breakpoints']} breakpoints, saved in `config.json` and applied "
             f"by `TextClassifier` in every backend, not by `transformers.pipeline`): it lowered "
             f"the validation NLL, cross-validated, from {isotonic['cv_nll_temperature']:.4f} "
             f"to {isotonic['cv_nll']:.4f}. Labels follow the calibrated probabilities "

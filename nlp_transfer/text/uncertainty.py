@@ -227,7 +227,7 @@ def add_binary_map(outcome: TrainOutcome, report: dict, model, seed: int):
     logger.info(
         f"Calibration: isotonic map after the temperature ({len(isotonic['x'])} breakpoints; "
         f"cross-validated NLL {fitted['cv_nll_temperature']:.4f} -> {fitted['cv_nll']:.4f}); "
-        f"{report['validation']['labels_changed']} validation labels follow it"
+        f"it moved {report['validation']['labels_changed']} validation labels across 0.5"
     )
     return dataclasses.replace(outcome, **mapped), report
 
