@@ -22,6 +22,7 @@ import yaml
 
 from ..data.encode import SINGLE_LABEL
 from ..data.read import DataSource, to_table
+from ..metrics.recalibration import map_logits, saved_binary_map
 from ..text.fingerprint import load_fingerprint, model_features
 from ..text.inference import load_classifier, predict_logits_for_texts
 from .drift import black_box_shift, domain_classifier_auc, mmd_test
@@ -71,7 +72,10 @@ def _label_shift(model, tokenizer, texts: list, fingerprint: dict) -> dict | Non
     problem = getattr(model.config, "problem_type", SINGLE_LABEL)
     if problem != SINGLE_LABEL or "validation_confusion" not in fingerprint:
         return None
-    logits = predict_logits_for_texts(model, tokenizer, texts)
+    # as TextClassifier predicts (a binary model's isotonic map can move labels across 0.5)
+    logits = map_logits(
+        predict_logits_for_texts(model, tokenizer, texts), saved_binary_map(model.config)
+    )
     shift = black_box_shift(fingerprint["validation_confusion"], logits.argmax(1))
     return {"labels": [model.config.id2label[i] for i in range(len(shift["weights"]))]} | shift
 
