@@ -51,6 +51,9 @@ import pandas as pd
 SETS = {"sentiment": "rotten_tomatoes_sentences", "spam": "sms_spam"}
 PARTS = ("label_errors", "leakage", "builtins", "monitor", "recovery")
 DEFAULT_PARTS = ("label_errors", "leakage", "builtins", "monitor")  # recovery: ~1.5 h, opt-in
+# --recovery_variants: label_issues_only drops the audit's label issues alone (keeps the
+# within-training duplicates --write_cleaned also drops)
+VARIANTS = ("label_issues_only",)
 BUILTINS = (
     "rotten_tomatoes_sentences",
     "amazon_review_snippets",
@@ -69,6 +72,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--recovery_rate", type=float, default=0.1)
     parser.add_argument("--recovery_seeds", default=None, help="Unset: --seeds.")
     parser.add_argument("--recovery_fold_classifier", default=None, help="Unset: the default.")
+    parser.add_argument(
+        "--recovery_variants", default="",
+        help=f"Comma list of extra cleaned training files to train on, of {VARIANTS}.",
+    )  # fmt: skip
     parser.add_argument("--max_train_samples", type=int, default=None, help="Smoke runs.")
     parser.add_argument("--settle_s", type=float, default=30.0)
     parser.add_argument("--rates", default="0.05,0.1,0.2")
@@ -360,6 +367,15 @@ def _train(name: str, train: Path, files: dict, out: Path, seed: int, args, log_
             "loaded": record["loaded"], "train_rows": len(pd.read_csv(train))}  # fmt: skip
 
 
+def _variant_rows(noisy: pd.DataFrame, suspects: pd.DataFrame, variant: str) -> pd.DataFrame:
+    """The noisy training rows a ``--recovery_variants`` arm trains on: ``label_issues_only``
+    leaves out the training rows flagged as label issues, nothing else."""
+    if variant not in VARIANTS:
+        raise ValueError(f"--recovery_variants: {variant!r} is not one of {VARIANTS}.")
+    flagged = suspects[(suspects["split"] == "train") & (suspects["reason"] == "label_issue")]
+    return noisy.drop(index=sorted(set(flagged["row"]) & set(noisy.index)))
+
+
 def recovery(args, work: Path) -> list[dict]:
     from nlp_transfer.audit import audit
     from nlp_transfer.data.builtin import load_builtin_dataset
@@ -388,12 +404,16 @@ def recovery(args, work: Path) -> list[dict]:
             clean.to_csv(paths["clean"], index=False)
             noisy.to_csv(paths["noisy"], index=False)
             paths["cleaned"] = work / f"{set_name}-{seed}-cleaned.csv"
-            audit(paths["noisy"], output_dir=work / f"recovery-audit-{set_name}-{seed}",
-                  write_cleaned=paths["cleaned"], fold_classifier=args.recovery_fold_classifier,
-                  seed=seed)  # fmt: skip
+            found = audit(paths["noisy"], output_dir=work / f"recovery-audit-{set_name}-{seed}",
+                          write_cleaned=paths["cleaned"],
+                          fold_classifier=args.recovery_fold_classifier, seed=seed)  # fmt: skip
+            variants = [v for v in args.recovery_variants.split(",") if v]
+            for variant in variants:
+                paths[variant] = work / f"{set_name}-{seed}-{variant}.csv"
+                _variant_rows(noisy, found.suspects, variant).to_csv(paths[variant], index=False)
             row = {"set": set_name, "seed": seed, "rate": args.recovery_rate,
                    "flipped": len(flipped)}  # fmt: skip
-            for arm in ("noisy", "cleaned", "clean"):
+            for arm in ("noisy", "cleaned", "clean", *variants):
                 out = work / f"recovery-{set_name}-{seed}-{arm}"
                 row[arm] = _train(f"{set_name}-{seed}-{arm}", paths[arm], files, out, seed, args,
                                   log_dir)  # fmt: skip
@@ -401,6 +421,9 @@ def recovery(args, work: Path) -> list[dict]:
             cost = row["clean"]["accuracy"] - row["noisy"]["accuracy"]
             gain = row["cleaned"]["accuracy"] - row["noisy"]["accuracy"]
             row["recovered_share"] = gain / cost if cost > 0 else None
+            for variant in variants:
+                gain = row[variant]["accuracy"] - row["noisy"]["accuracy"]
+                row[variant]["recovered_share"] = gain / cost if cost > 0 else None
             records.append(row)
     return records
 
@@ -442,6 +465,14 @@ def summarize(document: dict) -> dict:
                 share = (mean["cleaned"] - mean["noisy"]) / cost if cost > 0 else None
                 goals[f"recovery_{set_name}"] = mean | {"recovered_share": share,
                                                          "met": share is not None and share >= 0.5}  # fmt: skip
+                for variant in VARIANTS:  # the same seeds' other cleaned files, where run
+                    if rows and all(variant in r for r in rows):
+                        v = float(np.mean([r[variant]["accuracy"] for r in rows]))
+                        share = (v - mean["noisy"]) / cost if cost > 0 else None
+                        goals[f"recovery_{set_name}_{variant}"] = {
+                            "accuracy": v, "recovered_share": share,
+                            "met": share is not None and share >= 0.5,
+                        }  # fmt: skip
     if mon := document.get("monitor"):
         same = mon["same_distribution"]
         kept = sum(r["verdict"] == "no drift" for r in same) / len(same)
@@ -600,6 +631,17 @@ def markdown(document: dict) -> str:
               f"{r['clean']['accuracy']:.4f}",
               "n/a" if r["recovered_share"] is None else f"{r['recovered_share']:.2f}"]
              for r in rec]))  # fmt: skip
+        extra = [(r, v) for r in rec for v in VARIANTS if v in r]
+        if extra:
+            parts.append(
+                "\n\nOther cleaned files (`--recovery_variants`; label_issues_only: "
+                "the label issues dropped, duplicates kept):\n\n"
+            )
+            parts.append(harness.markdown_table(
+                ["set", "seed", "variant", "test accuracy (rows)", "recovered"],
+                [[r["set"], r["seed"], v, f"{r[v]['accuracy']:.4f} ({r[v]['train_rows']})",
+                  "n/a" if r[v]["recovered_share"] is None else f"{r[v]['recovered_share']:.2f}"]
+                 for r, v in extra]))  # fmt: skip
     parts.append("\n## Goals\n")
     for name, goal in document["goals"].items():
         parts.append(f"- {name}: {'met' if goal['met'] else 'NOT met'} ({goal})\n")

@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
@@ -986,6 +987,27 @@ def test_audit_merge_joins_the_recovery_seeds_this_run_did_not_make(tmp_path):
     seeds = [(r["seed"], r["recovered_share"], "merged_from" in r) for r in document["recovery"]]
     assert seeds == [(0, 0.5, True), (1, 0.9, False)]  # seed 1 is this run's
     assert "abcdef1" in document["recovery"][0]["merged_from"]
+
+
+def test_audit_recovery_variant_drops_the_label_issues_alone():
+    """label_issues_only keeps the duplicates --write_cleaned drops, and the summary reads the
+    variant's recovered share on the same seeds' noisy and clean runs."""
+    audit_bench = bench_module("audit")
+    noisy = pd.DataFrame({"text": list("abcdef"), "label": ["x", "y"] * 3})
+    suspects = pd.DataFrame(
+        {"split": ["train", "train", "train", "test"], "row": [1, 4, 2, 0],
+         "reason": ["label_issue", "label_issue", "duplicate", "label_issue"]}
+    )  # fmt: skip
+    kept = audit_bench._variant_rows(noisy, suspects, "label_issues_only")
+    assert list(kept["text"]) == ["a", "c", "d", "f"]  # rows 1 and 4 out, the duplicate stays
+    with pytest.raises(ValueError, match="--recovery_variants"):
+        audit_bench._variant_rows(noisy, suspects, "relabel")
+    row = {"set": "spam", "seed": 0, "noisy": {"accuracy": 0.90}, "clean": {"accuracy": 0.94},
+           "cleaned": {"accuracy": 0.91}, "label_issues_only": {"accuracy": 0.93}}  # fmt: skip
+    goals = audit_bench.summarize({"recovery": [row]})
+    assert goals["recovery_spam"]["recovered_share"] == pytest.approx(0.25)
+    assert goals["recovery_spam_label_issues_only"]["recovered_share"] == pytest.approx(0.75)
+    assert goals["recovery_spam_label_issues_only"]["met"]
 
 
 def test_calibrators_fit_a_bend_that_one_temperature_cannot():
