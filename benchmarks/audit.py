@@ -82,7 +82,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--fold_classifiers", default="logistic_regression,tfidf,ensemble")
     parser.add_argument("--builtins", default=",".join(BUILTINS))
-    parser.add_argument("--sets", default=",".join(SETS), help=f"label_errors: of {list(SETS)}.")
+    parser.add_argument(
+        "--sets", default=",".join(SETS), help=f"label_errors and recovery: of {list(SETS)}."
+    )
     parser.add_argument("--model_dir", help="A sentiment model saved with its fingerprint.")
     parser.add_argument("--resamples", type=int, default=20)
     parser.add_argument(
@@ -384,6 +386,8 @@ def recovery(args, work: Path) -> list[dict]:
     log_dir.mkdir(exist_ok=True)
     records = []
     for set_name, builtin in SETS.items():
+        if set_name not in args.set_list:
+            continue
         dataset = load_builtin_dataset(builtin)
         names = dataset["train"].features["label"].names
         files = {}
