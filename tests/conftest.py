@@ -46,6 +46,31 @@ def toy_sentiment_frame(n: int = 200, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def train_toy_sentiment(model_dir, root: Path, **settings) -> Path:
+    """``root/model``: a tiny sentiment model trained for real on 200 toy rows (2 epochs; the
+    defaults' calibration and conformal scores), ``settings`` overriding the config."""
+    from nlp_transfer import TextClassificationConfig, run_text_classification
+
+    path = root / "toy.csv"
+    toy_sentiment_frame(200, seed=0).to_csv(path, index=False)
+    out = root / "model"
+    config = dict(
+        model_name_or_path=str(model_dir),
+        train_file=str(path),
+        text_column="sentence",
+        label_column="sentiment",
+        num_train_epochs=2,
+        learning_rate=1e-3,
+        max_seq_length=32,
+        save_strategy="no",
+        run_baseline=False,
+        output_dir=str(out),
+        seed=0,
+    )
+    run_text_classification(TextClassificationConfig(**(config | settings)))
+    return out
+
+
 def _tiny_vocab() -> list[str]:
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     return [*specials, *POSITIVE, *NEGATIVE, *FILLER, *"abcdefghijklmnopqrstuvwxyz"]

@@ -107,27 +107,11 @@ def test_every_backend_applies_a_saved_map_and_an_older_model_predicts_as_before
 ):
     """A map written into a trained model's config.json (as training saves it): torch, ONNX and
     int8 give the mapped probabilities and their argmax labels; without it, as before."""
-    from nlp_transfer import TextClassificationConfig, TextClassifier, run_text_classification
+    from nlp_transfer import TextClassifier
 
-    from conftest import toy_sentiment_frame
+    from conftest import toy_sentiment_frame, train_toy_sentiment
 
-    path = tmp_path / "toy.csv"
-    toy_sentiment_frame(200, seed=0).to_csv(path, index=False)
-    out = tmp_path / "run"
-    run_text_classification(
-        TextClassificationConfig(
-            model_name_or_path=str(tiny_bert_dir),
-            train_file=str(path),
-            text_column="sentence",
-            label_column="sentiment",
-            num_train_epochs=2,
-            learning_rate=1e-3,
-            max_seq_length=32,
-            save_strategy="no",
-            run_baseline=False,
-            output_dir=str(out),
-        )
-    )
+    out = train_toy_sentiment(tiny_bert_dir, tmp_path)
     texts = [" ".join(row) for row in toy_sentiment_frame(40, seed=3)[["sentence"]].values]
     plain = TextClassifier.from_pretrained(out, device="cpu")
     raw = plain.predict_logits(texts)

@@ -91,30 +91,9 @@ TEXTS = ["a great film", "a dull plot", "fine acting and a good story", "bad", "
 @pytest.fixture(scope="module")
 def model_dir(tiny_bert_dir, tmp_path_factory):
     """A tiny sentiment model trained for real: calibrated, with conformal scores."""
-    from nlp_transfer import TextClassificationConfig, run_text_classification
+    from conftest import train_toy_sentiment
 
-    from conftest import toy_sentiment_frame
-
-    root = tmp_path_factory.mktemp("serve")
-    path = root / "toy.csv"
-    toy_sentiment_frame(200, seed=0).to_csv(path, index=False)
-    out = root / "model"
-    run_text_classification(
-        TextClassificationConfig(
-            model_name_or_path=str(tiny_bert_dir),
-            train_file=str(path),
-            text_column="sentence",
-            label_column="sentiment",
-            num_train_epochs=2,
-            learning_rate=1e-3,
-            max_seq_length=32,
-            save_strategy="no",
-            run_baseline=False,
-            output_dir=str(out),
-            seed=0,
-        )
-    )
-    return out
+    return train_toy_sentiment(tiny_bert_dir, tmp_path_factory.mktemp("serve"))
 
 
 def _client(model_dir, **settings):
