@@ -46,14 +46,14 @@ def toy_sentiment_frame(n: int = 200, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def train_toy_sentiment(model_dir, root: Path, **settings) -> Path:
-    """``root/model``: a tiny sentiment model trained for real on 200 toy rows (2 epochs; the
+def train_toy_sentiment(model_dir, root: Path, name: str = "model", **settings) -> Path:
+    """``root/name``: a tiny sentiment model trained for real on 200 toy rows (2 epochs; the
     defaults' calibration and conformal scores), ``settings`` overriding the config."""
     from nlp_transfer import TextClassificationConfig, run_text_classification
 
     path = root / "toy.csv"
     toy_sentiment_frame(200, seed=0).to_csv(path, index=False)
-    out = root / "model"
+    out = root / name
     config = dict(
         model_name_or_path=str(model_dir),
         train_file=str(path),

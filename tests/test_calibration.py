@@ -101,28 +101,15 @@ def test_a_run_saves_calibrated_probabilities_for_every_backend(tiny_bert_dir, t
     """Trained, calibrated on validation, saved: torch and ONNX predict the calibrated
     probabilities, config.json and metrics.json record the temperature, the card and the plot
     show it; --calibration none leaves the model as trained."""
-    from nlp_transfer import TextClassificationConfig, TextClassifier, run_text_classification
+    from nlp_transfer import TextClassifier
     from nlp_transfer.metrics.conformal import aps_sets, conformal_quantile, example_uniforms
 
-    from conftest import toy_sentiment_frame
+    from conftest import train_toy_sentiment
 
-    path = tmp_path / "toy.csv"
-    toy_sentiment_frame(200, seed=0).to_csv(path, index=False)
-    common = dict(
-        model_name_or_path=str(tiny_bert_dir),
-        train_file=str(path),
-        text_column="sentence",
-        label_column="sentiment",
-        num_train_epochs=3,
-        learning_rate=1e-3,
-        max_seq_length=32,
-        save_strategy="no",
-        run_baseline=False,
-        seed=0,
+    out = train_toy_sentiment(
+        tiny_bert_dir, tmp_path, "calibrated", num_train_epochs=3, abstain_below_precision=0.9
     )
-    out = tmp_path / "calibrated"
-    config = TextClassificationConfig(output_dir=str(out), abstain_below_precision=0.9, **common)
-    metrics = run_text_classification(config)
+    metrics = json.loads((out / "metrics.json").read_text())
     report = metrics["calibration"]
     temperature = report["temperature"]
     assert temperature > 0 and report["fitted_on"] == "validation"
@@ -132,10 +119,10 @@ def test_a_run_saves_calibrated_probabilities_for_every_backend(tiny_bert_dir, t
     assert (out / "plots" / "reliability.png").stat().st_size > 10_000
     assert "## Calibration" in (out / "README.md").read_text()
 
-    plain_out = tmp_path / "plain"
-    plain = run_text_classification(
-        TextClassificationConfig(output_dir=str(plain_out), calibration="none", **common)
+    plain_out = train_toy_sentiment(
+        tiny_bert_dir, tmp_path, "plain", num_train_epochs=3, calibration="none"
     )
+    plain = json.loads((plain_out / "metrics.json").read_text())
     assert "calibration" not in plain
     assert "calibration" not in json.loads((plain_out / "config.json").read_text())
     texts = ["a great film", "a dull plot", "fine acting"]
