@@ -73,7 +73,8 @@ def test_the_map_keeps_the_ranking_and_labels_follow_it():
 
 def test_add_binary_map_saves_the_map_and_recomputes_the_report():
     from nlp_transfer import TextClassificationConfig
-    from nlp_transfer.text.uncertainty import add_binary_map, choose_decision_threshold
+    from nlp_transfer.text.run import choose_decision_threshold
+    from nlp_transfer.text.uncertainty import add_binary_map
     from nlp_transfer.training.calibration import calibration_report
     from nlp_transfer.training.run import TrainOutcome
 

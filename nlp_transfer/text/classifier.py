@@ -7,7 +7,8 @@
 
 It applies what training saved with the model (``config.json``): the truncation length
 (``max_seq_length``), the decision threshold of a binary task (``decision_threshold``), the
-isotonic calibration map of a binary task (``calibration.isotonic``) and the problem type. :func:`nlp_transfer.predict` is a one-call wrapper over it. The model runs in
+isotonic calibration map of a binary task (``calibration.isotonic``) and the problem type.
+:func:`nlp_transfer.predict` is a one-call wrapper over it. The model runs in
 PyTorch, or exported to ONNX in onnxruntime (``backend="onnxruntime"``, optionally quantized to
 int8: :mod:`nlp_transfer.text.onnx_backend`); both decode their logits here, the same way.
 """

@@ -19,6 +19,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import set_seed
@@ -29,7 +30,12 @@ from transformers import PreTrainedTokenizerBase
 from ..data.encode import MULTI_LABEL, REGRESSION, SINGLE_LABEL
 from ..data.read import DataSource
 from ..hub import DEFAULT_MODEL_NAME, check_push_to_hub, push_to_hub
-from ..metrics.classification import classification_metrics, cross_entropy
+from ..metrics.classification import (
+    classification_metrics,
+    cross_entropy,
+    probabilities,
+    select_threshold,
+)
 from ..reporting.model_card import write_model_card
 from ..reporting.outputs import format_summary, run_metrics, save_run, write_report
 from ..tasks import run_data_check
@@ -65,7 +71,6 @@ from .uncertainty import (
     abstention,
     calibrate,
     calibrating,
-    choose_decision_threshold,
     conformal_scores,
     hold_out_calibration_split,
     write_uncertainty,
@@ -137,8 +142,31 @@ def train_text_classifier(
         plan=plan,
         callbacks=callbacks,
         prefix_cache=cached,
+        # threshold tuning and calibration need the final model's validation predictions
         predict_validation=predict_validation,
     )
+
+
+def choose_decision_threshold(
+    config: TextClassificationConfig, validation: tuple[np.ndarray, np.ndarray], num_labels: int
+) -> tuple[float | None, dict | None]:
+    """The binary decision threshold: ``--decision_threshold``, or tuned on (calibrated)
+    validation.
+
+    Returns:
+        ``(threshold, tuning)``: threshold None for multi-class tasks; ``tuning`` holds the
+        validation F1 of the positive class at the tuned threshold, or None.
+    """
+    if num_labels != 2:
+        return None, None
+    if not config.tune_decision_threshold:
+        return config.decision_threshold, None
+    logits, labels = validation
+    threshold, f1 = select_threshold(labels, probabilities(logits)[:, 1])
+    logger.info(
+        f"Decision threshold tuned on validation: {threshold:.4f} (positive-class F1 {f1:.4f})"
+    )
+    return threshold, {"tuned_on": "validation", "validation_f1_positive": f1}
 
 
 def run_text_classification(

@@ -13,7 +13,7 @@ from datasets import DatasetDict
 
 from ..data.encode import MULTI_LABEL, REGRESSION, SINGLE_LABEL
 from ..metrics.calibration import calibration_metrics
-from ..metrics.classification import probabilities, select_threshold
+from ..metrics.classification import probabilities
 from ..metrics.conformal import (
     ABSOLUTE_RESIDUAL,
     APS,
@@ -37,7 +37,7 @@ logger = get_logger(__name__)
 
 def calibrating(config: TextClassificationConfig, problem: str) -> bool:
     """Whether the run fits a temperature after training (classification with
-    ``--calibration temperature``; a scikit-learn head is left as it is)."""
+    ``--calibration auto`` or ``temperature``; a scikit-learn head is left as it is)."""
     return (
         config.calibration != "none"
         and problem != REGRESSION
@@ -200,8 +200,8 @@ def add_binary_map(outcome: TrainOutcome, report: dict, model, seed: int):
     ``labels_changed``, the rows whose label the map moved across 0.5).
 
     Returns:
-        ``(outcome, report)``, unchanged when the map is not kept (``report["isotonic"]``
-        then says why: ``None``).
+        ``(outcome, report)``; the outcome unchanged and ``report["isotonic"]`` None when the
+        map is not kept.
     """
     fitted = fit_binary_map(*outcome.validation, seed=seed)
     report["isotonic"] = None
@@ -230,25 +230,3 @@ def add_binary_map(outcome: TrainOutcome, report: dict, model, seed: int):
         f"it moved {report['validation']['labels_changed']} validation labels across 0.5"
     )
     return dataclasses.replace(outcome, **mapped), report
-
-
-def choose_decision_threshold(
-    config: TextClassificationConfig, validation: tuple[np.ndarray, np.ndarray], num_labels: int
-) -> tuple[float | None, dict | None]:
-    """The binary decision threshold: ``--decision_threshold``, or tuned on (calibrated)
-    validation.
-
-    Returns:
-        ``(threshold, tuning)``: threshold None for multi-class tasks; ``tuning`` holds the
-        validation F1 of the positive class at the tuned threshold, or None.
-    """
-    if num_labels != 2:
-        return None, None
-    if not config.tune_decision_threshold:
-        return config.decision_threshold, None
-    logits, labels = validation
-    threshold, f1 = select_threshold(labels, probabilities(logits)[:, 1])
-    logger.info(
-        f"Decision threshold tuned on validation: {threshold:.4f} (positive-class F1 {f1:.4f})"
-    )
-    return threshold, {"tuned_on": "validation", "validation_f1_positive": f1}
