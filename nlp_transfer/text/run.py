@@ -150,8 +150,7 @@ def train_text_classifier(
 def choose_decision_threshold(
     config: TextClassificationConfig, validation: tuple[np.ndarray, np.ndarray], num_labels: int
 ) -> tuple[float | None, dict | None]:
-    """The binary decision threshold: ``--decision_threshold``, or tuned on (calibrated)
-    validation.
+    """The binary decision threshold: ``--decision_threshold``, or tuned on validation.
 
     Returns:
         ``(threshold, tuning)``: threshold None for multi-class tasks; ``tuning`` holds the
