@@ -78,13 +78,6 @@ def add_predict_parser(sub) -> None:
         help="E.g. 0.9: add a conformal prediction_set (label names; regression: interval) "
         "that holds the true label with at least this probability (text models).",
     )
-    p.add_argument(
-        "--covariate_shift",
-        action="store_true",
-        help="With --coverage, for texts that drifted from the training data: weigh the "
-        "calibration scores by the estimated shift (Tibshirani et al. 2019), estimated from "
-        "the --text values (at least 50) or a 2,000-row sample of --file.",
-    )
 
 
 def add_evaluate_parser(sub) -> None:
@@ -183,7 +176,7 @@ def predict_main(args: argparse.Namespace) -> int:
 
         _torch_only(args)
         _check_output(args)
-        if args.coverage is not None or args.covariate_shift:
+        if args.coverage is not None:
             raise SystemExit("error: --coverage is for text models (image models: not yet).")
         results = predict_images(args.model_dir, _image_paths(args), batch_size=args.batch_size)
         _write_lines([json.dumps(r, ensure_ascii=False) + "\n" for r in results], args)
@@ -200,8 +193,6 @@ def _predict_texts(args: argparse.Namespace) -> int:
     from ..text.classifier import TextClassifier
     from ..text.stream import open_text_rows
 
-    if args.covariate_shift and args.coverage is None:
-        raise SystemExit("error: --covariate_shift weighs prediction sets: give --coverage too.")
     if args.file and args.text_pair:
         raise SystemExit("error: --text_pair goes with --text; with --file, --text_pair_column.")
     if args.file:  # the columns are checked before the model loads (or is exported)
@@ -224,7 +215,6 @@ def _predict_texts(args: argparse.Namespace) -> int:
             chunk_size=args.chunk_size,
             overwrite_output=args.overwrite_output,
             coverage=args.coverage,
-            covariate_shift=args.covariate_shift,
         )
         return 0
     texts = args.text
@@ -232,9 +222,7 @@ def _predict_texts(args: argparse.Namespace) -> int:
         if len(args.text_pair) != len(texts):
             raise SystemExit("error: give one --text_pair per --text.")
         texts = list(zip(texts, args.text_pair, strict=True))
-    results = classifier.predict(
-        texts, args.batch_size, coverage=args.coverage, covariate_shift=args.covariate_shift
-    )
+    results = classifier.predict(texts, args.batch_size, coverage=args.coverage)
     _write_lines(prediction_lines(texts, results), args)
     return 0
 

@@ -107,23 +107,21 @@ def conformal_quantile(scores: Sequence[float], coverage: float) -> float:
 
 
 def aps_sets(
-    probs: np.ndarray, threshold: float | np.ndarray, uniforms: np.ndarray | None = None
+    probs: np.ndarray, threshold: float, uniforms: np.ndarray | None = None
 ) -> list[list[int]]:
     """Label ids of each example's prediction set, most probable first:
     ``{y : score(x, y) <= threshold}``, the set the guarantee is about, with the scores of
-    :func:`aps_scores` (the same ``uniforms``). ``threshold``: one for all, or ``(n,)``, one per
-    example (:func:`weighted_conformal_thresholds`). Randomised sets can be empty;
-    non-randomised ones hold at least the most probable label."""
+    :func:`aps_scores` (the same ``uniforms``). Randomised sets can be empty; non-randomised ones
+    hold at least the most probable label."""
     probs = np.asarray(probs, dtype=np.float64)
     order = np.argsort(-probs, axis=1, kind="stable")
     ranked = np.take_along_axis(probs, order, axis=1)
     cumulative = np.cumsum(ranked, axis=1)
-    limit = np.broadcast_to(np.asarray(threshold, dtype=np.float64), (len(probs),))[:, None]
     if uniforms is None:
-        sizes = np.maximum(np.sum(cumulative <= limit + 1e-12, axis=1), 1)
+        sizes = np.maximum(np.sum(cumulative <= threshold + 1e-12, axis=1), 1)
     else:  # the scores grow with rank, so the set is a prefix of the ranking
         scores = cumulative - ranked + np.asarray(uniforms, dtype=np.float64)[:, None] * ranked
-        sizes = np.sum(scores <= limit + 1e-12, axis=1)
+        sizes = np.sum(scores <= threshold + 1e-12, axis=1)
     return [order[i, : sizes[i]].tolist() for i in range(len(probs))]
 
 
@@ -173,55 +171,29 @@ def coverage_report(
 
 
 def save_conformal_scores(
-    directory: str | os.PathLike,
-    scores: np.ndarray,
-    method: str,
-    split: str = "validation",
-    outputs: np.ndarray | None = None,
+    directory: str | os.PathLike, scores: np.ndarray, method: str, split: str = "validation"
 ) -> Path:
     """Write ``conformal.json``: the method, the split and its sorted scores (what prediction
-    needs); with ``outputs`` (``(n, d)``: :func:`output_features` of each held-out row), those
-    rows in the scores' order, for shift-weighted sets
-    (:mod:`~nlp_transfer.metrics.weighted_conformal`)."""
+    needs)."""
     path = Path(directory) / CONFORMAL_FILE
-    scores = np.asarray(scores, dtype=np.float64)
-    order = np.argsort(scores, kind="stable")
     record = {
         "method": method,
         "split": split,
         "num_examples": len(scores),
-        "scores": [round(float(v), 7) for v in scores[order]],
+        "scores": [round(float(v), 7) for v in np.sort(np.asarray(scores, dtype=np.float64))],
     }
-    if outputs is not None:
-        rows = np.asarray(outputs, dtype=np.float64).reshape(len(scores), -1)[order]
-        record["outputs"] = np.round(rows, 5).tolist()
     path.write_text(json.dumps(record) + "\n", encoding="utf-8")
     return path
 
 
 def load_conformal_scores(directory: str | os.PathLike) -> dict | None:
-    """``{"method", "scores" (n,), "outputs" ((n, d), or None for a model saved without
-    them)}`` of ``directory/conformal.json``, or None when the model has none."""
+    """``{"method", "scores" (n,)}`` of ``directory/conformal.json``, or None when the model
+    has none."""
     path = Path(directory).expanduser() / CONFORMAL_FILE
     if not path.is_file():
         return None
     record = json.loads(path.read_text(encoding="utf-8"))
-    outputs = record.get("outputs")
-    return {
-        "method": record["method"],
-        "scores": np.asarray(record["scores"], dtype=np.float64),
-        "outputs": None if outputs is None else np.asarray(outputs, dtype=np.float64),
-    }
-
-
-def output_features(results: list[dict], label_names: Sequence[str]) -> np.ndarray:
-    """What a shift is estimated from, per decoded prediction: the log of each label's
-    probability (single-label), or the predicted value (regression). ``(n, d)`` float64; the
-    same for every backend."""
-    if results and "scores" not in results[0]:  # regression
-        return np.array([[r["score"]] for r in results], dtype=np.float64)
-    probs = np.array([[r["scores"][n] for n in label_names] for r in results], dtype=np.float64)
-    return np.log(np.clip(probs, 1e-12, 1.0))
+    return {"method": record["method"], "scores": np.asarray(record["scores"], dtype=np.float64)}
 
 
 def add_conformal(
@@ -230,7 +202,6 @@ def add_conformal(
     coverage: float,
     label_names: Sequence[str],
     texts: Sequence[str | tuple[str, str]],
-    shift=None,
 ) -> list[dict]:
     """Add ``prediction_set`` (label names) or ``interval`` to decoded predictions, in place.
 
@@ -241,19 +212,11 @@ def add_conformal(
         coverage: The target coverage.
         label_names: Label names in id order.
         texts: The texts predicted (randomised APS draws each one's ``u`` from it).
-        shift: A :class:`~nlp_transfer.metrics.weighted_conformal.CovariateShift` estimated
-            for these texts' distribution: each text gets its own, shift-weighted threshold
-            (Tibshirani et al. 2019). None: split conformal's one threshold.
     """
     q = conformal_quantile(conformal["scores"], coverage)
-    if shift is not None:
-        from .weighted_conformal import weighted_conformal_thresholds
-
-        weights = shift.weights(output_features(results, label_names))
-        q = weighted_conformal_thresholds(conformal["scores"], shift.held, weights, coverage)
     if results and "scores" not in results[0]:  # regression
-        for r, half in zip(results, np.broadcast_to(q, (len(results),)), strict=True):
-            r["interval"] = [r["score"] - float(half), r["score"] + float(half)]
+        for r in results:
+            r["interval"] = [r["score"] - q, r["score"] + q]
         return results
     probs = np.array([[r["scores"][n] for n in label_names] for r in results])
     uniforms = example_uniforms(texts) if conformal["method"] == APS_RANDOMIZED else None

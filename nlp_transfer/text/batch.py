@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -201,23 +200,6 @@ class RowProgress:
         self.bar.close()
 
 
-SHIFT_SAMPLE_ROWS = 2000  # rows of a file that its covariate shift is estimated from
-
-
-def sample_rows(rows: Iterator[Row], size: int = SHIFT_SAMPLE_ROWS, seed: int = 0) -> list[Row]:
-    """A uniform random sample of ``size`` rows (all of them when fewer), in one pass:
-    reservoir sampling (Vitter 1985, "Random sampling with a reservoir", algorithm R), seeded,
-    so the same file gives the same sample every call."""
-    rng = random.Random(seed)
-    sample: list[Row] = []
-    for i, row in enumerate(rows):
-        if i < size:
-            sample.append(row)
-        elif (j := rng.randrange(i + 1)) < size:
-            sample[j] = row
-    return sample
-
-
 def predict_file(
     classifier: TextClassifier,
     file: str | os.PathLike,
@@ -229,7 +211,6 @@ def predict_file(
     chunk_size: int = 1024,
     overwrite_output: bool = False,
     coverage: float | None = None,
-    covariate_shift: bool = False,
 ) -> dict:
     """Predict every row of a file in chunks, appending JSON lines as it goes (resumable).
 
@@ -245,9 +226,6 @@ def predict_file(
             interruption can lose).
         overwrite_output: Replace an existing ``output`` instead of resuming it.
         coverage: Add conformal prediction sets (intervals) at this coverage to each line.
-        covariate_shift: With ``coverage``: shift-weighted sets, the shift estimated once
-            from a seeded sample of the file's rows (:func:`sample_rows`), so every chunk (and
-            a resumed run) uses the same weights.
 
     Returns:
         ``{"rows", "predicted", "skipped", "seconds", "rows_per_s"}``: rows in the output,
@@ -257,20 +235,14 @@ def predict_file(
         FileExistsError: ``output`` is complete or not ours (without ``overwrite_output``).
         FileNotFoundError: No such ``file``.
         ValueError: A missing column (the message names the flag), a row without text, an
-            unreadable file, ``output`` being ``file``, a ``chunk_size``/``batch_size``
-            below 1, or ``covariate_shift`` where :meth:`TextClassifier.predict` refuses it.
+            unreadable file, ``output`` being ``file``, or a ``chunk_size``/``batch_size``
+            below 1.
     """
     if chunk_size < 1 or batch_size < 1:
         raise ValueError("--chunk_size and --batch_size must be positive.")
     path = Path(output) if output is not None else None
     if path is not None and path.exists() and Path(file).exists() and os.path.samefile(path, file):
         raise ValueError(f"--output {path} is the --file itself: choose another --output.")
-    shift = False
-    if covariate_shift:
-        if coverage is None:
-            raise ValueError("--covariate_shift weighs prediction sets: give --coverage too.")
-        sample = sample_rows(open_text_rows(file, text_column, text_pair_column).rows)
-        shift = classifier.estimate_covariate_shift(sample, batch_size)
     source = open_text_rows(file, text_column, text_pair_column)
     rows, resume = source.rows, Resume(0, 0)
     if path is not None and path.exists() and path.stat().st_size and not overwrite_output:
@@ -283,7 +255,7 @@ def predict_file(
     try:
         for chunk in chunks(rows, chunk_size):
             stream.writelines(
-                prediction_lines(chunk, classifier.predict(chunk, batch_size, coverage, shift))
+                prediction_lines(chunk, classifier.predict(chunk, batch_size, coverage))
             )
             stream.flush()
             progress.update(len(chunk))

@@ -15,16 +15,14 @@ int8: :mod:`nlp_transfer.text.onnx_backend`); both decode their logits here, the
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Sequence
 
 import numpy as np
 
 from ..metrics.classification import predict_labels, probabilities
-from ..metrics.conformal import add_conformal, load_conformal_scores, output_features
+from ..metrics.conformal import add_conformal, load_conformal_scores
 from ..metrics.recalibration import map_logits, saved_binary_map
-from ..metrics.weighted_conformal import CovariateShift, estimate_covariate_shift
 from .inference import call_cost_tokens as cpu_call_cost_tokens
 from .inference import (
     decision_threshold,
@@ -37,8 +35,6 @@ from .inference import (
 from .onnx_backend import OnnxModel, load_onnx_model
 from .tfidf_model import TfidfModel, is_tfidf_model, load_tfidf_model
 from .windows import LongTextSettings
-
-logger = logging.getLogger(__name__)
 
 SINGLE_LABEL_TYPES = (None, "single_label_classification")
 
@@ -204,11 +200,7 @@ class TextClassifier:
         return probabilities(logits)
 
     def predict(
-        self,
-        texts: Sequence[str] | str,
-        batch_size: int = 64,
-        coverage: float | None = None,
-        covariate_shift: bool | CovariateShift = False,
+        self, texts: Sequence[str] | str, batch_size: int = 64, coverage: float | None = None
     ) -> list[dict] | dict:
         """Predict for texts, applying what training saved (threshold(s), target scaling).
 
@@ -221,10 +213,6 @@ class TextClassifier:
                 covers) or ``interval`` (regression: ``[low, high]``) that holds the truth with
                 at least this probability (:mod:`~nlp_transfer.metrics.conformal`, from the
                 scores saved in ``conformal.json``; a text gets the same set in every backend).
-            covariate_shift: With ``coverage``, for texts whose distribution has drifted from
-                the training data's: ``True`` estimates the shift from these texts (at least
-                50), or pass one from :meth:`estimate_covariate_shift`; each text then gets a
-                shift-weighted set (:mod:`~nlp_transfer.metrics.weighted_conformal`).
 
         Returns:
             One dict per text. Single-label: ``label`` (predicted name), ``score`` (its
@@ -234,54 +222,16 @@ class TextClassifier:
 
         Raises:
             ValueError: A text is not a string; ``coverage`` outside (0, 1), for a multi-label
-                model, or for a model saved without conformal scores; ``covariate_shift``
-                without ``coverage``, for a model saved without its held-out outputs, or for
-                fewer than 50 texts.
+                model, or for a model saved without conformal scores.
         """
         if isinstance(texts, str):
-            return self.predict([texts], batch_size, coverage, covariate_shift)[0]
-        if covariate_shift is not False and coverage is None:
-            raise ValueError("covariate_shift weighs prediction sets: give a coverage too.")
+            return self.predict([texts], batch_size, coverage)[0]
         if coverage is not None:
             self.check_coverage(coverage)
         results = self.decode(self.predict_logits(texts, batch_size))
         if coverage is not None:
-            shift = self._shift_of(results) if covariate_shift is True else covariate_shift
-            add_conformal(
-                results, self.conformal, coverage, self.labels, texts, shift=shift or None
-            )
+            add_conformal(results, self.conformal, coverage, self.labels, texts)
         return results
-
-    def estimate_covariate_shift(
-        self, texts: Sequence[str], batch_size: int = 64
-    ) -> CovariateShift:
-        """The likelihood ratio between ``texts`` (a sample of what will be predicted) and the
-        calibration split, from the model's outputs on each
-        (:func:`~nlp_transfer.metrics.weighted_conformal.estimate_covariate_shift`); pass it to
-        :meth:`predict` as ``covariate_shift`` for every batch from that distribution.
-
-        Raises:
-            ValueError: Fewer than 50 texts; a model without conformal scores, or saved before
-                they kept the held-out rows' outputs; a multi-label model.
-        """
-        self.check_coverage(0.5)
-        return self._shift_of(self.decode(self.predict_logits(texts, batch_size)))
-
-    def _shift_of(self, results: list[dict]) -> CovariateShift:
-        held = self.conformal.get("outputs")
-        if held is None:
-            raise ValueError(
-                "--covariate_shift: this model's conformal.json has no held-out outputs "
-                "(saved by an earlier version): train it again to get shift-weighted sets."
-            )
-        shift = estimate_covariate_shift(held, output_features(results, self.labels))
-        logger.info(
-            f"Covariate shift: a classifier tells the {shift.sample_rows:,} texts from the "
-            f"{len(held):,} calibration rows with ROC AUC {shift.domain_auc:.3f} (0.5: no "
-            f"shift); the weighted sets rest on an effective {shift.effective_sample_size:.0f}"
-            " of them"
-        )
-        return shift
 
     def check_coverage(self, coverage: float) -> None:
         """Raise ValueError unless this model can give prediction sets at ``coverage``."""

@@ -110,9 +110,7 @@ def conformal_scores(
             without them (or if a split's size differs from its logits') APS is not randomised.
 
     Returns:
-        ``{"method", "scores" (n,), "outputs" (n, d), "report"}``: ``outputs`` the held-out
-        rows' :func:`~nlp_transfer.metrics.conformal.output_features` (for shift-weighted
-        sets); ``report`` goes into ``metrics.json``.
+        ``{"method", "scores" (n,), "report"}``; ``report`` goes into ``metrics.json``.
     """
     split = "calibration" if outcome.calibration is not None else "validation"
     held = outcome.calibration if outcome.calibration is not None else outcome.validation
@@ -123,7 +121,6 @@ def conformal_scores(
     if problem == REGRESSION:
         method = ABSOLUTE_RESIDUAL
         scores = residual_scores(scaling.undo(val_labels), scaling.undo(val_logits))
-        outputs = np.reshape(scaling.undo(val_logits), (len(scores), 1))
         test_outputs, test_targets = scaling.undo(test_logits), scaling.undo(test_labels)
     else:
         val_uniforms = test_uniforms = None
@@ -135,13 +132,12 @@ def conformal_scores(
             logger.warning("Conformal sets: texts and logits differ in number; APS not randomised.")
         method = APS if val_uniforms is None else APS_RANDOMIZED
         scores = aps_scores(probabilities(val_logits), val_labels, val_uniforms)
-        outputs = np.log(np.clip(probabilities(val_logits), 1e-12, 1.0))
         test_outputs, test_targets = probabilities(test_logits), test_labels
     test = coverage_report(
         scores, test_outputs, test_targets, regression=problem == REGRESSION, uniforms=test_uniforms
     )
     report = {"method": method, "split": split, "num_examples": len(scores), "test": test}
-    return {"method": method, "scores": scores, "outputs": outputs, "report": report}
+    return {"method": method, "scores": scores, "report": report}
 
 
 def write_uncertainty(output_dir, calibration, conformal, uncalibrated_test, outcome) -> None:
@@ -152,13 +148,7 @@ def write_uncertainty(output_dir, calibration, conformal, uncalibrated_test, out
         multi = np.ndim(outcome.test[1]) == 2  # multi-hot labels
         plot_reliability_diagram(uncalibrated_test, outcome.test, plots / "reliability.png", multi)
     if conformal is not None:
-        save_conformal_scores(
-            output_dir,
-            conformal["scores"],
-            conformal["method"],
-            split=conformal["report"]["split"],
-            outputs=conformal.get("outputs"),
-        )
+        save_conformal_scores(output_dir, conformal["scores"], conformal["method"])
 
 
 def abstention(config, outcome: TrainOutcome, model) -> dict:
