@@ -292,7 +292,9 @@ def test_conformal_scores_come_from_a_held_out_calibration_split(tiny_bert_dir, 
         )
     )
     conformal = metrics["conformal"]
-    scores = json.loads((out / "conformal.json").read_text())["scores"]
+    saved = json.loads((out / "conformal.json").read_text())
+    scores = saved["scores"]
+    assert saved["split"] == conformal["split"]  # the file names the rows it scored
     epoch_rows = metrics["validation"][-1]["eval_num_examples"]
     if share:
         assert conformal["split"] == "calibration"

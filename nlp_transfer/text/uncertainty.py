@@ -148,7 +148,9 @@ def write_uncertainty(output_dir, calibration, conformal, uncalibrated_test, out
         multi = np.ndim(outcome.test[1]) == 2  # multi-hot labels
         plot_reliability_diagram(uncalibrated_test, outcome.test, plots / "reliability.png", multi)
     if conformal is not None:
-        save_conformal_scores(output_dir, conformal["scores"], conformal["method"])
+        save_conformal_scores(
+            output_dir, conformal["scores"], conformal["method"], conformal["report"]["split"]
+        )
 
 
 def abstention(config, outcome: TrainOutcome, model) -> dict:
