@@ -1051,3 +1051,42 @@ def test_calibration_merge_keeps_only_the_runs_not_rerun(tmp_path):
     path.with_suffix(".md").write_text(f"header\n\n{older}\n\nIn that run: {older}\n")
     note = calibration.merged_rows(str(path))[2]
     assert f"In that run: {older}" in note and f"In that run: In that run: {older}" in note
+
+
+def test_conformal_shift_weights_restore_coverage_where_only_the_inputs_moved():
+    """Weighted split conformal (Tibshirani et al. 2019): equal weights give split conformal's
+    threshold; under a pure covariate shift (P(y | x) fixed) whose residuals grow where the new
+    rows are, split conformal under-covers and the estimated weights restore the target; the
+    vectorised sets are aps_sets' per row."""
+    from nlp_transfer.metrics.conformal import aps_sets, conformal_quantile
+
+    shift = bench_module("conformal_shift")
+    rng = np.random.default_rng(0)
+    scores = rng.random(99)
+    for coverage in (0.8, 0.9, 0.95):
+        equal = shift.weighted_thresholds(scores, np.ones(99), np.ones(3), coverage)
+        assert np.array_equal(equal, np.full(3, conformal_quantile(scores, coverage)))
+    assert np.isinf(shift.weighted_thresholds(scores, np.ones(99), np.array([1e4]), 0.9)[0])
+
+    def rows(n, mean):
+        x = rng.normal(mean, 1.0, size=n)
+        return x, np.abs(rng.normal(size=n) * (0.2 + np.abs(x)))  # |y - f(x)|, spread grows
+
+    (held_x, held_v), (new_x, new_v) = rows(3000, 0.0), rows(6000, 1.5)
+    w = shift.shift_weights(held_x[:, None], new_x[:, None], c=1.0)
+    assert w["domain_auc"] > 0.8 and w["effective_rows"] < 1500
+    for coverage in (0.8, 0.9):
+        plain = np.mean(new_v <= conformal_quantile(held_v, coverage))
+        weighted = np.mean(
+            new_v <= shift.weighted_thresholds(held_v, w["held"], w["new"], coverage)
+        )
+        assert plain < coverage - 0.05 and abs(weighted - coverage) < 0.025
+    same = shift.shift_weights(held_x[:, None], rng.normal(0.0, 1.0, size=(3000, 1)))
+    assert abs(same["domain_auc"] - 0.5) < 0.05 and same["effective_rows"] > 2850
+
+    probs, labels = rng.dirichlet(np.ones(4), size=200), rng.integers(0, 4, size=200)
+    u, thresholds = rng.random(200), rng.random(200)
+    sets = [aps_sets(probs[i : i + 1], thresholds[i], u[i : i + 1])[0] for i in range(200)]
+    report = shift.set_coverage(probs, labels, u, thresholds)
+    assert report["coverage"] == np.mean([y in s for y, s in zip(labels, sets, strict=True)])
+    assert report["mean_set_size"] == np.mean([len(s) for s in sets])
