@@ -21,7 +21,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .audit import add_audit_parser, add_monitor_parser, audit_main, monitor_main
-from .predict import add_evaluate_parser, add_predict_parser, evaluate_main, predict_main
+from .predict import (
+    add_evaluate_parser,
+    add_predict_parser,
+    add_refit_conformal_parser,
+    evaluate_main,
+    predict_main,
+    refit_conformal_main,
+)
 from .serve import add_serve_parser, serve_main
 
 DESCRIPTION = """\
@@ -69,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_predict_parser(sub)
     add_evaluate_parser(sub)
+    add_refit_conformal_parser(sub)
     add_serve_parser(sub)
     add_audit_parser(sub)
     add_monitor_parser(sub)
@@ -343,4 +351,6 @@ def _dispatch(argv: list[str]) -> int:
         return audit_main(args)
     if args.command == "monitor":
         return monitor_main(args)
+    if args.command == "refit-conformal":
+        return refit_conformal_main(args)
     return evaluate_main(args)

@@ -265,3 +265,40 @@ def evaluate_main(args: argparse.Namespace) -> int:
     }
     print(json.dumps(summary, indent=2))
     return 0
+
+
+def add_refit_conformal_parser(sub) -> None:
+    """``nlp-transfer refit-conformal``: its flags."""
+    r = sub.add_parser(
+        "refit-conformal",
+        help="Replace a saved text model's conformal scores with those of labelled texts from "
+        "the period it now predicts (after drift); the former scores are kept aside.",
+    )
+    r.add_argument("--model_dir", required=True, help="A run's output_dir.")
+    r.add_argument(
+        "--file",
+        required=True,
+        help="Labelled .csv/.tsv/.jsonl/.parquet: a random sample of the texts to predict, not "
+        "texts the model was trained or validated on.",
+    )
+    r.add_argument("--text_column", default="text", help="Column holding the text.")
+    r.add_argument("--label_column", default="label", help="Column holding the label (value).")
+    r.add_argument("--batch_size", type=int, default=64, help="Texts per forward pass.")
+
+
+def refit_conformal_main(args: argparse.Namespace) -> int:
+    """``nlp-transfer refit-conformal``: new ``conformal.json`` from a labelled file (JSON out)."""
+    from ..text.refit_conformal import refit_conformal
+
+    if task_of_model_dir(args.model_dir).modality == "image":
+        raise SystemExit("error: refit-conformal is for text models.")
+    with log_to_stderr():
+        report = refit_conformal(
+            args.model_dir,
+            args.file,
+            text_column=args.text_column,
+            label_column=args.label_column,
+            batch_size=args.batch_size,
+        )
+    print(json.dumps(report, indent=2))
+    return 0

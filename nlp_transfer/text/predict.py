@@ -104,7 +104,7 @@ def evaluate_saved_model(
 
     classifier = TextClassifier.from_pretrained(model_dir, backend=backend, quantize=quantize)
     _check_evaluable(model_dir, classifier.config)
-    texts, labels = _labelled_texts(data_file, text_column, label_column, classifier.labels)
+    texts, labels = labelled_texts(data_file, text_column, label_column, classifier.labels)
     logits = classifier.predict_logits(texts, batch_size)
     metrics = _metrics(labels, logits, classifier)
     metrics["backend"] = backend + (f"-{quantize}" if quantize else "")
@@ -140,10 +140,14 @@ def _check_evaluable(model_dir: str | os.PathLike, config) -> None:
         )
 
 
-def _labelled_texts(
+def labelled_texts(
     data_file: str | os.PathLike, text_column: str, label_column: str, names: list[str]
 ) -> tuple[list, np.ndarray]:
-    """The texts and label ids ``(n,)`` of a labelled file."""
+    """The texts and label ids ``(n,)`` of a labelled file (labels as ``names`` or ids).
+
+    Raises:
+        ValueError: A missing column (the message names the flag) or an unknown label.
+    """
     table = read_table(data_file)
     for column, flag in ((text_column, "--text_column"), (label_column, "--label_column")):
         if column not in table.column_names:
