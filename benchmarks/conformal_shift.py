@@ -25,7 +25,10 @@ the dataset's test split (20 Newsgroups: later posts than training and validatio
   coverage, mean set size and the share of rows whose threshold is infinite (every label).
 
 The guarantee it restores needs the shift to be in the inputs only (``P(y | x)`` unchanged) and
-the ratio to be estimated well. Writes ``<output_dir>/conformal_shift.{json,md}``.
+the ratio to be estimated well. With ``--parts refit`` (``--labelled_new_rows K``), what
+``nlp-transfer refit-conformal`` does instead: split conformal with the scores of ``K`` labelled
+new rows drawn at random (seeded), its coverage and set size on the other new rows.
+Writes ``<output_dir>/conformal_shift.{json,md}``.
 """
 
 from __future__ import annotations
@@ -56,6 +59,15 @@ def parse_args(argv=None) -> argparse.Namespace:
         "dataset's own test split).",
     )
     parser.add_argument("--calibration_split_size", type=float, default=0.5)
+    parser.add_argument(
+        "--parts", default="weighted", help="Comma list of weighted (the default), refit."
+    )
+    parser.add_argument(
+        "--labelled_new_rows",
+        type=int,
+        default=1000,
+        help="refit: labelled new rows the scores come from (the rest are scored).",
+    )
     parser.add_argument("--output_dir", default=str(harness.RESULTS))
     args = parser.parse_args(argv)
     args.dir_list, args.seed_list = (
@@ -126,6 +138,23 @@ def set_coverage(probs, labels, uniforms, thresholds) -> dict:
     }
 
 
+def refit_coverage(probs, labels, uniforms, rows: int, seed: int) -> dict:
+    """Split conformal with the scores of ``rows`` new rows drawn at random (``seed``), as
+    ``nlp-transfer refit-conformal`` computes them; coverage and set size on the other rows."""
+    from nlp_transfer.metrics.conformal import aps_scores, conformal_quantile
+
+    order = np.random.default_rng(seed).permutation(len(labels))
+    fit, rest = order[:rows], order[rows:]
+    scores = aps_scores(probs[fit], labels[fit], uniforms[fit])
+    return {"labelled_rows": rows, "scored_rows": len(rest)} | {
+        str(c): set_coverage(
+            probs[rest], labels[rest], uniforms[rest],
+            np.full(len(rest), conformal_quantile(scores, c)),
+        )
+        for c in COVERAGES
+    }  # fmt: skip
+
+
 def new_rows(args, seed: int) -> dict:
     """``{name: (texts, labels)}`` of the new texts."""
     from datasets import concatenate_datasets
@@ -170,13 +199,12 @@ def one_run(run_dir: Path, seed: int, args) -> list[dict]:
     saved = load_conformal_scores(run_dir)["scores"]
     if len(saved) != len(scores) or np.max(np.abs(np.sort(scores) - saved)) > 1e-4:
         raise SystemExit(f"{run_dir}: its calibration split could not be drawn again (--seeds?)")
+    weighted = "weighted" in args.parts.split(",")
     held = {"log_probabilities": np.log(np.clip(probs, 1e-12, 1)),
-            "encoder": model_features(model, tokenizer, texts)}  # fmt: skip
+            "encoder": model_features(model, tokenizer, texts) if weighted else None}  # fmt: skip
     rows = []
     for name, (new_texts, new_labels) in new_rows(args, seed).items():
         new_probs, uniforms = classifier.predict_proba(new_texts), example_uniforms(new_texts)
-        new = {"log_probabilities": np.log(np.clip(new_probs, 1e-12, 1)),
-               "encoder": model_features(model, tokenizer, new_texts)}  # fmt: skip
         row = {"run": str(run_dir), "seed": seed, "new": name, "rows": len(new_texts)}
         row["accuracy"] = float(np.mean(new_probs.argmax(axis=1) == new_labels))
         row["split_conformal"] = {
@@ -184,14 +212,24 @@ def one_run(run_dir: Path, seed: int, args) -> list[dict]:
                                  np.full(len(new_texts), sorted(scores)[math.ceil((len(scores) + 1) * c) - 1]))
             for c in COVERAGES
         }  # fmt: skip
-        for feature in FEATURES:
-            w = shift_weights(held[feature], new[feature], seed=seed)
-            row[feature] = {"domain_auc": w["domain_auc"], "effective_rows": w["effective_rows"]}
-            for c in COVERAGES:
-                thresholds = weighted_thresholds(scores, w["held"], w["new"], c)
-                row[feature][str(c)] = set_coverage(new_probs, new_labels, uniforms, thresholds)
+        if "refit" in args.parts.split(","):
+            row["refit"] = refit_coverage(
+                new_probs, new_labels, uniforms, args.labelled_new_rows, seed
+            )
+        if weighted:
+            new = {"log_probabilities": np.log(np.clip(new_probs, 1e-12, 1)),
+                   "encoder": model_features(model, tokenizer, new_texts)}  # fmt: skip
+            for feature in FEATURES:
+                w = shift_weights(held[feature], new[feature], seed=seed)
+                row[feature] = {
+                    "domain_auc": w["domain_auc"],
+                    "effective_rows": w["effective_rows"],
+                }
+                for c in COVERAGES:
+                    thresholds = weighted_thresholds(scores, w["held"], w["new"], c)
+                    row[feature][str(c)] = set_coverage(new_probs, new_labels, uniforms, thresholds)
         rows.append(row)
-        print(f"seed {seed} {name}: AUC {row['encoder']['domain_auc']:.3f}", flush=True)
+        print(f"seed {seed} {name}: accuracy {row['accuracy']:.3f}", flush=True)
     return rows
 
 
@@ -202,15 +240,20 @@ def markdown(rows: list[dict], cpu: str) -> str:
     def sizes(report):
         return " / ".join(f"{report[str(c)]['mean_set_size']:.2f}" for c in COVERAGES)
 
+    features = [f for f in FEATURES if rows and f in rows[0]]
+    refit = bool(rows) and "refit" in rows[0]
     table = harness.markdown_table(
         ["seed", "new texts", "rows", "accuracy", "split conformal: coverage (set size)"]
+        + ([f"refit on {rows[0]['refit']['labelled_rows']} labelled new rows: coverage (set "
+            "size) on the others"] if refit else [])
         + [f"weighted on {f}: domain AUC, effective rows, coverage (set size, unbounded)"
-           for f in FEATURES],
+           for f in features],
         [
             [r["seed"], r["new"], r["rows"], f"{r['accuracy']:.3f}",
              f"{cell(r['split_conformal'])} ({sizes(r['split_conformal'])})"]
+            + ([f"{cell(r['refit'])} ({sizes(r['refit'])})"] if refit else [])
             + [f"{r[f]['domain_auc']:.3f}, {r[f]['effective_rows']:.0f}, {cell(r[f])} "
-               f"({sizes(r[f])}, {r[f]['0.95']['unbounded']:.2f})" for f in FEATURES]
+               f"({sizes(r[f])}, {r[f]['0.95']['unbounded']:.2f})" for f in features]
             for r in rows
         ],
     )  # fmt: skip
