@@ -44,14 +44,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--dataset_name", default="rotten_tomatoes_sentences")
     parser.add_argument("--calibration_split_size", type=float, default=0.5)
     parser.add_argument("--output_dir", default=str(harness.RESULTS))
-    args = parser.parse_args(argv)
-    args.dir_list, args.seed_list = (
-        args.model_dirs.split(","),
-        [int(s) for s in args.seeds.split(",")],
-    )
-    if len(args.dir_list) != len(args.seed_list):
-        parser.error("--model_dirs and --seeds must name as many runs as each other")
-    return args
+    return harness.saved_runs(parser, parser.parse_args(argv))
 
 
 def fitted_maps(p_val: np.ndarray, y_val: np.ndarray) -> dict:

@@ -69,14 +69,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="refit: labelled new rows the scores come from (the rest are scored).",
     )
     parser.add_argument("--output_dir", default=str(harness.RESULTS))
-    args = parser.parse_args(argv)
-    args.dir_list, args.seed_list = (
-        args.model_dirs.split(","),
-        [int(s) for s in args.seeds.split(",")],
-    )
-    if len(args.dir_list) != len(args.seed_list):
-        parser.error("--model_dirs and --seeds must name as many runs as each other")
-    return args
+    return harness.saved_runs(parser, parser.parse_args(argv))
 
 
 def shift_weights(held: np.ndarray, new: np.ndarray, seed: int = 0, c: float = 0.1) -> dict:

@@ -425,3 +425,13 @@ def per_seed_cells(row: dict) -> list[str]:
         f"{row['training_s']['median']:.0f}",
         f"{row['wall_s']['median']:.0f}",
     ]
+
+
+def saved_runs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
+    """``--model_dirs`` / ``--seeds`` of scripts that read saved runs, as ``args.dir_list`` and
+    ``args.seed_list`` (one seed per run: the ``--seed`` it was trained with)."""
+    args.dir_list = args.model_dirs.split(",")
+    args.seed_list = [int(s) for s in args.seeds.split(",")]
+    if len(args.dir_list) != len(args.seed_list):
+        parser.error("--model_dirs and --seeds must name as many runs as each other")
+    return args
