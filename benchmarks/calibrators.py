@@ -39,10 +39,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--model_dirs", required=True, help="Comma list of saved runs.")
-    parser.add_argument("--seeds", required=True, help="Comma list: each run's --seed.")
-    parser.add_argument("--dataset_name", default="rotten_tomatoes_sentences")
-    parser.add_argument("--calibration_split_size", type=float, default=0.5)
+    harness.saved_run_arguments(parser)
     parser.add_argument("--output_dir", default=str(harness.RESULTS))
     return harness.saved_runs(parser, parser.parse_args(argv))
 

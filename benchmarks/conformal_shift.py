@@ -49,16 +49,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--model_dirs", required=True, help="Comma list of saved runs.")
-    parser.add_argument("--seeds", required=True, help="Comma list: each run's --seed.")
-    parser.add_argument("--dataset_name", default="rotten_tomatoes_sentences")
+    harness.saved_run_arguments(parser)
     parser.add_argument(
         "--new_sets",
         default=None,
         help="Comma list of built-in sets whose rows are the new texts (default: the "
         "dataset's own test split).",
     )
-    parser.add_argument("--calibration_split_size", type=float, default=0.5)
     parser.add_argument(
         "--parts", default="weighted", help="Comma list of weighted (the default), refit."
     )

@@ -427,6 +427,15 @@ def per_seed_cells(row: dict) -> list[str]:
     ]
 
 
+def saved_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of scripts that read saved runs of ``benchmarks/calibration.py``: the runs,
+    their seeds, their dataset and its calibration split (parse with :func:`saved_runs`)."""
+    parser.add_argument("--model_dirs", required=True, help="Comma list of saved runs.")
+    parser.add_argument("--seeds", required=True, help="Comma list: each run's --seed.")
+    parser.add_argument("--dataset_name", default="rotten_tomatoes_sentences")
+    parser.add_argument("--calibration_split_size", type=float, default=0.5)
+
+
 def saved_runs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
     """``--model_dirs`` / ``--seeds`` of scripts that read saved runs, as ``args.dir_list`` and
     ``args.seed_list`` (one seed per run: the ``--seed`` it was trained with)."""
