@@ -140,6 +140,21 @@ def _check_evaluable(model_dir: str | os.PathLike, config) -> None:
         )
 
 
+def read_labelled_table(data_file: str | os.PathLike, text_column: str, label_column: str):
+    """The file as a ``Dataset``, checked to hold both columns.
+
+    Raises:
+        ValueError: A missing column (the message names the flag to pass).
+    """
+    table = read_table(data_file)
+    for column, flag in ((text_column, "--text_column"), (label_column, "--label_column")):
+        if column not in table.column_names:
+            raise ValueError(
+                f"{data_file} has no column {column!r} (columns: {', '.join(table.column_names)}); pass {flag}."
+            )
+    return table
+
+
 def labelled_texts(
     data_file: str | os.PathLike, text_column: str, label_column: str, names: list[str]
 ) -> tuple[list, np.ndarray]:
@@ -148,12 +163,7 @@ def labelled_texts(
     Raises:
         ValueError: A missing column (the message names the flag) or an unknown label.
     """
-    table = read_table(data_file)
-    for column, flag in ((text_column, "--text_column"), (label_column, "--label_column")):
-        if column not in table.column_names:
-            raise ValueError(
-                f"{data_file} has no column {column!r} (columns: {', '.join(table.column_names)}); pass {flag}."
-            )
+    table = read_labelled_table(data_file, text_column, label_column)
     ids = {name: i for i, name in enumerate(names)} | {str(i): i for i in range(len(names))}
     raw = [str(v) for v in table[label_column]]
     unknown = sorted(set(raw) - set(ids))

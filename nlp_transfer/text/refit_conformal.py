@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.read import read_table
 from ..metrics.conformal import (
     ABSOLUTE_RESIDUAL,
     APS_RANDOMIZED,
@@ -33,7 +32,7 @@ from ..metrics.conformal import (
     save_conformal_scores,
 )
 from .classifier import TextClassifier
-from .predict import labelled_texts
+from .predict import labelled_texts, read_labelled_table
 
 logger = logging.getLogger(__name__)
 
@@ -117,13 +116,7 @@ def refit_conformal(
 
 
 def _regression_texts(data_file, text_column: str, label_column: str):
-    table = read_table(data_file)
-    for column, flag in ((text_column, "--text_column"), (label_column, "--label_column")):
-        if column not in table.column_names:
-            raise ValueError(
-                f"{data_file} has no column {column!r} (columns: "
-                f"{', '.join(table.column_names)}); pass {flag}."
-            )
+    table = read_labelled_table(data_file, text_column, label_column)
     try:
         targets = np.asarray(table[label_column], dtype=np.float64)
     except (TypeError, ValueError) as exc:
