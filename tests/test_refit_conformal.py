@@ -10,12 +10,13 @@ import pytest
 from nlp_transfer import TextClassifier
 from nlp_transfer.cli.commands import main as cli_main
 from nlp_transfer.metrics.conformal import (
+    MIN_CONFORMAL_ROWS,
     aps_scores,
     aps_sets,
     conformal_quantile,
     example_uniforms,
 )
-from nlp_transfer.text.refit_conformal import MIN_ROWS, refit_conformal
+from nlp_transfer.text.refit_conformal import refit_conformal
 
 from conftest import toy_sentiment_frame, train_toy_sentiment
 
@@ -62,8 +63,8 @@ def test_bad_files_are_refused_and_nothing_moves(sentiment_model, tmp_path):
     frame.to_csv(path, index=False)
     with pytest.raises(ValueError, match="--label_column"):
         refit_conformal(sentiment_model, path, text_column="sentence")  # no column "label"
-    frame.head(MIN_ROWS - 1).to_csv(path, index=False)
-    with pytest.raises(ValueError, match=f"at least {MIN_ROWS}"):
+    frame.head(MIN_CONFORMAL_ROWS - 1).to_csv(path, index=False)
+    with pytest.raises(ValueError, match=f"at least {MIN_CONFORMAL_ROWS}"):
         refit_conformal(sentiment_model, path, text_column="sentence", label_column="sentiment")
     frame.assign(sentiment="meh").to_csv(path, index=False)
     with pytest.raises(ValueError, match="unknown to the model"):

@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 CONFORMAL_FILE = "conformal.json"
+MIN_CONFORMAL_ROWS = 20  # the fewest held-out scores a model keeps (0.95 needs 19)
 APS, APS_RANDOMIZED, ABSOLUTE_RESIDUAL = "aps", "aps_randomized", "absolute_residual"
 
 

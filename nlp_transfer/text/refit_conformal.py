@@ -26,6 +26,7 @@ from ..metrics.conformal import (
     ABSOLUTE_RESIDUAL,
     APS_RANDOMIZED,
     CONFORMAL_FILE,
+    MIN_CONFORMAL_ROWS,
     aps_scores,
     example_uniforms,
     residual_scores,
@@ -36,7 +37,6 @@ from .predict import labelled_texts, read_labelled_table
 
 logger = logging.getLogger(__name__)
 
-MIN_ROWS = 20  # below this, 0.95 needs every label (ceil((n + 1) 0.95) > n)
 FEW_ROWS = 200  # below this, one sample's coverage can be several points off (warned)
 
 
@@ -69,7 +69,7 @@ def refit_conformal(
     Raises:
         ValueError: A multi-label or sentence-pair model; a missing column (the message names
             the flag); an unknown label or a non-numeric regression target; fewer than
-            :data:`MIN_ROWS` rows.
+            :data:`~nlp_transfer.metrics.conformal.MIN_CONFORMAL_ROWS` rows.
         FileNotFoundError: No saved model in ``model_dir`` or no ``data_file``.
     """
     classifier = TextClassifier.from_pretrained(model_dir)
@@ -89,10 +89,10 @@ def refit_conformal(
         texts, labels = labelled_texts(data_file, text_column, label_column, classifier.labels)
         probs = classifier.predict_proba(texts, batch_size)
         method, scores = APS_RANDOMIZED, aps_scores(probs, labels, example_uniforms(texts))
-    if len(scores) < MIN_ROWS:
+    if len(scores) < MIN_CONFORMAL_ROWS:
         raise ValueError(
             f"{data_file} has {len(scores)} labelled rows; conformal scores need at least "
-            f"{MIN_ROWS} (a few hundred for coverage within a few points)."
+            f"{MIN_CONFORMAL_ROWS} (a few hundred for coverage within a few points)."
         )
     if len(scores) < FEW_ROWS:
         logger.warning(

@@ -18,6 +18,7 @@ from ..metrics.conformal import (
     ABSOLUTE_RESIDUAL,
     APS,
     APS_RANDOMIZED,
+    MIN_CONFORMAL_ROWS,
     aps_scores,
     coverage_report,
     example_uniforms,
@@ -45,9 +46,6 @@ def calibrating(config: TextClassificationConfig, problem: str) -> bool:
     )
 
 
-MIN_CONFORMAL_ROWS = 20  # the least a held-out calibration split (and what stays) may have
-
-
 def hold_out_calibration_split(dataset, config: TextClassificationConfig, problem: str):
     """``dataset`` with a ``calibration`` split: ``--calibration_split_size`` of the validation
     rows (stratified by label for single-label data, seeded), which split conformal prediction
@@ -57,7 +55,7 @@ def hold_out_calibration_split(dataset, config: TextClassificationConfig, proble
 
     Unchanged when the share is 0, for multi-label data (no conformal sets), for feature
     extraction (its head is fitted on every split's features at once), or when either part
-    would have fewer than :data:`MIN_CONFORMAL_ROWS` rows (logged).
+    would have fewer than :data:`~nlp_transfer.metrics.conformal.MIN_CONFORMAL_ROWS` rows (logged).
     """
     size = config.calibration_split_size
     if size == 0 or problem == MULTI_LABEL or config.feature_extraction != "none":
