@@ -27,7 +27,10 @@ the dataset's test split (20 Newsgroups: later posts than training and validatio
 The guarantee it restores needs the shift to be in the inputs only (``P(y | x)`` unchanged) and
 the ratio to be estimated well. With ``--parts refit`` (``--labelled_new_rows K``), what
 ``nlp-transfer refit-conformal`` does instead: split conformal with the scores of ``K`` labelled
-new rows drawn at random (seeded), its coverage and set size on the other new rows.
+new rows drawn at random (seeded), its coverage and set size on the other new rows; and the
+abstention threshold chosen again on those rows for each ``--abstention_targets`` precision (as
+``refit-conformal`` does for a model trained with ``--abstain_below_precision``), its precision
+and share answered on the other new rows beside those of the threshold chosen on validation.
 Writes ``<output_dir>/conformal_shift.{json,md}``.
 """
 
@@ -41,6 +44,7 @@ import harness
 import numpy as np
 
 COVERAGES = (0.8, 0.9, 0.95)
+ABSTENTION_TARGETS = (0.95, 0.98)
 FEATURES = ("log_probabilities", "encoder")
 MAX_ODDS = 100.0  # domain probabilities clipped to [1/101, 100/101]
 
@@ -128,21 +132,36 @@ def set_coverage(probs, labels, uniforms, thresholds) -> dict:
     }
 
 
-def refit_coverage(probs, labels, uniforms, rows: int, seed: int) -> dict:
+def refit_coverage(
+    probs, labels, uniforms, rows: int, seed: int, trained_thresholds: dict | None = None
+) -> dict:
     """Split conformal with the scores of ``rows`` new rows drawn at random (``seed``), as
-    ``nlp-transfer refit-conformal`` computes them; coverage and set size on the other rows."""
+    ``nlp-transfer refit-conformal`` computes them; coverage and set size on the other rows.
+    With ``trained_thresholds`` (``{target precision: threshold chosen on validation}``) also
+    ``abstention``: per target, the other rows' precision and coverage under that threshold
+    (``trained``) and under the one chosen on the ``rows`` labelled rows (``refit``)."""
     from nlp_transfer.metrics.conformal import aps_scores, conformal_quantile
+    from nlp_transfer.metrics.selective import select_abstention_threshold, selective_report
 
     order = np.random.default_rng(seed).permutation(len(labels))
     fit, rest = order[:rows], order[rows:]
     scores = aps_scores(probs[fit], labels[fit], uniforms[fit])
-    return {"labelled_rows": rows, "scored_rows": len(rest)} | {
+    report = {"labelled_rows": rows, "scored_rows": len(rest)} | {
         str(c): set_coverage(
             probs[rest], labels[rest], uniforms[rest],
             np.full(len(rest), conformal_quantile(scores, c)),
         )
         for c in COVERAGES
     }  # fmt: skip
+    if trained_thresholds:
+        report["abstention"] = {}
+        for target, trained in trained_thresholds.items():
+            refit = select_abstention_threshold(probs[fit], labels[fit], target)
+            report["abstention"][str(target)] = {
+                name: {"threshold": x} | selective_report(probs[rest], labels[rest], x)
+                for name, x in (("trained", trained), ("refit", refit))
+            }
+    return report
 
 
 def new_rows(args, seed: int) -> dict:
@@ -160,6 +179,16 @@ def new_rows(args, seed: int) -> dict:
         rows = concatenate_datasets([data[s] for s in data])
         out[name] = (list(rows["text"]), np.asarray(rows["label"]))
     return out
+
+
+def validation_thresholds(classifier, validation) -> dict:
+    """``{target: threshold}``: the abstention thresholds chosen on the run's validation split
+    for each of :data:`ABSTENTION_TARGETS` (as ``--abstain_below_precision`` does in training)."""
+    from nlp_transfer.metrics.selective import select_abstention_threshold
+
+    probs = classifier.predict_proba(list(validation["text"]))
+    labels = np.asarray(validation["label"])
+    return {t: select_abstention_threshold(probs, labels, t) for t in ABSTENTION_TARGETS}
 
 
 def one_run(run_dir: Path, seed: int, args) -> list[dict]:
@@ -204,8 +233,9 @@ def one_run(run_dir: Path, seed: int, args) -> list[dict]:
         }  # fmt: skip
         if "refit" in args.parts.split(","):
             row["refit"] = refit_coverage(
-                new_probs, new_labels, uniforms, args.labelled_new_rows, seed
-            )
+                new_probs, new_labels, uniforms, args.labelled_new_rows, seed,
+                validation_thresholds(classifier, data["validation"]),
+            )  # fmt: skip
         if weighted:
             new = {"log_probabilities": np.log(np.clip(new_probs, 1e-12, 1)),
                    "encoder": model_features(model, tokenizer, new_texts)}  # fmt: skip
@@ -230,18 +260,29 @@ def markdown(rows: list[dict], cpu: str) -> str:
     def sizes(report):
         return " / ".join(f"{report[str(c)]['mean_set_size']:.2f}" for c in COVERAGES)
 
+    def abstaining(report):
+        return " / ".join(
+            f"{t}: {a['trained']['precision']:.3f} ({a['trained']['coverage']:.2f}) -> "
+            f"{a['refit']['precision']:.3f} ({a['refit']['coverage']:.2f})"
+            for t, a in report["abstention"].items()
+        )
+
     features = [f for f in FEATURES if rows and f in rows[0]]
     refit = bool(rows) and "refit" in rows[0]
+    abstains = refit and "abstention" in rows[0]["refit"]
     table = harness.markdown_table(
         ["seed", "new texts", "rows", "accuracy", "split conformal: coverage (set size)"]
         + ([f"refit on {rows[0]['refit']['labelled_rows']} labelled new rows: coverage (set "
             "size) on the others"] if refit else [])
+        + (["abstention precision (share answered) on the others at each target: validation's "
+            "threshold -> refit's"] if abstains else [])
         + [f"weighted on {f}: domain AUC, effective rows, coverage (set size, unbounded)"
            for f in features],
         [
             [r["seed"], r["new"], r["rows"], f"{r['accuracy']:.3f}",
              f"{cell(r['split_conformal'])} ({sizes(r['split_conformal'])})"]
             + ([f"{cell(r['refit'])} ({sizes(r['refit'])})"] if refit else [])
+            + ([abstaining(r["refit"])] if abstains else [])
             + [f"{r[f]['domain_auc']:.3f}, {r[f]['effective_rows']:.0f}, {cell(r[f])} "
                f"({sizes(r[f])}, {r[f]['0.95']['unbounded']:.2f})" for f in features]
             for r in rows

@@ -1115,3 +1115,23 @@ def test_conformal_shift_refit_scores_come_from_labelled_new_rows():
     row = {"seed": 0, "new": "x", "rows": 6000, "accuracy": 0.5, "refit": report,
            "split_conformal": report}  # fmt: skip
     assert "refit on 1000 labelled new rows" in shift.markdown([row], "cpu")
+    # abstention: validation's threshold is chosen where the labels follow the probabilities;
+    # on new rows whose labels follow softened ones (over-confidence), it falls short of 0.95
+    # and only the threshold chosen again on labelled new rows keeps it
+    from nlp_transfer.metrics.selective import select_abstention_threshold
+
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.full(5, 0.1), size=20000)
+    old = np.array([rng.choice(5, p=p) for p in probs[:2000]])  # validation
+    soft = probs**0.6 / (probs**0.6).sum(axis=1, keepdims=True)
+    new_labels = np.array([rng.choice(5, p=p) for p in soft])
+    trained = select_abstention_threshold(probs[:2000], old, 0.95)
+    u = rng.random(20000)
+    report = shift.refit_coverage(probs, new_labels, u, 2000, 0, trained_thresholds={0.95: trained})
+    gate = report["abstention"]["0.95"]
+    assert gate["trained"]["precision"] < 0.9 and abs(gate["refit"]["precision"] - 0.95) < 0.025
+    assert gate["refit"]["threshold"] > trained
+    assert gate["refit"]["coverage"] < gate["trained"]["coverage"]
+    row["refit"] = report
+    table = shift.markdown([row], "cpu")
+    assert "validation's threshold -> refit's" in table and "0.95: 0." in table

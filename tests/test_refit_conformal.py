@@ -39,6 +39,7 @@ def test_refit_replaces_the_scores_and_keeps_the_former_ones(sentiment_model, tm
     assert cli_main([*argv, "--label_column", "y"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["rows"] == 100 and report["split"] == "file:recent.csv"
+    assert report["abstention"] is None  # trained without --abstain_below_precision
     assert Path(report["previous"]).read_text() == former  # kept aside, not overwritten
     saved = json.loads((sentiment_model / "conformal.json").read_text())
     assert saved["split"] == "file:recent.csv" and saved["num_examples"] == 100
@@ -94,3 +95,62 @@ def test_regression_residuals_in_the_targets_units(tiny_bert_dir, tmp_path):
     pd.DataFrame({"sentence": new["sentence"], "score": ["high"] * 40}).to_csv(path, index=False)
     with pytest.raises(ValueError, match="must hold numbers"):
         refit_conformal(out, path, text_column="sentence", label_column="score")
+    with pytest.raises(ValueError, match="not regression"):
+        refit_conformal(
+            out, path, text_column="sentence", label_column="score", abstain_below_precision=0.9
+        )
+
+
+def test_the_abstention_threshold_is_chosen_again_for_its_target(tiny_bert_dir, tmp_path, capsys):
+    from nlp_transfer.metrics.selective import select_abstention_threshold
+
+    out = train_toy_sentiment(
+        tiny_bert_dir, tmp_path, "abstains", learning_rate=1e-2, num_train_epochs=5,
+        per_device_train_batch_size=16, abstain_below_precision=0.9,
+    )  # fmt: skip
+    config_path = out / "config.json"
+    trained = json.loads(config_path.read_text())
+    assert trained["abstain_below_precision"] == 0.9  # the target travels with the threshold
+    mtime = config_path.stat().st_mtime_ns
+    new = toy_sentiment_frame(120, seed=11)
+    path = tmp_path / "recent.csv"
+    new.to_csv(path, index=False)
+    report = refit_conformal(out, path, text_column="sentence", label_column="sentiment")
+    classifier = TextClassifier.from_pretrained(out, device="cpu")
+    texts = list(new["sentence"])
+    probs = classifier.predict_proba(texts)
+    labels = np.array([classifier.labels.index(v) for v in new["sentiment"]])
+    expected = select_abstention_threshold(probs, labels, 0.9)
+    abstention = report["abstention"]
+    assert abstention["threshold"] == pytest.approx(expected)
+    assert (
+        abstention["former"] == trained["abstain_below"] and abstention["target_precision"] == 0.9
+    )
+    saved = json.loads(config_path.read_text())
+    assert saved["abstain_below"] == pytest.approx(expected)
+    assert saved["abstain_below_fitted_on"] == "file:recent.csv"
+    assert saved["abstain_below_history"][0]["abstain_below"] == trained["abstain_below"]
+    assert config_path.stat().st_mtime_ns == mtime  # an ONNX export is not taken as stale
+    flags = [r["abstain"] for r in classifier.predict(texts)]
+    assert flags == list(probs.max(axis=1) < expected)
+    # another target through the CLI; the history keeps both former thresholds
+    capsys.readouterr()
+    argv = ["refit-conformal", "--model_dir", str(out), "--file", str(path)]
+    argv += ["--text_column", "sentence", "--label_column", "sentiment"]
+    assert cli_main([*argv, "--abstain_below_precision", "0.8"]) == 0
+    cli_report = json.loads(capsys.readouterr().out)["abstention"]
+    assert cli_report["threshold"] == pytest.approx(select_abstention_threshold(probs, labels, 0.8))
+    saved = json.loads(config_path.read_text())
+    assert saved["abstain_below_precision"] == 0.8 and len(saved["abstain_below_history"]) == 2
+    # a model saved before the target was recorded: the flag is asked for, nothing moves
+    saved.pop("abstain_below_precision")
+    config_path.write_text(json.dumps(saved))
+    before = (out / "conformal.json").read_text()
+    with pytest.raises(ValueError, match="pass --abstain_below_precision"):
+        refit_conformal(out, path, text_column="sentence", label_column="sentiment")
+    assert (out / "conformal.json").read_text() == before
+    with pytest.raises(ValueError, match=r"must be in \(0, 1\]"):
+        refit_conformal(
+            out, path, text_column="sentence", label_column="sentiment",
+            abstain_below_precision=1.5,
+        )  # fmt: skip

@@ -284,6 +284,13 @@ def add_refit_conformal_parser(sub) -> None:
     r.add_argument("--text_column", default="text", help="Column holding the text.")
     r.add_argument("--label_column", default="label", help="Column holding the label (value).")
     r.add_argument("--batch_size", type=int, default=64, help="Texts per forward pass.")
+    r.add_argument(
+        "--abstain_below_precision",
+        type=float,
+        default=None,
+        help="Single-label: choose the abstention threshold again on the file for this "
+        "precision (unset: a model trained with one gets it again for its own target).",
+    )
 
 
 def refit_conformal_main(args: argparse.Namespace) -> int:
@@ -299,6 +306,7 @@ def refit_conformal_main(args: argparse.Namespace) -> int:
             text_column=args.text_column,
             label_column=args.label_column,
             batch_size=args.batch_size,
+            abstain_below_precision=args.abstain_below_precision,
         )
     print(json.dumps(report, indent=2))
     return 0

@@ -10,12 +10,16 @@ by an estimated covariate shift (Tibshirani et al. 2019) does not help
 :func:`refit_conformal` replaces ``conformal.json`` with the scores of such a sample, keeping
 the model, its temperature and every other file as they are (``nlp-transfer refit-conformal``).
 New texts exchangeable with that sample then get the guarantee again (Vovk et al. 2005;
-Angelopoulos and Bates 2021, section 1).
+Angelopoulos and Bates 2021, section 1). The abstention threshold of a model trained with
+``--abstain_below_precision`` has the same problem (its precision was estimated on the training
+period) and is chosen again on the same sample, for the same target precision
+(Geifman and El-Yaniv 2017; :mod:`nlp_transfer.metrics.selective`).
 """
 
 from __future__ import annotations
 
 import datetime
+import json
 import logging
 import os
 from pathlib import Path
@@ -32,6 +36,7 @@ from ..metrics.conformal import (
     residual_scores,
     save_conformal_scores,
 )
+from ..metrics.selective import select_abstention_threshold, selective_report
 from .classifier import TextClassifier
 from .predict import labelled_texts, read_labelled_table
 
@@ -47,6 +52,7 @@ def refit_conformal(
     text_column: str = "text",
     label_column: str = "label",
     batch_size: int = 64,
+    abstain_below_precision: float | None = None,
 ) -> dict:
     """Replace a saved model's conformal scores with those of a labelled file.
 
@@ -61,15 +67,22 @@ def refit_conformal(
         text_column: Column holding the text.
         label_column: Column holding the label (value).
         batch_size: Texts per forward pass.
+        abstain_below_precision: Single-label: choose the abstention threshold again on the
+            file, for this target precision (e.g. 0.95). Unset: a model saved with a threshold
+            gets it chosen again for the target it was trained with; one without keeps none.
 
     Returns:
-        ``{"rows", "method", "split", "file", "previous"}``: ``previous`` is where the former
-        scores were moved (None when the model had none).
+        ``{"rows", "method", "split", "file", "previous", "abstention"}``: ``previous`` is where
+        the former scores were moved (None when the model had none); ``abstention`` (None when
+        the model abstains on nothing) the new threshold, the former one, the target, and the
+        coverage and precision of the threshold on the file (an in-sample estimate).
 
     Raises:
         ValueError: A multi-label or sentence-pair model; a missing column (the message names
             the flag); an unknown label or a non-numeric regression target; fewer than
-            :data:`~nlp_transfer.metrics.conformal.MIN_CONFORMAL_ROWS` rows.
+            :data:`~nlp_transfer.metrics.conformal.MIN_CONFORMAL_ROWS` rows;
+            ``abstain_below_precision`` outside (0, 1] or for a regression model; a saved
+            threshold whose target precision the model does not record (pass the flag).
         FileNotFoundError: No saved model in ``model_dir`` or no ``data_file``.
     """
     classifier = TextClassifier.from_pretrained(model_dir)
@@ -81,6 +94,7 @@ def refit_conformal(
             f"{model_dir}: refit-conformal covers single-label and regression models of single "
             "texts (multi-label models have no prediction sets)."
         )
+    target = abstention_target(classifier.config, problem, abstain_below_precision)
     if problem == "regression":
         texts, targets = _regression_texts(data_file, text_column, label_column)
         predictions = [r["score"] for r in classifier.predict(texts, batch_size)]
@@ -102,6 +116,9 @@ def refit_conformal(
     previous = _keep_previous(Path(model_dir))
     split = f"file:{Path(data_file).name}"
     save_conformal_scores(model_dir, scores, method, split=split)
+    abstention = None
+    if target is not None:
+        abstention = refit_abstention(Path(model_dir), probs, labels, target, split)
     logger.info(
         f"Conformal scores of {model_dir} refitted on {len(scores):,} rows of {data_file} "
         f"({method})" + (f"; the former scores are in {previous}" if previous else "")
@@ -112,7 +129,69 @@ def refit_conformal(
         "split": split,
         "file": str(data_file),
         "previous": None if previous is None else str(previous),
+        "abstention": abstention,
     }
+
+
+def abstention_target(config, problem: str, flag: float | None) -> float | None:
+    """The target precision the abstention threshold is chosen for: ``flag``, else the one the
+    model was trained with (``config.abstain_below_precision``); None when neither is set and
+    the model has no threshold."""
+    if flag is not None:
+        if problem == "regression":
+            raise ValueError(
+                "--abstain_below_precision is for single-label models, not regression."
+            )
+        if not 0.0 < flag <= 1.0:
+            raise ValueError(f"--abstain_below_precision must be in (0, 1], got {flag}.")
+        return float(flag)
+    if getattr(config, "abstain_below", None) is None:
+        return None
+    saved = getattr(config, "abstain_below_precision", None)
+    if saved is None:  # models saved before the target was recorded beside the threshold
+        raise ValueError(
+            f"This model abstains below confidence {config.abstain_below:.4f} but does not record "
+            "the precision it was chosen for; pass --abstain_below_precision (e.g. 0.95) to "
+            "choose it again on the file."
+        )
+    return float(saved)
+
+
+def refit_abstention(model_dir: Path, probs, labels, target: float, split: str) -> dict:
+    """Choose the abstention threshold for ``target`` on ``(probs, labels)`` and save it in
+    ``config.json``; the former threshold is appended to ``abstain_below_history``."""
+    threshold = select_abstention_threshold(probs, labels, target)
+    path = model_dir / "config.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    former = config.get("abstain_below")
+    if former is not None:
+        config.setdefault("abstain_below_history", []).append(
+            {
+                "abstain_below": former,
+                "abstain_below_precision": config.get("abstain_below_precision"),
+                "fitted_on": config.get("abstain_below_fitted_on", "validation"),
+                "replaced_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            }
+        )
+    config |= {
+        "abstain_below": threshold,
+        "abstain_below_precision": target,
+        "abstain_below_fitted_on": split,
+    }
+    tmp = path.with_name(f".config.{os.getpid()}.json")
+    tmp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    stat = path.stat()
+    os.replace(tmp, path)  # never a half-written config.json
+    # the threshold is applied after the network (TextClassifier.decode): an ONNX export stays
+    # valid, so config.json keeps its time and is not taken for a change of the weights
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    report = selective_report(probs, labels, threshold)
+    logger.info(
+        f"Abstention below confidence {threshold:.4f} (was {former}), chosen on {split} for "
+        f"precision {target}: there it answers {report['coverage']:.1%} at precision "
+        f"{report['precision']}"
+    )
+    return {"threshold": threshold, "former": former, "target_precision": target, **report}
 
 
 def _regression_texts(data_file, text_column: str, label_column: str):

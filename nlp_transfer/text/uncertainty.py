@@ -158,6 +158,7 @@ def abstention(config, outcome: TrainOutcome, model) -> dict:
     target = config.abstain_below_precision
     threshold = select_abstention_threshold(val_probs, outcome.validation[1], target)
     model.config.abstain_below = threshold
+    model.config.abstain_below_precision = target  # refit-conformal chooses it again for this
     report = {
         "target_precision": target,
         "threshold": threshold,
