@@ -378,6 +378,7 @@ def test_monitor_compares_new_texts_with_the_saved_fingerprint(tiny_bert_dir, tm
     assert main([*argv, "--file", str(same), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["verdict"] == "no drift" and report["advice"] is None
+    assert report["refit_advice"] is None
     assert fingerprint["feature_mean"].shape == fingerprint["feature_std"].shape == (32,)
     assert 0 <= report["mean_shift"] < 1
     assert len(report["label_shift"]["estimated_priors"]) == 2
@@ -385,6 +386,8 @@ def test_monitor_compares_new_texts_with_the_saved_fingerprint(tiny_bert_dir, tm
     printed = capsys.readouterr().out
     assert "Verdict: drift" in printed
     assert "--task domain_adaptation" in printed and f"--source_file {source}" in printed
+    assert (out / "conformal.json").is_file()  # so its sets were fitted on the training period
+    assert f"nlp-transfer refit-conformal --model_dir {out} --file" in printed
     (out / "fingerprint.npz").unlink()
     assert main([*argv, "--file", str(odd)]) == 1
     assert "no fingerprint.npz" in capsys.readouterr().err

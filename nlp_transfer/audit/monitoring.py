@@ -22,6 +22,7 @@ import yaml
 
 from ..data.encode import SINGLE_LABEL
 from ..data.read import DataSource, to_table
+from ..metrics.conformal import CONFORMAL_FILE
 from ..metrics.recalibration import map_logits, saved_binary_map
 from ..text.fingerprint import load_fingerprint, model_features
 from ..text.inference import load_classifier, predict_logits_for_texts
@@ -64,6 +65,17 @@ def _advice(model_dir: Path, file, text_column: str) -> str:
         "--methods", "source_only,dann,coral,mmd",
     ]  # fmt: skip
     return shlex.join(command)
+
+
+def _refit_advice(model_dir: Path) -> str | None:
+    """The ``refit-conformal`` command for a model with prediction sets (their coverage, and an
+    abstention threshold's precision, were measured on the training period)."""
+    if not (model_dir / CONFORMAL_FILE).is_file():
+        return None
+    return shlex.join(
+        ["nlp-transfer", "refit-conformal", "--model_dir", str(model_dir), "--file",
+         "LABELLED_SAMPLE_OF_NEW_TEXTS.csv"]
+    )  # fmt: skip
 
 
 def _label_shift(model, tokenizer, texts: list, fingerprint: dict) -> dict | None:
@@ -134,7 +146,9 @@ def monitor(
         ``{"verdict": "drift" | "no drift", "mmd", "domain_classifier_auc", "mean_shift"
         (the mean standardised shift of the feature means), "label_shift"
         (single-label; else None), "most_out_of_distribution": [{"text", "score"}],
-        "num_texts", "advice"}``.
+        "num_texts", "advice", "refit_advice"}``: on drift, ``advice`` the domain-adaptation
+        command and ``refit_advice`` (models with prediction sets) the ``refit-conformal``
+        command for a labelled sample of the new texts; else both None.
 
     Raises:
         FileNotFoundError: No model or file there, or a model saved without a fingerprint.
@@ -172,9 +186,9 @@ def monitor(
     report["verdict"] = "drift" if report["mmd"]["p_value"] < alpha else "no drift"
     report["alpha"] = alpha
     report["most_out_of_distribution"] = _least_typical(reference, new, texts)
-    report["advice"] = (
-        _advice(model_dir, file, text_column) if report["verdict"] == "drift" else None
-    )
+    drift = report["verdict"] == "drift"
+    report["advice"] = _advice(model_dir, file, text_column) if drift else None
+    report["refit_advice"] = _refit_advice(model_dir) if drift else None
     if output_file is not None:
         Path(output_file).write_text(json.dumps(report, indent=2), encoding="utf-8")
     return report
@@ -206,4 +220,9 @@ def format_monitor_report(report: dict) -> str:
         lines.append(f"    {item['score']:.3f}  {text[:90]}")
     if report["advice"]:
         lines.append(f"  to adapt the model to the new texts: {report['advice']}")
+    if report.get("refit_advice"):
+        lines.append(
+            "  its prediction sets (and abstention threshold) were fitted on the training "
+            f"period; label a random sample of new texts and run: {report['refit_advice']}"
+        )
     return "\n".join(lines)
