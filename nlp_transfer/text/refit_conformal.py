@@ -186,10 +186,11 @@ def refit_abstention(model_dir: Path, probs, labels, target: float, split: str) 
     # valid, so config.json keeps its time and is not taken for a change of the weights
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     report = selective_report(probs, labels, threshold)
+    precision = "-" if report["precision"] is None else f"{report['precision']:.3f}"
     logger.info(
-        f"Abstention below confidence {threshold:.4f} (was {former}), chosen on {split} for "
-        f"precision {target}: there it answers {report['coverage']:.1%} at precision "
-        f"{report['precision']}"
+        f"Abstention below confidence {threshold:.4f} "
+        f"({'none before' if former is None else f'was {former:.4f}'}), chosen on {split} for "
+        f"precision {target}: there it answers {report['coverage']:.1%} at precision {precision}"
     )
     return {"threshold": threshold, "former": former, "target_precision": target, **report}
 
