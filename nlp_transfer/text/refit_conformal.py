@@ -103,16 +103,7 @@ def refit_conformal(
         texts, labels = labelled_texts(data_file, text_column, label_column, classifier.labels)
         probs = classifier.predict_proba(texts, batch_size)
         method, scores = APS_RANDOMIZED, aps_scores(probs, labels, example_uniforms(texts))
-    if len(scores) < MIN_CONFORMAL_ROWS:
-        raise ValueError(
-            f"{data_file} has {len(scores)} labelled rows; conformal scores need at least "
-            f"{MIN_CONFORMAL_ROWS} (a few hundred for coverage within a few points)."
-        )
-    if len(scores) < FEW_ROWS:
-        logger.warning(
-            f"{len(scores)} rows: the coverage of sets from so few scores can be several points "
-            "off the target (a few hundred rows keep it within about 2)."
-        )
+    _check_rows(len(scores), data_file)
     previous = _keep_previous(Path(model_dir))
     split = f"file:{Path(data_file).name}"
     save_conformal_scores(model_dir, scores, method, split=split)
@@ -131,6 +122,19 @@ def refit_conformal(
         "previous": None if previous is None else str(previous),
         "abstention": abstention,
     }
+
+
+def _check_rows(rows: int, data_file) -> None:
+    if rows < MIN_CONFORMAL_ROWS:
+        raise ValueError(
+            f"{data_file} has {rows} labelled rows; conformal scores need at least "
+            f"{MIN_CONFORMAL_ROWS} (a few hundred for coverage within a few points)."
+        )
+    if rows < FEW_ROWS:
+        logger.warning(
+            f"{rows} rows: the coverage of sets from so few scores can be several points "
+            "off the target (a few hundred rows keep it within about 2)."
+        )
 
 
 def abstention_target(config, problem: str, flag: float | None) -> float | None:
