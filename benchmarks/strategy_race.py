@@ -21,7 +21,8 @@ timed end to end by ``harness.py``:
 - ``setfit`` (few-shot rows): SetFit 1.2.0 at its defaults on the training sentences
   (``few_shot_setfit.setfit_worker``).
 
-With ``--singles_from_race`` a single strategy that the race ran to the end is not run again:
+With ``--singles_from_race`` a single strategy that the race ran to the end (not pruned, and not
+stopped by the budget before its last epoch) is not run again:
 its record is the race's own run of it (the same run: same splits, seed and settings; its
 seconds are its time inside the race), and only the pruned or skipped ones run alone.
 
@@ -150,6 +151,7 @@ def record_of(r: dict) -> dict:
                 "epochs_run": c.get("epochs_run"),
                 "accuracy": (c.get("test") or {}).get("accuracy"),
             }
+            | ({"stopped_by_budget": c["stopped_by_budget"]} if c.get("stopped_by_budget") else {})
             for c in metrics["race"]["leaderboard"]
         }
     return r
@@ -158,11 +160,13 @@ def record_of(r: dict) -> dict:
 def singles_from_race(auto: dict, names: list[str]) -> tuple[list[dict], list[str]]:
     """``--singles_from_race``: the records of the singles that the race ran to the end (the
     same run as alone: same splits, seed and settings; its seconds are the candidate's time
-    inside the race, without process start and data loading), and the names still to run."""
+    inside the race, without process start and data loading), and the names still to run: the
+    pruned, skipped and failed ones, and those the budget stopped before their last epoch."""
     records, left = [], []
     for name in names:
         c = (auto.get("candidates") or {}).get(name)
-        if c and c["state"] == "complete" and c.get("accuracy") is not None:
+        ran_to_the_end = c and c["state"] == "complete" and not c.get("stopped_by_budget")
+        if ran_to_the_end and c.get("accuracy") is not None:
             records.append({
                 "arm": f"{name}-{auto['row']}", "row": auto["row"], "seed": auto["seed"],
                 "method": name, "accuracy": c["accuracy"], "wall_s": c["seconds"],

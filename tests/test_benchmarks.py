@@ -829,18 +829,23 @@ def test_strategy_race_takes_singles_the_race_ran_to_the_end_from_its_leaderboar
         {"candidate": "tfidf", "state": "complete", "value": 0.70, "seconds": 9.0,
          "epochs_run": 1, "test": {"accuracy": 0.68}},
         {"candidate": "lora", "state": "pruned", "value": 0.60, "seconds": 30.0, "epochs_run": 2},
+        {"candidate": "freeze_half", "state": "complete", "value": 0.80, "seconds": 90.0,
+         "epochs_run": 3, "stopped_by_budget": 3, "test": {"accuracy": 0.79}},
     ]  # fmt: skip
     cell = {"row": "sentiment_1000", "seed": 1, "method": "auto", "budget_s": 900.0}
     auto = race.record_of(cell | {"wall_s": 300.0, "metrics": metrics})
     assert auto["candidates"]["lora"] == {
         "state": "pruned", "validation": 0.60, "seconds": 30.0, "epochs_run": 2, "accuracy": None,
     }  # fmt: skip
-    taken, left = race.singles_from_race(auto, ["tfidf", "feature_extraction", "lora", "full"])
+    assert auto["candidates"]["freeze_half"]["stopped_by_budget"] == 3
+    names = ["tfidf", "feature_extraction", "freeze_half", "lora", "full"]
+    taken, left = race.singles_from_race(auto, names)
     assert [(r["method"], r["accuracy"], r["wall_s"]) for r in taken] == [
         ("tfidf", 0.68, 9.0),
         ("full", 0.83, 120.0),
     ]
-    assert left == ["feature_extraction", "lora"]  # skipped or pruned: run alone
+    # skipped, cut short by the budget, or pruned: run alone
+    assert left == ["feature_extraction", "freeze_half", "lora"]
     (summary,) = race.summarise([auto, *taken])
     assert "0.830 (120 s) ‡" in race.markdown([summary])
 

@@ -12,6 +12,7 @@ from nlp_transfer.args import parse_duration
 from nlp_transfer.race import race
 from nlp_transfer.race.budget import BudgetCallback, TimeBudget
 from nlp_transfer.race.candidates import DataFacts, choose_candidates
+from nlp_transfer.race.report import markdown_table
 from nlp_transfer.text.config import TextClassificationConfig
 
 from conftest import toy_sentiment_frame
@@ -135,6 +136,36 @@ def test_race_keeps_the_budget_with_a_fake_clock(tiny_bert_dir, tmp_path):
     assert board["lora"]["state"] == board["full"]["state"] == "skipped"
     assert board["lora"]["note"] == "time budget spent"
     assert metrics["race"]["winner"] == "freeze_half"  # the best of those that ran (0.80)
+
+
+def test_a_candidate_the_budget_cut_short_says_so_on_the_leaderboard(tiny_bert_dir, tmp_path):
+    """freeze_half's epochs take 30 s each: after two, another does not fit, and its row says
+    it stopped for the budget (so no one reads it as the strategy run to its end)."""
+    clock, calls = FakeClock(), []
+    done = fake_run(clock, 0.0, calls)
+
+    def run(config, dataset, callbacks):
+        budget = [c for c in callbacks if isinstance(c, BudgetCallback)]
+        trainer = SimpleNamespace(
+            control=SimpleNamespace(should_training_stop=False), state=SimpleNamespace(epoch=1)
+        )
+        for epoch in (1, 2, 3) if budget else ():
+            budget[0].on_epoch_begin(trainer)
+            clock.now += 30.0
+            trainer.state.epoch = epoch + 1
+            budget[0].on_epoch_end(trainer)
+            if trainer.control.should_training_stop:
+                break
+        return done(config, dataset, callbacks)
+
+    config = _config(
+        tiny_bert_dir, tmp_path / "out", time_budget="100s", race_candidates="freeze_half"
+    )
+    metrics = race(config, toy_sentiment_frame(64), run=run, clock=clock, plots=False)
+    (row,) = metrics["race"]["leaderboard"]
+    assert row["state"] == "complete" and row["stopped_by_budget"] == 3  # 90 s of 95
+    table = markdown_table(metrics["race"]["leaderboard"], "accuracy")
+    assert "complete (the budget stopped it after epoch 3)" in table
 
 
 def test_killed_race_resumes_without_rerunning_finished_candidates(tiny_bert_dir, tmp_path):

@@ -39,6 +39,8 @@ def markdown_table(board: list[dict], metric: str) -> str:
         params = "" if row.get("trainable_params") is None else f"{row['trainable_params']:,}"
         size = "" if row.get("size_mb") is None else f"{row['size_mb']:.1f}"
         state = row["state"] + (" (resumed)" if row.get("resumed") else "")
+        if row.get("stopped_by_budget"):
+            state += f" (the budget stopped it after epoch {row['stopped_by_budget']})"
         lines.append(f"| {row['candidate']} | {state} | {value} | {seconds} | {params} | {size} |")
     return "\n".join(lines)
 

@@ -322,16 +322,17 @@ def _run_training(ctx: RaceContext, candidate: Candidate, trial, out: Path, row:
     )
     trial_config.validate()
     callbacks, pruning = [], RacePruning(trial, ctx.metric, ctx.greater_is_better)
+    budget = None if ctx.budget is None else BudgetCallback(ctx.budget, candidate.name)
     if candidate.trains_epochs:
-        callbacks.append(pruning)
-        if ctx.budget is not None:
-            callbacks.append(BudgetCallback(ctx.budget, candidate.name))
+        callbacks += [pruning] + ([budget] if budget else [])
     row["overrides"] = overrides
     try:
         ctx.run(trial_config, ctx.dataset, callbacks)
     finally:  # pruned: its best epoch before it was stopped
         row["value"] = pruning.best
         row["epochs_run"] = pruning.epochs
+        if budget is not None and budget.stopped_at is not None:  # cut short by the budget
+            row["stopped_by_budget"] = int(budget.stopped_at)  # the last epoch it trained
 
 
 class RacePruning(OptunaPruningCallback):
