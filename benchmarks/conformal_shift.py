@@ -28,7 +28,7 @@ The guarantee it restores needs the shift to be in the inputs only (``P(y | x)``
 the ratio to be estimated well. With ``--parts refit`` (``--labelled_new_rows K``), what
 ``nlp-transfer refit-conformal`` does instead: split conformal with the scores of ``K`` labelled
 new rows drawn at random (seeded), its coverage and set size on the other new rows; and the
-abstention threshold chosen again on those rows for each ``--abstention_targets`` precision (as
+abstention threshold chosen again on those rows for each precision of ``ABSTENTION_TARGETS`` (as
 ``refit-conformal`` does for a model trained with ``--abstain_below_precision``), its precision
 and share answered on the other new rows beside those of the threshold chosen on validation.
 Writes ``<output_dir>/conformal_shift.{json,md}``.
