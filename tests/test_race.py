@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zipfile
 from types import SimpleNamespace
 
 import numpy as np
@@ -214,6 +215,8 @@ def test_tfidf_winner_is_an_ordinary_output_dir(tiny_bert_dir, tmp_path, capsys)
     metrics = race(config, toy_sentiment_frame(120))
     assert metrics["race"]["winner"] == "tfidf"
     assert (out / "tfidf.skops").is_file() and (out / "plots" / "race.png").is_file()
+    with zipfile.ZipFile(out / "tfidf.skops") as stored:  # deflated: the vocabulary is JSON
+        assert {m.compress_type for m in stored.infolist()} == {zipfile.ZIP_DEFLATED}
     assert "## Strategy race" in (out / "README.md").read_text()
     saved = json.loads((out / "metrics.json").read_text())
     assert [r["candidate"] for r in saved["race"]["leaderboard"]] == ["tfidf", "full"]
