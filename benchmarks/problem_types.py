@@ -60,11 +60,13 @@ import pandas as pd
 REGRESSION_KEYS = ("pearson", "spearman", "mae", "rmse")
 MULTI_LABEL_KEYS = ("f1_micro", "f1_macro", "subset_accuracy")
 # Every arm runs with no flags but its data's columns and problem type (the own-data defaults);
-# the *_no_pos_weight arms add --class_weights none, to measure the pos_weight default.
+# the *_no_pos_weight arms add --class_weights none, to measure the pos_weight default, and
+# *_raw_targets --standardize_targets false, the former default.
 ARM_FLAGS = {
     "regression": [],
     "regression_lines": [],
     "regression_tweet_year": [],
+    "regression_tweet_year_raw_targets": ["--standardize_targets=false"],
     "multi_label": [],
     "multi_label_no_pos_weight": ["--class_weights=none"],
     "multi_label_subjects": [],
@@ -84,6 +86,7 @@ MAIN_METRIC = {
 FRAMES = {
     "regression_lines": "regression_lines",
     "regression_tweet_year": "regression_tweet_year",
+    "regression_tweet_year_raw_targets": "regression_tweet_year",
     "multi_label": "multi_label",
     "multi_label_no_pos_weight": "multi_label",
     "multi_label_subjects": "multi_label_subjects",
@@ -321,7 +324,7 @@ def arm_for(name: str, args, work: Path, data: dict) -> harness.Arm:
             ]
         elif name == "regression_lines":
             flags += ["--label_column=lines", "--problem_type=regression"]
-        elif name == "regression_tweet_year":
+        elif name.startswith("regression_tweet_year"):
             flags += ["--label_column=year", "--problem_type=regression"]
         else:
             flags += ["--text_column=subject", "--text_pair_column=body", "--label_column=label"]
@@ -379,6 +382,7 @@ DATA = {
     "regression": "rotten_tomatoes_sentences_scores (real targets in [-4, 4])",
     "regression_lines": "20 Newsgroups post bodies, Lines: header 1-100 (real targets)",
     "regression_tweet_year": "dslabs trump_tweets, decimal year posted 2009-2018 (real targets)",
+    "regression_tweet_year_raw_targets": "as regression_tweet_year; --standardize_targets false",
     "multi_label": "20 Newsgroups posts, newsgroup-name tags (derived)",
     "multi_label_no_pos_weight": "as multi_label; --class_weights none",
     "multi_label_subjects": "20 Newsgroups subject lines, newsgroup-name tags (derived)",
@@ -405,9 +409,9 @@ def main(argv=None) -> dict:
         "validation": args.max_eval_samples // 2,
         "test": args.max_eval_samples,
     }
-    derived = [a for a in args.arm_names if a not in ("regression", "regression_tweet_year")]
+    derived = [a for a in args.arm_names if a != "regression" and "tweet" not in a]
     data = derived_frames(args.seed, sizes) if derived else {}
-    if "regression_tweet_year" in args.arm_names:
+    if any("tweet" in a for a in args.arm_names):
         data["regression_tweet_year"] = tweet_year_frames(args.seed, sizes)
     start = time.perf_counter()
     records = []
