@@ -245,7 +245,8 @@ def test_sigterm_finishes_the_accepted_requests(model_dir):
 
     port = _free_port()
     command = [sys.executable, "-m", "nlp_transfer", "serve", "--model_dir", str(model_dir)]
-    command += ["--port", str(port), "--max_wait_ms", "400", "--device", "cpu"]
+    # a long batching window keeps every request waiting in the queue until SIGTERM
+    command += ["--port", str(port), "--max_wait_ms", "20000", "--device", "cpu"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -264,7 +265,11 @@ def test_sigterm_finishes_the_accepted_requests(model_dir):
                 pool.submit(httpx.post, f"{url}/predict", json={"texts": [t]}, timeout=60)
                 for t in TEXTS + TEXTS[:3]
             ]
-            time.sleep(0.2)  # accepted, waiting in the 400 ms batching window
+            # SIGTERM only once the server holds all 8 (a loaded machine may take seconds to
+            # connect them; a request not yet accepted is refused, as it should be)
+            while httpx.get(f"{url}/health", timeout=5).json()["queue_depth"] < len(futures):
+                assert time.monotonic() < deadline + 60, "the requests were never all accepted"
+                time.sleep(0.05)
             process.send_signal(signal.SIGTERM)
             responses = [f.result() for f in futures]
         # uvicorn re-raises the signal once it has shut down, so the status says SIGTERM
