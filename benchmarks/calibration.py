@@ -29,7 +29,9 @@ them) are scored too, as a same-period check. With several seeds (``--seeds``, o
 joined by ``--merge``) the goals are read on each set's mean over seeds. Goals (the issue's):
 ECE after at most half of before (or under 0.02); coverage within 2 points of each target;
 abstention precision within 2 points of its target (read as at most 2 points below it: above
-is no fault); int8's ECE within 0.01 of float32's.
+is no fault); int8's ECE within 0.01 of float32's (on the mean over seeds, as the others; each
+run's change comes with a 90% paired-bootstrap interval and the NLL and Brier changes, on
+validation and test).
 
 Writes ``<output_dir>/calibration.{json,md}``.
 """
@@ -155,6 +157,8 @@ def in_period(data, model, saved_scores, thresholds: dict, args) -> dict | None:
 def backend_figures(name: str, run_dir: Path, args, seed: int) -> dict:
     """Abstention at each target (chosen on validation, scored on test), int8's test ECE, the
     validation and test accuracy, and (newsgroups) the same-period check (:func:`in_period`)."""
+    from scipy.special import softmax
+
     from nlp_transfer import TextClassifier, load_text_classification_dataset
     from nlp_transfer.metrics.calibration import calibration_metrics
     from nlp_transfer.metrics.conformal import (
@@ -196,8 +200,8 @@ def backend_figures(name: str, run_dir: Path, args, seed: int) -> dict:
     plain_scores = aps_scores(probs["validation"], splits["validation"][1])
     plain = coverage_report(plain_scores, probs["test"], test_labels, targets)
     int8 = TextClassifier.from_pretrained(run_dir, backend="onnxruntime", quantize="int8")
+    int8_logits = {s: int8.predict_logits(texts) for s, (texts, _) in splits.items()}
     fp32_logits = np.log(np.clip(probs["test"], 1e-12, 1.0))
-    int8_logits = int8.predict_logits(test_texts)
     accuracy = {"test_rows": len(test_labels)} | {
         f"{s}_accuracy": float(np.mean(p.argmax(axis=1) == splits[s][1])) for s, p in probs.items()
     }
@@ -217,7 +221,50 @@ def backend_figures(name: str, run_dir: Path, args, seed: int) -> dict:
         "conformal_reloaded": reloaded,
         "conformal_not_randomised": plain,
         "test_ece_float32": calibration_metrics(fp32_logits, test_labels)["ece"],
-        "test_ece_int8": calibration_metrics(int8_logits, test_labels)["ece"],
+        "test_ece_int8": calibration_metrics(int8_logits["test"], test_labels)["ece"],
+        "int8_vs_float32": {
+            s: paired_comparison(probs[s], softmax(int8_logits[s], axis=1), labels)
+            for s, (_, labels) in splits.items()
+        },
+    }
+
+
+def paired_comparison(
+    reference: np.ndarray, other: np.ndarray, labels: np.ndarray, draws: int = 1000
+) -> dict:
+    """How a second model's probabilities (int8) differ from the reference's (float32) on the
+    same examples, ``(n, C)`` each: the change in ECE with its 90% paired-bootstrap interval
+    (both models on the same ``draws`` resamples of the rows; Efron and Tibshirani 1993), the
+    change in NLL and Brier score (proper scores, far less noisy than ECE), the share of
+    labels kept and the mean absolute change of the top probability."""
+    from nlp_transfer.metrics.calibration import expected_calibration_error
+
+    n, rows = len(labels), np.arange(len(labels))
+    conf = {k: p.max(axis=1) for k, p in (("ref", reference), ("other", other))}
+    right = {k: p.argmax(axis=1) == labels for k, p in (("ref", reference), ("other", other))}
+
+    def ece_diff(i):
+        return expected_calibration_error(conf["other"][i], right["other"][i]) - (
+            expected_calibration_error(conf["ref"][i], right["ref"][i])
+        )
+
+    rng = np.random.default_rng(0)
+    boots = [ece_diff(rng.integers(0, n, n)) for _ in range(draws)]
+
+    def nll(p):
+        return -float(np.mean(np.log(np.clip(p[rows, labels], 1e-12, 1.0))))
+
+    def brier(p):
+        return float(np.mean(np.sum((p - np.eye(p.shape[1])[labels]) ** 2, axis=1)))
+
+    return {
+        "rows": int(n),
+        "ece_diff": ece_diff(rows),
+        "ece_diff_90": [float(q) for q in np.quantile(boots, [0.05, 0.95])],
+        "nll_diff": nll(other) - nll(reference),
+        "brier_diff": brier(other) - brier(reference),
+        "label_agreement": float(np.mean(other.argmax(axis=1) == reference.argmax(axis=1))),
+        "mean_abs_top_change": float(np.mean(np.abs(conf["other"] - conf["ref"]))),
     }
 
 
@@ -305,6 +352,7 @@ def summary_row(record: dict) -> dict:
         )
     if "abstention" in record:
         keys = ("abstention", "test_ece_float32", "test_ece_int8", "conformal_not_randomised")
+        keys += ("int8_vs_float32",)
         keys += ("ece_reference", "validation_accuracy", "test_accuracy", "in_period")
         row |= {k: record.get(k) for k in keys}
         row["abstention_goal_met"] = all(
@@ -325,7 +373,8 @@ def mean_over_seeds(rows: list[dict]) -> list[dict]:
     ECE after at most half of before (or under 0.02), mean coverage within 2 points of each
     target, mean abstention precision at most 2 points below each target (above it is met: a
     model already that precise on every example, such as the spam filter, cannot be made less
-    so by abstaining), and int8's ECE within 0.01 of float32's in every run."""
+    so by abstaining), and int8's mean ECE within 0.01 of float32's mean (the largest
+    difference of one run is reported beside it)."""
     mean = statistics.mean
     out = []
     for name in dict.fromkeys(r["set"] for r in rows):
@@ -355,8 +404,9 @@ def mean_over_seeds(rows: list[dict]) -> list[dict]:
                 for t, v in entry["abstention_precision"].items()
             )
             diffs = [r["test_ece_int8"] - r["test_ece_float32"] for r in scored]
+            entry["int8_ece_diff_mean"] = mean(diffs)
             entry["int8_ece_diff_max"] = max(diffs, key=abs)
-            entry["int8_goal_met"] = all(abs(d) <= 0.01 for d in diffs)
+            entry["int8_goal_met"] = abs(entry["int8_ece_diff_mean"]) <= 0.01
         out.append(entry)
     return out
 
@@ -372,7 +422,7 @@ def means_table(means: list[dict]) -> str:
     return harness.markdown_table(
         ["set", "seeds", "ECE before -> after (goal)",
          *[f"coverage at {c}: mean (min-max)" for c in COVERAGES], "(goal)",
-         "abstention test precision at each target (goal)", "int8 - float32 ECE, largest (goal)"],
+         "abstention test precision at each target (goal)", "int8 - float32 ECE: mean (largest of a run) (goal)"],
         [
             [m["set"], ", ".join(map(str, m["seeds"])),
              f"{fmt(m['ece']['before'])} -> {fmt(m['ece']['after'])} ({goal(m, 'ece')})"
@@ -381,8 +431,27 @@ def means_table(means: list[dict]) -> str:
             + [goal(m, "coverage")]
             + [", ".join(f"{t}: {fmt(v)}" for t, v in m.get("abstention_precision", {}).items())
                + f" ({goal(m, 'abstention')})",
-               f"{fmt(m.get('int8_ece_diff_max'))} ({goal(m, 'int8')})"]
+               f"{fmt(m.get('int8_ece_diff_mean'))} ({fmt(m.get('int8_ece_diff_max'))}) "
+               f"({goal(m, 'int8')})"]
             for m in means
+        ],
+    )  # fmt: skip
+
+
+def int8_table(rows: list[dict]) -> str:
+    def cell(c):
+        low, high = c["ece_diff_90"]
+        return (
+            f"{c['ece_diff']:+.4f} [{low:+.4f}, {high:+.4f}]; NLL {c['nll_diff']:+.4f}; "
+            f"Brier {c['brier_diff']:+.4f}; {100 * c['label_agreement']:.1f}%"
+        )
+
+    return harness.markdown_table(
+        ["set (seed)", "validation: ECE change [90%]; NLL; Brier; labels kept",
+         "test: ECE change [90%]; NLL; Brier; labels kept"],
+        [
+            [f"{r['set']} ({r['seed']})", cell(c["validation"]), cell(c["test"])]
+            for r in rows if (c := r.get("int8_vs_float32"))
         ],
     )  # fmt: skip
 
@@ -469,6 +538,14 @@ def markdown(means: list[dict], rows: list[dict], cpu: str) -> str:
             for r in rows if "calibration" in r and (e := r.get("ece_reference"))
         ],
     )  # fmt: skip
+    int8 = int8_table(rows)
+    int8 = (
+        "int8 (onnxruntime dynamic quantization) against float32 on the same texts: the ECE "
+        "change with its 90% paired-bootstrap interval, NLL and Brier changes, labels kept:\n\n"
+        f"{int8}\n\n"
+        if any(r.get("int8_vs_float32") for r in rows)
+        else ""
+    )
     same_period = in_period_table(rows)
     same_period = (
         "20 Newsgroups' test split holds later posts than its training split (by date); the "
@@ -481,7 +558,7 @@ def markdown(means: list[dict], rows: list[dict], cpu: str) -> str:
     return (
         f"On {cpu}. Test split; calibration fitted and conformal scores taken on validation.\n\n"
         f"Each set's mean over its seeds, with the issue's goals:\n\n{means_table(means)}\n\n"
-        f"Each run:\n\n{calibration}\n\n{conformal}\n\n{same_period}{abstention}\n\n"
+        f"Each run:\n\n{calibration}\n\n{int8}{conformal}\n\n{same_period}{abstention}\n\n"
         "What the test ECE can reach: the floor is the ECE a perfectly calibrated model with the "
         "same confidences gets on this many examples; the test-optimal temperature is fitted on "
         f"test itself (a reference, not a method).\n\n{reference}\n"
