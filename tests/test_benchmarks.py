@@ -868,6 +868,56 @@ def test_calibration_ece_reference_finds_the_noise_floor_and_the_test_optimal_te
     assert sharp["best_temperature_factor"] == pytest.approx(2.0, abs=0.2)
 
 
+def test_calibration_paired_comparison_separates_noise_from_a_real_change():
+    """The same probabilities: no change, a zero-width interval. Small independent jitter (what
+    int8 does): an ECE change whose paired interval holds 0, labels nearly all kept. Every
+    probability pulled towards certainty: ECE and NLL rise, the interval above 0."""
+    from scipy.special import softmax
+
+    calibration = bench_module("calibration")
+    rng = np.random.default_rng(5)
+    logits = rng.normal(0.0, 2.0, size=(2000, 2))
+    labels = np.array([rng.choice(2, p=p) for p in softmax(logits, axis=1)])
+    reference = softmax(logits, axis=1)
+    same = calibration.paired_comparison(reference, reference.copy(), labels, draws=200)
+    assert same["ece_diff"] == 0.0 and same["ece_diff_90"] == [0.0, 0.0]
+    assert same["nll_diff"] == 0.0 and same["label_agreement"] == 1.0
+    jitter = softmax(logits + rng.normal(0.0, 0.05, size=logits.shape), axis=1)
+    noisy = calibration.paired_comparison(reference, jitter, labels, draws=200)
+    assert noisy["ece_diff_90"][0] < 0.0 < noisy["ece_diff_90"][1]
+    assert noisy["label_agreement"] > 0.97 and 0.0 < noisy["mean_abs_top_change"] < 0.02
+    sharp = calibration.paired_comparison(reference, softmax(3 * logits, axis=1), labels, draws=200)
+    assert sharp["ece_diff_90"][0] > 0.0 and sharp["nll_diff"] > 0.1 and sharp["brier_diff"] > 0.0
+
+
+def test_calibration_goals_are_read_on_each_sets_mean_over_seeds():
+    """Two runs of one set: ECE, coverage, abstention and int8 read on their means; the int8
+    column also carries the largest single run's difference."""
+    calibration = bench_module("calibration")
+
+    def run(seed, ece_after, coverage, precision, int8_diff):
+        return {
+            "set": "sentiment", "seed": seed,
+            "conformal": {c: {"coverage": float(c) + coverage} for c in calibration.COVERAGES},
+            "calibration": {"before": {"ece": 0.06}, "after": {"ece": ece_after}},
+            "abstention": {"0.95": {"test": {"precision": precision}}},
+            "test_ece_float32": 0.03, "test_ece_int8": 0.03 + int8_diff,
+        }  # fmt: skip
+
+    (entry,) = calibration.mean_over_seeds(
+        [run(1, 0.026, 0.01, 0.94, 0.004), run(2, 0.030, -0.06, 0.95, -0.015)]
+    )
+    assert entry["ece"]["after"] == pytest.approx(0.028) and entry["ece_goal_met"]
+    assert entry["coverage"]["0.9"]["mean"] == pytest.approx(0.875)
+    assert not entry["coverage_goal_met"]  # the mean is 2.5 points under each target
+    assert entry["abstention_precision"]["0.95"] == pytest.approx(0.945)
+    assert entry["int8_ece_diff_mean"] == pytest.approx(-0.0055)
+    assert entry["int8_ece_diff_max"] == pytest.approx(-0.015)
+    assert entry["int8_goal_met"]
+    (far,) = calibration.mean_over_seeds([run(1, 0.04, 0.0, 0.95, 0.012)])
+    assert not far["int8_goal_met"] and not far["ece_goal_met"]
+
+
 def test_strategy_race_merges_other_seeds_of_earlier_results(tmp_path):
     race = bench_module("strategy_race")
 
