@@ -30,7 +30,7 @@ def leaderboard_rows(rows: list[dict], greater_is_better: bool) -> list[dict]:
 def markdown_table(board: list[dict], metric: str) -> str:
     """The leaderboard as a markdown table."""
     lines = [
-        f"| strategy | state | validation {metric} | seconds | trainable params | stored MB |",
+        f"| strategy | state | validation {metric} | seconds | trainable params | stored MiB |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for row in board:

@@ -373,7 +373,8 @@ def _read_run(out: Path, metric: str, row: dict) -> dict:
 
 
 def _size_mb(path: Path) -> float:
-    """Megabytes of the saved model files in ``path`` (checkpoints and plots excluded)."""
+    """Mebibytes (2**20 bytes) of the saved model files in ``path`` (checkpoints and plots
+    excluded); the leaderboard's ``size_mb``."""
     skip = ("checkpoint", "plots", "race")
     files = [
         p
