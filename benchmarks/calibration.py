@@ -60,7 +60,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--abstention_targets", default="0.95,0.98")
     parser.add_argument("--max_train_samples", type=int, default=None, help="Smoke runs.")
     parser.add_argument("--max_eval_samples", type=int, default=None, help="Smoke runs.")
-    parser.add_argument("--seeds", default="42", help="Comma list: one run per set and seed.")
+    parser.add_argument(
+        "--seeds",
+        default="42",
+        help="Comma list: one run per set and seed; none: train nothing, only tabulate --merge's "
+        "runs again with this script's tables and goals.",
+    )
     parser.add_argument(
         "--merge",
         default=None,
@@ -80,7 +85,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     if unknown := [s for s in args.set_list if s not in SETS]:
         parser.error(f"--sets: unknown {unknown}; choose from {', '.join(SETS)}")
     args.targets = [float(t) for t in args.abstention_targets.split(",")]
-    args.seed_list = [int(s) for s in args.seeds.split(",")]
+    args.seed_list = [] if args.seeds == "none" else [int(s) for s in args.seeds.split(",")]
+    if not args.seed_list and not args.merge:
+        parser.error("--seeds none tabulates an earlier result: give it with --merge")
     return args
 
 
@@ -431,8 +438,8 @@ def means_table(means: list[dict]) -> str:
             + [goal(m, "coverage")]
             + [", ".join(f"{t}: {fmt(v)}" for t, v in m.get("abstention_precision", {}).items())
                + f" ({goal(m, 'abstention')})",
-               f"{fmt(m.get('int8_ece_diff_mean'))} ({fmt(m.get('int8_ece_diff_max'))}) "
-               f"({goal(m, 'int8')})"]
+               f"{fmt(m['int8_ece_diff_mean'])} ({fmt(m['int8_ece_diff_max'])}) "
+               f"({goal(m, 'int8')})" if "int8_ece_diff_mean" in m else "-"]
             for m in means
         ],
     )  # fmt: skip
