@@ -9,7 +9,8 @@
 gave the conformal scores only. The model's weights do not depend on the calibration, so the
 calibration can be fitted again on other rows after the fact, exactly as training would:
 
-- ``selection``: the temperature, then the isotonic map where it lowers the cross-validated NLL
+- ``selection``: the temperature, then (binary models) the isotonic map where it lowers the
+  cross-validated NLL
   (``nlp_transfer.training.calibration.fit_temperature``,
   ``nlp_transfer.metrics.recalibration.fit_binary_map``) on the selection half (what the toolkit
   does; it repeats the saved calibration);
@@ -90,7 +91,7 @@ def one_run(run_dir: Path, seed: int, args, work: Path) -> dict:
     for choice in CHOICES:
         z, y = logits[choice]
         t = fit_temperature(z, y)
-        isotonic = fit_binary_map(z / t, y, seed=seed)
+        isotonic = fit_binary_map(z / t, y, seed=seed) if z.shape[1] == 2 else None
 
         def probs(raw, t=t, isotonic=isotonic):
             return softmax(map_logits(raw / t, isotonic), axis=1)
