@@ -71,12 +71,12 @@ def one_run(run_dir: Path, seed: int, args, work: Path) -> dict:
     from nlp_transfer.training.calibration import fit_temperature
 
     data = load_text_classification_dataset(args.dataset_name, seed=seed)
-    validation = data["validation"]
-    held = round(len(validation) * args.calibration_split_size)
-    halves = validation.train_test_split(test_size=held, seed=seed, stratify_by_column="label")
+    selection, held = harness.validation_halves(
+        data["validation"], args.calibration_split_size, seed
+    )
     view, saved_t = uncalibrated_copy(run_dir, work / f"seed{seed}")
     model = TextClassifier.from_pretrained(view, device="cpu")
-    parts = {"selection": halves["train"], "held": halves["test"], "test": data["test"]}
+    parts = {"selection": selection, "held": held, "test": data["test"]}
     logits = {
         k: (model.predict_logits(list(p["text"])) * saved_t, np.asarray(p["label"]))
         for k, p in parts.items()

@@ -100,11 +100,9 @@ def one_run(run_dir: Path, seed: int, args) -> dict:
     from nlp_transfer import TextClassifier, load_text_classification_dataset
 
     data = load_text_classification_dataset(args.dataset_name, seed=seed)
-    validation = data["validation"]
-    held = round(len(validation) * args.calibration_split_size)
-    selection = validation.train_test_split(test_size=held, seed=seed, stratify_by_column="label")[
-        "train"
-    ]  # as text/uncertainty.hold_out_calibration_split: the rows T was fitted on
+    selection = harness.validation_halves(data["validation"], args.calibration_split_size, seed)[
+        0
+    ]  # the rows T was fitted on
     model = TextClassifier.from_pretrained(run_dir, device="cpu")
     p_val = model.predict_proba(list(selection["text"]))[:, 1]
     p_test = model.predict_proba(list(data["test"]["text"]))[:, 1]

@@ -436,6 +436,15 @@ def saved_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calibration_split_size", type=float, default=0.5)
 
 
+def validation_halves(validation, size: float, seed: int) -> tuple:
+    """A saved run's two validation parts, as ``text/uncertainty.hold_out_calibration_split``
+    drew them: ``(selection, held)``, the rows that chose the epoch and fitted the calibration
+    and the ``size`` share held out for the conformal scores (stratified by label)."""
+    held = round(len(validation) * size)
+    parts = validation.train_test_split(test_size=held, seed=seed, stratify_by_column="label")
+    return parts["train"], parts["test"]
+
+
 def saved_runs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
     """``--model_dirs`` / ``--seeds`` of scripts that read saved runs, as ``args.dir_list`` and
     ``args.seed_list`` (one seed per run: the ``--seed`` it was trained with)."""

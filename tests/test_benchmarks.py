@@ -1243,3 +1243,28 @@ def test_tweet_year_targets_are_decimal_years_of_distinct_texts():
     assert frame["text"].tolist() == ["Great rally!", "Thanks @x"]  # blank and repeat dropped
     assert frame["year"].tolist() == [2016.0, 2017.0]
     assert frame["year"].dtype == float
+
+
+def test_validation_halves_are_the_rows_training_held_out():
+    """The saved-run scripts draw the same two validation parts as training did."""
+    from accelerate import PartialState
+    from datasets import Dataset, DatasetDict
+
+    from nlp_transfer.text.config import TextClassificationConfig
+    from nlp_transfer.text.uncertainty import hold_out_calibration_split
+
+    harness = bench_module("harness")
+    labels = [i % 3 for i in range(90)]
+    validation = Dataset.from_dict({"text": [f"t{i}" for i in range(90)], "label": labels})
+    validation = validation.class_encode_column("label")
+    selection, held = harness.validation_halves(validation, 0.5, seed=7)
+    config = TextClassificationConfig(seed=7, calibration_split_size=0.5)
+    PartialState()  # the split is logged through accelerate
+    trained = hold_out_calibration_split(
+        DatasetDict({"validation": validation}), config, "single_label_classification"
+    )
+    assert list(selection["text"]) == list(trained["validation"]["text"])
+    assert list(held["text"]) == list(trained["calibration"]["text"])
+    assert len(held) == 45 and sorted(list(selection["text"]) + list(held["text"])) == sorted(
+        validation["text"]
+    )
