@@ -244,7 +244,7 @@ def paired_comparison(
     (both models on the same ``draws`` resamples of the rows; Efron and Tibshirani 1993), the
     change in NLL and Brier score (proper scores, far less noisy than ECE), the share of
     labels kept and the mean absolute change of the top probability."""
-    from nlp_transfer.metrics.calibration import expected_calibration_error
+    from nlp_transfer.metrics.calibration import calibration_metrics, expected_calibration_error
 
     n, rows = len(labels), np.arange(len(labels))
     conf = {k: p.max(axis=1) for k, p in (("ref", reference), ("other", other))}
@@ -258,18 +258,16 @@ def paired_comparison(
     rng = np.random.default_rng(0)
     boots = [ece_diff(rng.integers(0, n, n)) for _ in range(draws)]
 
-    def nll(p):
-        return -float(np.mean(np.log(np.clip(p[rows, labels], 1e-12, 1.0))))
-
-    def brier(p):
-        return float(np.mean(np.sum((p - np.eye(p.shape[1])[labels]) ** 2, axis=1)))
-
+    scores = {
+        k: calibration_metrics(np.log(np.clip(p, 1e-12, 1.0)), labels)
+        for k, p in (("ref", reference), ("other", other))
+    }
     return {
         "rows": int(n),
         "ece_diff": ece_diff(rows),
         "ece_diff_90": [float(q) for q in np.quantile(boots, [0.05, 0.95])],
-        "nll_diff": nll(other) - nll(reference),
-        "brier_diff": brier(other) - brier(reference),
+        "nll_diff": scores["other"]["nll"] - scores["ref"]["nll"],
+        "brier_diff": scores["other"]["brier"] - scores["ref"]["brier"],
         "label_agreement": float(np.mean(other.argmax(axis=1) == reference.argmax(axis=1))),
         "mean_abs_top_change": float(np.mean(np.abs(conf["other"] - conf["ref"]))),
     }
